@@ -1,0 +1,9 @@
+/**
+ * `@longctx/graph`: tensor types, the Operator and Backend contracts, typed errors, the graph builder,
+ * validation, JSON (de)serialisation and the executor.
+ * @module
+ */
+export * from "./src/errors.ts";
+export * from "./src/tensor.ts";
+export * from "./src/backend.ts";
+export * from "./src/operator.ts";

@@ -1,0 +1,114 @@
+/**
+ * The `Backend` contract: what the executor needs from a device. Read it like ggml's backend table —
+ * each member is one line of purpose; optional members say so.
+ *
+ * Implementations live in `@longctx/runtime`: `wgpu` (wgpu-native through FFI, Deno and Bun), `webgpu`
+ * (any standard `GPUDevice`) and `cpu` (TypeScript reference). A kernel is data (`Kernel`): WGSL source
+ * for GPU backends plus, optionally, a TypeScript body the cpu backend runs with the same bindings.
+ * @module
+ */
+import type { Effect } from "effect";
+import type { BackendError, KernelCompileError } from "./errors.ts";
+
+/** Which implementation a backend is. */
+export type BackendKind = "cpu" | "wgpu" | "webgpu";
+
+/** What a backend runs on (the adapter it reports to users). */
+export interface AdapterInfo {
+  /** e.g. "NVIDIA H200", "llvmpipe (LLVM 15.0.6, 256 bits)", "cpu (2 threads)". */
+  readonly name: string;
+  readonly vendor: string;
+  /** Driver description when the API reports one. */
+  readonly driver: string;
+  /** Graphics API underneath: "vulkan", "metal", "dx12", "gl", "cpu". */
+  readonly api: string;
+}
+
+/** Limits the kernels generator must respect (bytes and counts as WebGPU defines them). */
+export interface BackendLimits {
+  readonly maxBufferSize: number;
+  readonly maxStorageBufferBindingSize: number;
+  readonly maxComputeWorkgroupStorageSize: number;
+  readonly maxComputeInvocationsPerWorkgroup: number;
+  readonly maxComputeWorkgroupsPerDimension: number;
+  readonly maxStorageBuffersPerShaderStage: number;
+}
+
+/** An allocation on a backend. Opaque: only the backend that made it can use it. */
+export interface DeviceBuffer {
+  /** Unique per backend instance. */
+  readonly id: number;
+  /** Size in bytes (a multiple of 4). */
+  readonly bytes: number;
+  readonly label: string;
+}
+
+/** How a kernel binding is accessed; binding `i` of group 0 is `bindings[i]`. */
+export type BindingAccess = "read" | "read_write" | "uniform";
+
+/**
+ * A compute kernel as data. `key` identifies the specialisation (backends compile each key once).
+ * `cpu`, when present, lets the cpu backend run the same launch: it receives the bound buffers as
+ * `ArrayBuffer`s in binding order, the uniform bytes, and the workgroup count.
+ */
+export interface Kernel {
+  readonly key: string;
+  readonly wgsl: string;
+  readonly entryPoint: string;
+  readonly bindings: readonly BindingAccess[];
+  /** WGSL `enable` extensions the source needs; the backend checks its features first. */
+  readonly enables?: readonly ("f16" | "subgroups")[];
+  readonly cpu?: (
+    buffers: readonly ArrayBuffer[],
+    workgroups: readonly [number, number, number],
+  ) => void;
+}
+
+/** One kernel launch: buffers bound in order (uniform bindings take a `DeviceBuffer` too). */
+export interface Launch {
+  readonly kernel: Kernel;
+  readonly buffers: readonly DeviceBuffer[];
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** GPU time of a submitted sequence of launches, from timestamp queries (ms), one entry per launch. */
+export interface DispatchTiming {
+  readonly totalMs: number;
+  readonly perLaunchMs: readonly number[];
+}
+
+/** The device contract. Every method that can fail returns an `Effect` with typed errors. */
+export interface Backend {
+  /** Which implementation this is. */
+  readonly kind: BackendKind;
+  /** The adapter in use. */
+  readonly adapter: AdapterInfo;
+  /** Feature names: WebGPU's (`shader-f16`, `timestamp-query`, `subgroups`) and native ones by name. */
+  readonly features: ReadonlySet<string>;
+  /** Device limits. */
+  readonly limits: BackendLimits;
+  /** Allocate `bytes` (rounded up to 4) of device memory. Fails with `out-of-memory` or `validation`. */
+  allocate(bytes: number, label?: string): Effect.Effect<DeviceBuffer, BackendError>;
+  /** Copy host bytes into a buffer at `offsetBytes` (multiple of 4). */
+  upload(buf: DeviceBuffer, data: ArrayBufferView, offsetBytes?: number): Effect.Effect<void, BackendError>;
+  /** Read `bytes` (default: all) back from `offsetBytes`; waits for queued work. */
+  download(buf: DeviceBuffer, offsetBytes?: number, bytes?: number): Effect.Effect<Uint8Array, BackendError>;
+  /** Compile a kernel once (cached by `kernel.key`); later dispatches reuse the pipeline. */
+  compile(kernel: Kernel): Effect.Effect<void, KernelCompileError | BackendError>;
+  /**
+   * Submit launches in order (one command buffer on GPU backends). With `timed`, returns GPU times from
+   * timestamp queries (optional: backends without `timestamp-query` fail with `unsupported`).
+   */
+  dispatch(
+    launches: readonly Launch[],
+    options?: { readonly timed?: boolean },
+  ): Effect.Effect<DispatchTiming | undefined, KernelCompileError | BackendError>;
+  /** Wait until all submitted work is done. */
+  sync(): Effect.Effect<void, BackendError>;
+  /** Free a buffer now. Releasing twice is a no-op. */
+  release(buf: DeviceBuffer): void;
+  /** Number of live buffers and their bytes: the executor's leak check reads this. */
+  live(): { readonly buffers: number; readonly bytes: number };
+  /** Release everything the backend holds (device, pipelines, buffers). */
+  close(): Effect.Effect<void>;
+}

@@ -1,0 +1,93 @@
+/**
+ * The Operator contract: every technique plugs in as operators of this shape.
+ *
+ * An operator is data: its ports (typed by dtype and named dims), an Effect Schema for its parameters,
+ * shape inference, a CPU reference kernel (the oracle), optional GPU lowering to `Launch`es, and a cost
+ * model the planner reads.
+ * @module
+ */
+import type { Effect, Schema } from "effect";
+import type { Kernel } from "./backend.ts";
+import type { ShapeError } from "./errors.ts";
+import type { HostTensor, TensorDesc, TensorType } from "./tensor.ts";
+
+/** The operator kinds of the design's catalog. */
+export type OperatorKind =
+  | "quantize"
+  | "estimate"
+  | "select"
+  | "sparse-attn"
+  | "dense-attn"
+  | "cluster"
+  | "draft"
+  | "verify"
+  | "merge"
+  | "encode"
+  | "decode"
+  | "traceback"
+  | "elementwise"
+  | "matmul"
+  | "norm"
+  | "rope"
+  | "embed";
+
+/** Named ports: port name → tensor type. */
+export type Ports = Readonly<Record<string, TensorType>>;
+
+/** Concrete descriptions for each port of `P`. */
+export type DescsOf<P extends Ports> = { readonly [K in keyof P]: TensorDesc<P[K]["dtype"], P[K]["dims"]> };
+
+/** Host tensors for each port of `P`. */
+export type HostOf<P extends Ports> = { readonly [K in keyof P]: HostTensor<P[K]["dtype"], P[K]["dims"]> };
+
+/** What one run of an operator costs (the planner's input). */
+export interface Cost {
+  /** Floating-point (or integer multiply-add) operations, counting a multiply-add as 2. */
+  readonly flops: number;
+  /** Bytes read from device memory. */
+  readonly bytesRead: number;
+  /** Bytes written to device memory. */
+  readonly bytesWritten: number;
+  /** Scratch bytes needed besides inputs and outputs. */
+  readonly workspaceBytes: number;
+}
+
+/**
+ * A GPU lowering: workspace buffers to allocate (bytes) and launches whose buffers name ports
+ * (`in:<port>`, `out:<port>`) or workspaces (`ws:<name>`).
+ */
+export interface GpuLowering {
+  readonly workspaces: Readonly<Record<string, number>>;
+  readonly launches: readonly {
+    readonly kernel: Kernel;
+    readonly buffers: readonly string[];
+    readonly workgroups: readonly [number, number, number];
+    /** Bytes for a uniform binding, uploaded into `ws:<name>` before the launch, if any. */
+    readonly uniforms?: Readonly<Record<string, Uint8Array>>;
+  }[];
+}
+
+/** The operator contract. `P` parameters, `I` input ports, `O` output ports. */
+export interface Operator<P, I extends Ports, O extends Ports> {
+  /** Unique name, `<technique>.<kind>` (e.g. `sale.estimate`, `dense.attn`). */
+  readonly name: string;
+  readonly kind: OperatorKind;
+  /** Paper and section it implements (docs and reports). */
+  readonly reference: string;
+  /** Parameter schema (decoding validates user input). */
+  readonly params: Schema.Codec<P, unknown>;
+  readonly inputs: I;
+  readonly outputs: O;
+  /** Output descriptions from input descriptions; fails with a `ShapeError` naming the bad port. */
+  infer(params: P, inputs: DescsOf<I>): Effect.Effect<DescsOf<O>, ShapeError>;
+  /** CPU reference kernel (float32 storage; float64 accumulation where it matters). */
+  cpu(params: P, inputs: HostOf<I>): HostOf<O>;
+  /** GPU lowering for given shapes, absent when the operator is CPU-only for now. */
+  gpu?(params: P, inputs: DescsOf<I>, features: ReadonlySet<string>): GpuLowering;
+  /** Cost model as a function of shapes. */
+  cost(params: P, inputs: DescsOf<I>): Cost;
+}
+
+/** Any operator (for registries and graphs). */
+// deno-lint-ignore no-explicit-any
+export type AnyOperator = Operator<any, Ports, Ports>;

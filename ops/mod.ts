@@ -1,0 +1,5 @@
+/**
+ * `@longctx/ops`.
+ * @module
+ */
+export {};

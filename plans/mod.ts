@@ -1,0 +1,5 @@
+/**
+ * `@longctx/plans`.
+ * @module
+ */
+export {};

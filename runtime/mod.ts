@@ -1,0 +1,5 @@
+/**
+ * `@longctx/runtime`.
+ * @module
+ */
+export {};
