@@ -7,3 +7,8 @@ export * from "./src/errors.ts";
 export * from "./src/tensor.ts";
 export * from "./src/backend.ts";
 export * from "./src/operator.ts";
+export * from "./src/signatures.ts";
+export * from "./src/graph.ts";
+export * from "./src/memory.ts";
+export * from "./src/executor.ts";
+export * from "./src/json.ts";

@@ -2,4 +2,6 @@
  * `@longctx/ops`.
  * @module
  */
-export {};
+export * as kernels from "./kernels/mod.ts";
+export * as dense from "./dense/mod.ts";
+export * as sale from "./sale/mod.ts";

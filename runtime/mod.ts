@@ -2,4 +2,7 @@
  * `@longctx/runtime`.
  * @module
  */
-export {};
+export * from "./src/backends/webgpu.ts";
+export * from "./src/backends/select.ts";
+export * from "./src/backends/cpu.ts";
+export * from "./src/backends/wgpu.ts";

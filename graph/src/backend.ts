@@ -56,15 +56,24 @@ export interface Kernel {
   readonly wgsl: string;
   readonly entryPoint: string;
   readonly bindings: readonly BindingAccess[];
-  /** WGSL `enable` extensions the source needs; the backend checks its features first. */
-  readonly enables?: readonly ("f16" | "subgroups")[];
+  /**
+   * WGSL `enable` extensions the source needs; the backend checks its features first
+   * (`f16` → `shader-f16`, `subgroups` → `subgroups`, `wgpu_cooperative_matrix` → the native
+   * cooperative-matrix feature of wgpu-native).
+   */
+  readonly enables?: readonly ("f16" | "subgroups" | "wgpu_cooperative_matrix")[];
   readonly cpu?: (
     buffers: readonly ArrayBuffer[],
     workgroups: readonly [number, number, number],
   ) => void;
 }
 
-/** One kernel launch: buffers bound in order (uniform bindings take a `DeviceBuffer` too). */
+/**
+ * One kernel launch: buffers bound in order (uniform bindings take a `DeviceBuffer` too). Rule for GPU
+ * backends: every allocation is a storage buffer, and every allocation of at most 64 KiB (and at most the
+ * device's `maxUniformBufferBindingSize`) has uniform usage too, so such a small buffer can be bound to a
+ * `"uniform"` binding (`var<uniform>` in WGSL); kernels bind larger buffers only as storage.
+ */
 export interface Launch {
   readonly kernel: Kernel;
   readonly buffers: readonly DeviceBuffer[];

@@ -20,11 +20,25 @@ export class ParamsError extends Data.TaggedError("ParamsError")<{
   readonly hint: string;
 }> {}
 
-/** A graph is malformed: a cycle, a dangling input, a mis-wired port, a bad JSON document. */
+/**
+ * A graph is malformed: a cycle, a dangling input, a mis-wired port, a port the operator does not have,
+ * a graph without outputs, an unknown operator or a bad JSON document. `from` / `to` name the two ends
+ * of the offending edge as `node(operator).port` (graph inputs as `input:<name>`) when there is one.
+ */
 export class GraphError extends Data.TaggedError("GraphError")<{
-  readonly reason: "cycle" | "dangling-input" | "type-mismatch" | "unknown-operator" | "bad-json" | "duplicate";
+  readonly reason:
+    | "cycle"
+    | "dangling-input"
+    | "type-mismatch"
+    | "unknown-operator"
+    | "bad-json"
+    | "duplicate"
+    | "unknown-port"
+    | "no-outputs";
   readonly message: string;
   readonly hint: string;
+  readonly from?: string;
+  readonly to?: string;
 }> {}
 
 /** A backend operation failed (device lost, mapping failed, wrong buffer, library missing, …). */

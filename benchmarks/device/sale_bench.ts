@@ -1,0 +1,277 @@
+/**
+ * SALE speed on a GPU (written for the H200): the Llama-3.1-8B head layout (32 query heads, 8 KV heads,
+ * head dim 128), contexts 8K..128K, f16 inputs with real structure (sinks, locality, heavy hitters: the
+ * documented generator in ops/sale/synthetic.ts, run on the device), our SALE pipeline (quantize → estimate →
+ * select → sparse attention) against our dense flash kernel, the estimation overhead share, and PyTorch SDPA
+ * (flash and cuDNN, bf16) from benchmarks/device/sdpa_peer.py in the same job.
+ *
+ * Run (repo root, on the GPU machine): `bash .device/enter.sh deno run -A benchmarks/device/sale_bench.ts`
+ * Options: `--contexts=8192,16384,32768,65536,131072 --threshold=0.004 --head-chunk=8 --budget-s=300
+ * --no-peer --out=benchmarks/results/sale.json`. Heads run in chunks of `--head-chunk` query heads (GQA
+ * ratio kept) so every buffer stays far below binding limits; a context's time is the sum over chunks.
+ * Timing: wall clock from submit to `onSubmittedWorkDone` (pipelines compiled before), median of 3 runs for
+ * contexts ≤ 32K, 1 run above. Contexts are skipped (and said so) when the time budget would be exceeded.
+ *
+ * Writes rows `{metric, value, unit, context, impl, model, backend, gpu, date, commit, command}` with metrics
+ * `latency_ms` (impl ours-dense, ours-sale, ours-sale-estimation, ours-sale-sparse, sdpa-flash, sdpa-cudnn),
+ * `speedup_vs_own_dense`, `overhead_share` (estimation / our dense), `density`, `output_rel_err` (SALE vs our
+ * dense on the same inputs), `ratio_vs_cudnn` (our SALE time / cuDNN time) to `--out`, and prints a table.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { denseAttnF16 } from "../../ops/dense/attn.ts";
+import { saleGeometry, saleGpuPlan, saleParams, syntheticWgsl } from "../../ops/sale/mod.ts";
+import type { GpuLowering } from "@longctx/graph";
+import { alloc, download, encodeLowering, type Gpu, openGpu } from "../../tests/ops/gpu_helper.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    contexts: { type: "string", default: "8192,16384,32768,65536,131072" },
+    heads: { type: "string", default: "32" },
+    "kv-heads": { type: "string", default: "8" },
+    dim: { type: "string", default: "128" },
+    threshold: { type: "string", default: "0.004" },
+    "head-chunk": { type: "string", default: "8" },
+    "budget-s": { type: "string", default: "300" },
+    "no-peer": { type: "boolean", default: false },
+    out: { type: "string", default: "benchmarks/results/sale.json" },
+  },
+});
+
+const H = Number(args.heads), HK = Number(args["kv-heads"]), D = Number(args.dim);
+const GROUP = H / HK;
+const contexts = args.contexts.split(",").map(Number);
+const budgetMs = Number(args["budget-s"]) * 1000;
+const t0 = performance.now();
+
+const gpu: Gpu | undefined = await openGpu();
+if (!gpu) {
+  console.error("sale_bench: no WebGPU adapter");
+  Deno.exit(1);
+}
+if (!gpu.features.has("shader-f16")) {
+  console.error("sale_bench: the adapter lacks shader-f16");
+  Deno.exit(1);
+}
+console.error(
+  `sale_bench: adapter ${gpu.name}, workgroup memory ${gpu.workgroupMemory} B, max binding ${gpu.maxBinding} B, features ${[
+    ...gpu.features,
+  ]}`,
+);
+const p = saleParams({
+  threshold: Number(args.threshold),
+  workgroupMemory: Math.min(gpu.workgroupMemory, 65536),
+});
+
+const run = async (low: GpuLowering, bufs: Map<string, GPUBuffer>): Promise<number> => {
+  const enc = gpu.device.createCommandEncoder();
+  await encodeLowering(gpu, enc, low, bufs);
+  const cmd = enc.finish();
+  const t = performance.now();
+  gpu.device.queue.submit([cmd]);
+  await gpu.device.queue.onSubmittedWorkDone();
+  return performance.now() - t;
+};
+
+const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
+
+interface Row {
+  metric: string;
+  value: number;
+  unit: string;
+  context?: number;
+  impl?: string;
+  [k: string]: unknown;
+}
+const rows: Row[] = [];
+const skipped: number[] = [];
+let lastDense = 0, lastCtx = 0;
+
+for (const S of contexts) {
+  // heads per chunk: at most --head-chunk, a multiple of the GQA group, and small enough that the largest
+  // buffer (o: f32 [HC, S, D], or the scores) stays under a quarter of the binding limit
+  let HC = Math.min(H, Number(args["head-chunk"]));
+  const g0 = saleGeometry(S, { blockQ: 64, blockK: 32, localWindow: 128 });
+  while (HC > GROUP && Math.max(HC * S * D * 4, HC * g0.qBlocks * g0.kBlocks * 4) > gpu.maxBinding / 4) {
+    HC /= 2;
+  }
+  const HKC = HC / GROUP;
+  const reps = S <= 32768 ? 3 : 1;
+  // predict this context's cost from the last one (quadratic) and stop before the budget runs out
+  const predicted = lastDense ? lastDense * (S / lastCtx) ** 2 * reps * 1.6 : 0;
+  if (performance.now() - t0 + predicted > budgetMs) {
+    console.error(
+      `sale_bench: skipping S=${S} (predicted ${(predicted / 1000).toFixed(0)} s exceeds the budget)`,
+    );
+    skipped.push(S);
+    continue;
+  }
+  const qd = { dtype: "f16", dims: ["heads", "seq", "headDim"], shape: [HC, S, D] } as const;
+  const kd = { dtype: "f16", dims: ["kvHeads", "kvSeq", "headDim"], shape: [HKC, S, D] } as const;
+  const dense = denseAttnF16.gpu!(
+    { scale: 0, blockQ: p.blockQ, workgroupMemory: p.workgroupMemory },
+    { q: qd, k: kd, v: kd },
+    gpu.features,
+  );
+  const plan = saleGpuPlan(p, HC, HKC, S, D, "f16", gpu.features);
+  const bufs = new Map<string, GPUBuffer>();
+  bufs.set("in:q", alloc(gpu, qd));
+  bufs.set("in:k", alloc(gpu, kd));
+  bufs.set("in:v", alloc(gpu, kd));
+  bufs.set("out:o", alloc(gpu, HC * S * D * 4));
+  bufs.set("out:lse", alloc(gpu, HC * S * 4));
+  const denseBufs = new Map(bufs);
+  denseBufs.set("out:o", alloc(gpu, HC * S * D * 4));
+  let dT = 0, eT = 0, sT = 0, dens = 0, err = 0;
+  const nChunks = H / HC;
+  for (let c = 0; c < nChunks; c++) {
+    // generate structured inputs for this chunk of heads on the device
+    const enc = gpu.device.createCommandEncoder();
+    const gen: GpuLowering = {
+      workspaces: {},
+      launches: ([[0, HC, "in:q"], [1, HKC, "in:k"], [2, HKC, "in:v"]] as const).map(([w, n, buf]) => {
+        const g = syntheticWgsl(w, n, S, D, H / HK, "f16", 1 + c);
+        return {
+          kernel: {
+            key: g.key,
+            wgsl: g.wgsl,
+            entryPoint: "main",
+            bindings: ["read_write"],
+            enables: ["f16"],
+          },
+          buffers: [buf],
+          workgroups: g.workgroups,
+        };
+      }),
+    };
+    await encodeLowering(gpu, enc, gen, bufs);
+    gpu.device.queue.submit([enc.finish()]);
+    await gpu.device.queue.onSubmittedWorkDone();
+    const d: number[] = [], e: number[] = [], s: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      d.push(await run(dense, denseBufs));
+      e.push(await run(plan.estimation, bufs));
+      s.push(await run(plan.computation, bufs));
+    }
+    dT += median(d);
+    eT += median(e);
+    sT += median(s);
+    const dv = new Float32Array((await download(gpu, bufs.get("ws:density")!, HC * 4)).buffer);
+    dens += dv.reduce((a, b) => a + b, 0) / HC / nChunks;
+    if (c === 0) {
+      // output error of SALE against our dense kernel on the same inputs (first chunk)
+      const n = Math.min(HC * S * D, 1 << 24);
+      const a = new Float32Array((await download(gpu, bufs.get("out:o")!, n * 4)).buffer);
+      const b = new Float32Array((await download(gpu, denseBufs.get("out:o")!, n * 4)).buffer);
+      let num = 0, den = 0;
+      for (let i = 0; i < n; i++) {
+        num += (a[i] - b[i]) ** 2;
+        den += b[i] ** 2;
+      }
+      err = Math.sqrt(num / den);
+    }
+  }
+  for (const b of new Set([...bufs.values(), ...denseBufs.values()])) b.destroy();
+  lastDense = dT;
+  lastCtx = S;
+  const g = saleGeometry(S, p);
+  const flops = 4 * H * D * S * (S + 1) / 2;
+  console.error(
+    `S=${S} (${H / HC} chunks of ${HC} heads): dense ${dT.toFixed(2)} ms (${
+      (flops / dT / 1e9).toFixed(1)
+    } TFLOP/s), estimation ${eT.toFixed(2)} ms, ` +
+      `sparse ${sT.toFixed(2)} ms, density ${dens.toFixed(4)} of ${g.nnzCap} blocks/head, speedup ${
+        (dT / (eT + sT)).toFixed(2)
+      }×, overhead ${(eT / dT * 100).toFixed(1)} %, rel err ${err.toExponential(2)}`,
+  );
+  rows.push(
+    { metric: "latency_ms", impl: "ours-dense", context: S, value: dT, unit: "ms" },
+    { metric: "latency_ms", impl: "ours-sale", context: S, value: eT + sT, unit: "ms" },
+    { metric: "latency_ms", impl: "ours-sale-estimation", context: S, value: eT, unit: "ms" },
+    { metric: "latency_ms", impl: "ours-sale-sparse", context: S, value: sT, unit: "ms" },
+    { metric: "speedup_vs_own_dense", impl: "ours-sale", context: S, value: dT / (eT + sT), unit: "x" },
+    { metric: "overhead_share", impl: "ours-sale", context: S, value: eT / dT, unit: "fraction" },
+    { metric: "density", impl: "ours-sale", context: S, value: dens, unit: "fraction" },
+    { metric: "output_rel_err", impl: "ours-sale", context: S, value: err, unit: "fraction" },
+  );
+}
+
+if (!args["no-peer"]) {
+  const ran = contexts.filter((s) => !skipped.includes(s));
+  const out = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const py = new Deno.Command("python3", {
+      args: [
+        "benchmarks/device/sdpa_peer.py",
+        "--contexts",
+        ran.join(","),
+        "--heads",
+        `${H}`,
+        "--kv-heads",
+        `${HK}`,
+        "--dim",
+        `${D}`,
+        "--out",
+        out,
+      ],
+      stdout: "inherit",
+      stderr: "inherit",
+    });
+    const st = await py.output();
+    if (st.success) {
+      const peer = JSON.parse(await Deno.readTextFile(out)) as Row[];
+      rows.push(...peer);
+      for (const S of ran) {
+        const cud = peer.find((r) => r.context === S && r.impl === "sdpa-cudnn");
+        const ours = rows.find((r) => r.context === S && r.impl === "ours-sale" && r.metric === "latency_ms");
+        if (cud && ours) {
+          rows.push({
+            metric: "ratio_vs_cudnn",
+            impl: "ours-sale",
+            context: S,
+            value: ours.value / cud.value,
+            unit: "x",
+          });
+        }
+      }
+    } else console.error("sale_bench: sdpa_peer.py failed");
+  } catch (e) {
+    console.error(`sale_bench: could not run sdpa_peer.py: ${e}`);
+  }
+}
+
+const commit = await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], stdout: "piped" })
+  .output()
+  .then((o) => new TextDecoder().decode(o.stdout).trim()).catch(() => "unknown");
+const common = {
+  model:
+    `Llama-3.1-8B attention heads (${H} q / ${HK} kv, d ${D}), synthetic structured inputs (ops/sale/synthetic.ts)`,
+  gpu: gpu.name,
+  date: new Date().toISOString(),
+  commit,
+  command: `deno run -A benchmarks/device/sale_bench.ts ${Deno.args.join(" ")}`.trim(),
+  threshold: p.threshold,
+};
+const final = rows.map((r) => ({
+  backend: "webgpu (Deno navigator.gpu)",
+  ...common,
+  ...r,
+  gpu: r.gpu ?? gpu.name,
+}));
+for (const S of skipped) {
+  final.push({ metric: "skipped", value: S, unit: "tokens", ...common, backend: "webgpu" } as never);
+}
+await Deno.mkdir(args.out.split("/").slice(0, -1).join("/") || ".", { recursive: true });
+await Deno.writeTextFile(args.out, JSON.stringify(final, null, 1) + "\n");
+console.table(
+  rows.map((r) => ({
+    metric: r.metric,
+    impl: r.impl,
+    context: r.context,
+    value: Number(r.value.toPrecision(4)),
+  })),
+);
+console.error(
+  `sale_bench: ${final.length} rows → ${args.out} in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
+);

@@ -1,0 +1,346 @@
+/**
+ * Micro benchmarks (tinybench) of every operator `@longctx/ops` exports, on each backend available here:
+ * `cpu` (the operator's TypeScript reference, `op.cpu`), `webgpu` (Deno's built-in `navigator.gpu`) and
+ * `wgpu` (wgpu-native through FFI) — the GPU backends run the operator's own `gpu` lowering.
+ *
+ *   deno task bench                                  # all operators, all backends, default small dims
+ *   deno task bench --backends cpu,webgpu --filter sale --dims seq=512,heads=8 --time 300 --no-write
+ *
+ * Prints a table (median / mean / min / max latency in ms, relative margin of error, samples) and appends one
+ * row per (operator, backend) to `benchmarks/results/micro.json` (`metric: op_latency_ms` = median of the
+ * samples, with `flops`/`bytes` from the operator's cost model so RESULTS.md has a roofline note), plus
+ * `op_gpu_ms` (median of timestamp-query device times) where the backend has timestamps. Then it re-renders
+ * RESULTS.md (`--no-render` to skip).
+ *
+ * GPU tasks time one submission of the lowering's launches plus a device sync (buffers allocated, inputs
+ * and uniforms uploaded once before timing). Shapes are small on purpose: this machine has 2 cores and a
+ * software Vulkan (lavapipe); the H200 numbers come from `benchmarks/device/suite.sh`.
+ * @module
+ */
+import { Effect } from "effect";
+import process from "node:process";
+import { Bench } from "tinybench";
+import type { Backend, DeviceBuffer, DispatchTiming, GpuLowering, Launch } from "@longctx/graph";
+import { descBytes } from "@longctx/graph";
+import { appendRows, type RowInput } from "../lib/results.ts";
+import {
+  DEFAULT_DIMS,
+  discoverOperators,
+  prepare,
+  type Prepared,
+  PrepareError,
+  shapeSummary,
+} from "./discover.ts";
+import { median } from "../charts/latency.ts";
+
+/** Backends this file knows how to make, in order. */
+export const BACKEND_KINDS = ["cpu", "webgpu", "wgpu"] as const;
+type Kind = (typeof BACKEND_KINDS)[number];
+
+interface Args {
+  backends: Kind[];
+  filter?: string;
+  dims: Record<string, number>;
+  timeMs: number;
+  write: boolean;
+  render: boolean;
+}
+
+const parseArgs = (argv: readonly string[]): Args => {
+  const a: Args = {
+    backends: [...BACKEND_KINDS],
+    dims: { ...DEFAULT_DIMS },
+    timeMs: 150,
+    write: true,
+    render: true,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i + 1];
+    switch (argv[i]) {
+      case "--backends":
+        a.backends = v.split(",").filter((b): b is Kind => (BACKEND_KINDS as readonly string[]).includes(b));
+        i++;
+        break;
+      case "--filter":
+        a.filter = v;
+        i++;
+        break;
+      case "--dims":
+        for (const kv of v.split(",")) {
+          const [k, n] = kv.split("=");
+          if (k && Number.isInteger(Number(n)) && Number(n) > 0) a.dims[k] = Number(n);
+        }
+        if (v.includes("seq=") && !v.includes("kvSeq=")) a.dims.kvSeq = a.dims.seq;
+        i++;
+        break;
+      case "--time":
+        a.timeMs = Math.max(20, Number(v) || 150);
+        i++;
+        break;
+      case "--no-write":
+        a.write = false;
+        break;
+      case "--no-render":
+        a.render = false;
+        break;
+      default:
+        throw new RangeError(`unknown argument ${argv[i]} (see benchmarks/micro/bench.ts)`);
+    }
+  }
+  return a;
+};
+
+type Maker = (o?: Record<string, unknown>) => Effect.Effect<Backend, unknown>;
+
+/** Make a backend of `kind` through `@longctx/runtime` (or its backend files until it exports them). */
+const makeBackend = async (kind: Kind): Promise<Backend> => {
+  const fn = { cpu: "makeCpuBackend", webgpu: "makeWebgpuBackend", wgpu: "makeWgpuBackend" }[kind];
+  let make: Maker | undefined;
+  try {
+    make = (await import("@longctx/runtime") as Record<string, unknown>)[fn] as Maker | undefined;
+  } catch { /* fall through to the file */ }
+  if (!make) {
+    const file = new URL(`../../runtime/src/backends/${kind}.ts`, import.meta.url).href;
+    make = (await import(file) as Record<string, unknown>)[fn] as Maker | undefined;
+  }
+  if (!make) throw new Error(`no ${fn} in @longctx/runtime`);
+  return await Effect.runPromise(make());
+};
+
+const msg = (e: unknown): string => {
+  const m = e instanceof Error
+    ? e.message
+    : typeof e === "object" && e && "message" in e
+    ? String(e.message)
+    : String(e);
+  return m.split("\n")[0].slice(0, 160);
+};
+
+/** A prepared GPU run: buffers bound, `step` submits the launches once and waits. */
+interface GpuRun {
+  step(timed: boolean): Promise<DispatchTiming | undefined>;
+  release(): void;
+}
+
+const prepareGpu = async (b: Backend, p: Prepared, low: GpuLowering): Promise<GpuRun> => {
+  const bufs = new Map<string, DeviceBuffer>();
+  const run = <A, E>(e: Effect.Effect<A, E>) => Effect.runPromise(e);
+  const alloc = async (key: string, bytes: number) => {
+    const buf = await run(b.allocate(Math.max(4, Math.ceil(bytes / 4) * 4), key));
+    bufs.set(key, buf);
+    return buf;
+  };
+  try {
+    for (const [port, h] of Object.entries(p.inputs)) {
+      const buf = await alloc(`in:${port}`, descBytes(h.desc));
+      const bytes = new Uint8Array(h.data.buffer, h.data.byteOffset, descBytes(h.desc));
+      const padded = new Uint8Array(buf.bytes);
+      padded.set(bytes);
+      await run(b.upload(buf, padded));
+    }
+    for (const [port, d] of Object.entries(p.outputs)) await alloc(`out:${port}`, descBytes(d));
+    for (const [ws, bytes] of Object.entries(low.workspaces)) await alloc(`ws:${ws}`, bytes);
+    for (const l of low.launches) await run(b.compile(l.kernel));
+  } catch (e) {
+    for (const buf of bufs.values()) b.release(buf);
+    throw e;
+  }
+  const bind = (name: string): DeviceBuffer => {
+    const buf = bufs.get(name);
+    if (!buf) throw new Error(`lowering binds ${name}, which is no port or workspace`);
+    return buf;
+  };
+  const launches = low.launches.map((l) => ({
+    launch: { kernel: l.kernel, buffers: l.buffers.map(bind), workgroups: l.workgroups } as Launch,
+    uniforms: Object.entries(l.uniforms ?? {}).map(([ws, bytes]) => [bind(`ws:${ws}`), bytes] as const),
+  }));
+  return {
+    // Same order as the executor: uniforms are uploaded before their launch, launches between uploads batched.
+    step: (timed) =>
+      run(Effect.gen(function* () {
+        let pending: Launch[] = [];
+        let total: number | undefined;
+        const flush = Effect.gen(function* () {
+          if (pending.length === 0) return;
+          const t = yield* b.dispatch(pending, { timed });
+          if (t) total = (total ?? 0) + t.totalMs;
+          pending = [];
+        });
+        for (const l of launches) {
+          if (l.uniforms.length) {
+            yield* flush;
+            for (const [buf, bytes] of l.uniforms) yield* b.upload(buf, bytes);
+          }
+          pending.push(l.launch);
+        }
+        yield* flush;
+        yield* b.sync();
+        return total === undefined ? undefined : { totalMs: total, perLaunchMs: [] };
+      })),
+    release: () => bufs.forEach((buf) => b.release(buf)),
+  };
+};
+
+interface Outcome {
+  readonly op: string;
+  readonly backend: Kind;
+  readonly status: string;
+  readonly rows: RowInput[];
+  readonly table?: Record<string, string | number>;
+}
+
+const benchOne = async (b: Backend, kind: Kind, p: Prepared, timeMs: number): Promise<Outcome> => {
+  const op = p.op;
+  let gpu: GpuRun | undefined;
+  let fn: () => unknown;
+  if (kind === "cpu") {
+    fn = () => op.cpu(p.params, p.inputs as never);
+  } else {
+    if (!op.gpu) return { op: op.name, backend: kind, status: "skipped: no gpu lowering", rows: [] };
+    let low: GpuLowering;
+    try {
+      low = op.gpu(p.params, p.descs as never, b.features);
+    } catch (e) {
+      return { op: op.name, backend: kind, status: `skipped: lowering: ${msg(e)}`, rows: [] };
+    }
+    try {
+      gpu = await prepareGpu(b, p, low);
+    } catch (e) {
+      return { op: op.name, backend: kind, status: `failed: ${msg(e)}`, rows: [] };
+    }
+    const g = gpu;
+    fn = () => g.step(false);
+  }
+  try {
+    const bench = new Bench({
+      time: timeMs,
+      iterations: 5,
+      warmupTime: Math.min(100, timeMs / 2),
+      throws: true,
+    });
+    bench.add(`${op.name} ${kind}`, fn as () => void);
+    await bench.run();
+    const r = bench.tasks[0].result;
+    if (r.state !== "completed") {
+      return { op: op.name, backend: kind, status: `failed: ${r.state}`, rows: [] };
+    }
+    const lat = r.latency;
+    const cost = op.cost(p.params, p.descs as never);
+    const dtypes = [...new Set(Object.values(p.descs).map((d) => d.dtype))].join("+");
+    const adapter = kind === "cpu" ? undefined : b.adapter;
+    const base = {
+      unit: "ms",
+      backend: kind,
+      op: op.name,
+      dtype: dtypes,
+      flops: cost.flops,
+      bytes: cost.bytesRead + cost.bytesWritten,
+      params: { shapes: shapeSummary(p) },
+      note: `tinybench: ${lat.samplesCount} samples, median, rme ${lat.rme.toFixed(1)} %`,
+      ...(adapter ? { gpu: adapter.name, driver: adapter.driver || adapter.api } : {}),
+    };
+    const rows: RowInput[] = [{ ...base, metric: "op_latency_ms", value: lat.p50, timeMs: lat.p50 }];
+    let gpuMs: number | undefined;
+    if (gpu && b.features.has("timestamp-query")) {
+      const times: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const t = await gpu.step(true).catch(() => undefined);
+        if (t) times.push(t.totalMs);
+      }
+      if (times.length) {
+        gpuMs = median(times);
+        rows.push({
+          ...base,
+          metric: "op_gpu_ms",
+          value: gpuMs,
+          timeMs: gpuMs,
+          note: `timestamp queries: median of ${times.length} submissions`,
+        });
+      }
+    }
+    const f = (x: number) => Number(x.toPrecision(4));
+    return {
+      op: op.name,
+      backend: kind,
+      status: "ok",
+      rows,
+      table: {
+        op: op.name,
+        backend: kind,
+        "median ms": f(lat.p50),
+        "mean ms": f(lat.mean),
+        "min ms": f(lat.min),
+        "max ms": f(lat.max),
+        "rme %": f(lat.rme),
+        samples: lat.samplesCount,
+        "gpu ms": gpuMs === undefined ? "" : f(gpuMs),
+        "GFLOP/s": f(cost.flops / (lat.p50 * 1e-3) / 1e9),
+        shapes: shapeSummary(p),
+      },
+    };
+  } catch (e) {
+    return { op: op.name, backend: kind, status: `failed: ${msg(e)}`, rows: [] };
+  } finally {
+    gpu?.release();
+  }
+};
+
+/** Run the micro benchmarks; returns the outcomes (also printed, and written unless `--no-write`). */
+export const main = async (argv: readonly string[]): Promise<Outcome[]> => {
+  const args = parseArgs(argv);
+  const { ops, error } = await discoverOperators();
+  if (error) console.error(error);
+  const chosen = ops.filter((o) => !args.filter || o.name.includes(args.filter));
+  console.log(
+    `operators (${chosen.length} of ${ops.length}): ${chosen.map((o) => o.name).join(", ") || "none"}`,
+  );
+  const prepared: Prepared[] = [];
+  const outcomes: Outcome[] = [];
+  for (const op of chosen) {
+    try {
+      prepared.push(prepare(op, ops, args.dims));
+    } catch (e) {
+      const why = e instanceof PrepareError ? e.message : `cpu producer threw: ${msg(e)}`;
+      for (const k of args.backends) {
+        outcomes.push({ op: op.name, backend: k, status: `skipped: ${why}`, rows: [] });
+      }
+    }
+  }
+  for (const kind of args.backends) {
+    let b: Backend;
+    try {
+      b = await makeBackend(kind);
+    } catch (e) {
+      console.log(`backend ${kind}: not available (${msg(e)})`);
+      for (const p of prepared) {
+        outcomes.push({ op: p.op.name, backend: kind, status: `skipped: backend unavailable`, rows: [] });
+      }
+      continue;
+    }
+    console.log(`backend ${kind}: ${b.adapter.name}`);
+    for (const p of prepared) outcomes.push(await benchOne(b, kind, p, args.timeMs));
+    await Effect.runPromise(b.close());
+  }
+  const table = outcomes.filter((o) => o.table).map((o) => o.table!);
+  if (table.length) console.table(table);
+  for (const o of outcomes.filter((o) => o.status !== "ok")) {
+    console.log(`${o.op} on ${o.backend}: ${o.status}`);
+  }
+  const rows = outcomes.flatMap((o) => o.rows);
+  if (!args.render) process.env.LONGCTX_NO_RENDER = "1";
+  if (args.write && rows.length) {
+    await appendRows("micro", rows);
+    console.log(
+      `appended ${rows.length} rows to benchmarks/results/micro.json${
+        args.render ? " (RESULTS.md re-rendered)" : ""
+      }`,
+    );
+  }
+  return outcomes;
+};
+
+if (import.meta.main) {
+  await main(process.argv.slice(2));
+  // GPU runtimes may keep handles alive; the work is done.
+  process.exit(0);
+}

@@ -1,0 +1,370 @@
+/**
+ * The executor: runs a validated `Graph` on any `Backend`.
+ *
+ * 1. **Plan** (`planRun`): shape inference over the graph, the path of each node, and a buffer plan
+ *    (`planBuffers`) over tensor lifetimes in topological order, with reuse.
+ * 2. **Run** (`run`): inside one Effect `Scope`, allocate the planned buffers (each with
+ *    `Effect.acquireRelease`, so every buffer is released on success, failure and interruption), upload the
+ *    inputs, run the nodes in order, download the outputs.
+ *
+ * A node runs on one of two paths:
+ * - `gpu`: the operator's `gpu` lowering — workspaces from the plan, uniforms uploaded into their
+ *   workspace before the launch, launches dispatched in order with bindings `in:<port>`, `out:<port>`,
+ *   `ws:<name>`. Used on GPU backends (`lowering: "auto"`), or on any backend with `lowering: "prefer"`
+ *   (the cpu backend then runs the kernels' `Kernel.cpu` bodies).
+ * - host: inputs are downloaded, the operator's `cpu` reference runs on host tensors, outputs are uploaded.
+ *   On the cpu backend this is the normal path (upload/download are memcpy); on a GPU backend it is the
+ *   fallback for an operator without a `gpu` lowering (`cpu-fallback` in the report).
+ *
+ * Buffers are shared between tensors (see `memory.ts`), so a buffer can be larger than the tensor bound to
+ * it: kernels must take sizes from their uniforms or constants, never from WGSL `arrayLength`. Buffers
+ * must be usable as storage, uniform, and copy source/destination.
+ * @module
+ */
+import { Effect } from "effect";
+import type { Backend, DispatchTiming, Launch } from "./backend.ts";
+import { BackendError, type LongctxError, ShapeError } from "./errors.ts";
+import { type Graph, type GraphNode, inferShapes, refKey, type ShapeMap, showType } from "./graph.ts";
+import { type Lifetime, type MemoryPlan, planBuffers } from "./memory.ts";
+import type { Cost, DescsOf, GpuLowering, HostOf, Ports } from "./operator.ts";
+import { allocHost, descBytes, type HostTensor, type TensorDesc } from "./tensor.ts";
+
+/** How a node runs: its gpu lowering, its cpu reference on the cpu backend, or the cpu fallback on a GPU. */
+export type NodePath = "gpu" | "cpu" | "cpu-fallback";
+
+/** Executor options. */
+export interface RunOptions {
+  /**
+   * When to use an operator's `gpu` lowering: `"auto"` (default) on GPU backends when the operator has one;
+   * `"prefer"` whenever it has one, also on the cpu backend (which runs the kernels' `Kernel.cpu` bodies);
+   * `"never"`: always the host path.
+   */
+  readonly lowering?: "auto" | "prefer" | "never";
+  /** Wait for the device after each node so per-node wall times include its device work (default true). */
+  readonly syncEachNode?: boolean;
+  /** Ask the backend for per-launch timestamps on `gpu` nodes (`gpuMs` in the report); default false. */
+  readonly gpuTiming?: boolean;
+}
+
+/** What planning decided. */
+export interface RunPlan {
+  /** Description of every tensor, by `refKey`. */
+  readonly shapes: ShapeMap;
+  /** Path per node name. */
+  readonly paths: ReadonlyMap<string, NodePath>;
+  /** GPU lowering per node on the `gpu` path. */
+  readonly lowerings: ReadonlyMap<string, GpuLowering>;
+  /** Buffer plan over tensors and workspaces (`ws:<node>:<name>`). */
+  readonly memory: MemoryPlan;
+}
+
+/** Timing of one node. */
+export interface NodeReport {
+  readonly node: string;
+  readonly op: string;
+  readonly path: NodePath;
+  /** Wall time of the node in ms (host path: download + cpu + upload; gpu: submit, plus device work when synced). */
+  readonly ms: number;
+  /** Device time in ms from timestamp queries (gpu path with `gpuTiming`). */
+  readonly gpuMs?: number;
+  /** Kernel launches issued (0 on the host path). */
+  readonly launches: number;
+}
+
+/** What a run did. */
+export interface RunReport {
+  readonly graph: string;
+  /** The backend's adapter name. */
+  readonly backend: string;
+  readonly nodes: readonly NodeReport[];
+  /** Wall time of the whole run in ms (allocation, uploads, nodes, downloads, release). */
+  readonly totalMs: number;
+  /** Buffer plan totals in bytes. */
+  readonly memory: {
+    readonly buffers: number;
+    readonly peakBytes: number;
+    readonly naiveBytes: number;
+    readonly lowerBoundBytes: number;
+  };
+}
+
+/** Outputs (host tensors, by output name) and the report. */
+export interface RunResult<O extends Ports> {
+  readonly outputs: HostOf<O>;
+  readonly report: RunReport;
+}
+
+const pathOf = (n: GraphNode, backend: Pick<Backend, "kind">, lowering: RunOptions["lowering"]): NodePath => {
+  const host: NodePath = backend.kind === "cpu" ? "cpu" : "cpu-fallback";
+  if (!n.op.gpu || lowering === "never") return host;
+  if (lowering === "prefer") return "gpu";
+  return backend.kind === "cpu" ? "cpu" : "gpu";
+};
+
+/**
+ * Plan a run without touching a device: shapes (`inferShapes`), each node's path, GPU lowerings and the
+ * buffer plan. `inputs` are the graph inputs' descriptions ([dims] sizes in elements).
+ *
+ * Fails with `ShapeError` (an input does not fit, or an operator's `infer` rejects its inputs) or
+ * `BackendError` ("unsupported": an operator's `gpu` lowering refused these shapes or device features).
+ */
+export const planRun = (
+  g: Graph,
+  backend: Pick<Backend, "kind" | "features">,
+  inputs: Readonly<Record<string, TensorDesc>>,
+  options: RunOptions = {},
+): Effect.Effect<RunPlan, ShapeError | BackendError> =>
+  Effect.gen(function* () {
+    const shapes = yield* inferShapes(g, inputs);
+    const last = g.nodes.length;
+    const end = new Map<string, number>();
+    const use = (key: string, step: number) => end.set(key, Math.max(end.get(key) ?? step, step));
+    g.nodes.forEach((n, s) => Object.values(n.inputs).forEach((r) => use(refKey(r), s)));
+    for (const o of g.outputs) use(refKey(o.ref), last);
+    const lifetimes: Lifetime[] = [];
+    for (const i of g.inputs) {
+      const key = refKey({ input: i.name });
+      lifetimes.push({ key, bytes: descBytes(shapes.get(key)!), start: -1, end: end.get(key) ?? -1 });
+    }
+    const paths = new Map<string, NodePath>();
+    const lowerings = new Map<string, GpuLowering>();
+    for (const [s, n] of g.nodes.entries()) {
+      const path = pathOf(n, backend, options.lowering);
+      paths.set(n.name, path);
+      for (const port of Object.keys(n.op.outputs)) {
+        const key = refKey({ node: n.name, port });
+        lifetimes.push({ key, bytes: descBytes(shapes.get(key)!), start: s, end: end.get(key) ?? s });
+      }
+      if (path === "gpu") {
+        const descs: Record<string, TensorDesc> = {};
+        for (const [port, r] of Object.entries(n.inputs)) descs[port] = shapes.get(refKey(r))!;
+        const low = yield* Effect.try({
+          try: () => n.op.gpu!(n.params, descs as DescsOf<Ports>, backend.features),
+          catch: (e) =>
+            new BackendError({
+              backend: backend.kind,
+              reason: "unsupported",
+              message: `node ${n.name}(${n.op.name}): no gpu lowering for these inputs on this device: ${
+                e instanceof Error ? e.message : String(e)
+              }`,
+              hint:
+                'run with lowering: "never" (cpu path), or use a device with the features the operator needs',
+            }),
+        });
+        lowerings.set(n.name, low);
+        for (const [ws, bytes] of Object.entries(low.workspaces)) {
+          lifetimes.push({ key: `ws:${n.name}:${ws}`, bytes, start: s, end: s });
+        }
+      }
+    }
+    return { shapes, paths, lowerings, memory: planBuffers(lifetimes) };
+  });
+
+/** Cost of one node and of the whole graph (see `Cost`: FLOPs, bytes read / written, workspace bytes). */
+export interface GraphCost {
+  readonly nodes: readonly { readonly node: string; readonly op: string; readonly cost: Cost }[];
+  /** Sums over nodes (workspace: the largest single node's, since nodes run one at a time). */
+  readonly total: Cost;
+}
+
+/**
+ * The operators' cost models over a graph for given input descriptions ([dims] sizes in elements): per
+ * node and summed. Fails with `ShapeError` like `inferShapes`.
+ */
+export const graphCost = (
+  g: Graph,
+  inputs: Readonly<Record<string, TensorDesc>>,
+): Effect.Effect<GraphCost, ShapeError> =>
+  Effect.map(inferShapes(g, inputs), (shapes) => {
+    const nodes = g.nodes.map((n) => {
+      const descs: Record<string, TensorDesc> = {};
+      for (const [port, r] of Object.entries(n.inputs)) descs[port] = shapes.get(refKey(r))!;
+      return { node: n.name, op: n.op.name, cost: n.op.cost(n.params, descs as DescsOf<Ports>) };
+    });
+    const total: Cost = {
+      flops: nodes.reduce((a, n) => a + n.cost.flops, 0),
+      bytesRead: nodes.reduce((a, n) => a + n.cost.bytesRead, 0),
+      bytesWritten: nodes.reduce((a, n) => a + n.cost.bytesWritten, 0),
+      workspaceBytes: Math.max(0, ...nodes.map((n) => n.cost.workspaceBytes)),
+    };
+    return { nodes, total };
+  });
+
+const backendError = (b: Backend, message: string, hint: string) =>
+  new BackendError({ backend: b.kind, reason: "internal", message, hint });
+
+/** Pad to a multiple of 4 bytes (f16 tensors of odd length), as uploads require. */
+const uploadBytes = (t: HostTensor): Uint8Array => {
+  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, descBytes(t.desc));
+  if (bytes.byteLength % 4 === 0) return bytes;
+  const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  padded.set(bytes);
+  return padded;
+};
+
+const readTensor = (
+  backend: Backend,
+  buf: Parameters<Backend["download"]>[0],
+  desc: TensorDesc,
+): Effect.Effect<HostTensor, BackendError> =>
+  Effect.map(backend.download(buf, 0, Math.ceil(descBytes(desc) / 4) * 4), (bytes) => {
+    const t = allocHost(desc);
+    new Uint8Array(t.data.buffer, t.data.byteOffset, descBytes(desc)).set(bytes.subarray(0, descBytes(desc)));
+    return t;
+  });
+
+/**
+ * Run graph `g` on `backend` with host `inputs` (one `HostTensor` per graph input, by name); returns the
+ * outputs as host tensors, by output name, and a report (per-node wall time in ms, paths, buffer plan in
+ * bytes). Every buffer it allocates is released before the Effect completes, whether it succeeds, fails
+ * or is interrupted (interruption is observed between nodes and inside the backend's own Effects).
+ *
+ * Fails with `ShapeError` (inputs do not fit the graph, or an operator's cpu reference returned a tensor
+ * that does not match its inferred description), `BackendError` (allocation, transfer, dispatch, or an
+ * operator's cpu reference threw) or `KernelCompileError`.
+ */
+export const run = <I extends Ports, O extends Ports>(
+  g: Graph<I, O>,
+  backend: Backend,
+  inputs: HostOf<I>,
+  options: RunOptions = {},
+): Effect.Effect<RunResult<O>, LongctxError> =>
+  Effect.scoped(Effect.gen(function* () {
+    const t0 = performance.now();
+    const hostIn = inputs as Readonly<Record<string, HostTensor>>;
+    const descs: Record<string, TensorDesc> = {};
+    for (const [k, t] of Object.entries(hostIn)) descs[k] = t.desc;
+    const plan = yield* planRun(g as unknown as Graph, backend, descs, options);
+    for (const i of g.inputs) {
+      const t = hostIn[i.name];
+      if (t.data.byteLength < descBytes(t.desc)) {
+        return yield* new ShapeError({
+          message: `input "${i.name}" holds ${t.data.byteLength} bytes, ${
+            showType(t.desc)
+          } [${t.desc.shape}] needs ${descBytes(t.desc)}`,
+          hint: "build inputs with hostTensor(), which checks the size",
+        });
+      }
+    }
+    const bufs = yield* Effect.forEach(plan.memory.buffers, (bytes, i) =>
+      Effect.acquireRelease(
+        backend.allocate(bytes, `${g.name}#${i}`),
+        (b) => Effect.sync(() => backend.release(b)),
+      ));
+    const bufOf = (key: string) => bufs[plan.memory.assign.get(key)!];
+    for (const i of g.inputs) {
+      yield* backend.upload(bufOf(refKey({ input: i.name })), uploadBytes(hostIn[i.name]));
+    }
+    const reports: NodeReport[] = [];
+    for (const n of g.nodes) {
+      yield* Effect.yieldNow; // an interruption point between nodes
+      const start = performance.now();
+      const path = plan.paths.get(n.name)!;
+      let launches = 0;
+      let gpuMs: number | undefined;
+      if (path === "gpu") {
+        const low = plan.lowerings.get(n.name)!;
+        const bind = (name: string) => {
+          const [kind, port] = [name.slice(0, name.indexOf(":")), name.slice(name.indexOf(":") + 1)];
+          if (kind === "in" && n.inputs[port]) return bufOf(refKey(n.inputs[port]));
+          if (kind === "out" && port in n.op.outputs) return bufOf(refKey({ node: n.name, port }));
+          if (kind === "ws" && port in low.workspaces) return bufOf(`ws:${n.name}:${port}`);
+          return undefined;
+        };
+        const timed = options.gpuTiming === true && backend.features.has("timestamp-query");
+        let pending: Launch[] = [];
+        const flush = Effect.gen(function* () {
+          if (pending.length === 0) return;
+          const t: DispatchTiming | undefined = yield* backend.dispatch(pending, { timed });
+          if (t) gpuMs = (gpuMs ?? 0) + t.totalMs;
+          pending = [];
+        });
+        for (const l of low.launches) {
+          const buffers = l.buffers.map(bind);
+          const missing = l.buffers.find((_, i) => buffers[i] === undefined);
+          if (missing !== undefined) {
+            return yield* backendError(
+              backend,
+              `node ${n.name}(${n.op.name}): its lowering binds "${missing}", which is no port or workspace`,
+              `bindings are in:<input port>, out:<output port> or ws:<workspace>; fix ${n.op.name}.gpu`,
+            );
+          }
+          yield* backend.compile(l.kernel);
+          if (l.uniforms) {
+            yield* flush;
+            for (const [ws, bytes] of Object.entries(l.uniforms)) {
+              const b = bind(`ws:${ws}`);
+              if (!b) {
+                return yield* backendError(
+                  backend,
+                  `node ${n.name}(${n.op.name}): uniform "${ws}" has no workspace`,
+                  `declare "${ws}" in the lowering's workspaces`,
+                );
+              }
+              yield* backend.upload(b, bytes);
+            }
+          }
+          pending.push({ kernel: l.kernel, buffers: buffers as Launch["buffers"], workgroups: l.workgroups });
+          launches++;
+        }
+        yield* flush;
+      } else {
+        const host: Record<string, HostTensor> = {};
+        for (const [port, r] of Object.entries(n.inputs)) {
+          host[port] = yield* readTensor(backend, bufOf(refKey(r)), plan.shapes.get(refKey(r))!);
+        }
+        const out = yield* Effect.try({
+          try: () => n.op.cpu(n.params, host as HostOf<Ports>) as Readonly<Record<string, HostTensor>>,
+          catch: (e) =>
+            backendError(
+              backend,
+              `node ${n.name}(${n.op.name}): cpu reference threw: ${
+                e instanceof Error ? e.message : String(e)
+              }`,
+              `a bug in ${n.op.name}.cpu, or inputs its infer() should have rejected`,
+            ),
+        });
+        for (const port of Object.keys(n.op.outputs)) {
+          const key = refKey({ node: n.name, port });
+          const want = plan.shapes.get(key)!;
+          const t = out[port];
+          if (!t || t.data.byteLength < descBytes(want) || t.desc.shape.join() !== want.shape.join()) {
+            return yield* new ShapeError({
+              message: `node ${n.name}(${n.op.name}).${port}: cpu returned ${
+                t ? `[${t.desc.shape}] (${t.data.byteLength} bytes)` : "nothing"
+              }, infer said ${showType(want)} [${want.shape}]`,
+              hint: `make ${n.op.name}.cpu and ${n.op.name}.infer agree`,
+            });
+          }
+          yield* backend.upload(bufOf(key), uploadBytes(t));
+        }
+      }
+      if (options.syncEachNode !== false) yield* backend.sync();
+      reports.push({
+        node: n.name,
+        op: n.op.name,
+        path,
+        ms: performance.now() - start,
+        ...(gpuMs === undefined ? {} : { gpuMs }),
+        launches,
+      });
+    }
+    const outputs: Record<string, HostTensor> = {};
+    for (const o of g.outputs) {
+      outputs[o.name] = yield* readTensor(backend, bufOf(refKey(o.ref)), plan.shapes.get(refKey(o.ref))!);
+    }
+    const m = plan.memory;
+    const report: RunReport = {
+      graph: g.name,
+      backend: backend.adapter.name,
+      nodes: reports,
+      totalMs: performance.now() - t0,
+      memory: {
+        buffers: m.buffers.length,
+        peakBytes: m.peakBytes,
+        naiveBytes: m.naiveBytes,
+        lowerBoundBytes: m.lowerBoundBytes,
+      },
+    };
+    return { outputs: outputs as HostOf<O>, report };
+  }));

@@ -1,0 +1,399 @@
+/**
+ * `sale.estimate`: 4-bit QK products per (query block, key block) → the Relative Attention Score.
+ *
+ * SALE §3 and the official CUDA kernel (`flash_fwd_int4_sparse_kernel_v2.h`, `softmax.h`): for each query
+ * row `i` the exact scores over the sink and local-window keys (full precision, causal) give a running max
+ * `m_i` and sum `l_i = Σ exp(s_ij − m_i)`; every other causal key block is estimated with the 4-bit
+ * codes, `ŝ_ij = sq_i sk_j (c_i · c_j) + qmk_ij` (scaled by the softmax scale), and its Relative Attention Score
+ * is the largest estimated attention weight relative to the sink+local mass,
+ * `score = max_{i ∈ block, j ∈ block} exp(ŝ_ij − m_i) / l_i`. `sale.select` keeps blocks with score ≥ τ.
+ * Sink and local blocks are written as `FORCED` (3e38); non-causal blocks as −Infinity.
+ * @module
+ */
+import { Effect } from "effect";
+import { allocHost, tensorType } from "@longctx/graph";
+import type { DescsOf, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
+import { asF32, causalKBlocks, checkQKV, need } from "../dense/common.ts";
+import { effectiveScale } from "../dense/attn.ts";
+import { blockProblem, isForced, saleGeometry, SaleParams } from "./params.ts";
+import { code4 } from "./quantize.ts";
+
+/** Score written for sink and local-window blocks (always kept). */
+export const FORCED = 3e38;
+
+const ports = <D extends "f32" | "f16">(dtype: D) => ({
+  inputs: {
+    q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
+    k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
+    qq: tensorType("int4", ["heads", "seq", "headDim"] as const),
+    qScales: tensorType("f32", ["heads", "qBlocks"] as const),
+    kq: tensorType("int4", ["kvHeads", "kvSeq", "headDim"] as const),
+    kScales: tensorType("f32", ["kvHeads", "kBlocks"] as const),
+    kMean: tensorType("f32", ["kvHeads", "headDim"] as const),
+    qmk: tensorType("f32", ["heads", "kvSeq"] as const),
+  },
+  outputs: {
+    scores: tensorType("f32", ["heads", "qBlocks", "kBlocks"] as const),
+  },
+});
+type In<D extends "f32" | "f16"> = ReturnType<typeof ports<D>>["inputs"];
+type Out = ReturnType<typeof ports<"f32">>["outputs"];
+
+/**
+ * CPU reference of the Relative Attention Score. Inputs as float32 values / packed codes (see `sale.quantize`).
+ * Returns `score [heads, qBlocks, kBlocks]`.
+ */
+export const estimateReference = (
+  p: SaleParams,
+  q: Float32Array,
+  k: Float32Array,
+  qq: Uint32Array,
+  qScale: Float32Array,
+  kq: Uint32Array,
+  kScale: Float32Array,
+  kMean: Float32Array,
+  qmk: Float32Array,
+  H: number,
+  Hk: number,
+  seq: number,
+  d: number,
+): Float32Array => {
+  const geo = saleGeometry(seq, p);
+  const { qBlocks, kBlocks, localBlocks } = geo;
+  const scale = effectiveScale(p.scale, d);
+  const out = new Float32Array(H * qBlocks * kBlocks);
+  const g = H / Hk;
+  for (let h = 0; h < H; h++) {
+    const kh = Math.floor(h / g);
+    for (let r = 0; r < qBlocks; r++) {
+      const nMax = causalKBlocks(r, seq, p.blockQ, p.blockK);
+      const base = (h * qBlocks + r) * kBlocks;
+      for (let kb = 0; kb < kBlocks; kb++) {
+        out[base + kb] = kb >= nMax ? -Infinity : isForced(kb, nMax, p.sinkBlocks, localBlocks) ? FORCED : 0;
+      }
+      const i0 = r * p.blockQ, i1 = Math.min(seq, i0 + p.blockQ);
+      const L = new Float64Array(i1 - i0);
+      for (let i = i0; i < i1; i++) {
+        let m = -Infinity;
+        const s: number[] = [];
+        for (let kb = 0; kb < nMax; kb++) {
+          if (!isForced(kb, nMax, p.sinkBlocks, localBlocks)) continue;
+          for (let j = kb * p.blockK; j < Math.min(seq, (kb + 1) * p.blockK) && j <= i; j++) {
+            let dot = 0;
+            for (let x = 0; x < d; x++) {
+              dot += q[(h * seq + i) * d + x] * (k[(kh * seq + j) * d + x] - kMean[kh * d + x]);
+            }
+            s.push(dot * scale);
+            m = Math.max(m, dot * scale);
+          }
+        }
+        let l = 0;
+        for (const v of s) l += Math.exp(v - m);
+        L[i - i0] = m + Math.log(l);
+      }
+      for (let kb = 0; kb < nMax; kb++) {
+        if (isForced(kb, nMax, p.sinkBlocks, localBlocks)) continue;
+        let best = -Infinity;
+        for (let i = i0; i < i1; i++) {
+          const sq = qScale[h * qBlocks + r];
+          for (let j = kb * p.blockK; j < Math.min(seq, (kb + 1) * p.blockK) && j <= i; j++) {
+            let acc = 0;
+            for (let x = 0; x < d; x++) {
+              acc += code4(qq, (h * seq + i) * d + x) * code4(kq, (kh * seq + j) * d + x);
+            }
+            const est = acc * sq * kScale[kh * kBlocks + kb] + qmk[h * seq + j];
+            best = Math.max(best, est * scale - L[i - i0]);
+          }
+        }
+        out[base + kb] = Math.exp(best);
+      }
+    }
+  }
+  return out;
+};
+
+/** Key blocks whose scores are reduced together (one pair of barriers per batch). */
+const NB = 8;
+
+const estimateWgsl = (
+  p: SaleParams,
+  H: number,
+  Hk: number,
+  seq: number,
+  D: number,
+  dtype: "f32" | "f16",
+): string => {
+  const bq = p.blockQ, bk = p.blockK;
+  const geo = saleGeometry(seq, p);
+  const TM = bq / 16, TN = bk / 8, D4 = D / 4, D16 = D / 16, P4 = D4 + 1, P16 = D16 + 1;
+  if (D % 16 !== 0) throw new RangeError(`sale.estimate WGSL needs headDim % 16 == 0, got ${D}`);
+  const sc = (effectiveScale(p.scale, D) * Math.LOG2E).toPrecision(9);
+  const w4 = Math.max(bk * P4, (bq + bk) * P16);
+  const V4 = `vec4<${dtype}>`;
+  const L: string[] = [];
+  const o = (s: string) => L.push(s);
+  if (dtype === "f16") o("enable f16;");
+  o(`@group(0) @binding(0) var<storage, read> Q: array<${V4}>;
+@group(0) @binding(1) var<storage, read> K: array<${V4}>;
+@group(0) @binding(2) var<storage, read> QQ: array<u32>;
+@group(0) @binding(3) var<storage, read> SQ: array<f32>;
+@group(0) @binding(4) var<storage, read> KQ: array<u32>;
+@group(0) @binding(5) var<storage, read> SK: array<f32>;
+@group(0) @binding(6) var<storage, read> KM: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> QMK: array<f32>;
+@group(0) @binding(8) var<storage, read_write> SCORE: array<f32>;
+var<workgroup> W: array<vec4<u32>, ${w4}>;
+var<workgroup> Ps: array<f32, ${bq * bk}>;
+var<workgroup> red: array<f32, ${NB * 128}>;
+var<workgroup> red2: array<f32, ${NB * 16}>;
+const NEG: f32 = -3.0e38;
+fn nib8(word: u32, half: u32) -> u32 {
+  let w = i32(word);
+  let b = half * 16u;
+  return pack4xI8(vec4<i32>(extractBits(w, b, 4u), extractBits(w, b + 4u, 4u), extractBits(w, b + 8u, 4u), extractBits(w, b + 12u, 4u)));
+}
+fn unpack16(w0: u32, w1: u32) -> vec4<u32> { return vec4<u32>(nib8(w0, 0u), nib8(w0, 1u), nib8(w1, 0u), nib8(w1, 1u)); }
+fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
+  return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y) + dot4I8Packed(a.z, b.z) + dot4I8Packed(a.w, b.w);
+}
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let r = wid.x; let h = wid.y; let kvh = h / ${H / Hk}u;
+  let q0 = r * ${bq}u;
+  let nMax = min(${geo.kBlocks}u, (min(q0 + ${bq}u, ${seq}u) + ${bk - 1}u) / ${bk}u);
+  let locStart = select(0u, nMax - ${geo.localBlocks}u, nMax > ${geo.localBlocks}u);
+  let base = (h * ${geo.qBlocks}u + r) * ${geo.kBlocks}u;
+  for (var kb = tid; kb < ${geo.kBlocks}u; kb += 128u) {
+    if (kb >= nMax) { SCORE[base + kb] = bitcast<f32>(0xff800000u); } else if (kb < ${p.sinkBlocks}u || kb >= locStart) { SCORE[base + kb] = 3.0e38; }
+  }
+  let rg = tid / 8u; let cg = tid % 8u;`);
+  for (let i = 0; i < TM; i++) {
+    o(`  let row${i} = q0 + rg * ${TM}u + ${i}u; let rl${i} = min(row${i}, ${seq - 1}u);`);
+    o(`  var m${i}: f32 = NEG; var l${i}: f32 = 0.0;`);
+  }
+  // phase A: exact scores over sink + local blocks (smoothed keys k - mean(k))
+  o(`  for (var kb = 0u; kb < nMax; kb++) {
+    if (kb >= ${p.sinkBlocks}u && kb < locStart) { continue; }
+    let k0 = kb * ${bk}u;
+    workgroupBarrier();
+    for (var x = tid; x < ${bk * D4}u; x += 128u) {
+      let kk = min(k0 + x / ${D4}u, ${seq - 1}u);
+      W[(x / ${D4}u) * ${P4}u + x % ${D4}u] = bitcast<vec4<u32>>(vec4<f32>(K[(kvh * ${seq}u + kk) * ${D4}u + x % ${D4}u]) - KM[kvh * ${D4}u + x % ${D4}u]);
+    }
+    workgroupBarrier();`);
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) o(`    var s${i}_${j}: f32 = 0.0;`);
+  o(`    for (var d = 0u; d < ${D4}u; d++) {`);
+  for (let i = 0; i < TM; i++) o(`      let a${i} = vec4<f32>(Q[(h * ${seq}u + rl${i}) * ${D4}u + d]);`);
+  for (let j = 0; j < TN; j++) o(`      let b${j} = bitcast<vec4<f32>>(W[(${j}u * 8u + cg) * ${P4}u + d]);`);
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN; j++) o(`      s${i}_${j} = s${i}_${j} + dot(a${i}, b${j});`);
+  }
+  o(`    }`);
+  for (let j = 0; j < TN; j++) o(`    let key${j} = k0 + ${j}u * 8u + cg;`);
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN; j++) {
+      o(`    Ps[(rg * ${TM}u + ${i}u) * ${bk}u + ${j}u * 8u + cg] = select(NEG, s${i}_${j} * ${sc}, key${j} <= row${i} && key${j} < ${seq}u);`);
+    }
+  }
+  o(`    workgroupBarrier();`);
+  for (let i = 0; i < TM; i++) {
+    o(`    var mt${i}: f32 = m${i};
+    for (var kk = 0u; kk < ${bk}u; kk++) { mt${i} = max(mt${i}, Ps[(rg * ${TM}u + ${i}u) * ${bk}u + kk]); }
+    l${i} = l${i} * exp2(m${i} - mt${i}); m${i} = mt${i};
+    for (var kk = 0u; kk < ${bk}u; kk++) {
+      let sv = Ps[(rg * ${TM}u + ${i}u) * ${bk}u + kk];
+      l${i} = l${i} + select(0.0, exp2(sv - m${i}), sv > -1.0e38);
+    }`);
+  }
+  o(`  }`);
+  for (let i = 0; i < TM; i++) {
+    o(`  let L${i} = m${i} + log2(max(l${i}, 1.0e-30));`);
+    o(`  let sq${i} = SQ[h * ${geo.qBlocks}u + r];`);
+  }
+  // phase B: int4 estimate of the middle blocks, scores reduced NB blocks at a time
+  o(`  if (locStart <= ${p.sinkBlocks}u) { return; }
+  workgroupBarrier();
+  for (var x = tid; x < ${bq * D16}u; x += 128u) {
+    let rr = min(q0 + x / ${D16}u, ${seq - 1}u);
+    let wi = (h * ${seq}u + rr) * ${D / 8}u + (x % ${D16}u) * 2u;
+    W[(x / ${D16}u) * ${P16}u + x % ${D16}u] = unpack16(QQ[wi], QQ[wi + 1u]);
+  }
+  for (var kb = ${p.sinkBlocks}u; kb < locStart; kb++) {
+    let k0 = kb * ${bk}u;
+    let slot = (kb - ${p.sinkBlocks}u) % ${NB}u;
+    workgroupBarrier();
+    for (var x = tid; x < ${bk * D16}u; x += 128u) {
+      let kk = min(k0 + x / ${D16}u, ${seq - 1}u);
+      let wi = (kvh * ${seq}u + kk) * ${D / 8}u + (x % ${D16}u) * 2u;
+      W[${bq * P16}u + (x / ${D16}u) * ${P16}u + x % ${D16}u] = unpack16(KQ[wi], KQ[wi + 1u]);
+    }
+    workgroupBarrier();`);
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) o(`    var c${i}_${j}: i32 = 0;`);
+  o(`    for (var w = 0u; w < ${D16}u; w++) {`);
+  for (let i = 0; i < TM; i++) o(`      let a${i} = W[(rg * ${TM}u + ${i}u) * ${P16}u + w];`);
+  for (let j = 0; j < TN; j++) o(`      let b${j} = W[${bq * P16}u + (${j}u * 8u + cg) * ${P16}u + w];`);
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN; j++) o(`      c${i}_${j} = c${i}_${j} + dot16(a${i}, b${j});`);
+  }
+  o(`    }`);
+  o(`    let sk = SK[kvh * ${geo.kBlocks}u + kb];`);
+  o(`    var best: f32 = NEG;`);
+  for (let j = 0; j < TN; j++) {
+    o(`    let key${j} = min(k0 + ${j}u * 8u + cg, ${seq - 1}u); let qm${j} = QMK[h * ${seq}u + key${j}];`);
+  }
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN; j++) {
+      o(`    if (row${i} < ${seq}u && k0 + ${j}u * 8u + cg < ${seq}u) { best = max(best, (f32(c${i}_${j}) * sq${i} * sk + qm${j}) * ${sc} - L${i}); }`);
+    }
+  }
+  o(`    red[slot * 128u + tid] = best;
+    if (slot == ${NB - 1}u || kb + 1u == locStart) {
+      workgroupBarrier();
+      let bb = tid / 16u; let part = tid % 16u;
+      if (bb <= slot) {
+        var m = NEG;
+        for (var t = 0u; t < 8u; t++) { m = max(m, red[bb * 128u + part * 8u + t]); }
+        red2[bb * 16u + part] = m;
+      }
+      workgroupBarrier();
+      if (tid <= slot) {
+        var m = NEG;
+        for (var t = 0u; t < 16u; t++) { m = max(m, red2[tid * 16u + t]); }
+        SCORE[base + kb - slot + tid] = exp2(m);
+      }
+    }
+  }
+}`);
+  return L.join("\n");
+};
+
+/** Build `sale.estimate` for inputs of dtype `dtype`. */
+export const makeSaleEstimate = <D extends "f32" | "f16">(dtype: D): Operator<SaleParams, In<D>, Out> => {
+  const pt = ports(dtype);
+  return {
+    name: dtype === "f32" ? "sale.estimate" : "sale.estimate.f16",
+    kind: "estimate",
+    reference: "SALE (arXiv 2505.24179) §3: 4-bit QK estimate and Relative Attention Score per block pair",
+    params: SaleParams,
+    inputs: pt.inputs,
+    outputs: pt.outputs,
+    infer: (p, i) =>
+      Effect.gen(function* () {
+        const s = yield* checkQKV(i.q, i.k, i.k);
+        const bad = blockProblem(p, s.headDim);
+        yield* need(bad === undefined, "q", bad ?? "", "fix blockQ/blockK");
+        const g = saleGeometry(s.seq, p);
+        yield* need(
+          i.qq.shape.join() === i.q.shape.join(),
+          "qq",
+          `shape [${i.qq.shape}]`,
+          "qq has q's shape",
+        );
+        yield* need(
+          i.kq.shape.join() === i.k.shape.join(),
+          "kq",
+          `shape [${i.kq.shape}]`,
+          "kq has k's shape",
+        );
+        yield* need(
+          i.qScales.shape.join() === `${s.heads},${g.qBlocks}`,
+          "qScales",
+          `shape [${i.qScales.shape}]`,
+          "from quantize",
+        );
+        yield* need(
+          i.kScales.shape.join() === `${s.kvHeads},${g.kBlocks}`,
+          "kScales",
+          `shape [${i.kScales.shape}]`,
+          "from quantize",
+        );
+        yield* need(
+          i.kMean.shape.join() === `${s.kvHeads},${s.headDim}`,
+          "kMean",
+          `shape [${i.kMean.shape}]`,
+          "",
+        );
+        yield* need(
+          i.qmk.shape.join() === `${s.heads},${s.seq}`,
+          "qmk",
+          `shape [${i.qmk.shape}]`,
+          "from quantize",
+        );
+        return { scores: { ...pt.outputs.scores, shape: [s.heads, g.qBlocks, g.kBlocks] } } as DescsOf<Out>;
+      }),
+    cpu: (p, i) => {
+      const [H, seq, d] = i.q.desc.shape as [number, number, number];
+      const Hk = i.k.desc.shape[0];
+      const s = estimateReference(
+        p,
+        asF32(i.q as HostTensor),
+        asF32(i.k as HostTensor),
+        i.qq.data as Uint32Array,
+        i.qScales.data as Float32Array,
+        i.kq.data as Uint32Array,
+        i.kScales.data as Float32Array,
+        i.kMean.data as Float32Array,
+        i.qmk.data as Float32Array,
+        H,
+        Hk,
+        seq,
+        d,
+      );
+      const g = saleGeometry(seq, p);
+      const scores = allocHost({ ...pt.outputs.scores, shape: [H, g.qBlocks, g.kBlocks] });
+      scores.data.set(s);
+      return { scores } as HostOf<Out>;
+    },
+    gpu: (p, i, features): GpuLowering => {
+      const [H, seq, d] = i.q.shape as [number, number, number];
+      const Hk = i.k.shape[0];
+      if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
+      const g = saleGeometry(seq, p);
+      const key =
+        `sale.estimate:${H}/${Hk}:${seq}x${d}:${dtype}:${p.blockQ}x${p.blockK}:s${p.sinkBlocks}:l${g.localBlocks}:` +
+        `${effectiveScale(p.scale, d)}`;
+      return {
+        workspaces: {},
+        launches: [{
+          kernel: {
+            key,
+            wgsl: estimateWgsl(p, H, Hk, seq, d, dtype),
+            entryPoint: "main",
+            bindings: ["read", "read", "read", "read", "read", "read", "read", "read", "read_write"],
+            enables: dtype === "f16" ? ["f16"] : [],
+          },
+          buffers: [
+            "in:q",
+            "in:k",
+            "in:qq",
+            "in:qScales",
+            "in:kq",
+            "in:kScales",
+            "in:kMean",
+            "in:qmk",
+            "out:scores",
+          ],
+          workgroups: [g.qBlocks, H, 1],
+        }],
+      };
+    },
+    cost: (p, i) => {
+      const [H, seq, d] = i.q.shape as [number, number, number];
+      const g = saleGeometry(seq, p);
+      const exact = H * g.qBlocks * (p.sinkBlocks + g.localBlocks) * p.blockQ * p.blockK * 2 * d;
+      const low = H * (g.nnzCap - g.qBlocks * (p.sinkBlocks + g.localBlocks)) * p.blockQ * p.blockK * 2 * d;
+      const elt = dtype === "f16" ? 2 : 4;
+      return {
+        flops: exact + Math.max(0, low) / 4,
+        bytesRead: H * seq * d * (elt + 0.5) + H * g.nnzCap * p.blockK * d * 0.5,
+        bytesWritten: H * g.qBlocks * g.kBlocks * 4,
+        workspaceBytes: 0,
+      };
+    },
+  };
+};
+
+/** `sale.estimate` for f32 inputs. */
+export const saleEstimate = makeSaleEstimate("f32");
+/** `sale.estimate.f16` for f16 inputs. */
+export const saleEstimateF16 = makeSaleEstimate("f16");

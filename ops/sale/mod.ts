@@ -1,0 +1,11 @@
+/**
+ * SALE (arXiv 2505.24179): 4-bit estimation → block-sparse prefill, as four operators and a pipeline helper.
+ * @module
+ */
+export * from "./params.ts";
+export * from "./quantize.ts";
+export * from "./estimate.ts";
+export * from "./select.ts";
+export * from "./sparse_attn.ts";
+export * from "./pipeline.ts";
+export * from "./synthetic.ts";

@@ -1,0 +1,82 @@
+/**
+ * SALE parameters and block geometry shared by `sale.quantize`, `sale.estimate`, `sale.select` and
+ * `sale.sparseAttn`. Defaults follow the official code (BirdChristopher/SALE): query blocks of 64 rows,
+ * key blocks of 32 keys, a 128-token local window, the first key block as the sink, threshold 0.004.
+ *
+ * Reference: SALE (Ji, Zhang, Fu, Cui 2025, arXiv 2505.24179), §3 (method) — see ops/sale/README.md.
+ * @module
+ */
+import { Effect, Schema } from "effect";
+import { causalKBlocks } from "../dense/common.ts";
+
+const int = (min: number, max: number, def: number) =>
+  Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(def)),
+  );
+
+/** Parameters of the SALE operators (each operator reads the ones it needs). */
+export const SaleParams = Schema.Struct({
+  /** Query rows per block (multiple of 16). */
+  blockQ: int(16, 128, 64),
+  /** Keys per block (multiple of 8, dividing 64 or a multiple of 64). */
+  blockK: int(8, 128, 32),
+  /** Local window in tokens, counted back from the query block's last causal key block (diagonal included). */
+  localWindow: int(0, 1 << 20, 128),
+  /** Sink: the first `sinkBlocks` key blocks are always kept. */
+  sinkBlocks: int(0, 1 << 16, 1),
+  /** Relative Attention Score threshold τ: a block is kept when its score ≥ τ (0 keeps every block). */
+  threshold: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(0.004)),
+  ),
+  /** Softmax scale; 0 means 1/sqrt(headDim). */
+  scale: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(0)),
+  ),
+  /** The device's `maxComputeWorkgroupStorageSize` (bytes) kernels may use. */
+  workgroupMemory: int(8192, 1 << 20, 32768),
+});
+/** Decoded SALE parameters. */
+export type SaleParams = typeof SaleParams.Type;
+
+/** Decode SALE parameters from user input (throws a SchemaError on bad input; the graph decodes with Effect). */
+export const saleParams = (p: Partial<SaleParams> = {}): SaleParams =>
+  Schema.decodeUnknownSync(SaleParams)(p);
+
+/** Block geometry for a `seq`-token prefill. */
+export interface SaleGeometry {
+  readonly qBlocks: number;
+  readonly kBlocks: number;
+  /** Key blocks of the local window (at least the diagonal blocks of a query block). */
+  readonly localBlocks: number;
+  /** Causal block pairs: the capacity of BSR `indices` per head and the denominator of density. */
+  readonly nnzCap: number;
+}
+
+/** Geometry of the SALE block grid. */
+export const saleGeometry = (
+  seq: number,
+  p: Pick<SaleParams, "blockQ" | "blockK" | "localWindow">,
+): SaleGeometry => {
+  const qBlocks = Math.ceil(seq / p.blockQ);
+  const kBlocks = Math.ceil(seq / p.blockK);
+  const diagonal = Math.ceil(p.blockQ / p.blockK) + (p.blockQ % p.blockK === 0 ? 0 : 1);
+  const localBlocks = Math.max(Math.ceil(p.localWindow / p.blockK), diagonal);
+  let nnzCap = 0;
+  for (let r = 0; r < qBlocks; r++) nnzCap += causalKBlocks(r, seq, p.blockQ, p.blockK);
+  return { qBlocks, kBlocks, localBlocks, nnzCap };
+};
+
+/**
+ * Whether key block `kb` is forced (sink or local window) for query block `r`: `kb < sinkBlocks` or
+ * `kb >= nMax - localBlocks`, where `nMax` is the number of causal key blocks of `r`.
+ */
+export const isForced = (kb: number, nMax: number, sinkBlocks: number, localBlocks: number): boolean =>
+  kb < sinkBlocks || kb >= nMax - localBlocks;
+
+/** Validate block sizes against each other; returns a message or undefined. */
+export const blockProblem = (p: SaleParams, headDim: number): string | undefined => {
+  if (p.blockQ % 16 !== 0) return `blockQ ${p.blockQ} is not a multiple of 16`;
+  if (p.blockK % 8 !== 0) return `blockK ${p.blockK} is not a multiple of 8`;
+  if (headDim % 8 !== 0) return `headDim ${headDim} is not a multiple of 8`;
+  return undefined;
+};

@@ -1,0 +1,166 @@
+/**
+ * `sale.sparseAttn`: block-sparse causal flash attention over a BSR block mask (GQA, LSE out). With a full
+ * causal mask it runs the dense schedule and equals `dense.attn`.
+ *
+ * Reference: SALE (arXiv 2505.24179) §3 (block-sparse prefill over the selected blocks); FlashAttention-2
+ * Alg. 1 for the per-block online softmax.
+ * @module
+ */
+import { Effect } from "effect";
+import { allocHost, tensorType } from "@longctx/graph";
+import type { DescsOf, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
+import { asF32, checkQKV, need } from "../dense/common.ts";
+import { attentionReference, effectiveScale, flashCost } from "../dense/attn.ts";
+import { chooseTiles, flashKey, flashWgsl } from "../dense/flash_wgsl.ts";
+import { blockProblem, saleGeometry, SaleParams } from "./params.ts";
+
+const ports = <D extends "f32" | "f16">(dtype: D) => ({
+  inputs: {
+    q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
+    k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
+    v: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
+    indptr: tensorType("i32", ["heads", "indptr"] as const),
+    indices: tensorType("i32", ["heads", "nnz"] as const),
+  },
+  outputs: {
+    o: tensorType("f32", ["heads", "seq", "headDim"] as const),
+    lse: tensorType("f32", ["heads", "seq"] as const),
+  },
+});
+type In<D extends "f32" | "f16"> = ReturnType<typeof ports<D>>["inputs"];
+type Out = ReturnType<typeof ports<"f32">>["outputs"];
+
+/**
+ * Host predicate "query row i of head h sees key j" for a BSR mask (plus causality).
+ */
+export const bsrKeep = (
+  indptr: Int32Array,
+  indices: Int32Array,
+  qBlocks: number,
+  nnzCap: number,
+  blockQ: number,
+  blockK: number,
+): (h: number, i: number, j: number) => boolean => {
+  const sets = new Map<number, Set<number>>();
+  return (h, i, j) => {
+    const r = Math.floor(i / blockQ);
+    const key = h * qBlocks + r;
+    let s = sets.get(key);
+    if (!s) {
+      s = new Set();
+      for (let e = indptr[h * (qBlocks + 1) + r]; e < indptr[h * (qBlocks + 1) + r + 1]; e++) {
+        s.add(indices[h * nnzCap + e]);
+      }
+      sets.set(key, s);
+    }
+    return j <= i && s.has(Math.floor(j / blockK));
+  };
+};
+
+/** Build `sale.sparseAttn` for inputs of dtype `dtype`. */
+export const makeSaleSparseAttn = <D extends "f32" | "f16">(dtype: D): Operator<SaleParams, In<D>, Out> => {
+  const pt = ports(dtype);
+  return {
+    name: dtype === "f32" ? "sale.sparseAttn" : "sale.sparseAttn.f16",
+    kind: "sparse-attn",
+    reference: "SALE (arXiv 2505.24179) §3: block-sparse causal flash attention over the selected blocks",
+    params: SaleParams,
+    inputs: pt.inputs,
+    outputs: pt.outputs,
+    infer: (p, i) =>
+      Effect.gen(function* () {
+        const s = yield* checkQKV(i.q, i.k, i.v);
+        const bad = blockProblem(p, s.headDim);
+        yield* need(bad === undefined, "q", bad ?? "", "fix blockQ/blockK");
+        const g = saleGeometry(s.seq, p);
+        yield* need(
+          i.indptr.shape.join() === `${s.heads},${g.qBlocks + 1}`,
+          "indptr",
+          `shape [${i.indptr.shape}], want [${s.heads}, ${g.qBlocks + 1}]`,
+          "indptr is [heads, qBlocks + 1] from sale.select",
+        );
+        yield* need(
+          i.indices.shape.join() === `${s.heads},${g.nnzCap}`,
+          "indices",
+          `shape [${i.indices.shape}], want [${s.heads}, ${g.nnzCap}]`,
+          "indices is [heads, causal blocks] from sale.select",
+        );
+        return {
+          o: { ...pt.outputs.o, shape: [s.heads, s.seq, s.headDim] },
+          lse: { ...pt.outputs.lse, shape: [s.heads, s.seq] },
+        } as DescsOf<Out>;
+      }),
+    cpu: (p, i) => {
+      const [H, seq, d] = i.q.desc.shape as [number, number, number];
+      const Hk = i.k.desc.shape[0];
+      const g = saleGeometry(seq, p);
+      const keep = bsrKeep(
+        i.indptr.data as Int32Array,
+        i.indices.data as Int32Array,
+        g.qBlocks,
+        g.nnzCap,
+        p.blockQ,
+        p.blockK,
+      );
+      const r = attentionReference(
+        asF32(i.q as HostTensor),
+        asF32(i.k as HostTensor),
+        asF32(i.v as HostTensor),
+        H,
+        Hk,
+        seq,
+        d,
+        effectiveScale(p.scale, d),
+        keep,
+      );
+      const o = allocHost({ ...pt.outputs.o, shape: [H, seq, d] });
+      o.data.set(r.o);
+      const lse = allocHost({ ...pt.outputs.lse, shape: [H, seq] });
+      lse.data.set(r.lse);
+      return { o, lse } as HostOf<Out>;
+    },
+    gpu: (p, i, features): GpuLowering => {
+      const [heads, seq, headDim] = i.q.shape as [number, number, number];
+      if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
+      const g = saleGeometry(seq, p);
+      const t = chooseTiles(dtype, headDim, p.blockQ, p.blockK, p.workgroupMemory);
+      const cfg = {
+        heads,
+        kvHeads: i.k.shape[0],
+        seq,
+        headDim,
+        dtype,
+        scale: effectiveScale(p.scale, headDim),
+        bq: p.blockQ,
+        bk: t.bk,
+        qShared: t.qShared,
+        sparse: { blockK: p.blockK, nnzCap: g.nnzCap },
+      } as const;
+      return {
+        workspaces: {},
+        launches: [{
+          kernel: {
+            key: flashKey(cfg),
+            wgsl: flashWgsl(cfg),
+            entryPoint: "main",
+            bindings: ["read", "read", "read", "read", "read", "read_write", "read_write"],
+            enables: dtype === "f16" ? ["f16"] : [],
+          },
+          buffers: ["in:q", "in:k", "in:v", "in:indptr", "in:indices", "out:o", "out:lse"],
+          workgroups: [g.qBlocks, heads, 1],
+        }],
+      };
+    },
+    cost: (p, i) => {
+      const [heads, seq, d] = i.q.shape as [number, number, number];
+      const g = saleGeometry(seq, p);
+      // Worst case (full mask): nnz is only known at run time; scale by the measured density.
+      return flashCost(heads, seq, d, dtype === "f16" ? 2 : 4, p.blockQ, p.blockK, g.nnzCap);
+    },
+  };
+};
+
+/** `sale.sparseAttn` for f32 inputs. */
+export const saleSparseAttn = makeSaleSparseAttn("f32");
+/** `sale.sparseAttn.f16` for f16 inputs (f32 accumulation). */
+export const saleSparseAttnF16 = makeSaleSparseAttn("f16");

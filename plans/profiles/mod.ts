@@ -1,0 +1,19 @@
+/**
+ * Built-in device profiles and density tables: JSON files in this folder, written by `calibrate`
+ * (`runtime/src/cli/calibrate.ts`) and by `plans/bench/densities_from_results.ts`, imported as JSON
+ * modules so the planner loads them in Deno, Bun, Node and browsers alike.
+ *
+ * Only measured files belong here (each records its command, date and commit). To add one: write
+ * `<name>.json` with calibrate, then add one import line and one entry below.
+ * - `lavapipe`: wgpu on llvmpipe (Mesa 22.3.6, LLVM 15), the 2-core CPU machine, SmolLM2-135M heads,
+ *   256–2048 tokens, measured while other jobs shared the machine (its fit errors say how noisy).
+ * - `h200`: pending (the lead runs calibrate on the H200; see plans/README.md).
+ * @module
+ */
+import lavapipe from "./lavapipe.json" with { type: "json" };
+
+/** Built-in device profiles (raw JSON, decoded by `builtinProfile`), by name. */
+export const BUILTIN_PROFILES: Readonly<Record<string, unknown>> = { lavapipe };
+
+/** Built-in density tables (raw JSON, decoded by `builtinDensities`). */
+export const BUILTIN_DENSITIES: readonly unknown[] = [];

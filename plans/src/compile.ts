@@ -1,0 +1,160 @@
+/**
+ * `compile(plan)`: a plan's layer groups as graphs of `@longctx/graph`, one attention graph per group.
+ *
+ * Every graph has inputs `q: [heads, seq, headDim]`, `k`, `v: [kvHeads, kvSeq, headDim]` (typed by the
+ * first stage that reads them) and outputs `o: f32 [heads, seq, headDim]`, `lse: f32 [heads, seq]` (the last
+ * stage's). Stage inputs are wired by port name: a port is fed by the latest earlier stage output of that
+ * name, else by the graph input of that name (`quantize.qq → estimate.qq`, `select.indptr → sparse.indptr`).
+ * @module
+ */
+import { Effect, Schema } from "effect";
+import {
+  type AnyOperator,
+  type Graph,
+  graph,
+  type GraphError,
+  type ParamsError,
+  type Port,
+  type ShapeError,
+} from "@longctx/graph";
+import { PlanError } from "./errors.ts";
+import type { Plan } from "./plan.ts";
+
+/** What compiling can fail with: the planner's and the graph builder's typed errors. */
+export type CompileError = PlanError | GraphError | ParamsError | ShapeError;
+
+/** A compiled layer group. */
+export interface CompiledGroup {
+  /** First (inclusive) and last (exclusive) layer. */
+  readonly layers: readonly [number, number];
+  readonly pipeline: string;
+  readonly graph: Graph;
+}
+
+const GRAPH_INPUTS = new Set(["q", "k", "v"]);
+
+/** One stage of a pipeline graph: an operator and its decoded parameters. */
+export interface PipelineStage {
+  readonly op: AnyOperator;
+  readonly params: unknown;
+}
+
+/**
+ * Build the attention graph of a chain of stages (see the module doc for wiring). Outputs `o` and `lse`
+ * of the last stage, plus every name of `extraOutputs` that some stage produces (the latest one wins),
+ * e.g. `["density"]` to read `sale.select`'s measured density.
+ *
+ * Fails with `PlanError` `bad-plan` (an input no earlier stage produces, no `o`/`lse`) or the builder's
+ * `GraphError` / `ParamsError`.
+ */
+export const buildPipelineGraph = (
+  name: string,
+  stages: readonly PipelineStage[],
+  extraOutputs: readonly string[] = [],
+): Effect.Effect<Graph, CompileError> =>
+  Effect.gen(function* () {
+    const g = graph(name);
+    const available = new Map<string, Port>();
+    let last: Readonly<Record<string, Port>> = {};
+    for (const { op, params } of stages) {
+      const inputs: Record<string, Port> = {};
+      for (const [port, type] of Object.entries(op.inputs)) {
+        let h = available.get(port);
+        if (!h && GRAPH_INPUTS.has(port)) {
+          h = g.input(port, type);
+          available.set(port, h);
+        }
+        if (!h) {
+          return yield* new PlanError({
+            reason: "bad-plan",
+            message: `stage ${op.name} reads "${port}", which no earlier stage produces`,
+            hint: "stages must be ordered so that every input is produced first; regenerate the plan",
+          });
+        }
+        inputs[port] = h;
+      }
+      // deno-lint-ignore no-explicit-any
+      last = g.add(op, params as any, inputs as any) as Readonly<Record<string, Port>>;
+      for (const [port, h] of Object.entries(last)) available.set(port, h);
+    }
+    for (const out of ["o", "lse"]) {
+      if (!last[out]) {
+        return yield* new PlanError({
+          reason: "bad-plan",
+          message: `the last stage of ${name} does not produce "${out}"`,
+          hint: "an attention pipeline must end in an operator with outputs o and lse",
+        });
+      }
+      g.output(out, last[out]);
+    }
+    for (const out of extraOutputs) {
+      const h = available.get(out);
+      if (h && !(out in last)) g.output(out, h);
+    }
+    return yield* g.build();
+  });
+
+const compileGroup = (
+  plan: Plan,
+  groupIndex: number,
+  operators: readonly AnyOperator[],
+): Effect.Effect<CompiledGroup, CompileError> =>
+  Effect.gen(function* () {
+    const group = plan.groups[groupIndex];
+    const stages: PipelineStage[] = [];
+    for (const stage of group.stages) {
+      const op = operators.find((o) => o.name === stage.operator);
+      if (!op) {
+        return yield* new PlanError({
+          reason: "unknown-operator",
+          message: `plan stage ${stage.operator} names an operator that is not registered`,
+          hint: `register ${stage.operator} (known: ${operators.map((o) => o.name).join(", ")}) or re-plan`,
+        });
+      }
+      const decoded = Schema.decodeUnknownExit(op.params)(stage.params);
+      if (decoded._tag === "Failure") {
+        return yield* new PlanError({
+          reason: "bad-plan",
+          message: `plan stage ${stage.operator}: parameters do not satisfy the operator's schema`,
+          hint: `regenerate the plan; ${op.name} is described in ${op.reference}`,
+        });
+      }
+      stages.push({ op, params: decoded.value });
+    }
+    const name = `${plan.model.id}.${group.pipeline}.layers${group.layers[0]}-${group.layers[1] - 1}`;
+    return { layers: group.layers, pipeline: group.pipeline, graph: yield* buildPipelineGraph(name, stages) };
+  });
+
+/**
+ * Compile every layer group of `plan` into a graph (see the module doc for its ports), resolving the
+ * plan's operator names in `operators` (normally `@longctx/ops`) and re-validating each stage's
+ * parameters with the operator's schema.
+ *
+ * Fails with `PlanError` (`unknown-operator`, `bad-plan`) or the builder's `GraphError` / `ParamsError`.
+ */
+export const compile = (
+  plan: Plan,
+  operators: readonly AnyOperator[],
+): Effect.Effect<readonly CompiledGroup[], CompileError> =>
+  Effect.forEach(plan.groups, (_, i) => compileGroup(plan, i, operators));
+
+/**
+ * The attention graph layer `layer` runs under `plan`. Fails like `compile`, and with `PlanError`
+ * `bad-request` when the layer is outside the model.
+ */
+export const compileLayer = (
+  plan: Plan,
+  operators: readonly AnyOperator[],
+  layer: number,
+): Effect.Effect<Graph, CompileError> => {
+  const i = plan.groups.findIndex((g) => layer >= g.layers[0] && layer < g.layers[1]);
+  return i < 0
+    ? Effect.fail(
+      new PlanError({
+        reason: "bad-request",
+        message: `layer ${layer} is outside ${plan.model.id} (${plan.model.layers} layers)`,
+        hint: `pick a layer in 0..${plan.model.layers - 1}`,
+      }),
+    )
+    : Effect.map(compileGroup(plan, i, operators), (c) => c.graph);
+};

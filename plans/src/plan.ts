@@ -1,0 +1,719 @@
+/**
+ * The planner: `plan(request, env)` picks, per layer group, the attention pipeline with the lowest
+ * latency predicted from a measured device profile and the operators' own cost models, within a budget.
+ *
+ * Decision rule (prefill): a sparse template replaces dense in a layer only when its predicted latency at
+ * the *measured* density of that layer (or of the model, interpolated in log context length) beats dense
+ * by more than the profile's own fit error (the largest relative residual of the kernels involved). With
+ * no measured density, dense is kept and the plan reports the break-even density below which the sparse
+ * template would pay — the crossover comes from measurements, never from an assumed sparsity.
+ * Decode: only templates declaring the decode phase compete (today: dense).
+ * @module
+ */
+import { Effect, Schema } from "effect";
+import {
+  type AnyOperator,
+  type Cost,
+  descBytes,
+  type DescsOf,
+  type Ports,
+  type TensorDesc,
+  type TensorType,
+} from "@longctx/graph";
+import { PlanError } from "./errors.ts";
+import { getModel, kvCacheBytes, type ModelSpec, parameterCount } from "./models.ts";
+import { type DensitySample, type LoadedProfile, lookupDensity, predictMs } from "./profile.ts";
+import { type AttnDims, type Phase, type PipelineTemplate, scaleCost, TEMPLATES } from "./templates.ts";
+
+/** Current plan format version. */
+export const PLAN_VERSION = 1 as const;
+
+const NonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0));
+const ParamValue = Schema.Union([Schema.Finite, Schema.Boolean, Schema.String]);
+
+/** One operator of a pipeline with its decoded parameters and predicted cost. */
+export const PlanStage = Schema.Struct({
+  operator: Schema.NonEmptyString,
+  kind: Schema.NonEmptyString,
+  params: Schema.Record(Schema.String, ParamValue),
+  /** Predicted latency per layer, ms. */
+  ms: NonNegative,
+  flops: NonNegative,
+  bytes: NonNegative,
+});
+/** One operator of a pipeline. */
+export type PlanStage = typeof PlanStage.Type;
+
+/** Consecutive layers that run the same pipeline. */
+export const LayerGroup = Schema.Struct({
+  /** First layer (inclusive) and last layer (exclusive). */
+  layers: Schema.Tuple([Schema.Int, Schema.Int]),
+  pipeline: Schema.NonEmptyString,
+  stages: Schema.Array(PlanStage),
+  /** Measured density the sparse stages were costed at (sparse pipelines only). */
+  density: Schema.optionalKey(NonNegative),
+  /** Predicted latency of one layer of this group, ms. */
+  msPerLayer: NonNegative,
+  /** Why this pipeline was chosen. */
+  reason: Schema.String,
+});
+/** Consecutive layers that run the same pipeline. */
+export type LayerGroup = typeof LayerGroup.Type;
+
+/** A pipeline that was considered and not chosen (or only partly chosen). */
+export const Alternative = Schema.Struct({
+  pipeline: Schema.NonEmptyString,
+  /** Predicted attention latency over all layers if it ran everywhere, ms (absent: not predictable). */
+  totalMs: Schema.optionalKey(NonNegative),
+  /** Density below which it beats dense at this context length (sparse templates). */
+  breakEvenDensity: Schema.optionalKey(NonNegative),
+  note: Schema.String,
+});
+/** A pipeline that was considered. */
+export type Alternative = typeof Alternative.Type;
+
+/** The plan document (JSON). */
+export const Plan = Schema.Struct({
+  version: Schema.Literal(PLAN_VERSION),
+  model: Schema.Struct({
+    id: Schema.NonEmptyString,
+    layers: Schema.Int,
+    heads: Schema.Int,
+    kvHeads: Schema.Int,
+    headDim: Schema.Int,
+  }),
+  contextLength: Schema.Int.check(Schema.isGreaterThan(0)),
+  phase: Schema.Literals(["prefill", "decode"]),
+  /** Element type of Q/K/V the chosen kernels read. */
+  dtype: Schema.Literals(["f32", "f16"]),
+  device: Schema.Struct({
+    profile: Schema.String,
+    adapter: Schema.String,
+    backend: Schema.String,
+    date: Schema.String,
+    commit: Schema.String,
+  }),
+  budget: Schema.Struct({
+    latencyMs: Schema.optionalKey(NonNegative),
+    memoryBytes: Schema.optionalKey(NonNegative),
+    exact: Schema.optionalKey(Schema.Boolean),
+  }),
+  groups: Schema.Array(LayerGroup),
+  predicted: Schema.Struct({
+    /** Attention latency over all layers for one prefill (or one decode step), ms. */
+    attentionMs: NonNegative,
+    /** Same with dense everywhere, ms. */
+    denseAttentionMs: NonNegative,
+    memory: Schema.Struct({
+      /** Parameter count × bytes per parameter. */
+      weightsBytes: NonNegative,
+      /** K and V of every layer for the context, f32 as the kernels store them. */
+      kvCacheBytes: NonNegative,
+      /** Largest per-layer working set: Q/K/V, every stage's outputs and workspaces. */
+      workingBytes: NonNegative,
+      totalBytes: NonNegative,
+    }),
+    /** Largest relative residual of the profile fits this plan relies on. */
+    fitError: NonNegative,
+  }),
+  alternatives: Schema.Array(Alternative),
+  warnings: Schema.Array(Schema.String),
+});
+/** The plan document. */
+export type Plan = typeof Plan.Type;
+
+/** What to plan. */
+export interface PlanRequest {
+  /** Registry id or alias (`llama-3.1-8b`). */
+  readonly model: string;
+  /** Tokens in the context. */
+  readonly contextLength: number;
+  readonly phase: Phase;
+  /** Element type of Q/K/V the kernels read (default f32). */
+  readonly dtype?: AttnDType;
+  readonly budget?: {
+    /** Upper bound on the predicted attention latency over all layers, ms. */
+    readonly latencyMs?: number;
+    /** Upper bound on weights + KV cache + working set, bytes. */
+    readonly memoryBytes?: number;
+    /** Only exact pipelines (dense). */
+    readonly exact?: boolean;
+  };
+  /** Bytes per weight for the memory estimate (2: f16/bf16; default 2). */
+  readonly weightBytesPerParam?: number;
+}
+
+/** What the planner plans with. */
+export interface PlanEnv {
+  /** The device profile (loaded with `decodeProfile` / `builtinProfile`). */
+  readonly profile: LoadedProfile;
+  /** Operators available (normally every operator `@longctx/ops` exports). */
+  readonly operators: readonly AnyOperator[];
+  /** Measured densities for sparse templates (empty: sparse is never chosen). */
+  readonly densities?: readonly DensitySample[];
+  /** Templates to consider (default `TEMPLATES`). */
+  readonly templates?: readonly PipelineTemplate[];
+}
+
+interface StagePrediction {
+  readonly stage: PlanStage;
+  readonly cost: Cost;
+  readonly fitError: number;
+  readonly extrapolated: boolean;
+  readonly footprint: number;
+}
+
+/** A template with its operators and decoded parameters. */
+export interface Resolved {
+  readonly template: PipelineTemplate;
+  readonly ops: readonly { readonly op: AnyOperator; readonly params: Record<string, unknown> }[];
+}
+
+/** A stage's cost at the full mask (before density scaling). */
+interface StageCost {
+  readonly op: AnyOperator;
+  readonly params: Record<string, unknown>;
+  readonly cost: Cost;
+  readonly scaled: boolean;
+  /** `params` as JSON values (computed once). */
+  readonly json: Record<string, number | boolean | string>;
+  /** Bytes this stage allocates: its outputs, its workspace, and graph inputs it reads first. */
+  readonly footprint: number;
+}
+
+const bad = (reason: PlanError["reason"], message: string, hint: string) =>
+  new PlanError({ reason, message, hint });
+
+/** Element type of the attention inputs (Q, K, V); outputs are f32 either way. */
+export type AttnDType = "f32" | "f16";
+
+/**
+ * The operator a template stage runs: kind `kind`, named `<template>.*`, queries of `dtype` (operators
+ * without a `q` port qualify for any dtype); in decode, only operators whose key port is indexed by
+ * `kvSeq` (query rows ≠ key rows, as `signatures.ts` defines).
+ */
+export const findOperator = (
+  operators: readonly AnyOperator[],
+  template: string,
+  kind: string,
+  phase: Phase,
+  dtype: AttnDType = "f32",
+): AnyOperator | undefined =>
+  operators.find((o) =>
+    o.kind === kind && o.name.startsWith(`${template}.`) && (o.inputs.q?.dtype ?? dtype) === dtype &&
+    (phase === "prefill" || (o.inputs.k?.dims ?? []).includes("kvSeq"))
+  );
+
+/**
+ * Find each stage's operator for `phase` and decode its parameters from `overrides`, then the
+ * template's parameters, then the schema defaults. Fails with `PlanError` `unknown-operator`.
+ */
+export const resolveTemplate = (
+  t: PipelineTemplate,
+  operators: readonly AnyOperator[],
+  phase: Phase,
+  overrides: Readonly<Record<string, unknown>> = {},
+  dtype: AttnDType = "f32",
+): Effect.Effect<Resolved, PlanError> =>
+  Effect.gen(function* () {
+    const ops = [];
+    for (const kind of t.kinds) {
+      const op = findOperator(operators, t.name, kind, phase, dtype);
+      if (!op) {
+        return yield* bad(
+          "unknown-operator",
+          `template "${t.name}" needs an ${dtype} operator of kind ${kind} named ${t.name}.*` +
+            (phase === "decode" ? " whose keys are indexed by kvSeq (decode)" : "") + "; none is registered",
+          `export it from @longctx/ops (known: ${operators.map((o) => o.name).join(", ") || "none"})`,
+        );
+      }
+      const decoded = Schema.decodeUnknownExit(op.params)({ ...t.params, ...overrides });
+      if (decoded._tag === "Failure") {
+        return yield* bad(
+          "unknown-operator",
+          `operator ${op.name} cannot be configured from template "${t.name}"'s parameters`,
+          `give every parameter of ${op.name} a decoding default so the planner can configure it`,
+        );
+      }
+      ops.push({ op, params: decoded.value as Record<string, unknown> });
+    }
+    return { template: t, ops };
+  });
+
+const jsonParams = (p: Record<string, unknown>): Record<string, number | boolean | string> => {
+  const out: Record<string, number | boolean | string> = {};
+  for (const [k, v] of Object.entries(p)) {
+    if (typeof v === "number" || typeof v === "boolean" || typeof v === "string") out[k] = v;
+  }
+  return out;
+};
+
+/**
+ * Cost every stage of one layer at the full mask: inputs are wired by port name (graph inputs `q`
+ * `[heads, seq, headDim]`, `k`/`v` `[kvHeads, kvSeq, headDim]`, f32; or an earlier stage's output), shapes
+ * come from each operator's `infer`. Fails with `PlanError` `bad-request` when an operator rejects the
+ * model's shapes.
+ */
+const layerCosts = (r: Resolved, dims: AttnDims): Effect.Effect<readonly StageCost[], PlanError> =>
+  Effect.gen(function* () {
+    const avail = new Map<string, TensorDesc>();
+    const graphInput = (port: string, t: TensorType): TensorDesc | undefined =>
+      port === "q"
+        ? { ...t, shape: [dims.heads, dims.seq, dims.headDim] }
+        : port === "k" || port === "v"
+        ? { ...t, shape: [dims.kvHeads, dims.kvSeq, dims.headDim] }
+        : undefined;
+    const out: StageCost[] = [];
+    for (const { op, params } of r.ops) {
+      const inputs: Record<string, TensorDesc> = {};
+      let footprint = 0;
+      for (const [port, t] of Object.entries(op.inputs)) {
+        let d = avail.get(port);
+        if (!d) {
+          d = graphInput(port, t);
+          if (d) {
+            avail.set(port, d);
+            footprint += descBytes(d);
+          }
+        }
+        if (!d) {
+          return yield* bad(
+            "unknown-operator",
+            `${op.name} reads "${port}", which no earlier stage of "${r.template.name}" produces`,
+            `fix the stage order of template "${r.template.name}"`,
+          );
+        }
+        inputs[port] = d;
+      }
+      const outs = yield* op.infer(params, inputs as DescsOf<Ports>).pipe(
+        Effect.mapError((e) =>
+          bad(
+            "bad-request",
+            `${op.name} rejects this model's attention shape: ${e.message}`,
+            `${e.hint} (${r.template.name} cannot run this model)`,
+          )
+        ),
+      );
+      for (const [port, d] of Object.entries(outs)) {
+        avail.set(port, d as TensorDesc);
+        footprint += descBytes(d as TensorDesc);
+      }
+      const cost = op.cost(params, inputs as DescsOf<Ports>);
+      out.push({
+        op,
+        params,
+        cost,
+        footprint: footprint + cost.workspaceBytes,
+        scaled: r.template.densityScaled.includes(op.kind),
+        json: jsonParams(params),
+      });
+    }
+    return out;
+  });
+
+/** The operators of `costs` that `profile` has no measurements of. */
+const unprofiled = (costs: readonly StageCost[], profile: LoadedProfile): PlanError | undefined => {
+  const missing = costs.find((c) => !profile.fits.has(c.op.name));
+  return missing && bad(
+    "not-profiled",
+    `device profile "${profile.profile.name}" has no measurements of ${missing.op.name}`,
+    `run calibrate on that device (deno run -A runtime/src/cli/calibrate.ts --ops ${missing.op.name})`,
+  );
+};
+
+/** Predict stage latencies at `density` from full-mask costs (every operator must be profiled). */
+const predictAt = (
+  costs: readonly StageCost[],
+  profile: LoadedProfile,
+  density: number,
+): readonly StagePrediction[] =>
+  costs.map(({ op, json, cost: full, scaled, footprint }) => {
+    const fit = profile.fits.get(op.name)!;
+    const cost = scaled ? scaleCost(full, density) : full;
+    const bytes = cost.bytesRead + cost.bytesWritten;
+    const maxFlops = profile.maxFlops.get(op.name) ?? 0;
+    return {
+      stage: {
+        operator: op.name,
+        kind: op.kind,
+        params: json,
+        ms: predictMs(fit, cost.flops, bytes),
+        flops: cost.flops,
+        bytes,
+      },
+      cost,
+      fitError: fit.maxRelError,
+      extrapolated: maxFlops > 0 && cost.flops > 4 * maxFlops,
+      footprint,
+    };
+  });
+
+const sumMs = (s: readonly StagePrediction[]) => s.reduce((a, p) => a + p.stage.ms, 0);
+const maxErr = (s: readonly StagePrediction[]) => Math.max(0, ...s.map((p) => p.fitError));
+/** Absolute uncertainty of a pipeline's predicted latency: Σ stage ms × the stage fit's max relative error. */
+const uncertainty = (s: readonly StagePrediction[]) => s.reduce((a, p) => a + p.stage.ms * p.fitError, 0);
+/** Bytes one layer allocates: graph inputs, every stage's outputs and workspaces (none freed early). */
+const working = (s: readonly StagePrediction[]) => s.reduce((a, p) => a + p.footprint, 0);
+
+const fmtMs = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toPrecision(3));
+const GiB = 2 ** 30;
+
+/** Density at which the stages cost as much as dense (bisection; latency is monotone in density). */
+const breakEven = (costs: readonly StageCost[], profile: LoadedProfile, denseMs: number): number => {
+  const at = (d: number) => sumMs(predictAt(costs, profile, d));
+  if (at(1) <= denseMs) return 1;
+  if (at(0) >= denseMs) return 0;
+  let lo = 0;
+  let hi = 1;
+  for (let i = 0; i < 30; i++) {
+    const mid = (lo + hi) / 2;
+    if (at(mid) < denseMs) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+};
+
+/**
+ * Validate a request's model, context length, phase and budget numbers without a profile, returning
+ * the model. Fails with `PlanError` `unknown-model`, `context-too-long` or `bad-request`.
+ */
+export const validateRequest = (req: PlanRequest): Effect.Effect<ModelSpec, PlanError> =>
+  Effect.gen(function* () {
+    const model = yield* getModel(req.model);
+    const n = req.contextLength;
+    if (!Number.isInteger(n) || n <= 0) {
+      return yield* bad(
+        "bad-request",
+        `context length must be a positive integer, got ${n}`,
+        "give tokens as an integer, e.g. 8192 or 128k",
+      );
+    }
+    if (n > model.maxContext) {
+      return yield* bad(
+        "context-too-long",
+        `${n} tokens exceed ${model.id}'s maximum context of ${model.maxContext} tokens`,
+        `use at most ${model.maxContext} tokens (max_position_embeddings in ${model.source}), ` +
+          "or truncate the document",
+      );
+    }
+    if (req.phase !== "prefill" && req.phase !== "decode") {
+      return yield* bad("bad-request", `unknown phase "${req.phase}"`, 'phase is "prefill" or "decode"');
+    }
+    const b = req.budget ?? {};
+    for (const [k, v] of Object.entries(b)) {
+      if (typeof v === "number" && !(v > 0)) {
+        return yield* bad(
+          "bad-request",
+          `budget ${k} must be positive, got ${v}`,
+          `drop ${k} or make it > 0`,
+        );
+      }
+    }
+    return model;
+  });
+
+/**
+ * Plan the attention pipeline of `req.model` at `req.contextLength` tokens for `req.phase` on the device
+ * of `env.profile`. Latency is attention only (per layer: Q `[heads, seq, headDim]`, K/V
+ * `[kvHeads, kvSeq, headDim]`, f32), predicted as Σ over stages of `a + b·flops + c·bytes` (fit of the
+ * stage's operator in the profile) at the operator's cost model.
+ *
+ * Fails with `PlanError`: `unknown-model` (hint: nearest name), `context-too-long`, `bad-request`,
+ * `unknown-operator` (a template's operator is not registered), `not-profiled` (the profile lacks the
+ * dense kernel), `unsatisfiable-budget` (hint: the best achievable latency / memory).
+ */
+export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanError> =>
+  Effect.gen(function* () {
+    const model = yield* validateRequest(req);
+    const T = req.contextLength;
+    const dims: AttnDims = {
+      heads: model.heads,
+      kvHeads: model.kvHeads,
+      headDim: model.headDim,
+      seq: req.phase === "prefill" ? T : 1,
+      kvSeq: T,
+    };
+    const budget = req.budget ?? {};
+    const templates = (env.templates ?? TEMPLATES).filter((t) => t.phases.includes(req.phase));
+    const denseT = templates.find((t) => !t.sparse);
+    if (!denseT) {
+      return yield* bad("bad-request", "no exact (dense) template is registered", "register denseTemplate");
+    }
+    const warnings: string[] = [];
+    const profile = env.profile;
+
+    const dtype = req.dtype ?? "f32";
+    const dense = yield* resolveTemplate(denseT, env.operators, req.phase, {}, dtype);
+    const denseCosts = yield* layerCosts(dense, dims).pipe(
+      Effect.mapError((e) =>
+        req.phase === "decode" && e.reason === "bad-request"
+          ? bad(
+            "unknown-operator",
+            `no registered attention operator supports decode (1 query row against ${T} keys): ${e.message}`,
+            "add a decode attention operator to @longctx/ops (kind dense-attn, keys [kvHeads, kvSeq, headDim]); " +
+              "prefill plans work today",
+          )
+          : e
+      ),
+    );
+    const denseMissing = unprofiled(denseCosts, profile);
+    if (denseMissing) return yield* denseMissing;
+    const densePred = predictAt(denseCosts, profile, 1);
+    const denseMs = sumMs(densePred);
+
+    // Per-layer choice: start from dense everywhere.
+    type Choice = { r: Resolved; pred: readonly StagePrediction[]; density?: number; reason: string };
+    const denseReason = (extra: string) =>
+      `dense: ${fmtMs(denseMs)} ms/layer predicted${extra ? `; ${extra}` : ""}`;
+    const choices: Choice[] = Array.from({ length: model.layers }, () => ({
+      r: dense,
+      pred: densePred,
+      reason: denseReason(""),
+    }));
+    const alternatives: Alternative[] = [];
+
+    for (const t of templates.filter((t) => t.sparse)) {
+      if (budget.exact) {
+        alternatives.push({ pipeline: t.name, note: "excluded: the budget asks for exact attention" });
+        continue;
+      }
+      const resolved = yield* Effect.result(resolveTemplate(t, env.operators, req.phase, {}, dtype));
+      if (resolved._tag === "Failure") {
+        alternatives.push({ pipeline: t.name, note: `unavailable: ${resolved.failure.message}` });
+        continue;
+      }
+      const r = resolved.success;
+      if (r.ops.some(({ op }) => !profile.fits.has(op.name))) {
+        const missing = r.ops.filter(({ op }) => !profile.fits.has(op.name)).map(({ op }) => op.name);
+        alternatives.push({
+          pipeline: t.name,
+          note: `not profiled on ${profile.profile.name}: ${missing.join(", ")} (run calibrate)`,
+        });
+        continue;
+      }
+      const costsR = yield* Effect.result(layerCosts(r, dims));
+      if (costsR._tag === "Failure") {
+        alternatives.push({ pipeline: t.name, note: `unavailable: ${costsR.failure.message}` });
+        continue;
+      }
+      const costs = costsR.success;
+      const dStar = breakEven(costs, profile, denseMs);
+      const params = Object.assign({}, ...r.ops.map((o) => jsonParams(o.params))) as Record<string, number>;
+      const numParams = Object.fromEntries(Object.entries(params).filter(([, v]) => typeof v === "number"));
+      const lookup = (layer?: number) =>
+        lookupDensity(env.densities ?? [], {
+          pipeline: t.name,
+          model: model.id,
+          contextLength: T,
+          layer,
+          params: numParams,
+        });
+      const whole = lookup();
+      if (!whole && !lookup(0)) {
+        alternatives.push({
+          pipeline: t.name,
+          breakEvenDensity: dStar,
+          note: `no measured density for ${model.id}; ${t.name} pays below density ${dStar.toFixed(3)} ` +
+            `at ${T} tokens (from the profile)`,
+        });
+        for (const c of choices) {
+          c.reason = denseReason(
+            `${t.name} unmeasured on ${model.id} (pays below density ${dStar.toFixed(3)})`,
+          );
+        }
+        continue;
+      }
+      let total = 0;
+      let chosen = 0;
+      for (let l = 0; l < model.layers; l++) {
+        const d = lookup(l) ?? whole!;
+        if (d.extrapolated && l === 0) {
+          warnings.push(
+            `${t.name} density for ${model.id} at ${T} tokens held from the nearest measured length`,
+          );
+        }
+        const pred = predictAt(costs, profile, d.density);
+        const ms = sumMs(pred);
+        total += ms;
+        const cur = choices[l];
+        const curMs = sumMs(cur.pred);
+        // Worst case under the profile's own fit errors: the sparse pipeline as slow as its fits allow,
+        // the current choice as fast as its fits allow (at least ±2.5 % each).
+        const hiMs = ms + Math.max(uncertainty(pred), 0.025 * ms);
+        const loCur = curMs - Math.max(uncertainty(cur.pred), 0.025 * curMs);
+        const src = d.perLayer ? "per-layer measurement" : "mean over layers";
+        if (hiMs < loCur) {
+          chosen++;
+          choices[l] = {
+            r,
+            pred,
+            density: d.density,
+            reason:
+              `${t.name}: ${fmtMs(ms)} ms/layer at measured density ${d.density.toFixed(3)} (${src}) vs ` +
+              `dense ${fmtMs(denseMs)} ms (−${((1 - ms / denseMs) * 100).toFixed(0)} %, ` +
+              `still faster at the fits' worst case); pays below density ${dStar.toFixed(3)}`,
+          };
+        } else if (cur.r === dense) {
+          choices[l] = {
+            ...cur,
+            reason: denseReason(
+              `${t.name} would take ${fmtMs(ms)} ms at measured density ${d.density.toFixed(3)} (${src}), ` +
+                `up to ${fmtMs(hiMs)} ms within its fit error; at best it pays below density ${
+                  dStar.toFixed(3)
+                }`,
+            ),
+          };
+        }
+      }
+      alternatives.push({
+        pipeline: t.name,
+        totalMs: total,
+        breakEvenDensity: dStar,
+        note: `chosen for ${chosen} of ${model.layers} layers`,
+      });
+    }
+
+    // Group consecutive layers with the same pipeline and density.
+    const groups: LayerGroup[] = [];
+    for (let l = 0; l < model.layers; l++) {
+      const c = choices[l];
+      const last = groups[groups.length - 1];
+      if (
+        last && last.pipeline === c.r.template.name && last.density === c.density && last.reason === c.reason
+      ) {
+        groups[groups.length - 1] = { ...last, layers: [last.layers[0], l + 1] };
+        continue;
+      }
+      groups.push({
+        layers: [l, l + 1],
+        pipeline: c.r.template.name,
+        stages: c.pred.map((p) => p.stage),
+        ...(c.density === undefined ? {} : { density: c.density }),
+        msPerLayer: sumMs(c.pred),
+        reason: c.reason,
+      });
+    }
+
+    const extrapolated = new Set(
+      choices.flatMap((c) => c.pred.filter((p) => p.extrapolated).map((p) => p.stage.operator)),
+    );
+    for (const name of extrapolated) {
+      warnings.push(`${name} is predicted beyond 4× the FLOPs of its largest profiled size (extrapolated)`);
+    }
+    const attentionMs = choices.reduce((a, c) => a + sumMs(c.pred), 0);
+    const weightsBytes = parameterCount(model) * (req.weightBytesPerParam ?? 2);
+    const kv = kvCacheBytes(model, T, 4);
+    const workingBytes = Math.max(...choices.map((c) => working(c.pred)));
+    const totalBytes = weightsBytes + kv + workingBytes;
+    const fitError = Math.max(...choices.map((c) => maxErr(c.pred)));
+
+    if (budget.latencyMs !== undefined && attentionMs > budget.latencyMs) {
+      return yield* bad(
+        "unsatisfiable-budget",
+        `no pipeline meets ${budget.latencyMs} ms: the fastest plan predicts ${fmtMs(attentionMs)} ms of ` +
+          `attention for ${T} tokens on ${profile.profile.name}`,
+        `raise the latency budget to at least ${fmtMs(attentionMs)} ms, shorten the context` +
+          (budget.exact ? ", or allow approximate (sparse) attention" : ""),
+      );
+    }
+    if (budget.memoryBytes !== undefined && totalBytes > budget.memoryBytes) {
+      return yield* bad(
+        "unsatisfiable-budget",
+        `the plan needs ${(totalBytes / GiB).toFixed(2)} GiB (weights ${(weightsBytes / GiB).toFixed(2)}, ` +
+          `KV cache ${(kv / GiB).toFixed(2)}, working ${(workingBytes / GiB).toFixed(2)}), over the ` +
+          `${(budget.memoryBytes / GiB).toFixed(2)} GiB budget`,
+        "raise the memory budget, shorten the context, or pick a smaller model",
+      );
+    }
+
+    return {
+      version: PLAN_VERSION,
+      model: {
+        id: model.id,
+        layers: model.layers,
+        heads: model.heads,
+        kvHeads: model.kvHeads,
+        headDim: model.headDim,
+      },
+      contextLength: T,
+      phase: req.phase,
+      dtype,
+      device: {
+        profile: profile.profile.name,
+        adapter: profile.profile.device.adapter,
+        backend: profile.profile.device.backend,
+        date: profile.profile.date,
+        commit: profile.profile.commit,
+      },
+      budget: {
+        ...(budget.latencyMs === undefined ? {} : { latencyMs: budget.latencyMs }),
+        ...(budget.memoryBytes === undefined ? {} : { memoryBytes: budget.memoryBytes }),
+        ...(budget.exact === undefined ? {} : { exact: budget.exact }),
+      },
+      groups,
+      predicted: {
+        attentionMs,
+        denseAttentionMs: denseMs * model.layers,
+        memory: { weightsBytes, kvCacheBytes: kv, workingBytes, totalBytes },
+        fitError,
+      },
+      alternatives,
+      warnings,
+    } satisfies Plan;
+  });
+
+/**
+ * Decode a plan document (parsed JSON). Fails with `PlanError` `bad-plan` on a schema violation or an
+ * unsupported version, and on inconsistent layer groups (gaps, overlaps, wrong layer count).
+ */
+export const decodePlan = (json: unknown): Effect.Effect<Plan, PlanError> =>
+  Effect.gen(function* () {
+    const v = (json as { version?: unknown } | null)?.version;
+    if (typeof json === "object" && json !== null && "version" in json && v !== PLAN_VERSION) {
+      return yield* bad(
+        "bad-plan",
+        `plan version ${JSON.stringify(v)} is not supported (this planner reads version ${PLAN_VERSION})`,
+        "re-plan with this version of @longctx/plans",
+      );
+    }
+    const p = yield* Schema.decodeUnknownEffect(Plan)(json).pipe(
+      Effect.mapError((e) =>
+        bad(
+          "bad-plan",
+          `malformed plan: ${String(e.message).split("\n")[0]}`,
+          "a plan is the JSON `plan --json` prints; regenerate it rather than editing by hand",
+        )
+      ),
+    );
+    let next = 0;
+    for (const g of p.groups) {
+      if (g.layers[0] !== next || g.layers[1] <= g.layers[0]) {
+        return yield* bad(
+          "bad-plan",
+          `layer groups must cover layers 0..${p.model.layers} in order; group [${g.layers}] follows layer ${next}`,
+          "regenerate the plan",
+        );
+      }
+      next = g.layers[1];
+    }
+    if (next !== p.model.layers) {
+      return yield* bad(
+        "bad-plan",
+        `layer groups cover ${next} layers, the model has ${p.model.layers}`,
+        "regenerate the plan",
+      );
+    }
+    return p;
+  });
+
+/** Parse JSON text then `decodePlan`. Fails with `PlanError` `bad-plan` (also on invalid JSON). */
+export const parsePlan = (text: string): Effect.Effect<Plan, PlanError> =>
+  Effect.try({
+    try: () => JSON.parse(text) as unknown,
+    catch: (e) =>
+      bad(
+        "bad-plan",
+        `plan file is not JSON: ${e instanceof Error ? e.message : String(e)}`,
+        "regenerate the plan",
+      ),
+  }).pipe(Effect.flatMap(decodePlan));

@@ -1,0 +1,105 @@
+/**
+ * Backend selection: by option, else by the environment variable `LONGCTX_BACKEND`
+ * (`auto` | `wgpu` | `webgpu` | `cpu`), else `auto`. `auto` takes `wgpu` when libwgpu_native loads and an
+ * adapter exists, otherwise `cpu` (with the reason recorded). An explicit choice never falls back: its
+ * failure is returned. Backends are imported lazily, so a runtime without FFI or WebGPU still loads this
+ * module.
+ * @module
+ */
+import { Effect } from "effect";
+import process from "node:process";
+import { type Backend, BackendError, InputError } from "@longctx/graph";
+
+/** A backend choice as the option / `LONGCTX_BACKEND` spell it. */
+export type BackendChoice = "auto" | "wgpu" | "webgpu" | "cpu";
+
+const CHOICES: readonly BackendChoice[] = ["auto", "wgpu", "webgpu", "cpu"];
+
+/** Options of `selectBackend`; the per-backend options pass through to each factory. */
+export interface SelectOptions {
+  /** Which backend; default `LONGCTX_BACKEND`, else `auto`. */
+  readonly backend?: BackendChoice;
+  readonly wgpu?: Record<string, unknown>;
+  readonly webgpu?: { readonly device?: GPUDevice; readonly powerPreference?: GPUPowerPreference };
+  readonly cpu?: Record<string, unknown>;
+}
+
+/** The chosen backend and a one-line report of what was chosen and why. */
+export interface Selection {
+  readonly backend: Backend;
+  /** e.g. `wgpu: NVIDIA H200 (vulkan, NVIDIA 570.x)` or `cpu: cpu (TypeScript, 1 thread) — wgpu unavailable: …`. */
+  readonly report: string;
+  /** Backends tried before the chosen one, with why they were not used. */
+  readonly fallbacks: readonly string[];
+}
+
+type Factory = (options?: never) => Effect.Effect<Backend, BackendError>;
+
+const importFailed = (kind: string, e: unknown) =>
+  new BackendError({
+    backend: kind,
+    reason: "library-missing",
+    message: `could not load the ${kind} backend module: ${e instanceof Error ? e.message : String(e)}`,
+    hint: kind === "wgpu"
+      ? "FFI needs Deno (--allow-ffi) or Bun; or choose LONGCTX_BACKEND=cpu"
+      : "choose another backend",
+  });
+
+/** Lazily import a backend module and return its factory (`makeWgpuBackend`, `makeWebgpuBackend`, `makeCpuBackend`). */
+const factory = (kind: "wgpu" | "webgpu" | "cpu"): Effect.Effect<Factory, BackendError> =>
+  Effect.tryPromise({
+    try: async () => {
+      // deno-lint-ignore no-explicit-any
+      const m: any = kind === "wgpu"
+        ? await import("./wgpu.ts")
+        : kind === "webgpu"
+        ? await import("./webgpu.ts")
+        : await import("./cpu.ts");
+      const name = kind === "wgpu"
+        ? "makeWgpuBackend"
+        : kind === "webgpu"
+        ? "makeWebgpuBackend"
+        : "makeCpuBackend";
+      if (typeof m[name] !== "function") throw new Error(`${name} is not exported`);
+      return m[name] as Factory;
+    },
+    catch: (e) => importFailed(kind, e),
+  });
+
+const make = (kind: "wgpu" | "webgpu" | "cpu", o: SelectOptions): Effect.Effect<Backend, BackendError> =>
+  Effect.flatMap(factory(kind), (f) => f(o[kind] as never));
+
+/** One line describing a backend's adapter. */
+export const describeBackend = (b: Backend): string =>
+  `${b.kind}: ${b.adapter.name} (${b.adapter.api}${b.adapter.driver ? `, ${b.adapter.driver}` : ""})`;
+
+/** Parse a backend choice (e.g. from `LONGCTX_BACKEND`); fails with `InputError` for an unknown name. */
+export const parseBackendChoice = (s: string): Effect.Effect<BackendChoice, InputError> =>
+  (CHOICES as readonly string[]).includes(s) ? Effect.succeed(s as BackendChoice) : Effect.fail(
+    new InputError({
+      message: `unknown backend "${s}"`,
+      hint: `LONGCTX_BACKEND (or the backend option) must be one of ${CHOICES.join(", ")}`,
+    }),
+  );
+
+/**
+ * Choose and open a backend. Fails with `InputError` for an unknown choice, and with the chosen
+ * backend's `BackendError` when an explicit choice cannot open (`auto` falls back to cpu instead).
+ */
+export const selectBackend = (
+  options: SelectOptions = {},
+): Effect.Effect<Selection, BackendError | InputError> =>
+  Effect.gen(function* () {
+    const choice = yield* parseBackendChoice(options.backend ?? process.env.LONGCTX_BACKEND ?? "auto");
+    if (choice !== "auto") {
+      const backend = yield* make(choice, options);
+      return { backend, report: describeBackend(backend), fallbacks: [] };
+    }
+    const wgpu = yield* Effect.result(make("wgpu", options));
+    if (wgpu._tag === "Success") {
+      return { backend: wgpu.success, report: describeBackend(wgpu.success), fallbacks: [] };
+    }
+    const why = `wgpu unavailable (${wgpu.failure.reason}): ${wgpu.failure.message}`;
+    const backend = yield* make("cpu", options);
+    return { backend, report: `${describeBackend(backend)} — ${why}`, fallbacks: [why] };
+  });

@@ -1,0 +1,147 @@
+/**
+ * Byte-level BPE tokenizer built from GGUF metadata (`tokenizer.ggml.*`), run by `@huggingface/tokenizers`
+ * (Tokenizers.js) from a `tokenizer.json` document assembled in memory.
+ *
+ * For `tokenizer.ggml.model = "gpt2"` with pre-tokenizer `smollm` (and the other GPT-2-style ones) the split is
+ * llama.cpp's `"\p{N}"` then the GPT-2 regex, i.e. Hugging Face's `Digits(individual_digits)` followed by
+ * `ByteLevel(add_prefix_space=false)`; tokens of type CONTROL (3) and USER_DEFINED (4) are added tokens
+ * matched before BPE (`<|im_start|>`, `<|im_end|>`, `<|endoftext|>`, …).
+ * @module
+ */
+import { Effect } from "effect";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { InputError } from "@longctx/graph";
+import { type GgufFile, meta } from "./gguf.ts";
+
+/** A chat message for {@link TextTokenizer.applyChatTemplate}. */
+export interface ChatMessage {
+  readonly role: "system" | "user" | "assistant" | string;
+  readonly content: string;
+}
+
+/** Encoder/decoder for one model's vocabulary. */
+export interface TextTokenizer {
+  /** Vocabulary size (tokens). */
+  readonly vocabSize: number;
+  readonly bosId: number;
+  readonly eosId: number;
+  /** Ids of CONTROL tokens (`<|im_end|>` etc.): generation stops on `eosId` and on `<|im_end|>`. */
+  readonly controlIds: ReadonlySet<number>;
+  /** Text → token ids. Added/control tokens written literally in `text` map to their ids. No BOS is added. */
+  encode(text: string): number[];
+  /** Token ids → text (`skipSpecial` drops control tokens; default false). */
+  decode(ids: readonly number[], skipSpecial?: boolean): string;
+  /** One token's vocabulary string (byte-level form, e.g. "Ġthe"), or undefined. */
+  idToToken(id: number): string | undefined;
+  /**
+   * SmolLM2's ChatML template (the GGUF's `tokenizer.chat_template`): a default system turn when the first
+   * message is not a system one, `<|im_start|>{role}\n{content}<|im_end|>\n` per message, and
+   * `<|im_start|>assistant\n` when `addGenerationPrompt`.
+   */
+  applyChatTemplate(messages: readonly ChatMessage[], addGenerationPrompt?: boolean): string;
+}
+
+const DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+
+const GPT2_STYLE = new Set([
+  "smollm",
+  "gpt2",
+  "starcoder",
+  "refact",
+  "codeshell",
+  "default",
+  "exaone",
+  "minerva",
+]);
+
+/**
+ * Build the tokenizer from an opened GGUF's metadata.
+ * Fails with `InputError` when the model is not a byte-level BPE ("gpt2") tokenizer with a supported
+ * pre-tokenizer, or the vocabulary is missing.
+ */
+export const tokenizerFromGguf = (file: GgufFile): Effect.Effect<TextTokenizer, InputError> =>
+  Effect.try({
+    try: () => {
+      const model = meta<string>(file, "tokenizer.ggml.model");
+      const pre = meta<string>(file, "tokenizer.ggml.pre") ?? "default";
+      const tokens = meta<string[]>(file, "tokenizer.ggml.tokens");
+      const merges = meta<string[]>(file, "tokenizer.ggml.merges");
+      const types = meta<number[]>(file, "tokenizer.ggml.token_type") ?? [];
+      if (model !== "gpt2" || !GPT2_STYLE.has(pre) || !tokens || !merges) {
+        throw new InputError({
+          message:
+            `tokenizer model=${model} pre=${pre} is not supported (tokens: ${!!tokens}, merges: ${!!merges})`,
+          hint: "this loader handles byte-level BPE (gpt2) vocabularies with a GPT-2-style pre-tokenizer",
+        });
+      }
+      const vocab: Record<string, number> = {};
+      tokens.forEach((t, i) => (vocab[t] = i));
+      const controlIds = new Set<number>();
+      const added = [];
+      for (let i = 0; i < tokens.length; i++) {
+        if (types[i] === 3 || types[i] === 4) {
+          if (types[i] === 3) controlIds.add(i);
+          added.push({
+            id: i,
+            content: tokens[i],
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+            special: types[i] === 3,
+          });
+        }
+      }
+      const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
+      const json = {
+        added_tokens: added,
+        normalizer: null,
+        pre_tokenizer: pre === "smollm" || pre === "starcoder" || pre === "refact" || pre === "codeshell" ||
+            pre === "exaone" || pre === "minerva"
+          ? { type: "Sequence", pretokenizers: [{ type: "Digits", individual_digits: true }, byteLevel] }
+          : byteLevel,
+        post_processor: null,
+        decoder: byteLevel,
+        model: {
+          type: "BPE",
+          dropout: null,
+          unk_token: null,
+          continuing_subword_prefix: null,
+          end_of_word_suffix: null,
+          fuse_unk: false,
+          byte_fallback: false,
+          ignore_merges: false,
+          vocab,
+          merges,
+        },
+      };
+      const tk = new Tokenizer(json, { clean_up_tokenization_spaces: false });
+      const bosId = meta<number>(file, "tokenizer.ggml.bos_token_id") ?? 1;
+      const eosId = meta<number>(file, "tokenizer.ggml.eos_token_id") ?? 2;
+      const tokenizer: TextTokenizer = {
+        vocabSize: tokens.length,
+        bosId,
+        eosId,
+        controlIds,
+        encode: (text) => tk.encode(text, { add_special_tokens: false }).ids,
+        decode: (ids, skipSpecial = false) =>
+          tk.decode([...ids], { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false }),
+        idToToken: (id) => tokens[id],
+        applyChatTemplate: (messages, addGenerationPrompt = false) => {
+          let s = "";
+          if (messages.length > 0 && messages[0].role !== "system") {
+            s += `<|im_start|>system\n${DEFAULT_SYSTEM}<|im_end|>\n`;
+          }
+          for (const m of messages) s += `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`;
+          if (addGenerationPrompt) s += "<|im_start|>assistant\n";
+          return s;
+        },
+      };
+      return tokenizer;
+    },
+    catch: (e) =>
+      e instanceof InputError ? e : new InputError({
+        message: `cannot build the tokenizer: ${(e as Error)?.message ?? String(e)}`,
+        hint: "the GGUF's tokenizer metadata is malformed",
+      }),
+  });

@@ -1,0 +1,92 @@
+/**
+ * Independent float64 references for the attention tests (naive: full score rows, max-subtracted softmax).
+ * @module
+ */
+
+/** Deterministic PRNG (mulberry32) returning floats in [0, 1). */
+export const rng = (seed: number): () => number => {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+};
+
+/** Gaussian-ish random f32 array (never all zeros). */
+export const randn = (n: number, seed: number, scale = 1): Float32Array => {
+  const r = rng(seed);
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = scale * (r() + r() + r() + r() - 2) * 1.7;
+  return x;
+};
+
+/** Naive causal attention in float64: o [heads, seq, d], lse [heads, seq]; `keep` masks (h, i, j). */
+export const naiveAttention64 = (
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  heads: number,
+  kvHeads: number,
+  seq: number,
+  d: number,
+  scale: number,
+  keep?: (h: number, i: number, j: number) => boolean,
+): { o: Float64Array; lse: Float64Array } => {
+  const o = new Float64Array(heads * seq * d);
+  const lse = new Float64Array(heads * seq);
+  for (let h = 0; h < heads; h++) {
+    const kh = Math.floor(h * kvHeads / heads);
+    for (let i = 0; i < seq; i++) {
+      const s: number[] = [];
+      for (let j = 0; j <= i; j++) {
+        if (keep && !keep(h, i, j)) {
+          s.push(-Infinity);
+          continue;
+        }
+        let dot = 0;
+        for (let x = 0; x < d; x++) dot += q[(h * seq + i) * d + x] * k[(kh * seq + j) * d + x];
+        s.push(dot * scale);
+      }
+      const m = Math.max(...s);
+      if (m === -Infinity) {
+        lse[h * seq + i] = -Infinity;
+        continue;
+      }
+      const p = s.map((x) => Math.exp(x - m));
+      const l = p.reduce((a, b) => a + b, 0);
+      for (let x = 0; x < d; x++) {
+        let acc = 0;
+        for (let j = 0; j <= i; j++) if (p[j] > 0) acc += p[j] * v[(kh * seq + j) * d + x];
+        o[(h * seq + i) * d + x] = acc / l;
+      }
+      lse[h * seq + i] = m + Math.log(l);
+    }
+  }
+  return { o, lse };
+};
+
+/** Relative error ‖a − b‖₂ / ‖b‖₂. */
+export const relErr = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-300));
+};
+
+/** Largest |a − b| where both are finite; Infinity when finiteness differs. */
+export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    if (!Number.isFinite(a[i]) || !Number.isFinite(b[i])) {
+      if (a[i] !== b[i] && !(a[i] < -1e37 && b[i] === -Infinity)) return Infinity;
+      continue;
+    }
+    m = Math.max(m, Math.abs(a[i] - b[i]));
+  }
+  return m;
+};
