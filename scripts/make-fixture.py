@@ -16,7 +16,7 @@ An INDEPENDENT implementation of the model, written here in NumPy (float64), so 
 Why not transformers/torch: PyPI's torch wheel pulls several GB of CUDA libraries; the CPU-only index is
 not reachable here. The NumPy forward is ~60 lines, in float64, and is the reference.
 
-How to run (about a minute on 2 cores):
+How to run (about a minute on 2 idle cores; numpy's own BLAS does the matmuls):
 
     python3 -m venv /tmp/fixture-venv
     /tmp/fixture-venv/bin/pip install gguf==0.19.0 numpy==2.4.6 tokenizers==0.23.3 jinja2==3.1.6
@@ -24,8 +24,9 @@ How to run (about a minute on 2 cores):
 
 (model path: argument, else $LONGCTX_MODEL, else .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf).
 
-Writes tests/fixtures/smollm2/fixture.json (prompts, ids, greedy continuations, top-50 logits of every
-position, tokenizer known ids, chat-template rendering) and logits.f32 (full logits of a few positions,
+Writes tests/fixtures/smollm2/fixture.json (prompts, ids, 32-token greedy continuations with the top-1/top-2
+logit gap of each step, top-50 logits of every position, tokenizer known ids, chat-template renderings,
+dequantised sample values of Q8_0/Q4_1/F32 tensors, the model's sha256) and logits.f32 (full logits of a few positions,
 little-endian float32, rows listed in fixture.json "fullLogits").
 """
 

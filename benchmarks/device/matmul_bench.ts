@@ -12,7 +12,9 @@
  * timed submission (after one warm-up launch).
  *
  * Sizes: `--size N` (M = N = K), default 8192 on a discrete GPU and 256 on a CPU adapter (lavapipe).
- * Other flags: `--backends wgpu,webgpu`, `--reps 5`, `--no-write`, `--budget-s 38` (stop trying configs
+ * Other flags: `--backends wgpu,webgpu`, `--reps 5`, `--no-write`, `--emulate-coop` (run the cooperative
+ * kernels with emulated builtins, to test this script without tensor cores; implies `--no-write`),
+ * `--budget-s 38` (stop trying configs
  * past this wall time, shared equally between the backends, to fit the device suite's 45 s step cap).
  *
  *   deno run -A benchmarks/device/matmul_bench.ts            # on the H200: bash .device/enter.sh deno run -A …
@@ -32,7 +34,9 @@ const flag = (name: string): string | undefined => {
 };
 const reps = Number(flag("reps") ?? 5);
 const budgetS = Number(flag("budget-s") ?? 38);
-const write = !args.includes("--no-write");
+/** Testing the plumbing without tensor cores: run the cooperative kernels emulated (never written). */
+const emulateCoop = args.includes("--emulate-coop");
+const write = !args.includes("--no-write") && !emulateCoop;
 const wanted = (flag("backends") ?? "wgpu,webgpu").split(",");
 const t0 = performance.now();
 const elapsedS = () => (performance.now() - t0) / 1000;
@@ -134,7 +138,7 @@ const variants = (n: number): Variant[] => {
     { warpsM: 2, warpsN: 2, fragsM: 4, fragsN: 4, tileK: 32, accum: "f16" },
   ];
   for (const o0 of coops) {
-    const o = { ...o0, aligned: true };
+    const o = { ...o0, aligned: true, emulate: emulateCoop };
     const c = K.coopMatmulConfig(o);
     const plan = Effect.runSync(K.coopMatmul(o));
     out.push({
@@ -158,14 +162,22 @@ const variants = (n: number): Variant[] => {
   return order;
 };
 
-const hasCoop = (b: Backend) => [...b.features].some((f) => /cooperative.?matrix/i.test(f));
+const hasCoop = (b: Backend) =>
+  emulateCoop ? b.features.has("shader-f16") : [...b.features].some((f) => /cooperative.?matrix/i.test(f));
 
 const median = (xs: readonly number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
 };
 
-const benchBackend = async (b: Backend, n: number, rows: RowInput[]) => {
+interface Best {
+  readonly tflops: number;
+  readonly ms: number;
+  readonly v: Variant;
+  readonly maxRelErr: number;
+}
+
+const benchBackend = async (b: Backend, n: number) => {
   console.log(`\n== ${b.kind}: ${b.adapter.name} (${b.adapter.api}, ${b.adapter.driver}) size ${n}³`);
   if (!b.features.has("timestamp-query")) {
     console.log("  no timestamp-query: skipped");
@@ -197,13 +209,21 @@ const benchBackend = async (b: Backend, n: number, rows: RowInput[]) => {
     if (!coop) {
       console.log("  cooperative matrix: not exposed by this backend/adapter — coop variants skipped");
     }
-    const best = new Map<
-      string,
-      { tflops: number; ms: number; v: Variant; maxRelErr: number; tried: number }
-    >();
+    const best = new Map<string, Best>();
     const tried = new Map<string, number>();
-    for (const v of variants(n)) {
-      if (v.metric === "matmul_f16_coop_tflops" && !coop) continue;
+    // Plain kernels first, then (riskiest: experimental driver path) the cooperative ones, after the plain
+    // rows are written, with a share of the time reserved for them.
+    const all = variants(n).filter((v) => v.metric !== "matmul_f16_coop_tflops" || coop);
+    const plain = all.filter((v) => v.metric !== "matmul_f16_coop_tflops");
+    const coopVs = all.filter((v) => v.metric === "matmul_f16_coop_tflops");
+    const backendDeadline = deadlineS;
+    const reserve = coopVs.length ? 0.35 * Math.max(0, backendDeadline - elapsedS()) : 0;
+    deadlineS = backendDeadline - reserve;
+    for (const v of [...plain, ...coopVs]) {
+      if (v === coopVs[0]) {
+        await flush(best, tried);
+        deadlineS = backendDeadline;
+      }
       if ((v.inDtype === "f16" || v.outDtype === "f16") && !b.features.has("shader-f16")) continue;
       if (!v.fits) continue;
       if (v.wgBytes > b.limits.maxComputeWorkgroupStorageSize) {
@@ -273,8 +293,16 @@ const benchBackend = async (b: Backend, n: number, rows: RowInput[]) => {
       );
       if (!ok) continue;
       const prev = best.get(v.metric);
-      if (!prev || tflops > prev.tflops) best.set(v.metric, { tflops, ms, v, maxRelErr, tried: 0 });
+      if (!prev || tflops > prev.tflops) best.set(v.metric, { tflops, ms, v, maxRelErr });
     }
+    await flush(best, tried);
+  } finally {
+    for (const x of bufs) b.release(x);
+  }
+
+  /** Append the best row per metric found so far (and forget them), so a later crash loses nothing. */
+  async function flush(best: Map<string, Best>, tried: Map<string, number>) {
+    const rows: RowInput[] = [];
     for (const [metric, x] of best) {
       console.log(`  best ${metric}: ${x.tflops.toPrecision(4)} TFLOP/s (${x.v.label})`);
       rows.push({
@@ -299,29 +327,28 @@ const benchBackend = async (b: Backend, n: number, rows: RowInput[]) => {
         },
       });
     }
-  } finally {
-    for (const x of bufs) b.release(x);
+    best.clear();
+    if (write && rows.length) {
+      await appendRows("backend", rows);
+      console.log(`  appended ${rows.length} rows to benchmarks/results/backend.json`);
+    }
   }
 };
 
 const backends = await openBackends();
-const rows: RowInput[] = [];
 for (const [i, b] of backends.entries()) {
   // Each backend gets an equal share of what is left of the budget.
-  deadlineS = elapsedS() + (budgetS - elapsedS()) / (backends.length - i);
+  // (at least 10 s, so an overrun of one backend does not starve the next).
+  deadlineS = elapsedS() + Math.max(10, (budgetS - elapsedS()) / (backends.length - i));
   const cpuLike = /llvmpipe|lavapipe|swiftshader|cpu/i.test(b.adapter.name);
   const n = Number(flag("size") ?? (cpuLike ? 256 : 8192));
   try {
-    await benchBackend(b, n, rows);
+    await benchBackend(b, n);
   } catch (e) {
     console.log(`  ${b.kind}: failed — ${e instanceof Error ? e.message : e}`);
   } finally {
     await Effect.runPromise(b.close());
   }
-}
-if (write && rows.length) {
-  await appendRows("backend", rows);
-  console.log(`\nappended ${rows.length} rows to benchmarks/results/backend.json`);
 }
 console.log(`done in ${elapsedS().toFixed(1)} s`);
 process.exit(0);

@@ -15,7 +15,8 @@
  * Writes rows `{metric, value, unit, context, impl, model, backend, gpu, date, commit, command}` with metrics
  * `latency_ms` (impl ours-dense, ours-sale, ours-sale-estimation, ours-sale-sparse, sdpa-flash, sdpa-cudnn),
  * `speedup_vs_own_dense`, `overhead_share` (estimation / our dense), `density`, `output_rel_err` (SALE vs our
- * dense on the same inputs), `ratio_vs_cudnn` (our SALE time / cuDNN time) to `--out`, and prints a table.
+ * dense on the same inputs), `ratio_vs_cudnn` (our SALE time / cuDNN time) to `--out` (and `$OUT/sale.json` when
+ * `$OUT` is set), and prints a table.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -99,7 +100,7 @@ for (const S of contexts) {
   const HKC = HC / GROUP;
   const reps = S <= 32768 ? 3 : 1;
   // predict this context's cost from the last one (quadratic) and stop before the budget runs out
-  const predicted = lastDense ? lastDense * (S / lastCtx) ** 2 * reps * 1.6 : 0;
+  const predicted = lastDense ? lastDense * (S / lastCtx) ** 2 * reps * 2.2 : 0;
   if (performance.now() - t0 + predicted > budgetMs) {
     console.error(
       `sale_bench: skipping S=${S} (predicted ${(predicted / 1000).toFixed(0)} s exceeds the budget)`,
@@ -264,6 +265,8 @@ for (const S of skipped) {
 }
 await Deno.mkdir(args.out.split("/").slice(0, -1).join("/") || ".", { recursive: true });
 await Deno.writeTextFile(args.out, JSON.stringify(final, null, 1) + "\n");
+const outDir = Deno.env.get("OUT");
+if (outDir) await Deno.writeTextFile(`${outDir}/sale.json`, JSON.stringify(final, null, 1) + "\n");
 console.table(
   rows.map((r) => ({
     metric: r.metric,

@@ -46,7 +46,9 @@ export interface CoopMatmulOptions {
   readonly aligned?: boolean;
   /**
    * Padding (f16 elements, a multiple of 8) added to each row of the staged tiles so fragment loads spread
-   * over shared-memory banks; default 8.
+   * over shared-memory banks; default 8. Multiples of 8 keep every fragment pointer and stride 16-byte
+   * aligned, as Vulkan requires of `OpCooperativeMatrixLoadKHR`/`StoreKHR` (VUID-RuntimeSpirv-
+   * OpCooperativeMatrixLoadKHR-08986).
    */
   readonly pad?: number;
   /**
@@ -206,7 +208,7 @@ export const coopMatmulWgsl = (c: CoopMatmulConfig): string => {
       const off = `(sm0 + ${i * 16}u) * ${SA}u + ${ks * 16}u`;
       L.push(
         c.emulate
-          ? `      let a${i} = emuLoadAs(${off}, ${SA}u, true);`
+          ? `      let a${i} = ${off};`
           : `      let a${i} = coopLoadT<coop_mat16x16<f16, A>>(&As[${off}], ${SA}u);`,
       );
     }
@@ -217,14 +219,16 @@ export const coopMatmulWgsl = (c: CoopMatmulConfig): string => {
       const load = c.transB ? "coopLoad" : "coopLoadT";
       L.push(
         c.emulate
-          ? `      let b${j} = emuLoadBs(${off}, ${SB}u, ${!c.transB});`
+          ? `      let b${j} = ${off};`
           : `      let b${j} = ${load}<coop_mat16x16<f16, B>>(&Bs[${off}], ${SB}u);`,
       );
     }
     for (let i = 0; i < c.fragsM; i++) {
       for (let j = 0; j < c.fragsN; j++) {
         L.push(
-          `      acc_${i}_${j} = ${c.emulate ? "emuMma" : "coopMultiplyAdd"}(a${i}, b${j}, acc_${i}_${j});`,
+          c.emulate
+            ? `      acc_${i}_${j} = emuMma(a${i}, ${SA}u, b${j}, ${SB}u, ${!c.transB}, acc_${i}_${j}, lane);`
+            : `      acc_${i}_${j} = coopMultiplyAdd(a${i}, b${j}, acc_${i}_${j});`,
         );
       }
     }
@@ -243,7 +247,7 @@ export const coopMatmulWgsl = (c: CoopMatmulConfig): string => {
         L.push(`    let cIdx = (${r}) * ldc + ${col};`);
         L.push(
           c.emulate
-            ? `    emuStoreGC(acc_${i}_${j}, cIdx, ldc);`
+            ? `    emuStoreGC(acc_${i}_${j}, cIdx, ldc, lane);`
             : `    coopStoreT(acc_${i}_${j}, &gC[cIdx], ldc);`,
         );
         L.push("  }");
@@ -251,7 +255,7 @@ export const coopMatmulWgsl = (c: CoopMatmulConfig): string => {
         L.push("  {");
         L.push(
           c.emulate
-            ? `    emuStoreCs(acc_${i}_${j}, sg * 256u, 16u);`
+            ? `    emuStoreCs(acc_${i}_${j}, sg * 256u, 16u, lane);`
             : `    coopStoreT(acc_${i}_${j}, &Cs[sg * 256u], 16u);`,
         );
         L.push("    workgroupBarrier();");
@@ -266,53 +270,48 @@ export const coopMatmulWgsl = (c: CoopMatmulConfig): string => {
     }
   }
   L.push("}");
-  if (c.emulate) L.push(emulation(CT, !c.aligned));
+  if (c.emulate) L.push(emulation(CT, SG, !c.aligned));
   return L.join("\n") + "\n";
 };
 
 /**
- * WGSL stand-ins for the cooperative-matrix builtins (see `CoopMatmulOptions.emulate`): fragments are
- * structs of 256 elements, `[row][col]` row-major; loads read 16×16 elements at `off` with `stride`
- * (row-major when `rowMajor`, else column-major, as `coopLoadT` / `coopLoad`); stores are row-major
- * (`coopStoreT`); every invocation writes the same values.
+ * WGSL stand-ins for the cooperative-matrix builtins (see `CoopMatmulOptions.emulate`). As on the hardware,
+ * a fragment is spread over the `SG` invocations of its subgroup (here: `lid / SG`, no real subgroup
+ * needed): lane `l` holds elements `e = l + SG·t` (`[row, col] = [e / 16, e % 16]`). A and B fragments are
+ * represented by their offset into the staged tile; `emuMma` reads A row-major (as `coopLoadT`) and B
+ * row-major or column-major (as `coopLoadT` / `coopLoad`) at the strides the kernel passes; stores are
+ * row-major (as `coopStoreT`).
  */
-const emulation = (CT: KDType, scratch: boolean): string => `
-struct FragH { v: array<f16, 256> }
-struct FragC { v: array<${CT}, 256> }
-fn emuZero() -> FragC { return FragC(); }
-fn emuLoadAs(off: u32, stride: u32, rowMajor: bool) -> FragH {
-  var f: FragH;
-  for (var r = 0u; r < 16u; r++) { for (var c = 0u; c < 16u; c++) {
-    f.v[r * 16u + c] = select(As[off + c * stride + r], As[off + r * stride + c], rowMajor);
-  } }
-  return f;
-}
-fn emuLoadBs(off: u32, stride: u32, rowMajor: bool) -> FragH {
-  var f: FragH;
-  for (var r = 0u; r < 16u; r++) { for (var c = 0u; c < 16u; c++) {
-    f.v[r * 16u + c] = select(Bs[off + c * stride + r], Bs[off + r * stride + c], rowMajor);
-  } }
-  return f;
-}
-fn emuMma(a: FragH, b: FragH, acc: FragC) -> FragC {
+const emulation = (CT: KDType, SG: number, scratch: boolean): string => {
+  const per = 256 / SG;
+  const store = (name: string, arr: string) =>
+    `fn ${name}(f: Frag, off: u32, stride: u32, lane: u32) {
+  for (var t = 0u; t < ${per}u; t++) {
+    let e = lane + ${SG}u * t;
+    ${arr}[off + (e / 16u) * stride + e % 16u] = f.v[t];
+  }
+}`;
+  return `
+struct Frag { v: array<${CT}, ${per}> }
+fn emuZero() -> Frag { return Frag(); }
+fn emuMma(aOff: u32, aStride: u32, bOff: u32, bStride: u32, bRowMajor: bool, acc: Frag, lane: u32) -> Frag {
   var d = acc;
-  for (var r = 0u; r < 16u; r++) { for (var c = 0u; c < 16u; c++) {
-    var s = d.v[r * 16u + c];
-    for (var k = 0u; k < 16u; k++) { s += ${CT}(a.v[r * 16u + k]) * ${CT}(b.v[k * 16u + c]); }
-    d.v[r * 16u + c] = s;
-  } }
+  for (var t = 0u; t < ${per}u; t++) {
+    let e = lane + ${SG}u * t;
+    let r = e / 16u;
+    let c = e % 16u;
+    var s = d.v[t];
+    for (var k = 0u; k < 16u; k++) {
+      let bi = select(bOff + c * bStride + k, bOff + k * bStride + c, bRowMajor);
+      s += ${CT}(As[aOff + r * aStride + k]) * ${CT}(Bs[bi]);
+    }
+    d.v[t] = s;
+  }
   return d;
 }
-fn emuStoreGC(f: FragC, off: u32, stride: u32) {
-  for (var r = 0u; r < 16u; r++) { for (var c = 0u; c < 16u; c++) { gC[off + r * stride + c] = f.v[r * 16u + c]; } }
-}
-${
-  scratch
-    ? `fn emuStoreCs(f: FragC, off: u32, stride: u32) {
-  for (var r = 0u; r < 16u; r++) { for (var c = 0u; c < 16u; c++) { Cs[off + r * stride + c] = f.v[r * 16u + c]; } }
-}`
-    : ""
-}`;
+${store("emuStoreGC", "gC")}
+${scratch ? store("emuStoreCs", "Cs") : ""}`;
+};
 
 const bad = (message: string) =>
   Effect.fail(

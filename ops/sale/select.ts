@@ -4,7 +4,7 @@
  *
  * BSR layout (as SciPy / FlashInfer, one matrix per query head): `indptr [heads, qBlocks + 1]` (i32, row `r`
  * of head `h` owns `indices[h, indptr[h, r] .. indptr[h, r + 1])`), `indices [heads, nnzCap]` (i32 key-block
- * ids, ascending within a row; `nnzCap` = causal blocks, entries past `indptr[h, qBlocks]` are unspecified),
+ * ids, ascending within a row; `nnzCap` = causal blocks, entries past `indptr[h, qBlocks]` are −1),
  * `density [heads]` (f32).
  *
  * Reference: SALE (arXiv 2505.24179) §3 (block selection by threshold, sink + local window kept).
@@ -115,11 +115,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   const scan: Kernel = {
     key: `sale.select.scan:${tag}`,
     entryPoint: "main",
-    bindings: ["read", "read_write", "read_write"],
+    bindings: ["read", "read_write", "read_write", "read_write"],
     wgsl: `@group(0) @binding(0) var<storage, read> CNT: array<u32>;
 @group(0) @binding(1) var<storage, read_write> INDPTR: array<i32>;
 @group(0) @binding(2) var<storage, read_write> DENS: array<f32>;
+@group(0) @binding(3) var<storage, read_write> IDX: array<i32>;
 var<workgroup> part: array<u32, 256>;
+var<workgroup> total: u32;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let h = wid.x;
@@ -133,8 +135,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = 0u; i < 256u; i++) { let v = part[i]; part[i] = acc; acc += v; }
     INDPTR[h * ${g.qBlocks + 1}u + ${g.qBlocks}u] = i32(acc);
     DENS[h] = f32(acc) / ${g.nnzCap}.0;
+    total = acc;
   }
   workgroupBarrier();
+  for (var e = total + tid; e < ${g.nnzCap}u; e += 256u) { IDX[h * ${g.nnzCap}u + e] = -1; }
   var off = part[tid];
   for (var r = r0; r < r1; r++) { INDPTR[h * ${
       g.qBlocks + 1
@@ -215,7 +219,11 @@ export const saleSelect: Operator<SaleParams, In, Out> = {
       workspaces: { cnt: heads * qBlocks * 4 },
       launches: [
         { kernel: count, buffers: ["in:scores", "ws:cnt"], workgroups: [qBlocks, heads, 1] },
-        { kernel: scan, buffers: ["ws:cnt", "out:indptr", "out:density"], workgroups: [heads, 1, 1] },
+        {
+          kernel: scan,
+          buffers: ["ws:cnt", "out:indptr", "out:density", "out:indices"],
+          workgroups: [heads, 1, 1],
+        },
         {
           kernel: fill,
           buffers: ["in:scores", "out:indptr", "out:indices"],

@@ -38,3 +38,26 @@ export const builtinDensities = (): Effect.Effect<readonly DensitySample[], Plan
   Effect.forEach(BUILTIN_DENSITIES, decodeDensityTable).pipe(
     Effect.map((ts) => ts.flatMap((t) => t.samples)),
   );
+
+/**
+ * The built-in profile measured on this adapter: same backend kind and the same adapter name (e.g.
+ * `cpu` for the cpu backend, `lavapipe` for wgpu on `llvmpipe (LLVM 15.0.6, 256 bits)`). Fails with
+ * `PlanError` `unknown-device` (hint: calibrate this device) or `bad-profile`.
+ */
+export const builtinProfileFor = (
+  adapter: { readonly backend: string; readonly name: string },
+): Effect.Effect<LoadedProfile, PlanError> => {
+  const match = Object.entries(BUILTIN_PROFILES).find(([, raw]) => {
+    const d = (raw as { device?: { backend?: string; adapter?: string } }).device;
+    return d?.backend === adapter.backend && d?.adapter === adapter.name;
+  });
+  return match ? builtinProfile(match[0]) : Effect.fail(
+    new PlanError({
+      reason: "unknown-device",
+      message: `no built-in profile was measured on ${adapter.backend}: ${adapter.name}`,
+      hint:
+        `measure it: deno task calibrate --backend ${adapter.backend} --name <name> --out <file>, then pass ` +
+        "the profile to the planner (or add it to plans/profiles/mod.ts)",
+    }),
+  );
+};

@@ -4,7 +4,7 @@
  * kernel's cpu body over a grid of odd shapes in f32 and f16; and every cpu body compared with a float64
  * computation. Thresholds: `TOL` in `cases.ts` (|got − ref| ≤ atol + rtol · scale).
  *
- * Run: `deno test -A tests/backends/kernels_test.ts` (about 20 s on lavapipe with 2 cores).
+ * Run: `deno test -A tests/backends/kernels_test.ts` (about 30 s on lavapipe with 2 busy cores).
  */
 import { Effect } from "effect";
 import { kernels as K } from "@longctx/ops";

@@ -148,6 +148,7 @@ gtest("sale.quantize / estimate / select WGSL vs CPU references", async () => {
       );
     }
     assert.ok(maxAbsDiff(sg.density.data as Float32Array, sc.density.data) < 1e-6);
+    assert.deepEqual([...(sg.indices.data as Int32Array)], [...sc.indices.data], "indices incl. the −1 tail");
     assert.ok(sc.density.data[0] < 1 && sc.density.data[0] > 0, `density ${sc.density.data[0]}`);
   }
 });

@@ -2,8 +2,15 @@
  * Single-precision GEMM for the model's CPU path: OpenBLAS `cblas_sgemm` through FFI (`Deno.dlopen` under
  * Deno, `bun:ffi` under Bun), with a blocked pure-TypeScript fallback when the library cannot be loaded.
  *
- * Library: `$LONGCTX_BLAS` if set, else `libopenblas.so.0` (then `libopenblas.so`, `libcblas.so.3`) from the
- * system loader path. `LONGCTX_BLAS=none` forces the TypeScript fallback.
+ * Library: `$LONGCTX_BLAS` if set, else `libopenblas.so.0` (then `libopenblas.so`, the Debian
+ * `openblas-pthread/` path, `libcblas.so.3`). `LONGCTX_BLAS=none` forces the TypeScript fallback.
+ *
+ * Kernel choice: OpenBLAS's `DYNAMIC_ARCH` build reads `OPENBLAS_CORETYPE` when the library loads. Version
+ * 0.3.21 (Debian 12) detects this project's virtualised Sapphire Rapids CPU as `Prescott` (SSE3 kernels,
+ * ~23 GFLOP/s on the model's weight GEMMs) although it has AVX-512. When the variable is unset and
+ * `/proc/cpuinfo` lists avx512f/bw/dq/vl, {@link loadSgemm} sets it to `SkylakeX` before opening the library
+ * (~100–130 GFLOP/s, one thread; `deno run -A` on the 2-core dev machine). Set `OPENBLAS_CORETYPE` yourself to
+ * override; the kernel in use is part of {@link Sgemm.name}.
  * @module
  */
 
@@ -39,14 +46,49 @@ const CblasRowMajor = 101;
 const CblasNoTrans = 111;
 const CblasTrans = 112;
 
-type Env = { get(name: string): string | undefined };
+type Env = {
+  get(name: string): string | undefined;
+  set(name: string, value: string): void;
+  setNative?: (name: string, value: string) => Promise<void>;
+};
 const env = (): Env => {
   const g = globalThis as unknown as {
     Deno?: { env: Env };
     process?: { env: Record<string, string | undefined> };
   };
   if (g.Deno) return g.Deno.env;
-  return { get: (n) => g.process?.env[n] };
+  return {
+    get: (n) => g.process?.env[n],
+    set: (n, v) => {
+      if (g.process) g.process.env[n] = v;
+    },
+    // Bun's process.env does not reach libc's environment, which OpenBLAS reads: call setenv(3) too.
+    setNative: async (n: string, v: string) => {
+      const ffi = await import("bun:ffi" as string);
+      const libc = ffi.dlopen("libc.so.6", { setenv: { args: ["ptr", "ptr", "i32"], returns: "i32" } });
+      const z = (t: string) => new TextEncoder().encode(t + "\0");
+      libc.symbols.setenv(z(n), z(v), 1);
+      libc.close();
+    },
+  };
+};
+
+/**
+ * `OPENBLAS_CORETYPE` to force before the library loads: `SkylakeX` on a CPU with AVX-512 F/BW/DQ/VL
+ * (see the module note), else undefined (keep OpenBLAS's own detection). Reads `/proc/cpuinfo` (Linux).
+ */
+const wantedCoretype = async (): Promise<string | undefined> => {
+  try {
+    const { readFileSync } = await import("node:fs");
+    const info = readFileSync("/proc/cpuinfo", "utf8");
+    const line = info.split("\n").find((l) => l.startsWith("flags")) ?? "";
+    const flags = new Set(line.split(/\s+/));
+    return ["avx512f", "avx512bw", "avx512dq", "avx512vl"].every((f) => flags.has(f))
+      ? "SkylakeX"
+      : undefined;
+  } catch {
+    return undefined;
+  }
 };
 
 const candidates = (): string[] => {
@@ -56,6 +98,8 @@ const candidates = (): string[] => {
     "libopenblas.so.0",
     "libopenblas.so",
     "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    // Where `dpkg -x libopenblas0-pthread_*.deb /` puts it (no update-alternatives link, e.g. the device machine).
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
     "libcblas.so.3",
   ];
 };
@@ -78,16 +122,53 @@ const sgemmParams = [
 ] as const;
 
 type RawSgemm = (...args: (number | Float32Array)[]) => void;
+/** The opened library: `cblas_sgemm`, and OpenBLAS's kernel name and thread control when it exports them. */
+interface RawLib {
+  readonly sgemm: RawSgemm;
+  readonly corename?: string;
+  readonly setThreads?: (n: number) => void;
+  readonly getThreads?: () => number;
+}
 
-const openDeno = (path: string): RawSgemm => {
+const openDeno = (path: string): RawLib => {
   const lib = Deno.dlopen(path, {
     cblas_sgemm: { parameters: [...sgemmParams], result: "void" },
+    openblas_get_corename: { parameters: [], result: "pointer", optional: true },
+    openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
+    openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
   });
-  return lib.symbols.cblas_sgemm as unknown as RawSgemm;
+  const sy = lib.symbols;
+  const core = sy.openblas_get_corename ? sy.openblas_get_corename() : null;
+  return {
+    sgemm: sy.cblas_sgemm as unknown as RawSgemm,
+    corename: core ? new Deno.UnsafePointerView(core).getCString() : undefined,
+    setThreads: sy.openblas_set_num_threads ? (n) => sy.openblas_set_num_threads!(n) : undefined,
+    getThreads: sy.openblas_get_num_threads ? () => sy.openblas_get_num_threads!() : undefined,
+  };
 };
 
-const openBun = async (path: string): Promise<RawSgemm> => {
+const openBun = async (path: string): Promise<RawLib> => {
   const ffi = await import("bun:ffi" as string);
+  const sgemm = await openBunSgemm(ffi, path);
+  try {
+    const x = ffi.dlopen(path, {
+      openblas_get_corename: { args: [], returns: "cstring" },
+      openblas_set_num_threads: { args: ["i32"], returns: "void" },
+      openblas_get_num_threads: { args: [], returns: "i32" },
+    });
+    return {
+      sgemm,
+      corename: String(x.symbols.openblas_get_corename()),
+      setThreads: (n) => x.symbols.openblas_set_num_threads(n),
+      getThreads: () => x.symbols.openblas_get_num_threads() as number,
+    };
+  } catch {
+    return { sgemm };
+  }
+};
+
+// deno-lint-ignore no-explicit-any
+const openBunSgemm = (ffi: any, path: string): RawSgemm => {
   const lib = ffi.dlopen(path, {
     cblas_sgemm: {
       args: [
@@ -110,6 +191,17 @@ const openBun = async (path: string): Promise<RawSgemm> => {
     },
   });
   return lib.symbols.cblas_sgemm as RawSgemm;
+};
+
+let threadControl: Pick<RawLib, "setThreads" | "getThreads"> = {};
+/**
+ * Set OpenBLAS's thread count (process-wide; no-op for the TypeScript GEMM or a library without
+ * `openblas_set_num_threads`). @returns the previous count (0 when unknown).
+ */
+export const setBlasThreads = (n: number): number => {
+  const prev = threadControl.getThreads?.() ?? 0;
+  threadControl.setThreads?.(n);
+  return prev;
 };
 
 /** Blocked TypeScript GEMM (the fallback; ~1 GFLOP/s). Same contract as {@link Sgemm.gemm}. */
@@ -154,11 +246,23 @@ export const loadSgemm = async (): Promise<Sgemm> => {
   if (cached) return cached;
   const isBun = "Bun" in globalThis;
   const errors: string[] = [];
+  if (env().get("OPENBLAS_CORETYPE") === undefined) {
+    const core = await wantedCoretype();
+    if (core) {
+      const e = env();
+      e.set("OPENBLAS_CORETYPE", core);
+      try {
+        await e.setNative?.("OPENBLAS_CORETYPE", core);
+      } catch { /* no libc.so.6: keep OpenBLAS's own choice */ }
+    }
+  }
   for (const path of candidates()) {
     try {
-      const raw = isBun ? await openBun(path) : openDeno(path);
+      const lib = isBun ? await openBun(path) : openDeno(path);
+      const raw = lib.sgemm;
+      threadControl = lib;
       cached = {
-        name: `openblas(${path})`,
+        name: lib.corename ? `openblas(${path}, ${lib.corename})` : `openblas(${path})`,
         gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
           if (m === 0 || n === 0) return;
           raw(

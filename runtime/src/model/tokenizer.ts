@@ -29,7 +29,7 @@ export interface TextTokenizer {
   readonly controlIds: ReadonlySet<number>;
   /** Text → token ids. Added/control tokens written literally in `text` map to their ids. No BOS is added. */
   encode(text: string): number[];
-  /** Token ids → text (`skipSpecial` drops control tokens; default false). */
+  /** Token ids → text (`skipSpecial` drops control tokens; default false; `[]` → ""). */
   decode(ids: readonly number[], skipSpecial?: boolean): string;
   /** One token's vocabulary string (byte-level form, e.g. "Ġthe"), or undefined. */
   idToToken(id: number): string | undefined;
@@ -125,7 +125,9 @@ export const tokenizerFromGguf = (file: GgufFile): Effect.Effect<TextTokenizer, 
         controlIds,
         encode: (text) => tk.encode(text, { add_special_tokens: false }).ids,
         decode: (ids, skipSpecial = false) =>
-          tk.decode([...ids], { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false }),
+          ids.length === 0
+            ? ""
+            : tk.decode([...ids], { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false }),
         idToToken: (id) => tokens[id],
         applyChatTemplate: (messages, addGenerationPrompt = false) => {
           let s = "";

@@ -1,0 +1,548 @@
+/**
+ * `run`: a real model on a real document, dense attention against the planned pipeline.
+ *
+ * ```sh
+ * deno run -A runtime/src/cli/run.ts --model smollm2-135m --input <file | bundled document name>
+ *     [--question "…"] [--plant WORD] [--pipeline auto|dense|sale] [--context 1024] [--truncate]
+ *     [--max-new 24] [--backend auto|wgpu|cpu] [--json out.json | --json -] [--chart out.svg] [--verbose]
+ * ```
+ * Loads the model (GGUF), tokenises the document inside SmolLM2's chat template (document + question), fits it
+ * into `--context` tokens (prompt + answer; a one-line error beyond, or `--truncate` to keep its first tokens),
+ * optionally plants "The secret passphrase is WORD." at a line boundary near its middle (the default question
+ * then asks for it), asks the planner for a pipeline (`auto`) or takes `--pipeline`, runs the prefill with that
+ * pipeline and with dense attention, greedily decodes an answer from each, and prints a report: tokens, backend
+ * and adapter, time per phase, speedup, density, perplexity over the document tokens (dense and pipeline),
+ * KL(dense ‖ pipeline), top-1 agreement, per-layer density and output error, and both answers.
+ *
+ * The forward pass runs on the CPU (f32, OpenBLAS GEMMs): `--backend` picks the backend that is opened and
+ * reported and the device profile the planner plans with. Runs under Deno and Bun. Bad input prints one
+ * `error: … — fix: …` line and exits with 1 (`--verbose` adds the stack).
+ * @module
+ */
+import { writeFileSync } from "node:fs";
+import process from "node:process";
+import { NodeRuntime, NodeServices } from "@effect/platform-node";
+import { Cause, Console, Effect, Option } from "effect";
+import { Command, Flag } from "effect/cli";
+import { InputError } from "@longctx/graph";
+import { sale } from "@longctx/ops";
+import {
+  builtinDensities,
+  builtinProfile,
+  builtinProfileNames,
+  defaultOperators,
+  getModel,
+  type Plan,
+  plan,
+} from "@longctx/plans";
+import { modelPath } from "../paths.ts";
+import { loadLlama } from "../model/llama.ts";
+import { type BackendChoice, describeBackend, selectBackend } from "../backends/select.ts";
+import { parseTokens } from "./plan.ts";
+import { buildPrompt, readInput } from "./run/prompt.ts";
+import { compareOverDocument, type LayerChoice, type PassResult, runPass } from "./run/execute.ts";
+import { renderLayerChart } from "./run/chart.ts";
+import { makeProgress } from "./run/progress.ts";
+
+/** Models `run` can load (the GGUF that setup installs). */
+const RUNNABLE_MODELS = ["smollm2-135m"] as const;
+const PIPELINES = ["auto", "dense", "sale"] as const;
+const BACKENDS = ["auto", "wgpu", "cpu"] as const;
+/** Default context (prompt + answer tokens): the demo finishes in under 2 minutes on 2 CPU cores. */
+export const DEFAULT_CONTEXT = 1024;
+const DEFAULT_MAX_NEW = 24;
+
+const flags = {
+  model: Flag.String("model").pipe(
+    Flag.withDescription(
+      `model id (${RUNNABLE_MODELS.join(", ")}); the file is LONGCTX_MODEL or .cache/models`,
+    ),
+    Flag.withDefault("smollm2-135m"),
+  ),
+  input: Flag.String("input").pipe(
+    Flag.withAlias("i"),
+    Flag.withDescription("a text file, or a bundled document name (alice-in-wonderland, …)"),
+    Flag.optional,
+  ),
+  question: Flag.String("question").pipe(
+    Flag.withDescription("the question asked about the document"),
+    Flag.optional,
+  ),
+  plant: Flag.String("plant").pipe(
+    Flag.withDescription('plant "The secret passphrase is WORD." in the middle of the document'),
+    Flag.optional,
+  ),
+  pipeline: Flag.String("pipeline").pipe(
+    Flag.withDescription("auto (the planner decides), dense or sale"),
+    Flag.withDefault("auto"),
+  ),
+  context: Flag.String("context").pipe(
+    Flag.withAlias("c"),
+    Flag.withDescription(`prompt + answer tokens: 1024, 2k (default ${DEFAULT_CONTEXT})`),
+    Flag.withDefault(String(DEFAULT_CONTEXT)),
+  ),
+  truncate: Flag.Boolean("truncate").pipe(
+    Flag.withDescription("keep the document's first tokens when it does not fit the context"),
+    Flag.withDefault(false),
+  ),
+  maxNew: Flag.String("max-new").pipe(
+    Flag.withDescription(`answer tokens at most (default ${DEFAULT_MAX_NEW})`),
+    Flag.withDefault(String(DEFAULT_MAX_NEW)),
+  ),
+  backend: Flag.String("backend").pipe(Flag.withDescription("auto, wgpu or cpu"), Flag.withDefault("auto")),
+  json: Flag.String("json").pipe(
+    Flag.withDescription("write the whole report as JSON (- for stdout)"),
+    Flag.optional,
+  ),
+  chart: Flag.String("chart").pipe(
+    Flag.withDescription("write an SVG chart of per-layer density and output error"),
+    Flag.optional,
+  ),
+  verbose: Flag.Boolean("verbose").pipe(
+    Flag.withDescription("print stack traces on errors"),
+    Flag.withDefault(false),
+  ),
+};
+
+type Input = Command.Command.Config.Infer<typeof flags>;
+
+const oneOf = <T extends string>(flag: string, v: string, allowed: readonly T[]) =>
+  (allowed as readonly string[]).includes(v) ? Effect.succeed(v as T) : Effect.fail(
+    new InputError({
+      message: `unknown --${flag} "${v}"`,
+      hint: `use one of: ${allowed.join(", ")}`,
+    }),
+  );
+
+const positiveInt = (flag: string, v: string, min: number) => {
+  const n = Number(v);
+  return Number.isInteger(n) && n >= min ? Effect.succeed(n) : Effect.fail(
+    new InputError({
+      message: `--${flag} "${v}" is not an integer ≥ ${min}`,
+      hint: `e.g. --${flag} ${min * 8}`,
+    }),
+  );
+};
+
+const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
+/** Layer ranges of equal choices: `0-29 sale`. */
+const describeChoices = (choices: readonly LayerChoice[]): string => {
+  const parts: string[] = [];
+  for (let i = 0; i < choices.length;) {
+    let j = i;
+    while (j + 1 < choices.length && choices[j + 1].kind === choices[i].kind) j++;
+    const c = choices[i];
+    const params = c.kind === "sale"
+      ? ` (τ=${c.params.threshold}, blocks ${c.params.blockQ}×${c.params.blockK}, window ${c.params.localWindow}, sink ${c.params.sinkBlocks})`
+      : "";
+    parts.push(`layers ${i === j ? i : `${i}-${j}`}: ${c.kind}${params}`);
+    i = j + 1;
+  }
+  return parts.join("; ");
+};
+
+const SALE_KEYS = ["blockQ", "blockK", "localWindow", "sinkBlocks", "threshold", "scale", "workgroupMemory"];
+
+/** Per-layer choices from a plan: `sale` groups with their planned parameters, everything else dense. */
+const choicesFromPlan = (p: Plan, nLayer: number): { choices: LayerChoice[]; warnings: string[] } => {
+  const choices: LayerChoice[] = Array.from({ length: nLayer }, () => ({ kind: "dense" as const }));
+  const warnings: string[] = [];
+  for (const g of p.groups) {
+    if (g.pipeline === "dense") continue;
+    if (g.pipeline !== "sale") {
+      warnings.push(
+        `the planner chose ${g.pipeline} for layers ${g.layers[0]}-${g.layers[1] - 1}; run executes ` +
+          `dense and sale only, so those layers run dense`,
+      );
+      continue;
+    }
+    const all = Object.assign({}, ...g.stages.map((s) => s.params)) as Record<string, unknown>;
+    const params = sale.saleParams(
+      Object.fromEntries(Object.entries(all).filter(([k]) => SALE_KEYS.includes(k))),
+    );
+    for (let l = g.layers[0]; l < g.layers[1] && l < nLayer; l++) choices[l] = { kind: "sale", params };
+  }
+  return { choices, warnings };
+};
+
+/** The planner profile for a backend: h200 / lavapipe for wgpu by adapter name, cpu for the cpu backend. */
+const profileNameFor = (kind: string, adapter: string): string =>
+  kind === "cpu"
+    ? "cpu"
+    : /h200/i.test(adapter)
+    ? "h200"
+    : /llvmpipe|lavapipe/i.test(adapter)
+    ? "lavapipe"
+    : kind;
+
+const main = (i: Input) =>
+  Effect.gen(function* () {
+    const tStart = performance.now();
+    const phases: Record<string, number> = {};
+    const warnings: string[] = [];
+    // ---- validate flags (fast, before anything is loaded)
+    const pipeline = yield* oneOf("pipeline", i.pipeline, PIPELINES);
+    const backendChoice = yield* oneOf("backend", i.backend, BACKENDS);
+    const modelId = yield* oneOf("model", i.model.toLowerCase(), RUNNABLE_MODELS);
+    const spec = yield* getModel(modelId);
+    const context = yield* parseTokens(i.context);
+    if (context > spec.maxContext) {
+      return yield* new InputError({
+        message: `--context ${context} exceeds ${modelId}'s trained context of ${spec.maxContext} tokens`,
+        hint: `use --context ${spec.maxContext} or less (with --truncate for a longer document)`,
+      });
+    }
+    const maxNew = yield* positiveInt("max-new", i.maxNew, 1);
+    if (Option.isNone(i.input)) {
+      return yield* new InputError({
+        message: "--input is required",
+        hint: "pass a text file or a bundled document name, e.g. --input alice-in-wonderland",
+      });
+    }
+    const jsonToStdout = Option.isSome(i.json) && i.json.value === "-";
+    const out = (s: string) => (jsonToStdout ? Console.error(s) : Console.log(s));
+    const source = yield* readInput(i.input.value);
+    const plant = Option.getOrUndefined(i.plant);
+    const question = Option.getOrElse(
+      i.question,
+      () => (plant !== undefined
+        ? "What is the secret passphrase?"
+        : "What is this document about? Answer in one sentence."),
+    );
+
+    // ---- load
+    const progress = makeProgress(!jsonToStdout);
+    progress.phase("loading", 3, "steps");
+    let t = performance.now();
+    const file = modelPath();
+    const model = yield* loadLlama(file).pipe(
+      Effect.mapError((e) =>
+        new InputError({
+          message: `cannot load the model: ${e.message}`,
+          hint: e.hint,
+        })
+      ),
+    );
+    phases.loadModelMs = performance.now() - t;
+    progress.update(1);
+    t = performance.now();
+    const selection = yield* selectBackend({ backend: backendChoice as BackendChoice });
+    phases.openBackendMs = performance.now() - t;
+    progress.update(2);
+    t = performance.now();
+    const prompt = yield* buildPrompt(model.tokenizer, source.text, {
+      question,
+      context,
+      maxNew,
+      truncate: i.truncate,
+      plant,
+      maxContext: spec.maxContext,
+    });
+    phases.tokenizeMs = performance.now() - t;
+    progress.done();
+
+    // ---- plan
+    const cfg = model.config;
+    t = performance.now();
+    let choices: LayerChoice[];
+    let planSource: string;
+    let planJson: Plan | undefined;
+    const profileName = profileNameFor(selection.backend.kind, selection.backend.adapter.name);
+    // The planner is always asked (≈1 ms); `--pipeline dense|sale` overrides its choice.
+    const names = builtinProfileNames();
+    const useProfile = names.includes(profileName) ? profileName : names[0];
+    if (useProfile !== profileName) {
+      warnings.push(`no built-in planner profile "${profileName}"; planned with "${useProfile}"`);
+    }
+    const planned = yield* Effect.result(
+      Effect.gen(function* () {
+        const profile = yield* builtinProfile(useProfile ?? profileName);
+        const densities = yield* builtinDensities();
+        return yield* plan(
+          { model: modelId, contextLength: prompt.ids.length, phase: "prefill" },
+          { profile, operators: defaultOperators(), densities },
+        );
+      }),
+    );
+    let plannerSays: string;
+    let plannerChoices: LayerChoice[] = Array.from(
+      { length: cfg.nLayer },
+      () => ({ kind: "dense" as const }),
+    );
+    if (planned._tag === "Success") {
+      planJson = planned.success;
+      const r = choicesFromPlan(planned.success, cfg.nLayer);
+      plannerChoices = r.choices;
+      if (pipeline === "auto") warnings.push(...r.warnings);
+      plannerSays = `planner (profile ${useProfile}): ${describeChoices(r.choices)} — ` +
+        planned.success.groups.map((g) => g.reason).join("; ");
+    } else {
+      plannerSays = `planner failed (${planned.failure.message}; ${planned.failure.hint})`;
+      if (pipeline === "auto") warnings.push(`${plannerSays}, so dense`);
+    }
+    if (pipeline === "auto") {
+      choices = plannerChoices;
+      planSource = plannerSays;
+    } else {
+      const c: LayerChoice = pipeline === "sale"
+        ? { kind: "sale", params: sale.saleParams({}) }
+        : { kind: "dense" };
+      choices = Array.from({ length: cfg.nLayer }, () => c);
+      planSource = `--pipeline ${pipeline}` +
+        (pipeline === "sale" ? " (SALE defaults of the official code)" : "") +
+        ` (overrides the ${plannerSays})`;
+    }
+    phases.planMs = performance.now() - t;
+    const sparse = choices.some((c) => c.kind !== "dense");
+
+    // ---- dense pass, then the pipeline pass
+    const dense = Array.from({ length: cfg.nLayer }, () => ({ kind: "dense" as const }));
+    const pass = (label: string, ch: readonly LayerChoice[]) =>
+      Effect.gen(function* () {
+        progress.phase(`prefill ${label}`, cfg.nLayer, "layers");
+        let decoding = false;
+        const r = yield* runPass(model, prompt.ids, ch, maxNew, {
+          layer: (l) => progress.update(l + 1),
+          token: (k) => {
+            if (!decoding) {
+              progress.phase(`decode ${label}`, maxNew, "tokens");
+              decoding = true;
+            }
+            progress.update(k);
+          },
+        });
+        progress.done();
+        return r;
+      });
+    const rDense: PassResult = yield* pass("dense", dense);
+    const rPipe: PassResult = sparse ? yield* pass("pipeline", choices) : rDense;
+    t = performance.now();
+    const cmp = compareOverDocument(
+      model,
+      prompt.ids,
+      prompt.docStart,
+      prompt.docTokens,
+      rDense.hidden,
+      rPipe.hidden,
+    );
+    phases.metricsMs = performance.now() - t;
+    yield* Effect.promise(() => selection.backend.close().pipe(Effect.runPromise));
+
+    // ---- report
+    const found = (a: string) =>
+      plant === undefined ? undefined : a.toLowerCase().includes(plant.toLowerCase());
+    const passJson = (r: PassResult) => ({
+      prefillMs: r.prefillMs,
+      attentionMs: r.attentionMs,
+      decodeMs: r.decodeMs,
+      answerTokens: r.answerIds.length,
+      decodeTokensPerS: r.answerIds.length > 0 ? r.answerIds.length / (r.decodeMs / 1000) : 0,
+      answer: r.answer,
+      answerHasPassphrase: found(r.answer),
+    });
+    const density = mean(rPipe.layers.map((l) => l.density));
+    const report = {
+      version: 1,
+      date: new Date().toISOString(),
+      runtime: typeof (globalThis as { Bun?: unknown }).Bun !== "undefined"
+        ? `bun ${process.versions.bun}`
+        : `deno ${(globalThis as { Deno?: { version: { deno: string } } }).Deno?.version.deno}`,
+      model: {
+        id: modelId,
+        file,
+        layers: cfg.nLayer,
+        heads: cfg.nHead,
+        kvHeads: cfg.nKvHead,
+        headDim: cfg.headDim,
+        trainedContext: cfg.contextLength,
+      },
+      document: {
+        source: source.kind,
+        name: source.name,
+        ...(source.title ? { title: source.title } : {}),
+        tokensTotal: prompt.docTokensTotal,
+        tokensKept: prompt.docTokensKept,
+        tokensUsed: prompt.docTokens,
+        truncated: prompt.truncated,
+        planted: prompt.planted ?? null,
+      },
+      question,
+      context,
+      promptTokens: prompt.ids.length,
+      maxNewTokens: maxNew,
+      backend: {
+        requested: backendChoice,
+        selected: describeBackend(selection.backend),
+        report: selection.report,
+        fallbacks: selection.fallbacks,
+        compute: `cpu: f32 forward pass, GEMMs by ${model.sgemm.name} (the model has no GPU path yet)`,
+        plannerProfile: profileName,
+      },
+      pipeline: {
+        requested: pipeline,
+        layers: describeChoices(choices),
+        source: planSource,
+        plan: planJson ?? null,
+      },
+      phasesMs: {
+        ...phases,
+        prefillDense: rDense.prefillMs,
+        prefillPipeline: rPipe.prefillMs,
+        decodeDense: rDense.decodeMs,
+        decodePipeline: rPipe.decodeMs,
+        perLayerReference: rPipe === rDense ? 0 : rPipe.referenceMs,
+        total: performance.now() - tStart,
+      },
+      speedup: {
+        prefill: rDense.prefillMs / rPipe.prefillMs,
+        attention: rDense.attentionMs / rPipe.attentionMs,
+      },
+      density,
+      perplexity: { dense: cmp.perplexityDense, pipeline: cmp.perplexityPipeline, positions: cmp.positions },
+      perplexityChangePct: (cmp.perplexityPipeline / cmp.perplexityDense - 1) * 100,
+      kl: { meanNats: cmp.meanKl, maxNats: cmp.maxKl },
+      top1Agreement: cmp.top1Agreement,
+      dense: passJson(rDense),
+      pipelineRun: passJson(rPipe),
+      layers: rPipe.layers,
+      warnings,
+    };
+
+    const pct = (x: number) => `${(x * 100).toFixed(2)} %`;
+    const lines = [
+      `longctx run — ${report.runtime}`,
+      `model     ${modelId}: ${cfg.nLayer} layers, ${cfg.nHead}/${cfg.nKvHead} heads, d=${cfg.headDim} (${file})`,
+      `document  ${source.kind === "bundled" ? `${source.name} — ${source.title}` : source.name}: ` +
+      `${prompt.docTokensTotal} tokens` +
+      (prompt.truncated ? `, first ${prompt.docTokensKept} kept (--truncate)` : ", all kept"),
+      ...(prompt.planted
+        ? [
+          `planted   "${prompt.planted.sentence}" inserted at run time at document token ${prompt.planted.tokenPosition}` +
+          ` (depth ${(prompt.planted.depth * 100).toFixed(0)} %)`,
+        ]
+        : []),
+      `question  ${question}`,
+      `tokens    prompt ${prompt.ids.length} (document ${prompt.docTokens} + template/question ${
+        prompt.ids.length - prompt.docTokens
+      }), context ${context}, answer ≤ ${maxNew}`,
+      `backend   ${selection.report}; planner profile ${profileName}`,
+      `compute   ${report.backend.compute}`,
+      `pipeline  ${report.pipeline.layers}`,
+      `          chosen by ${planSource}`,
+      "",
+      `phase                      dense                pipeline`,
+      `load model                 ${fmtMs(phases.loadModelMs)}`,
+      `open backend               ${fmtMs(phases.openBackendMs)}`,
+      `tokenize                   ${fmtMs(phases.tokenizeMs)}`,
+      `plan                       ${fmtMs(phases.planMs)}`,
+      `prefill                    ${fmtMs(rDense.prefillMs).padEnd(20)} ${fmtMs(rPipe.prefillMs)}`,
+      `  of which attention       ${fmtMs(rDense.attentionMs).padEnd(20)} ${fmtMs(rPipe.attentionMs)}`,
+      `decode                     ${
+        `${fmtMs(rDense.decodeMs)} (${rDense.answerIds.length} tok)`.padEnd(20)
+      } ${fmtMs(rPipe.decodeMs)} (${rPipe.answerIds.length} tok)`,
+      `metrics                    ${fmtMs(phases.metricsMs)}`,
+      `total                      ${fmtMs(report.phasesMs.total)}` +
+      (sparse
+        ? ` (incl. ${fmtMs(rPipe.referenceMs)} of per-layer dense reference, not in the prefill time)`
+        : ""),
+      "",
+      `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
+        report.speedup.attention.toFixed(2)
+      }×`,
+      `density   ${density.toFixed(4)} (mean over layers of kept / causal blocks; min ${
+        Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
+      }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
+      `perplexity over ${cmp.positions} document tokens: dense ${cmp.perplexityDense.toFixed(4)}, pipeline ${
+        cmp.perplexityPipeline.toFixed(4)
+      } (${report.perplexityChangePct >= 0 ? "+" : ""}${report.perplexityChangePct.toFixed(3)} %)`,
+      `KL(dense ‖ pipeline) mean ${cmp.meanKl.toExponential(3)} nats, max ${cmp.maxKl.toExponential(3)}; ` +
+      `top-1 agreement ${pct(cmp.top1Agreement)}`,
+      `output rel. error per layer: mean ${
+        mean(rPipe.layers.map((l) => l.outRelErr)).toExponential(2)
+      }, max ${Math.max(...rPipe.layers.map((l) => l.outRelErr)).toExponential(2)}`,
+      "",
+      `answer (dense):    ${JSON.stringify(rDense.answer)}` +
+      (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),
+      `answer (pipeline): ${JSON.stringify(rPipe.answer)}` +
+      (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
+      ...warnings.map((w) => `warning: ${w}`),
+    ];
+    if (Option.isSome(i.chart)) {
+      const svg = yield* Effect.promise(() =>
+        renderLayerChart(
+          rPipe.layers,
+          `Per-layer density and output error — ${sparse ? "pipeline" : "dense"} vs dense`,
+          `${modelId}, ${source.name}, ${prompt.ids.length} tokens, ${report.pipeline.layers}`,
+        )
+      );
+      yield* writeFile(i.chart.value, svg, "--chart");
+      lines.push(`chart     ${i.chart.value}`);
+    }
+    if (Option.isSome(i.json)) {
+      const text = JSON.stringify(report, null, 2) + "\n";
+      if (jsonToStdout) yield* Console.log(text.trimEnd());
+      else {
+        yield* writeFile(i.json.value, text, "--json");
+        lines.push(`json      ${i.json.value}`);
+      }
+    }
+    yield* out(lines.join("\n"));
+  });
+
+const writeFile = (path: string, text: string, flag: string) =>
+  Effect.try({
+    try: () => writeFileSync(path, text),
+    catch: (e) =>
+      new InputError({
+        message: `cannot write ${flag} ${path}: ${e instanceof Error ? e.message : String(e)}`,
+        hint: "pass a writable path",
+      }),
+  });
+
+/** One line for a failure: typed errors carry a hint; anything else is reported as internal. */
+const failureLine = (cause: Cause.Cause<unknown>): { line: string; detail: unknown } => {
+  const e = Cause.squash(cause) as { _tag?: string; message?: string; hint?: string; stack?: string };
+  if (e && typeof e === "object" && typeof e.hint === "string") {
+    return { line: `error: ${e.message} — fix: ${e.hint}`, detail: e };
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  return {
+    line: `error: internal failure: ${
+      msg.split("\n")[0]
+    } — fix: rerun with --verbose and report the stack trace`,
+    detail: e,
+  };
+};
+
+const guarded = (i: Input) =>
+  main(i).pipe(
+    Effect.catchCause((cause) =>
+      Effect.sync(() => {
+        const { line, detail } = failureLine(cause);
+        process.stderr.write(`${line}\n`);
+        if (i.verbose) {
+          process.stderr.write(
+            `${detail instanceof Error && detail.stack ? detail.stack : Cause.pretty(cause)}\n`,
+          );
+        }
+        process.exitCode = 1;
+      })
+    ),
+  );
+
+/** The `run` command (exported for a future multi-command entry point). */
+export const runCommand = Command.make("run", flags, guarded).pipe(
+  Command.withDescription(
+    "Run a model on a document with dense attention and the planned pipeline, and compare",
+  ),
+);
+
+if (import.meta.main) {
+  runCommand.pipe(
+    Command.run({ version: "0.1.0" }),
+    Effect.provide(NodeServices.layer),
+    NodeRuntime.runMain,
+  );
+}

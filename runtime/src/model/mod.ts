@@ -1,0 +1,39 @@
+/**
+ * Real-model input: SmolLM2-135M-Instruct (or another small llama GGUF) on the CPU — GGUF reading and
+ * dequantisation, the byte-level BPE tokenizer and chat template, the Llama forward with pluggable attention,
+ * KV cache, greedy decoding and Q/K/V capture, and the fidelity metrics (perplexity, KL, top-1 agreement).
+ * @module
+ */
+export { dequantize, floatToHalf, GgmlType, ggmlTypeInfo, halfToFloat } from "./dequant.ts";
+export { type GgufFile, type GgufTensorInfo, meta as ggufMeta, openGguf, tensorF32 } from "./gguf.ts";
+export { type ChatMessage, type TextTokenizer, tokenizerFromGguf } from "./tokenizer.ts";
+export { blasNote, loadSgemm, type Sgemm, tsSgemm } from "./blas.ts";
+export {
+  argmax,
+  type AttentionContext,
+  type AttentionFn,
+  type CaptureFn,
+  denseCausalAttention,
+  fastExp,
+  type ForwardOptions,
+  generateGreedy,
+  type GenerateOptions,
+  type KvCache,
+  type LlamaConfig,
+  type LlamaLayer,
+  type LlamaModel,
+  loadLlama,
+  prefill,
+} from "./llama.ts";
+export {
+  compareHidden,
+  compareLogits,
+  documentHidden,
+  type DocumentOptions,
+  documentPerplexity,
+  klDivergence,
+  logProbsFromHidden,
+  logSumExp,
+  perplexity,
+  type RunComparison,
+} from "./metrics.ts";
