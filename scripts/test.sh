@@ -70,7 +70,7 @@ one lint deno lint
 one fmt deno fmt --check
 
 # deno test: "ok | 12 passed (3 steps) | 0 failed | 1 ignored (5s)" or "FAILED | 11 passed | 1 failed (5s)".
-run deno-test deno test -A --unstable-webgpu --no-check "$@"
+run deno-test deno test -A --unstable-webgpu --no-check --v8-flags=--expose-gc "$@"
 summary=$(sed 's/\x1b\[[0-9;]*m//g' "$logs/deno-test.log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -1)
 if [ -n "$summary" ]; then
   p=$(printf '%s' "$summary" | sed -E 's/^[A-Z a-z]+\| ([0-9]+) passed.*/\1/')

@@ -9,8 +9,8 @@
  * Options: `--contexts=8192,16384,32768,65536,131072 --threshold=0.004 --head-chunk=8 --budget-s=300
  * --no-peer --out=benchmarks/results/sale.json`. Heads run in chunks of `--head-chunk` query heads (GQA
  * ratio kept) so every buffer stays far below binding limits; a context's time is the sum over chunks.
- * Timing: wall clock from submit to `onSubmittedWorkDone` (pipelines compiled before), median of 3 runs for
- * contexts ≤ 32K, 1 run above. Contexts are skipped (and said so) when the time budget would be exceeded.
+ * Timing: GPU timestamps around each stage's passes when the device has `timestamp-query` (else wall clock from
+ * submit to `onSubmittedWorkDone`), pipelines compiled before; median of 3 runs for contexts ≤ 32K, 1 above. Contexts are skipped (and said so) when the time budget would be exceeded.
  *
  * Writes rows `{metric, value, unit, context, impl, model, backend, gpu, date, commit, command}` with metrics
  * `latency_ms` (impl ours-dense, ours-sale, ours-sale-estimation, ours-sale-sparse, sdpa-flash, sdpa-cudnn),
@@ -65,14 +65,31 @@ const p = saleParams({
   workgroupMemory: Math.min(gpu.workgroupMemory, 65536),
 });
 
+// GPU time from timestamp queries (first pass start → last pass end) when the device has them, else wall
+// clock from submit to completion (which includes the host's completion-polling latency).
+const timed = gpu.features.has("timestamp-query");
+const querySet = timed ? gpu.device.createQuerySet({ type: "timestamp", count: 2 }) : undefined;
+const resolveBuf = timed ? gpu.device.createBuffer({ size: 16, usage: 0x200 | 0x4 }) : undefined; // QUERY_RESOLVE|COPY_SRC
+let timestampRuns = 0, wallRuns = 0;
 const run = async (low: GpuLowering, bufs: Map<string, GPUBuffer>): Promise<number> => {
   const enc = gpu.device.createCommandEncoder();
-  await encodeLowering(gpu, enc, low, bufs);
+  await encodeLowering(gpu, enc, low, bufs, querySet);
+  if (querySet && resolveBuf) enc.resolveQuerySet(querySet, 0, 2, resolveBuf, 0);
   const cmd = enc.finish();
   const t = performance.now();
   gpu.device.queue.submit([cmd]);
   await gpu.device.queue.onSubmittedWorkDone();
-  return performance.now() - t;
+  const wall = performance.now() - t;
+  if (!resolveBuf) {
+    wallRuns++;
+    return wall;
+  }
+  const ts = new BigInt64Array((await download(gpu, resolveBuf, 16)).buffer);
+  const ms = Number(ts[1] - ts[0]) / 1e6;
+  const ok = ms > 0 && ms <= wall * 1.05 + 1;
+  if (ok) timestampRuns++;
+  else wallRuns++;
+  return ok ? ms : wall;
 };
 
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
@@ -253,6 +270,7 @@ const common = {
   commit,
   command: `deno run -A benchmarks/device/sale_bench.ts ${Deno.args.join(" ")}`.trim(),
   threshold: p.threshold,
+  timing: `${timestampRuns} stage runs timed by GPU timestamps, ${wallRuns} by wall clock`,
 };
 const final = rows.map((r) => ({
   backend: "webgpu (Deno navigator.gpu)",
@@ -275,6 +293,7 @@ console.table(
     value: Number(r.value.toPrecision(4)),
   })),
 );
+console.error(`sale_bench: ${common.timing}`);
 console.error(
   `sale_bench: ${final.length} rows → ${args.out} in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
 );

@@ -9,3 +9,4 @@ export * from "./select.ts";
 export * from "./sparse_attn.ts";
 export * from "./pipeline.ts";
 export * from "./synthetic.ts";
+export * from "./gemm_attention.ts";

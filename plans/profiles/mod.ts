@@ -8,14 +8,16 @@
  * - `lavapipe`: wgpu on llvmpipe (Mesa 22.3.6, LLVM 15), the 2-core CPU machine, SmolLM2-135M heads,
  *   256–2048 tokens, measured while other jobs shared the machine (its fit errors say how noisy).
  * - `cpu`: the cpu backend (TypeScript reference kernels, 1 thread) on the same machine, 128–512 tokens.
+ * - `density-smollm2-135m`: SALE densities per layer measured on SmolLM2-135M with a real document (2K, 8K).
  * - `h200`: pending (the lead runs calibrate on the H200; see plans/README.md).
  * @module
  */
 import cpu from "./cpu.json" with { type: "json" };
 import lavapipe from "./lavapipe.json" with { type: "json" };
+import densitySmollm2 from "./density-smollm2-135m.json" with { type: "json" };
 
 /** Built-in device profiles (raw JSON, decoded by `builtinProfile`), by name. */
 export const BUILTIN_PROFILES: Readonly<Record<string, unknown>> = { cpu, lavapipe };
 
 /** Built-in density tables (raw JSON, decoded by `builtinDensities`). */
-export const BUILTIN_DENSITIES: readonly unknown[] = [];
+export const BUILTIN_DENSITIES: readonly unknown[] = [densitySmollm2];

@@ -1,7 +1,7 @@
 /**
  * The dense attention's fast paths, in Deno and Bun: the WebAssembly SIMD row softmax against `Math.exp`
  * (f64) and the TypeScript loop, and the worker pool (2 threads, SharedArrayBuffer inputs) against the
- * single-threaded path and a float64 computation, on odd shapes, GQA ratios and cache offsets.
+ * single-threaded path (to 1e-6 of the largest output) and a float64 computation, on odd shapes, GQA ratios and cache offsets.
  */
 import { assert, test } from "../harness.ts";
 import { denseCausalAttention, setAttentionThreads, setWasmSoftmax } from "../../runtime/src/model/llama.ts";
@@ -44,17 +44,18 @@ test("WebAssembly softmax rows: exp(s − max) within 1.3e-7 of Math.exp, f32 va
     for (let j = len; j < ld; j++) assert.equal(s[at + j], 0, `len ${len} ld ${ld}: tail ${j} not zeroed`);
     assert.equal(s[at - 1], -7, "wrote before the row");
     assert.equal(s[at + ld], -7, "wrote after the row");
-    assert.ok(Math.abs(sum / ref - 1) < 1e-12, `len ${len}: sum ${sum} vs ${ref}`);
+    assert.ok(Math.abs(sum / ref - 1) < 5e-8, `len ${len}: sum ${sum} vs ${ref}`);
   }
   // f32 rounding of the stored value is ≤ 6e-8; the polynomial adds < 3e-8.
   assert.ok(worst < 1.3e-7, `worst relative error ${worst}`);
 });
 
+// Each case has ≥ 2^20 scores (heads · seq · kvLen), the size from which denseCausalAttention uses the pool.
 test("worker-pool attention equals the single-threaded path and a float64 computation", async () => {
   const sgemm = await loadSgemm();
   const cases = [
     { heads: 9, kvHeads: 3, seq: 400, offset: 0, d: 64 },
-    { heads: 6, kvHeads: 2, seq: 333, offset: 91, d: 40 },
+    { heads: 6, kvHeads: 2, seq: 333, offset: 301, d: 40 },
     { heads: 4, kvHeads: 4, seq: 600, offset: 3, d: 16 },
   ];
   for (const [ci, c] of cases.entries()) {
@@ -90,7 +91,13 @@ test("worker-pool attention equals the single-threaded path and a float64 comput
       assert.ok(two.buffer instanceof SharedArrayBuffer, "the worker pool never became ready");
     }
     assert.deepEqual(one, ts, `case ${ci}: WebAssembly softmax differs from the TypeScript loop`);
-    assert.deepEqual(two, one, `case ${ci}: pool result differs from the single-threaded result`);
+    // OpenBLAS runs single-threaded inside the pool and may then round a GEMM's edge tiles differently.
+    let worst = 0, scaleMax = 0;
+    for (let i = 0; i < one.length; i++) {
+      worst = Math.max(worst, Math.abs(two[i] - one[i]));
+      scaleMax = Math.max(scaleMax, Math.abs(one[i]));
+    }
+    assert.ok(worst <= 1e-6 * scaleMax, `case ${ci}: pool differs from one thread by ${worst}`);
     // float64 reference on every 7th query row of every head
     let num = 0, den = 0;
     for (let h = 0; h < c.heads; h++) {

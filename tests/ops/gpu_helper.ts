@@ -90,18 +90,31 @@ export const encodeLowering = async (
   enc: GPUCommandEncoder,
   low: GpuLowering,
   bufs: BufferSet,
+  /** Write a timestamp at the start of the first pass (index 0) and the end of the last (index 1). */
+  timestamps?: GPUQuerySet,
 ): Promise<void> => {
   for (const [name, bytes] of Object.entries(low.workspaces)) {
     if (!bufs.has(`ws:${name}`)) bufs.set(`ws:${name}`, alloc(gpu, bytes));
   }
-  for (const l of low.launches) {
+  for (const [n, l] of low.launches.entries()) {
     const p = await pipeline(gpu, l.kernel.key, l.kernel.wgsl, l.kernel.entryPoint);
     const entries = l.buffers.map((n, i) => {
       const b = bufs.get(n);
       if (!b) throw new Error(`${l.kernel.key}: no buffer ${n}`);
       return { binding: i, resource: { buffer: b } };
     });
-    const pass = enc.beginComputePass();
+    const first = n === 0, last = n === low.launches.length - 1;
+    const pass = enc.beginComputePass(
+      timestamps && (first || last)
+        ? {
+          timestampWrites: {
+            querySet: timestamps,
+            ...(first ? { beginningOfPassWriteIndex: 0 } : {}),
+            ...(last ? { endOfPassWriteIndex: 1 } : {}),
+          },
+        }
+        : {},
+    );
     pass.setPipeline(p);
     pass.setBindGroup(0, gpu.device.createBindGroup({ layout: p.getBindGroupLayout(0), entries }));
     pass.dispatchWorkgroups(...l.workgroups);

@@ -1,11 +1,11 @@
 /**
- * The GEMM-organised SALE attention used for model fidelity (`tests/ops/sale_blas.ts`) agrees with the
+ * The GEMM-organised SALE attention used for model fidelity (`ops/sale/gemm_attention.ts`) agrees with the
  * operator CPU references (`saleCpu`) and, with every block kept, with float64 dense attention.
  * @module
  */
 import { assert, test } from "../harness.ts";
 import { saleCpu, saleParams, syntheticCpu } from "../../ops/sale/mod.ts";
-import { saleAttentionBlas, tsGemm } from "./sale_blas.ts";
+import { saleAttentionBlas, tsGemm } from "../../ops/sale/gemm_attention.ts";
 import { naiveAttention64, relErr } from "./ref64.ts";
 
 test("saleAttentionBlas matches saleCpu (mask, output, LSE) and float64 dense with all blocks kept", () => {

@@ -8,7 +8,7 @@
  * 2. SALE pass: the model's pluggable attention replaced by SALE in every layer; perplexity change against
  *    the dense pass, KL(dense ‖ SALE) and top-1 agreement of the next-token distributions.
  *
- * SALE runs as `tests/ops/sale_blas.ts` (the `sale.*` CPU-reference arithmetic organised as OpenBLAS GEMMs,
+ * SALE runs as `ops/sale/gemm_attention.ts` (the `sale.*` CPU-reference arithmetic organised as OpenBLAS GEMMs,
  * checked against `saleCpu` by `tests/ops/sale_blas_test.ts`), so the whole run stays on the CPU.
  *
  * Run: `deno run -A tests/ops/sale_fidelity.ts [--doc alice-in-wonderland] [--tokens 8192]
@@ -28,7 +28,7 @@ import {
 } from "../../runtime/src/model/metrics.ts";
 import { modelPath, readDocument } from "../../runtime/src/paths.ts";
 import { saleParams } from "../../ops/sale/params.ts";
-import { type Gemm, saleAttentionBlas } from "./sale_blas.ts";
+import { type Gemm, saleAttentionBlas } from "../../ops/sale/gemm_attention.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,

@@ -10,7 +10,10 @@
  * ~23 GFLOP/s on the model's weight GEMMs) although it has AVX-512. When the variable is unset and
  * `/proc/cpuinfo` lists avx512f/bw/dq/vl, {@link loadSgemm} sets it to `SkylakeX` before opening the library
  * (~100–130 GFLOP/s, one thread; `deno run -A` on the 2-core dev machine). Set `OPENBLAS_CORETYPE` yourself to
- * override; the kernel in use is part of {@link Sgemm.name}.
+ * override; the kernel in use is part of {@link Sgemm.name}. It also sets `OPENBLAS_THREAD_TIMEOUT=4` when
+ * unset: OpenBLAS's idle threads then sleep at once instead of spinning for ~2^28 cycles after each GEMM,
+ * which otherwise steals the CPU from the attention workers (`attn_pool.ts`) that run between weight GEMMs
+ * (4K prefill 25–31 s → 18 s on the 2-core machine, `benchmarks/model_bench.ts`).
  * @module
  */
 
@@ -246,15 +249,17 @@ export const loadSgemm = async (): Promise<Sgemm> => {
   if (cached) return cached;
   const isBun = "Bun" in globalThis;
   const errors: string[] = [];
-  if (env().get("OPENBLAS_CORETYPE") === undefined) {
-    const core = await wantedCoretype();
-    if (core) {
-      const e = env();
-      e.set("OPENBLAS_CORETYPE", core);
-      try {
-        await e.setNative?.("OPENBLAS_CORETYPE", core);
-      } catch { /* no libc.so.6: keep OpenBLAS's own choice */ }
-    }
+  const defaults: [string, string | undefined][] = [
+    ["OPENBLAS_CORETYPE", await wantedCoretype()],
+    ["OPENBLAS_THREAD_TIMEOUT", "4"],
+  ];
+  for (const [name, value] of defaults) {
+    if (value === undefined || env().get(name) !== undefined) continue;
+    const e = env();
+    e.set(name, value);
+    try {
+      await e.setNative?.(name, value);
+    } catch { /* no libc.so.6: keep OpenBLAS's own default */ }
   }
   for (const path of candidates()) {
     try {

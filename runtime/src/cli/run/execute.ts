@@ -13,7 +13,7 @@ import type { ShapeError } from "@longctx/graph";
 import type { sale } from "@longctx/ops";
 import { argmax, type AttentionFn, denseCausalAttention, type LlamaModel } from "../../model/llama.ts";
 import { compareLogits, logSumExp } from "../../model/metrics.ts";
-import { saleAttentionBlas } from "../../../../tests/ops/sale_blas.ts";
+import { saleAttentionBlas } from "../../../../ops/sale/gemm_attention.ts";
 
 /** The attention of one layer. */
 export type LayerChoice = { readonly kind: "dense" } | {
