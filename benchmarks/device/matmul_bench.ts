@@ -105,7 +105,7 @@ const variants = (n: number): Variant[] => {
   const tiled = (metric: Variant["metric"], o: K.MatmulOptions) => {
     const c = K.matmulConfig(o);
     const plan = Effect.runSync(K.matmul(o));
-    const wgBytes = (c.tileM + c.tileN) * c.tileK * (c.accum === "f16" ? 2 : 4);
+    const wgBytes = K.matmulWorkgroupBytes(c);
     out.push({
       metric,
       label: plan.kernel.key,
@@ -118,18 +118,30 @@ const variants = (n: number): Variant[] => {
       rtol: c.dtype === "f32" ? 1e-5 : c.accum === "f32" ? 1e-3 : 2e-2,
     });
   };
-  const tiles: Omit<K.MatmulOptions, "dtype">[] = [
-    { tileM: 128, tileN: 128, tileK: 8, threadM: 8, threadN: 8 },
-    { tileM: 128, tileN: 128, tileK: 16, threadM: 8, threadN: 8 },
-    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8 },
-    { tileM: 64, tileN: 128, tileK: 16, threadM: 4, threadN: 8 },
-    { tileM: 128, tileN: 64, tileK: 8, threadM: 8, threadN: 4 },
+  // Most promising first in each list (a budget cut drops the tail). `pipeline`: register prefetch of the
+  // next K step + double-buffered workgroup memory (see benchmarks/device/NOTES.md, "Matmul v2").
+  type Tile = Omit<K.MatmulOptions, "dtype" | "accum" | "aligned">;
+  const f32Tiles: Tile[] = [
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 8, threadN: 8, pipeline: true },
+    { tileM: 128, tileN: 128, tileK: 8, threadM: 8, threadN: 8, pipeline: true },
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 8, threadN: 8 }, // v1 best: 37.6 (run 2)
+    { tileM: 128, tileN: 256, tileK: 16, threadM: 8, threadN: 16, pipeline: true },
+    { tileM: 256, tileN: 128, tileK: 8, threadM: 16, threadN: 8, pipeline: true },
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8, pipeline: true },
+    { tileM: 64, tileN: 128, tileK: 16, threadM: 4, threadN: 8, pipeline: true },
   ];
-  for (const t of tiles) tiled("matmul_f32_tflops", { dtype: "f32", aligned: true, ...t });
-  for (const t of tiles.slice(0, 4)) {
-    tiled("matmul_f16_tflops", { dtype: "f16", accum: "f16", aligned: true, ...t });
-  }
-  tiled("matmul_f16_tflops", { dtype: "f16", accum: "f32", aligned: true, ...tiles[0] });
+  const f16Tiles: Tile[] = [
+    { tileM: 128, tileN: 128, tileK: 32, threadM: 16, threadN: 8, pipeline: true },
+    { tileM: 128, tileN: 256, tileK: 32, threadM: 16, threadN: 16, pipeline: true },
+    { tileM: 256, tileN: 128, tileK: 32, threadM: 16, threadN: 8, pipeline: true },
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8 }, // v1 best: 53.7 (run 2)
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8, pipeline: true },
+    { tileM: 128, tileN: 256, tileK: 16, threadM: 8, threadN: 16, pipeline: true },
+    { tileM: 128, tileN: 128, tileK: 32, threadM: 16, threadN: 16, pipeline: true },
+  ];
+  for (const t of f32Tiles) tiled("matmul_f32_tflops", { dtype: "f32", aligned: true, ...t });
+  for (const t of f16Tiles) tiled("matmul_f16_tflops", { dtype: "f16", accum: "f16", aligned: true, ...t });
+  tiled("matmul_f16_tflops", { dtype: "f16", accum: "f32", aligned: true, ...f32Tiles[0] });
   const coops: K.CoopMatmulOptions[] = [
     { warpsM: 2, warpsN: 2, fragsM: 4, fragsN: 4, tileK: 32 },
     { warpsM: 2, warpsN: 4, fragsM: 4, fragsN: 2, tileK: 32 },

@@ -35,13 +35,15 @@ export interface FlashConfig {
 
 const WG = 128;
 
-/** Workgroup memory bytes a config needs (K, V tiles, score tile, optional Q tile). */
+/** Workgroup memory bytes a config needs (f32 K, V tiles, P tile, row-max partials, optional Q tile). */
 export const flashWorkgroupBytes = (
   c: Pick<FlashConfig, "dtype" | "bq" | "bk" | "headDim" | "qShared">,
 ): number => {
   const e = c.dtype === "f16" ? 2 : 4;
-  // K and Q rows are padded by one vec4 (bank-conflict-free column reads)
-  return 2 * c.bk * (c.headDim + 4) * e + c.bq * c.bk * 4 + (c.qShared ? c.bq * (c.headDim + 4) * e : 0) + 16;
+  // K and V are staged as f32 whatever the input dtype (converted once); K and Q rows are padded by one vec4
+  // (bank-conflict-free column reads); 8 row-max partials per row.
+  return c.bk * (c.headDim + 4) * 4 + c.bk * c.headDim * 4 + c.bq * c.bk * 4 + c.bq * 8 * 4 +
+    (c.qShared ? c.bq * (c.headDim + 4) * e : 0) + 16;
 };
 
 /**
@@ -71,7 +73,7 @@ const f = (x: number): string => {
 
 /** Stable cache key for a config. */
 export const flashKey = (c: FlashConfig): string =>
-  `flash:${
+  `flash2:${
     c.sparse ? `bsr${c.sparse.blockK}x${c.sparse.nnzCap}` : "dense"
   }:${c.heads}/${c.kvHeads}:${c.seq}x${c.headDim}:${c.dtype}:` +
   `${c.bq}x${c.bk}:${c.qShared ? "qs" : "qg"}:${f(c.scale)}`;
@@ -82,8 +84,9 @@ export const flashWgsl = (c: FlashConfig): string => {
   if (bq % 16 !== 0 || bk % 8 !== 0 || D % 32 !== 0) {
     throw new RangeError(`bad tiles bq=${bq} bk=${bk} D=${D}`);
   }
-  // Register tile per invocation: TM rows × TN keys of scores, TM rows × TV vec4 columns of output.
-  const TM = bq / 16, TN = bk / 8, D4 = D / 4, TV = D4 / 8, P4 = D4 + 1;
+  // Invocation (rg = tid / 8, cg = tid % 8) owns rows rg·TM + i (i < TM) and keys j·8 + cg (j < TN) of a tile:
+  // TM × TN scores and TM rows × TV vec4 output columns (columns v·8 + cg), all unrolled named registers.
+  const TM = bq / 16, TN = bk / 8, D4 = D / 4, TV = D4 / 8, P4 = D4 + 1, BK4 = bk / 4;
   const T = dtype;
   const V4 = `vec4<${T}>`;
   const group = heads / kvHeads;
@@ -102,9 +105,11 @@ export const flashWgsl = (c: FlashConfig): string => {
   }
   p(`@group(0) @binding(${b++}) var<storage, read_write> O: array<vec4<f32>>;`);
   p(`@group(0) @binding(${b++}) var<storage, read_write> LSE: array<f32>;`);
-  p(`var<workgroup> Ks: array<${V4}, ${bk * P4}>;`);
-  p(`var<workgroup> Vs: array<${V4}, ${bk * D4}>;`);
-  p(`var<workgroup> Ps: array<f32, ${bq * bk}>;`);
+  p(`var<workgroup> Ks: array<vec4<f32>, ${bk * P4}>;`);
+  p(`var<workgroup> Vs: array<vec4<f32>, ${bk * D4}>;`);
+  // P tile [bq rows][bk keys] viewed as vec4 of 4 consecutive keys; row-max / row-sum partials [bq][8].
+  p(`var<workgroup> Ps: array<vec4<f32>, ${bq * BK4}>;`);
+  p(`var<workgroup> Mx: array<vec4<f32>, ${bq * 2}>;`);
   if (c.qShared) p(`var<workgroup> Qs: array<${V4}, ${bq * P4}>;`);
   if (c.sparse) p(`var<workgroup> uni: array<i32, 2>;`);
   p(`const NEG: f32 = -3.0e38;`);
@@ -128,49 +133,75 @@ export const flashWgsl = (c: FlashConfig): string => {
   }
   const body: string[] = [];
   const bp = (s: string) => body.push(s);
+  // Stage K (padded rows) and V of the tile as f32: converted once here, never in the inner loops.
   bp(`    workgroupBarrier();`);
   bp(`    for (var x = tid; x < ${bk * D4}u; x += ${WG}u) {`);
   bp(`      let src = kbase + min(k0 + x / ${D4}u, ${seq - 1}u) * ${D4}u + x % ${D4}u;`);
-  bp(`      Ks[(x / ${D4}u) * ${P4}u + x % ${D4}u] = K[src]; Vs[x] = V[src];`);
+  bp(`      Ks[(x / ${D4}u) * ${P4}u + x % ${D4}u] = vec4<f32>(K[src]); Vs[x] = vec4<f32>(V[src]);`);
   bp(`    }`);
   bp(`    workgroupBarrier();`);
+  // S = Q Kᵀ, TM × TN register tile.
   for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) bp(`    var s${i}_${j}: f32 = 0.0;`);
   bp(`    for (var d = 0u; d < ${D4}u; d++) {`);
   for (let i = 0; i < TM; i++) {
     const qi = c.qShared ? `Qs[(rg * ${TM}u + ${i}u) * ${P4}u + d]` : `Q[qbase + rl${i} * ${D4}u + d]`;
     bp(`      let a${i} = vec4<f32>(${qi});`);
   }
-  for (let j = 0; j < TN; j++) bp(`      let b${j} = vec4<f32>(Ks[(${j}u * 8u + cg) * ${P4}u + d]);`);
+  for (let j = 0; j < TN; j++) bp(`      let b${j} = Ks[(${j}u * 8u + cg) * ${P4}u + d];`);
   for (let i = 0; i < TM; i++) {
-    for (let j = 0; j < TN; j++) bp(`      s${i}_${j} = s${i}_${j} + dot(a${i}, b${j});`);
+    for (let j = 0; j < TN; j++) bp(`      s${i}_${j} = fma(a${i}.x, b${j}.x, s${i}_${j});`);
+    for (let j = 0; j < TN; j++) bp(`      s${i}_${j} = fma(a${i}.y, b${j}.y, s${i}_${j});`);
+    for (let j = 0; j < TN; j++) bp(`      s${i}_${j} = fma(a${i}.z, b${j}.z, s${i}_${j});`);
+    for (let j = 0; j < TN; j++) bp(`      s${i}_${j} = fma(a${i}.w, b${j}.w, s${i}_${j});`);
   }
   bp(`    }`);
+  // Scale into log2 units; mask (causal / past the end) only where the tile reaches the diagonal or the end.
+  bp(`    let edge = k0 + ${bk - 1}u > q0 || k0 + ${bk}u > ${seq}u;`);
   for (let j = 0; j < TN; j++) bp(`    let key${j} = k0 + ${j}u * 8u + cg;`);
   for (let i = 0; i < TM; i++) {
     for (let j = 0; j < TN; j++) {
       bp(
-        `    Ps[(rg * ${TM}u + ${i}u) * ${bk}u + ${j}u * 8u + cg] = select(NEG, s${i}_${j} * ${sc}, key${j} <= row${i} && key${j} < ${seq}u);`,
+        `    s${i}_${j} = select(s${i}_${j} * ${sc}, NEG, edge && (key${j} > row${i} || key${j} >= ${seq}u));`,
       );
     }
   }
+  // Row max: partial over own keys → Mx[row][cg] → max of the 8 partials.
+  for (let i = 0; i < TM; i++) {
+    const terms = Array.from({ length: TN }, (_, j) => `s${i}_${j}`);
+    let e = terms[0];
+    for (let j = 1; j < TN; j++) e = `max(${e}, ${terms[j]})`;
+    bp(`    Mx[(rg * ${TM}u + ${i}u) * 2u + cg / 4u][cg % 4u] = ${e};`);
+  }
   bp(`    workgroupBarrier();`);
   for (let i = 0; i < TM; i++) {
-    bp(`    var mt${i}: f32 = m${i};`);
     bp(
-      `    for (var kk = 0u; kk < ${bk}u; kk++) { mt${i} = max(mt${i}, Ps[(rg * ${TM}u + ${i}u) * ${bk}u + kk]); }`,
+      `    let mxa${i} = Mx[(rg * ${TM}u + ${i}u) * 2u]; let mxb${i} = Mx[(rg * ${TM}u + ${i}u) * 2u + 1u];`,
     );
-    bp(`    let al${i} = exp2(m${i} - mt${i}); m${i} = mt${i}; l${i} = l${i} * al${i};`);
+    bp(`    let mx${i} = max(max(mxa${i}, mxb${i}), vec4<f32>(m${i}));`);
+    bp(`    let mt${i} = max(max(mx${i}.x, mx${i}.y), max(mx${i}.z, mx${i}.w));`);
+    bp(`    let al${i} = exp2(m${i} - mt${i}); m${i} = mt${i};`);
+    for (let j = 0; j < TN; j++) {
+      bp(`    let p${i}_${j} = select(0.0, exp2(s${i}_${j} - mt${i}), s${i}_${j} > -1.0e38);`);
+    }
+    let sum = `p${i}_0`;
+    for (let j = 1; j < TN; j++) sum = `${sum} + p${i}_${j}`;
+    bp(`    l${i} = l${i} * al${i} + (${sum});`);
     for (let v = 0; v < TV; v++) bp(`    o${i}_${v} = o${i}_${v} * al${i};`);
+    for (let j = 0; j < TN; j++) {
+      bp(`    Ps[(rg * ${TM}u + ${i}u) * ${BK4}u + ${j * 2}u + cg / 4u][cg % 4u] = p${i}_${j};`);
+    }
   }
-  bp(`    for (var kk = 0u; kk < ${bk}u; kk++) {`);
-  for (let i = 0; i < TM; i++) {
-    bp(`      let sv${i} = Ps[(rg * ${TM}u + ${i}u) * ${bk}u + kk];`);
-    bp(`      let p${i} = select(0.0, exp2(sv${i} - m${i}), sv${i} > -1.0e38);`);
-    bp(`      l${i} = l${i} + p${i};`);
-  }
-  for (let v = 0; v < TV; v++) {
-    bp(`      let v${v} = vec4<f32>(Vs[kk * ${D4}u + ${v}u * 8u + cg]);`);
-    for (let i = 0; i < TM; i++) bp(`      o${i}_${v} = fma(vec4<f32>(p${i}), v${v}, o${i}_${v});`);
+  bp(`    workgroupBarrier();`);
+  // O += P V: 4 keys per step, P read as vec4, V columns v·8 + cg.
+  bp(`    for (var kq = 0u; kq < ${BK4}u; kq++) {`);
+  for (let i = 0; i < TM; i++) bp(`      let pv${i} = Ps[(rg * ${TM}u + ${i}u) * ${BK4}u + kq];`);
+  for (const [cc, comp] of ["x", "y", "z", "w"].entries()) {
+    for (let v = 0; v < TV; v++) {
+      bp(`      let v${comp}${v} = Vs[(kq * 4u + ${cc}u) * ${D4}u + ${v}u * 8u + cg];`);
+      for (let i = 0; i < TM; i++) {
+        bp(`      o${i}_${v} = fma(vec4<f32>(pv${i}.${comp}), v${comp}${v}, o${i}_${v});`);
+      }
+    }
   }
   bp(`    }`);
 
@@ -199,15 +230,21 @@ export const flashWgsl = (c: FlashConfig): string => {
     p(`    }`);
     p(`  }`);
   }
+  // Row sums: reduce the 8 per-invocation partials through Mx.
+  p(`  workgroupBarrier();`);
+  for (let i = 0; i < TM; i++) p(`  Mx[(rg * ${TM}u + ${i}u) * 2u + cg / 4u][cg % 4u] = l${i};`);
+  p(`  workgroupBarrier();`);
   for (let i = 0; i < TM; i++) {
+    p(`  let ls${i} = Mx[(rg * ${TM}u + ${i}u) * 2u] + Mx[(rg * ${TM}u + ${i}u) * 2u + 1u];`);
+    p(`  let lt${i} = (ls${i}.x + ls${i}.y) + (ls${i}.z + ls${i}.w);`);
     p(`  if (row${i} < ${seq}u) {`);
-    p(`    let inv${i} = select(0.0, 1.0 / l${i}, l${i} > 0.0);`);
+    p(`    let inv${i} = select(0.0, 1.0 / lt${i}, lt${i} > 0.0);`);
     for (let v = 0; v < TV; v++) {
       p(`    O[qbase + row${i} * ${D4}u + ${v}u * 8u + cg] = o${i}_${v} * inv${i};`);
     }
-    p(`    if (cg == 0u) { LSE[h * ${seq}u + row${i}] = select(NEG, (m${i} + log2(l${i})) * ${
+    p(`    if (cg == 0u) { LSE[h * ${seq}u + row${i}] = select(NEG, (m${i} + log2(lt${i})) * ${
       f(Math.LN2)
-    }, l${i} > 0.0); }`);
+    }, lt${i} > 0.0); }`);
     p(`  }`);
   }
   p(`}`);

@@ -12,6 +12,12 @@
  * H200). An invocation's column groups are interleaved (`c·(BN/TN) + tx`) so neighbouring invocations read
  * neighbouring `vec4`s of the B tile.
  *
+ * Software pipelining (`pipeline: true`): each invocation prefetches its share of the next K step's A and B
+ * tiles from global memory into registers (`pf_*`, one unrolled variable per load slot) before computing the
+ * current step, then stores them into the other half of double-buffered workgroup memory; one barrier per K
+ * step instead of two, and the global-load latency overlaps the FMAs (the classic GEMM prefetch, e.g. CUTLASS's
+ * two-stage mainloop). Costs twice the workgroup memory (`matmulWorkgroupBytes`) and the prefetch registers.
+ *
  * Boundary handling: the general variant checks every global load (zero padding) and store, so any
  * `M, N, K ≥ 1` works. The `aligned` variant assumes `M % BM == 0`, `N % BN == 0`, `K % BK == 0` and uses
  * `vec4` global loads and stores with no checks; use `matmulFits` to pick it.
@@ -57,6 +63,12 @@ export interface MatmulOptions {
   readonly threadN?: number;
   /** Assume tile-aligned sizes (see module doc); default false. */
   readonly aligned?: boolean;
+  /**
+   * Software pipelining; default false. Registers prefetch the next K step's tiles from global memory while
+   * the current step computes, and workgroup memory is double-buffered (twice the bytes), so each K step
+   * has one barrier instead of two and the global-load latency overlaps the FMAs.
+   */
+  readonly pipeline?: boolean;
 }
 
 /** The resolved options (every field set). */
@@ -73,12 +85,19 @@ export const matmulConfig = (o: MatmulOptions): MatmulConfig => ({
   threadM: o.threadM ?? 4,
   threadN: o.threadN ?? 4,
   aligned: o.aligned ?? false,
+  pipeline: o.pipeline ?? false,
 });
 
 /** Whether the `aligned` variant of `o` can run `sizes` (tile-aligned M, N, K). */
 export const matmulFits = (o: MatmulOptions, s: MatmulSizes): boolean => {
   const c = matmulConfig(o);
   return s.M % c.tileM === 0 && s.N % c.tileN === 0 && s.K % c.tileK === 0;
+};
+
+/** Workgroup memory of a configuration (bytes): the A and B tiles, twice when pipelined. */
+export const matmulWorkgroupBytes = (o: MatmulOptions): number => {
+  const c = matmulConfig(o);
+  return (c.tileM + c.tileN) * c.tileK * (c.accum === "f16" ? 2 : 4) * (c.pipeline ? 2 : 1);
 };
 
 /** FLOPs of one matmul (a multiply-add counts 2). */
@@ -97,7 +116,7 @@ const comp = ["x", "y", "z", "w"];
 
 /** Generate the WGSL source of a matmul configuration (exported for inspection and tests). */
 export const matmulWgsl = (c: MatmulConfig): string => {
-  const { tileM: BM, tileN: BN, tileK: BK, threadM: TM, threadN: TN, aligned, transB } = c;
+  const { tileM: BM, tileN: BN, tileK: BK, threadM: TM, threadN: TN, aligned, transB, pipeline } = c;
   const ST = c.dtype;
   const CT = c.accum;
   const TX = BN / TN;
@@ -105,6 +124,7 @@ export const matmulWgsl = (c: MatmulConfig): string => {
   const T = TX * TY;
   const BM4 = BM / 4;
   const BN4 = BN / 4;
+  const nbuf = pipeline ? 2 : 1;
   const arr = aligned ? `vec4<${ST}>` : ST;
   const L: string[] = [];
   L.push(prelude(ST, CT));
@@ -113,8 +133,8 @@ export const matmulWgsl = (c: MatmulConfig): string => {
   L.push(`@group(0) @binding(1) var<storage, read> B: array<${arr}>;`);
   L.push(`@group(0) @binding(2) var<storage, read_write> C: array<${arr}>;`);
   L.push("@group(0) @binding(3) var<uniform> P: Params;");
-  L.push(`var<workgroup> As: array<vec4<${CT}>, ${BK * BM4}>;`);
-  L.push(`var<workgroup> Bs: array<vec4<${CT}>, ${BK * BN4}>;`);
+  L.push(`var<workgroup> As: array<vec4<${CT}>, ${nbuf * BK * BM4}>;`);
+  L.push(`var<workgroup> Bs: array<vec4<${CT}>, ${nbuf * BK * BN4}>;`);
   L.push("");
   L.push(`@compute @workgroup_size(${TX}, ${TY}, 1)`);
   L.push("fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,");
@@ -130,92 +150,154 @@ export const matmulWgsl = (c: MatmulConfig): string => {
   for (let i = 0; i < TM; i++) {
     for (let q = 0; q < TN / 4; q++) L.push(`  var acc_${i}_${q} = vec4<${CT}>();`);
   }
-  L.push(`  for (var k0 = 0u; k0 < P.K; k0 += ${BK}u) {`);
-  // Stage tiles. `loads(total, body)` spreads `total` items over the T invocations, unrolled.
-  const loads = (total: number, body: (idx: string) => string[]) => {
-    const n = Math.ceil(total / T);
-    for (let l = 0; l < n; l++) {
-      const guard = (l + 1) * T > total;
-      L.push(`    {`);
-      L.push(`      let idx = lid + ${l * T}u;`);
-      if (guard) L.push(`      if (idx < ${total}u) {`);
-      for (const s of body("idx")) L.push(`      ${guard ? "  " : ""}${s}`);
-      if (guard) L.push("      }");
+  /**
+   * One staging slot: `pre` computes tile indices from `idx`, `load` defines `v` (the value read from global
+   * memory at K offset `kb`), `put(base)` stores `v` into workgroup memory at tile buffer offset `base`.
+   */
+  interface Slot {
+    readonly total: number;
+    readonly l: number;
+    readonly type: string;
+    readonly pre: string[];
+    readonly load: string[];
+    readonly put: (aBase: string, bBase: string) => string[];
+  }
+  const slots: Slot[] = [];
+  const addSlots = (
+    total: number,
+    type: string,
+    body: { pre: string[]; load: string[]; put: (aBase: string, bBase: string) => string[] },
+  ) => {
+    for (let l = 0; l < Math.ceil(total / T); l++) slots.push({ total, l, type, ...body });
+  };
+  /** Store a K-contiguous vec4 `v` of row/col `r` (within a tile of width W4 vec4s) transposed. */
+  const scatter = (tile: string, base: string, W4: number, r: string, q: string, v: string) =>
+    comp.map((e, j) => `${tile}[${base}(${q} * 4u + ${j}u) * ${W4}u + ${r} / 4u][${r} % 4u] = ${v}.${e};`);
+  const V4 = `vec4<${CT}>`;
+  if (aligned) {
+    addSlots(BM * BK / 4, V4, {
+      pre: [`let r = idx / ${BK / 4}u;`, `let q = idx % ${BK / 4}u;`],
+      load: [`let v = ${V4}(A[(row0 + r) * K4 + kb / 4u + q]);`],
+      put: (a) => scatter("As", a, BM4, "r", "q", "v"),
+    });
+    if (transB) {
+      addSlots(BN * BK / 4, V4, {
+        pre: [`let n = idx / ${BK / 4}u;`, `let q = idx % ${BK / 4}u;`],
+        load: [`let v = ${V4}(B[(col0 + n) * K4 + kb / 4u + q]);`],
+        put: (_a, b) => scatter("Bs", b, BN4, "n", "q", "v"),
+      });
+    } else {
+      addSlots(BK * BN / 4, V4, {
+        pre: [`let kk = idx / ${BN4}u;`, `let q = idx % ${BN4}u;`],
+        load: [`let v = ${V4}(B[(kb + kk) * N4 + col0 / 4u + q]);`],
+        put: (_a, b) => [`Bs[${b}kk * ${BN4}u + q] = v;`],
+      });
+    }
+  } else {
+    addSlots(BM * BK, CT, {
+      pre: [`let r = idx / ${BK}u;`, `let kk = idx % ${BK}u;`],
+      load: [
+        `let gr = row0 + r;`,
+        `let gk = kb + kk;`,
+        `var v = ${CT}(0);`,
+        `if (gr < P.M && gk < P.K) { v = ${CT}(A[gr * P.K + gk]); }`,
+      ],
+      put: (a) => [`As[${a}kk * ${BM4}u + r / 4u][r % 4u] = v;`],
+    });
+    if (transB) {
+      addSlots(BN * BK, CT, {
+        pre: [`let n = idx / ${BK}u;`, `let kk = idx % ${BK}u;`],
+        load: [
+          `let gn = col0 + n;`,
+          `let gk = kb + kk;`,
+          `var v = ${CT}(0);`,
+          `if (gn < P.N && gk < P.K) { v = ${CT}(B[gn * P.K + gk]); }`,
+        ],
+        put: (_a, b) => [`Bs[${b}kk * ${BN4}u + n / 4u][n % 4u] = v;`],
+      });
+    } else {
+      addSlots(BK * BN, CT, {
+        pre: [`let kk = idx / ${BN}u;`, `let n = idx % ${BN}u;`],
+        load: [
+          `let gn = col0 + n;`,
+          `let gk = kb + kk;`,
+          `var v = ${CT}(0);`,
+          `if (gn < P.N && gk < P.K) { v = ${CT}(B[gk * P.N + gn]); }`,
+        ],
+        put: (_a, b) => [`Bs[${b}kk * ${BN4}u + n / 4u][n % 4u] = v;`],
+      });
+    }
+  }
+  /** Emit every slot at `indent`: `mode` "both" (load and store), "fetch" (into pf_s) or "stash" (from pf_s). */
+  const stage = (indent: string, mode: "both" | "fetch" | "stash", aBase = "", bBase = "") => {
+    slots.forEach((s, si) => {
+      const guard = (s.l + 1) * T > s.total;
+      const I = indent + (guard ? "    " : "  ");
+      L.push(`${indent}{`);
+      L.push(`${indent}  let idx = lid + ${s.l * T}u;`);
+      if (guard) L.push(`${indent}  if (idx < ${s.total}u) {`);
+      for (const x of s.pre) L.push(I + x);
+      if (mode !== "stash") { for (const x of s.load) L.push(I + x); }
+      if (mode === "fetch") L.push(`${I}pf_${si} = v;`);
+      if (mode === "stash") L.push(`${I}let v = pf_${si};`);
+      if (mode !== "fetch") { for (const x of s.put(aBase, bBase)) L.push(I + x); }
+      if (guard) L.push(`${indent}  }`);
+      L.push(`${indent}}`);
+    });
+  };
+  /** The unrolled K step and register tile, reading the tiles at buffer offsets `aBase`, `bBase`. */
+  const compute = (aBase: string, bBase: string) => {
+    for (let kk = 0; kk < BK; kk++) {
+      L.push("    {");
+      for (let q = 0; q < TM / 4; q++) {
+        L.push(`      let a${q} = As[${aBase}${kk * BM4}u + ty * ${TM / 4}u + ${q}u];`);
+      }
+      for (let q = 0; q < TN / 4; q++) L.push(`      let b${q} = Bs[${bBase}${kk * BN4 + q * TX}u + tx];`);
+      for (let i = 0; i < TM; i++) {
+        const a = `a${Math.floor(i / 4)}.${comp[i % 4]}`;
+        for (let q = 0; q < TN / 4; q++) {
+          L.push(`      acc_${i}_${q} = fma(${V4}(${a}), b${q}, acc_${i}_${q});`);
+        }
+      }
       L.push("    }");
     }
   };
-  /** Store a K-contiguous vec4 `v` of row/col `r` (within a tile of width W4 vec4s) transposed. */
-  const scatter = (tile: string, W4: number, r: string, q: string, v: string) =>
-    comp.map((e, j) => `${tile}[(${q} * 4u + ${j}u) * ${W4}u + ${r} / 4u][${r} % 4u] = ${v}.${e};`);
-  if (aligned) {
-    loads(BM * BK / 4, (idx) => [
-      `let r = ${idx} / ${BK / 4}u;`,
-      `let q = ${idx} % ${BK / 4}u;`,
-      `let v = vec4<${CT}>(A[(row0 + r) * K4 + k0 / 4u + q]);`,
-      ...scatter("As", BM4, "r", "q", "v"),
-    ]);
-    if (transB) {
-      loads(BN * BK / 4, (idx) => [
-        `let n = ${idx} / ${BK / 4}u;`,
-        `let q = ${idx} % ${BK / 4}u;`,
-        `let v = vec4<${CT}>(B[(col0 + n) * K4 + k0 / 4u + q]);`,
-        ...scatter("Bs", BN4, "n", "q", "v"),
-      ]);
-    } else {
-      loads(BK * BN / 4, (idx) => [
-        `let kk = ${idx} / ${BN4}u;`,
-        `let q = ${idx} % ${BN4}u;`,
-        `Bs[kk * ${BN4}u + q] = vec4<${CT}>(B[(k0 + kk) * N4 + col0 / 4u + q]);`,
-      ]);
-    }
+  if (!pipeline) {
+    L.push(`  for (var k0 = 0u; k0 < P.K; k0 += ${BK}u) {`);
+    L.push("    let kb = k0;");
+    stage("    ", "both");
+    L.push("    workgroupBarrier();");
+    compute("", "");
+    L.push("    workgroupBarrier();");
+    L.push("  }");
   } else {
-    loads(BM * BK, (idx) => [
-      `let r = ${idx} / ${BK}u;`,
-      `let kk = ${idx} % ${BK}u;`,
-      `let gr = row0 + r;`,
-      `let gk = k0 + kk;`,
-      `var v = ${CT}(0);`,
-      `if (gr < P.M && gk < P.K) { v = ${CT}(A[gr * P.K + gk]); }`,
-      `As[kk * ${BM4}u + r / 4u][r % 4u] = v;`,
-    ]);
-    if (transB) {
-      loads(BN * BK, (idx) => [
-        `let n = ${idx} / ${BK}u;`,
-        `let kk = ${idx} % ${BK}u;`,
-        `let gn = col0 + n;`,
-        `let gk = k0 + kk;`,
-        `var v = ${CT}(0);`,
-        `if (gn < P.N && gk < P.K) { v = ${CT}(B[gn * P.K + gk]); }`,
-        `Bs[kk * ${BN4}u + n / 4u][n % 4u] = v;`,
-      ]);
-    } else {
-      loads(BK * BN, (idx) => [
-        `let kk = ${idx} / ${BN}u;`,
-        `let n = ${idx} % ${BN}u;`,
-        `let gn = col0 + n;`,
-        `let gk = k0 + kk;`,
-        `var v = ${CT}(0);`,
-        `if (gn < P.N && gk < P.K) { v = ${CT}(B[gk * P.N + gn]); }`,
-        `Bs[kk * ${BN4}u + n / 4u][n % 4u] = v;`,
-      ]);
-    }
-  }
-  L.push("    workgroupBarrier();");
-  // Unrolled K step and register tile.
-  for (let kk = 0; kk < BK; kk++) {
-    L.push("    {");
-    for (let q = 0; q < TM / 4; q++) L.push(`      let a${q} = As[${kk * BM4}u + ty * ${TM / 4}u + ${q}u];`);
-    for (let q = 0; q < TN / 4; q++) L.push(`      let b${q} = Bs[${kk * BN4 + q * TX}u + tx];`);
-    for (let i = 0; i < TM; i++) {
-      const a = `a${Math.floor(i / 4)}.${comp[i % 4]}`;
-      for (let q = 0; q < TN / 4; q++) {
-        L.push(`      acc_${i}_${q} = fma(vec4<${CT}>(${a}), b${q}, acc_${i}_${q});`);
-      }
-    }
+    // Prologue: tile 0 into buffer 0. Loop: prefetch tile k+1 into registers, compute tile k from buffer
+    // `cur`, stash the prefetched tile into buffer 1 - cur, one barrier (see MatmulOptions.pipeline).
+    slots.forEach((s, si) => L.push(`  var pf_${si}: ${s.type};`));
+    L.push("  {");
+    L.push("    let kb = 0u;");
+    stage("    ", "both");
+    L.push("  }");
+    L.push("  workgroupBarrier();");
+    L.push("  var cur = 0u;");
+    L.push(`  for (var k0 = 0u; k0 < P.K; k0 += ${BK}u) {`);
+    L.push(`    let kb = k0 + ${BK}u;`);
+    L.push("    let more = kb < P.K;");
+    L.push("    if (more) {");
+    stage("      ", "fetch");
     L.push("    }");
+    L.push(`    let ar = cur * ${BK * BM4}u;`);
+    L.push(`    let br = cur * ${BK * BN4}u;`);
+    compute("ar + ", "br + ");
+    L.push("    if (more) {");
+    L.push(`      let aw = (1u - cur) * ${BK * BM4}u;`);
+    L.push(`      let bw = (1u - cur) * ${BK * BN4}u;`);
+    stage("      ", "stash", "aw + ", "bw + ");
+    L.push("    }");
+    L.push("    cur = 1u - cur;");
+    L.push("    workgroupBarrier();");
+    L.push("  }");
   }
-  L.push("    workgroupBarrier();");
-  L.push("  }");
   // Store.
   for (let i = 0; i < TM; i++) {
     L.push(`  {`);
@@ -284,7 +366,7 @@ export const matmul = (options: MatmulOptions): Effect.Effect<KernelPlan<MatmulS
   const kernel: Kernel = {
     key: `matmul.${c.dtype}.acc-${c.accum}.${c.transB ? "bt" : "bn"}.${BM}x${BN}x${BK}.${TM}x${TN}.${
       c.aligned ? "aligned" : "general"
-    }`,
+    }${c.pipeline ? ".pipe" : ""}`,
     wgsl,
     entryPoint: "main",
     bindings: ["read", "read", "read_write", "uniform"],

@@ -114,6 +114,8 @@ export const estimateReference = (
 
 /** Key blocks whose scores are reduced together (one pair of barriers per batch). */
 const NB = 8;
+/** Unroll the head-dim loop of the int4 products (see benchmarks/device/NOTES.md, estimation kernel v2). */
+const UNROLL = Deno.env.get("EST_UNROLL") !== "0";
 
 const estimateWgsl = (
   p: SaleParams,
@@ -147,12 +149,12 @@ var<workgroup> Ps: array<f32, ${bq * bk}>;
 var<workgroup> red: array<f32, ${NB * 128}>;
 var<workgroup> red2: array<f32, ${NB * 16}>;
 const NEG: f32 = -3.0e38;
-fn nib8(word: u32, half: u32) -> u32 {
-  let w = i32(word);
-  let b = half * 16u;
-  return pack4xI8(vec4<i32>(extractBits(w, b, 4u), extractBits(w, b + 4u, 4u), extractBits(w, b + 8u, 4u), extractBits(w, b + 12u, 4u)));
+// 16 int4 codes (two words, low nibble first) -> four int8x4 words holding 16 * code: each nibble moved to the
+// high half of its byte (two's complement int8 = 16 * code), even nibbles in .x/.z, odd ones in .y/.w; Q and K
+// use the same order, so a dot over the 16 lanes is exactly 256 * (the int4 dot).
+fn unpack16(w0: u32, w1: u32) -> vec4<u32> {
+  return vec4<u32>((w0 << 4u) & 0xf0f0f0f0u, w0 & 0xf0f0f0f0u, (w1 << 4u) & 0xf0f0f0f0u, w1 & 0xf0f0f0f0u);
 }
-fn unpack16(w0: u32, w1: u32) -> vec4<u32> { return vec4<u32>(nib8(w0, 0u), nib8(w0, 1u), nib8(w1, 0u), nib8(w1, 1u)); }
 fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
   return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y) + dot4I8Packed(a.z, b.z) + dot4I8Packed(a.w, b.w);
 }
@@ -218,7 +220,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let wi = (h * ${seq}u + rr) * ${D / 8}u + (x % ${D16}u) * 2u;
     W[(x / ${D16}u) * ${P16}u + x % ${D16}u] = unpack16(QQ[wi], QQ[wi + 1u]);
   }
-  for (var kb = ${p.sinkBlocks}u; kb < locStart; kb++) {
+  let qmkBase = h * ${seq}u + cg;`);
+  for (let i = 0; i < TM; i++) o(`  let aBase${i} = (rg * ${TM}u + ${i}u) * ${P16}u;`);
+  for (let j = 0; j < TN; j++) o(`  let bBase${j} = ${bq * P16}u + (${j}u * 8u + cg) * ${P16}u;`);
+  o(`  for (var kb = ${p.sinkBlocks}u; kb < locStart; kb++) {
     let k0 = kb * ${bk}u;
     let slot = (kb - ${p.sinkBlocks}u) % ${NB}u;
     workgroupBarrier();
@@ -229,22 +234,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();`);
   for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) o(`    var c${i}_${j}: i32 = 0;`);
-  o(`    for (var w = 0u; w < ${D16}u; w++) {`);
-  for (let i = 0; i < TM; i++) o(`      let a${i} = W[(rg * ${TM}u + ${i}u) * ${P16}u + w];`);
-  for (let j = 0; j < TN; j++) o(`      let b${j} = W[${bq * P16}u + (${j}u * 8u + cg) * ${P16}u + w];`);
-  for (let i = 0; i < TM; i++) {
-    for (let j = 0; j < TN; j++) o(`      c${i}_${j} = c${i}_${j} + dot16(a${i}, b${j});`);
-  }
-  o(`    }`);
-  o(`    let sk = SK[kvh * ${geo.kBlocks}u + kb];`);
-  o(`    var best: f32 = NEG;`);
-  for (let j = 0; j < TN; j++) {
-    o(`    let key${j} = min(k0 + ${j}u * 8u + cg, ${seq - 1}u); let qm${j} = QMK[h * ${seq}u + key${j}];`);
-  }
-  for (let i = 0; i < TM; i++) {
-    for (let j = 0; j < TN; j++) {
-      o(`    if (row${i} < ${seq}u && k0 + ${j}u * 8u + cg < ${seq}u) { best = max(best, (f32(c${i}_${j}) * sq${i} * sk + qm${j}) * ${sc} - L${i}); }`);
+  if (UNROLL) {
+    // head-dim loop unrolled (constant workgroup-memory offsets, no loop counter)
+    for (let w = 0; w < D16; w++) {
+      for (let i = 0; i < TM; i++) o(`    let a${i}_${w} = W[aBase${i} + ${w}u];`);
+      for (let j = 0; j < TN; j++) o(`    let b${j}_${w} = W[bBase${j} + ${w}u];`);
+      for (let i = 0; i < TM; i++) {
+        for (let j = 0; j < TN; j++) o(`    c${i}_${j} = c${i}_${j} + dot16(a${i}_${w}, b${j}_${w});`);
+      }
     }
+  } else {
+    o(`    for (var w = 0u; w < ${D16}u; w++) {`);
+    for (let i = 0; i < TM; i++) o(`      let a${i} = W[aBase${i} + w];`);
+    for (let j = 0; j < TN; j++) o(`      let b${j} = W[bBase${j} + w];`);
+    for (let i = 0; i < TM; i++) {
+      for (let j = 0; j < TN; j++) o(`      c${i}_${j} = c${i}_${j} + dot16(a${i}, b${j});`);
+    }
+    o(`    }`);
+  }
+  // Middle blocks lie strictly before the local window, hence before the diagonal: every key is < q0 <= row
+  // and < seq, so no causal or length test is needed. Rows past seq (last query block) were loaded clamped to
+  // row seq-1 and got that row's L in phase A, so they repeat its values and leave the maximum unchanged.
+  // Log domain, one fma per element: (c * sq * sk + qmk) * scale * log2(e) - L, with the 1/256 of the int8
+  // lanes folded into the per-row factor.
+  o(`    let sk = SK[kvh * ${geo.kBlocks}u + kb] * ${
+    (effectiveScale(p.scale, D) * Math.LOG2E / 256).toPrecision(9)
+  };`);
+  for (let j = 0; j < TN; j++) o(`    let qm${j} = QMK[qmkBase + k0 + ${j * 8}u] * ${sc};`);
+  o(`    let al = sq0 * sk;`); // one Q scale per (head, query block)
+  for (let i = 0; i < TM; i++) {
+    const terms = Array.from({ length: TN }, (_, j) => `fma(f32(c${i}_${j}), al, qm${j})`);
+    let e = terms[0];
+    for (let j = 1; j < TN; j++) e = `max(${e}, ${terms[j]})`;
+    o(`    let rb${i} = ${e} - L${i};`);
+  }
+  {
+    let e = "rb0";
+    for (let i = 1; i < TM; i++) e = `max(${e}, rb${i})`;
+    o(`    let best = ${e};`);
   }
   o(`    red[slot * 128u + tid] = best;
     if (slot == ${NB - 1}u || kb + 1u == locStart) {
@@ -350,7 +377,7 @@ export const makeSaleEstimate = <D extends "f32" | "f16">(dtype: D): Operator<Sa
       if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
       const g = saleGeometry(seq, p);
       const key =
-        `sale.estimate:${H}/${Hk}:${seq}x${d}:${dtype}:${p.blockQ}x${p.blockK}:s${p.sinkBlocks}:l${g.localBlocks}:` +
+        `sale.estimate.v2:${H}/${Hk}:${seq}x${d}:${dtype}:${p.blockQ}x${p.blockK}:s${p.sinkBlocks}:l${g.localBlocks}:` +
         `${effectiveScale(p.scale, d)}`;
       return {
         workspaces: {},

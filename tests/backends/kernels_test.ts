@@ -49,6 +49,20 @@ const matmulVariants: { label: string; o: K.MatmulOptions }[] = [
     label: "f16 acc-f32 Bt 32x64x5 4x8",
     o: { dtype: "f16", transB: true, tileM: 32, tileN: 64, tileK: 5, threadN: 8 },
   },
+  { label: "f32 64x64x8 4x4 pipelined", o: { dtype: "f32", pipeline: true } },
+  {
+    label: "f16 acc-f16 Bt 32x64x5 4x8 pipelined",
+    o: {
+      dtype: "f16",
+      accum: "f16",
+      transB: true,
+      tileM: 32,
+      tileN: 64,
+      tileK: 5,
+      threadN: 8,
+      pipeline: true,
+    },
+  },
 ];
 
 /** Aligned variants run on tile-aligned sizes only. */
@@ -95,6 +109,45 @@ const alignedVariants: { label: string; o: K.MatmulOptions; shapes: [number, num
     label: "f16 aligned acc-f32 Bt 64x64x16 8x8",
     o: { dtype: "f16", aligned: true, transB: true, tileK: 16, threadM: 8, threadN: 8 },
     shapes: [[128, 64, 32]],
+  },
+  {
+    label: "f32 aligned 128x128x16 8x8 pipelined",
+    o: {
+      dtype: "f32",
+      aligned: true,
+      tileM: 128,
+      tileN: 128,
+      tileK: 16,
+      threadM: 8,
+      threadN: 8,
+      pipeline: true,
+    },
+    shapes: [[128, 256, 48], [256, 128, 16]],
+  },
+  {
+    label: "f32 aligned Bt 64x64x8 4x4 pipelined",
+    o: { dtype: "f32", aligned: true, transB: true, pipeline: true },
+    shapes: [[64, 128, 40]],
+  },
+  {
+    label: "f16 aligned acc-f16 128x128x32 16x8 pipelined",
+    o: {
+      dtype: "f16",
+      accum: "f16",
+      aligned: true,
+      tileM: 128,
+      tileN: 128,
+      tileK: 32,
+      threadM: 16,
+      threadN: 8,
+      pipeline: true,
+    },
+    shapes: [[128, 128, 96]],
+  },
+  {
+    label: "f16 aligned acc-f32 64x64x16 8x8 pipelined",
+    o: { dtype: "f16", aligned: true, tileK: 16, threadM: 8, threadN: 8, pipeline: true },
+    shapes: [[128, 64, 48]],
   },
 ];
 
@@ -305,4 +358,22 @@ test("kernels: generated register tiles are unrolled (no runtime-indexed functio
   assert.ok(!/var\s+\w+\s*:\s*array</.test(plan.kernel.wgsl.replace(/var<workgroup>[^;]*;/g, "")));
   assert.equal((plan.kernel.wgsl.match(/var acc_\d+_\d+/g) ?? []).length, 8 * 2);
   assert.ok(!/for \(var kk/.test(plan.kernel.wgsl));
+  const o: K.MatmulOptions = {
+    dtype: "f16",
+    accum: "f16",
+    aligned: true,
+    tileM: 128,
+    tileN: 128,
+    tileK: 32,
+    threadM: 16,
+    threadN: 8,
+    pipeline: true,
+  };
+  const pipe = Effect.runSync(K.matmul(o)).kernel.wgsl;
+  assert.ok(!/var\s+\w+\s*:\s*array</.test(pipe.replace(/var<workgroup>[^;]*;/g, "")));
+  assert.equal((pipe.match(/var acc_\d+_\d+/g) ?? []).length, 16 * 2);
+  // 8 A + 8 B prefetch slots of 128 invocations; one barrier in the loop (plus the prologue's)
+  assert.equal((pipe.match(/var pf_\d+: vec4<f16>;/g) ?? []).length, 16);
+  assert.equal((pipe.match(/workgroupBarrier\(\)/g) ?? []).length, 2);
+  assert.equal(K.matmulWorkgroupBytes(o), 2 * (128 + 128) * 32 * 2);
 });

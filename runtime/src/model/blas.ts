@@ -6,14 +6,16 @@
  * `openblas-pthread/` path, `libcblas.so.3`). `LONGCTX_BLAS=none` forces the TypeScript fallback.
  *
  * Kernel choice: OpenBLAS's `DYNAMIC_ARCH` build reads `OPENBLAS_CORETYPE` when the library loads. Version
- * 0.3.21 (Debian 12) detects this project's virtualised Sapphire Rapids CPU as `Prescott` (SSE3 kernels,
- * ~23 GFLOP/s on the model's weight GEMMs) although it has AVX-512. When the variable is unset and
- * `/proc/cpuinfo` lists avx512f/bw/dq/vl, {@link loadSgemm} sets it to `SkylakeX` before opening the library
- * (~100–130 GFLOP/s, one thread; `deno run -A` on the 2-core dev machine). Set `OPENBLAS_CORETYPE` yourself to
- * override; the kernel in use is part of {@link Sgemm.name}. It also sets `OPENBLAS_THREAD_TIMEOUT=4` when
- * unset: OpenBLAS's idle threads then sleep at once instead of spinning for ~2^28 cycles after each GEMM,
- * which otherwise steals the CPU from the attention workers (`attn_pool.ts`) that run between weight GEMMs
- * (4K prefill 25–31 s → 18 s on the 2-core machine, `benchmarks/model_bench.ts`).
+ * 0.3.21 (Debian 12) detects this project's virtualised Sapphire Rapids CPU as `Prescott` (SSE3 kernels)
+ * although it has AVX-512. When the variable is unset and `/proc/cpuinfo` lists avx512f/bw/dq/vl,
+ * {@link loadSgemm} sets it to `SkylakeX` before opening the library: one layer's weight GEMMs at 4K tokens
+ * go from ~32 to 107–125 GFLOP/s (`deno run -A benchmarks/model_attention_micro.ts`, 2-core dev machine).
+ * Set `OPENBLAS_CORETYPE` yourself to override; the kernel in use is part of {@link Sgemm.name}.
+ *
+ * It also sets `OPENBLAS_THREAD_TIMEOUT=4` when unset: OpenBLAS's idle threads then sleep at once instead of
+ * spinning (default ~2^28 cycles) after each GEMM, which otherwise takes the CPU from the attention workers
+ * (`attn_pool.ts`) that run between weight GEMMs (4K prefill with the workers: 31.0 s and 26.9 s without it,
+ * 18.0 s with it; `benchmarks/model_bench.ts`, load average 3.1–3.6 vs 1.6 — the machine is shared).
  * @module
  */
 
