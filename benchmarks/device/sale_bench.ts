@@ -13,7 +13,8 @@
  * submit to `onSubmittedWorkDone`), pipelines compiled before; median of 3 runs for contexts ≤ 32K, 1 above. Contexts are skipped (and said so) when the time budget would be exceeded.
  *
  * Writes rows `{metric, value, unit, context, impl, model, backend, gpu, date, commit, command}` with metrics
- * `latency_ms` (impl ours-dense, ours-sale, ours-sale-estimation, ours-sale-sparse, sdpa-flash, sdpa-cudnn),
+ * `latency_ms` (impl ours-dense, ours-sale, ours-sale-estimation, ours-sale-sparse, sdpa-flash, sdpa-cudnn, and
+ * the estimation stage's parts from one extra run: ours-sale-estimation-{quantize,estimate,select}),
  * `speedup_vs_own_dense`, `overhead_share` (estimation / our dense), `density`, `output_rel_err` (SALE vs our
  * dense on the same inputs), `ratio_vs_cudnn` (our SALE time / cuDNN time) to `--out` (and `$OUT/sale.json` when
  * `$OUT` is set), and prints a table.
@@ -92,6 +93,10 @@ const run = async (low: GpuLowering, bufs: Map<string, GPUBuffer>): Promise<numb
   return ok ? ms : wall;
 };
 
+/** Which part of the estimation stage a kernel (by its key) belongs to. */
+const estimationPart = (key: string): "quantize" | "estimate" | "select" =>
+  key.startsWith("sale.estimate") ? "estimate" : key.startsWith("sale.select") ? "select" : "quantize";
+
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
 
 interface Row {
@@ -142,6 +147,7 @@ for (const S of contexts) {
   const denseBufs = new Map(bufs);
   denseBufs.set("out:o", alloc(gpu, HC * S * D * 4));
   let dT = 0, eT = 0, sT = 0, dens = 0, err = 0;
+  const partT = { quantize: 0, estimate: 0, select: 0 };
   const nChunks = H / HC;
   for (let c = 0; c < nChunks; c++) {
     // generate structured inputs for this chunk of heads on the device
@@ -175,6 +181,11 @@ for (const S of contexts) {
     dT += median(d);
     eT += median(e);
     sT += median(s);
+    // the estimation stage split by kernel (one run of each part; workspaces already filled above)
+    for (const part of ["quantize", "estimate", "select"] as const) {
+      const launches = plan.estimation.launches.filter((l) => estimationPart(l.kernel.key) === part);
+      partT[part] += await run({ workspaces: plan.estimation.workspaces, launches }, bufs);
+    }
     const dv = new Float32Array((await download(gpu, bufs.get("ws:density")!, HC * 4)).buffer);
     dens += dv.reduce((a, b) => a + b, 0) / HC / nChunks;
     if (c === 0) {
@@ -201,7 +212,12 @@ for (const S of contexts) {
     } TFLOP/s), estimation ${eT.toFixed(2)} ms, ` +
       `sparse ${sT.toFixed(2)} ms, density ${dens.toFixed(4)} of ${g.nnzCap} blocks/head, speedup ${
         (dT / (eT + sT)).toFixed(2)
-      }×, overhead ${(eT / dT * 100).toFixed(1)} %, rel err ${err.toExponential(2)}`,
+      }×, overhead ${(eT / dT * 100).toFixed(1)} %, rel err ${
+        err.toExponential(2)
+      }; estimation parts (1 run): ` +
+      `quantize ${partT.quantize.toFixed(2)} ms, estimate ${partT.estimate.toFixed(2)} ms, select ${
+        partT.select.toFixed(2)
+      } ms`,
   );
   rows.push(
     { metric: "latency_ms", impl: "ours-dense", context: S, value: dT, unit: "ms" },
@@ -210,6 +226,13 @@ for (const S of contexts) {
     { metric: "latency_ms", impl: "ours-sale-sparse", context: S, value: sT, unit: "ms" },
     { metric: "speedup_vs_own_dense", impl: "ours-sale", context: S, value: dT / (eT + sT), unit: "x" },
     { metric: "overhead_share", impl: "ours-sale", context: S, value: eT / dT, unit: "fraction" },
+    ...(["quantize", "estimate", "select"] as const).map((part) => ({
+      metric: "latency_ms",
+      impl: `ours-sale-estimation-${part}`,
+      context: S,
+      value: partT[part],
+      unit: "ms",
+    })),
     { metric: "density", impl: "ours-sale", context: S, value: dens, unit: "fraction" },
     { metric: "output_rel_err", impl: "ours-sale", context: S, value: err, unit: "fraction" },
   );

@@ -1,12 +1,16 @@
 /**
  * WGSL generator for causal flash attention (online softmax, GQA, LSE out), dense or block-sparse (BSR).
  *
- * One workgroup of 128 invocations owns `bq` query rows of one query head and walks key tiles of `bk` keys:
- * K and V tiles are staged in workgroup memory (in the input dtype), the raw scores of the tile go through
- * workgroup memory once for the row max, and each invocation keeps an unrolled register tile of
- * `bq/16` rows × `bk/8` scores and `bq/16` rows × `headDim/32` vec4 output columns; loads are vec4 (the register tiles are written
- * out as scalar variables by this generator; runtime-indexed arrays are much slower on NVIDIA). Scores and
- * accumulation are f32; inputs may be f16 (`enable f16`).
+ * One workgroup of 128 invocations owns `bq` query rows of one query head and walks key tiles of `bk` keys
+ * (only tiles left of the diagonal; the causal mask is evaluated only on tiles that reach the diagonal or the
+ * sequence end). K and V tiles are converted to f32 once when staged in workgroup memory (K rows padded by a
+ * vec4 for conflict-free column reads). Invocation (rg, cg) = (tid / 8, tid % 8) keeps unrolled register tiles
+ * of `bq/16` rows × `bk/8` keys of S = QKᵀ (keys j·8 + cg) and `bq/16` rows × `headDim/32` vec4 output columns
+ * (columns v·8 + cg); scores are prescaled by scale·log2(e) and exponentiated with exp2 by their owner only.
+ * The row max goes through a [bq × 8] table of per-invocation partials in workgroup memory; the row sum stays
+ * per invocation and is reduced through the same table once at the end; P is stored once and read as vec4 in
+ * the PV loop. No runtime-indexed function-scope arrays (the register tiles are named scalars/vec4s: such
+ * arrays land in slow memory on NVIDIA). Scores and accumulation are f32; inputs may be f16 (`enable f16`).
  *
  * Sparse mode walks the BSR list of the workgroup's query block (`indptr [heads, qBlocks+1]`,
  * `indices [heads, nnzCap]`, ascending key blocks of `blockK` keys) instead of all causal tiles; with a full

@@ -114,8 +114,6 @@ export const estimateReference = (
 
 /** Key blocks whose scores are reduced together (one pair of barriers per batch). */
 const NB = 8;
-/** Unroll the head-dim loop of the int4 products (see benchmarks/device/NOTES.md, estimation kernel v2). */
-const UNROLL = Deno.env.get("EST_UNROLL") !== "0";
 
 const estimateWgsl = (
   p: SaleParams,
@@ -234,24 +232,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();`);
   for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) o(`    var c${i}_${j}: i32 = 0;`);
-  if (UNROLL) {
-    // head-dim loop unrolled (constant workgroup-memory offsets, no loop counter)
-    for (let w = 0; w < D16; w++) {
-      for (let i = 0; i < TM; i++) o(`    let a${i}_${w} = W[aBase${i} + ${w}u];`);
-      for (let j = 0; j < TN; j++) o(`    let b${j}_${w} = W[bBase${j} + ${w}u];`);
-      for (let i = 0; i < TM; i++) {
-        for (let j = 0; j < TN; j++) o(`    c${i}_${j} = c${i}_${j} + dot16(a${i}_${w}, b${j}_${w});`);
-      }
-    }
-  } else {
-    o(`    for (var w = 0u; w < ${D16}u; w++) {`);
-    for (let i = 0; i < TM; i++) o(`      let a${i} = W[aBase${i} + w];`);
-    for (let j = 0; j < TN; j++) o(`      let b${j} = W[bBase${j} + w];`);
-    for (let i = 0; i < TM; i++) {
-      for (let j = 0; j < TN; j++) o(`      c${i}_${j} = c${i}_${j} + dot16(a${i}, b${j});`);
-    }
-    o(`    }`);
+  // The head-dim loop has a constant trip count (headDim / 16): the driver unrolls it; unrolling it here made
+  // lavapipe slower at S=2048 (2121-2356 ms vs 1204-1388 ms, noisy shared CPU), see benchmarks/device/NOTES.md.
+  o(`    for (var w = 0u; w < ${D16}u; w++) {`);
+  for (let i = 0; i < TM; i++) o(`      let a${i} = W[aBase${i} + w];`);
+  for (let j = 0; j < TN; j++) o(`      let b${j} = W[bBase${j} + w];`);
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN; j++) o(`      c${i}_${j} = c${i}_${j} + dot16(a${i}, b${j});`);
   }
+  o(`    }`);
   // Middle blocks lie strictly before the local window, hence before the diagonal: every key is < q0 <= row
   // and < seq, so no causal or length test is needed. Rows past seq (last query block) were loaded clamped to
   // row seq-1 and got that row's L in phase A, so they repeat its values and leave the maximum unchanged.

@@ -18,8 +18,13 @@ import { assert, runtimeName, test } from "../../../tests/harness.ts";
 import { makeWgpuBackend } from "../backends/wgpu.ts";
 import { wgpuLibPath } from "../paths.ts";
 
-/** Allowed RSS growth (MiB) over 10,000 dispatch cycles + 10,000 upload cycles, after warm-up. */
-const RSS_BOUND_MIB = 32;
+/**
+ * Allowed RSS growth (MiB) over 10,000 dispatch cycles + 10,000 upload cycles, after warm-up: 32 MiB under
+ * Bun; 96 MiB under Deno, whose RSS moves with V8/allocator high-water marks even after `gc()` — measured
+ * 2026-12-01 on lavapipe with --expose-gc: +37 to +57 MiB at 10,000 cycles but +45 at 20,000 and +61 at
+ * 40,000, so growth is not proportional to cycles (no per-cycle leak); Bun: −4 to +4 MiB at 10,000–40,000.
+ */
+const RSS_BOUND_MIB = runtimeName() === "bun" ? 32 : 96;
 const CYCLES = Number(
   (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env
     .LONGCTX_HYGIENE_CYCLES ?? 10_000,
