@@ -33,7 +33,6 @@
  */
 import { Schema } from "effect";
 import { execFileSync } from "node:child_process";
-import { Buffer } from "node:buffer";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -336,15 +335,14 @@ const rerender = async (): Promise<void> => {
 };
 
 // CLI: `<producer of a JSON array of rows> | deno run -A benchmarks/lib/results.ts <suite>`
-if (import.meta.main) {
-  const suite = process.argv[2];
+// No top-level await here: appendRows re-renders through a dynamic import of render.ts, which imports this
+// module; with this module's evaluation still pending on a top-level await, that import would never settle.
+const cli = async (suite: string | undefined): Promise<void> => {
   if (!suite) {
     console.error("usage: <json rows on stdin> | deno run -A benchmarks/lib/results.ts <suite>");
     process.exit(2);
   }
-  const chunks: Uint8Array[] = [];
-  for await (const c of process.stdin) chunks.push(c as Uint8Array);
-  const text = new TextDecoder().decode(Buffer.concat(chunks)).trim();
+  const text = fs.readFileSync(0, "utf8").trim();
   const parsed: unknown = text === "" ? [] : JSON.parse(text);
   const rows = (Array.isArray(parsed) ? parsed : [parsed]) as RowInput[];
   // The command that produced rows arriving on stdin is the producer's, not this CLI's: require it.
@@ -355,4 +353,10 @@ if (import.meta.main) {
   }
   const done = await appendRows(suite, rows);
   console.error(`appended ${done.length} row(s) to ${path.join(resultsDir(), suite + ".json")}`);
+};
+if (import.meta.main) {
+  cli(process.argv[2]).catch((e) => {
+    console.error(`results.ts: ${e instanceof Error ? e.message : e}`);
+    process.exit(1);
+  });
 }
