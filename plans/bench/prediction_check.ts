@@ -90,6 +90,9 @@ if (a.write && out.length > 0) {
       backend: profile.profile.device.backend,
       impl: r.impl,
       gpu: profile.profile.device.adapter,
+      // the profile's device, not this machine (the check itself is arithmetic and runs anywhere)
+      driver: profile.profile.device.driver ??
+        `${profile.profile.device.backend} (profile ${profile.profile.name})`,
       params: { predictedMs: r.predictedMs, measuredMs: r.measuredMs, profile: profile.profile.name },
       note: "planner prediction / measured latency per layer (target within ±25 %)",
       command:

@@ -9,15 +9,17 @@
  *   256–2048 tokens, measured while other jobs shared the machine (its fit errors say how noisy).
  * - `cpu`: the cpu backend (TypeScript reference kernels, 1 thread) on the same machine, 128–512 tokens.
  * - `density-smollm2-135m`: SALE densities per layer measured on SmolLM2-135M with a real document (2K, 8K).
- * - `h200`: pending (the lead runs calibrate on the H200; see plans/README.md).
+ * - `h200`: wgpu-native on an NVIDIA H200 (driver 580.159.04), f16 Q/K/V, Llama-3.1-8B heads measured with 8 query /
+ *   2 KV heads (GQA ratio kept; the cost model scales with heads), 8K–128K tokens, SALE at τ 0, 0.1, 0.3, 1.
  * @module
  */
 import cpu from "./cpu.json" with { type: "json" };
 import lavapipe from "./lavapipe.json" with { type: "json" };
+import h200 from "./h200.json" with { type: "json" };
 import densitySmollm2 from "./density-smollm2-135m.json" with { type: "json" };
 
 /** Built-in device profiles (raw JSON, decoded by `builtinProfile`), by name. */
-export const BUILTIN_PROFILES: Readonly<Record<string, unknown>> = { cpu, lavapipe };
+export const BUILTIN_PROFILES: Readonly<Record<string, unknown>> = { cpu, lavapipe, h200 };
 
 /** Built-in density tables (raw JSON, decoded by `builtinDensities`). */
 export const BUILTIN_DENSITIES: readonly unknown[] = [densitySmollm2];

@@ -73,6 +73,8 @@ export const DeviceProfile = Schema.Struct({
     backend: Schema.Literals(["cpu", "wgpu", "webgpu"]),
     /** Graphics API (`vulkan`, `cpu`, …). */
     api: Schema.String,
+    /** Driver version or description as the backend reports it (profiles from before it was recorded lack it). */
+    driver: Schema.optionalKey(Schema.String),
   }),
   /** ISO-8601 date of the measurement. */
   date: Schema.String,

@@ -275,7 +275,12 @@ export const calibrateCommand = Command.make("calibrate", flags, (i) =>
     const profile: DeviceProfile = {
       version: PROFILE_VERSION,
       name: i.name._tag === "Some" ? i.name.value : backend.kind,
-      device: { adapter: backend.adapter.name, backend: backend.kind, api: backend.adapter.api },
+      device: {
+        adapter: backend.adapter.name,
+        backend: backend.kind,
+        api: backend.adapter.api,
+        driver: backend.adapter.driver,
+      },
       date: new Date().toISOString(),
       commit: gitCommit(),
       command: ["calibrate", ...process.argv.slice(2)].join(" "),
