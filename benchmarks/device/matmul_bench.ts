@@ -121,23 +121,23 @@ const variants = (n: number): Variant[] => {
   // Most promising first in each list (a budget cut drops the tail). `pipeline`: register prefetch of the
   // next K step + double-buffered workgroup memory (see benchmarks/device/NOTES.md, "Matmul v2").
   type Tile = Omit<K.MatmulOptions, "dtype" | "accum" | "aligned">;
+  // Order and figures: wgpu-native on the H200, 8192³, suite runs of 2026-12-01 (benchmarks/results/backend.json).
+  // Dropped after that run: f32 128×128×16 16×8 pipe (20.5), f16 128×256×32 16×16 pipe (3.4) and
+  // 128×128×32 16×16 pipe (1.9): their register tiles spill.
   const f32Tiles: Tile[] = [
-    { tileM: 128, tileN: 128, tileK: 16, threadM: 8, threadN: 8, pipeline: true },
-    { tileM: 128, tileN: 128, tileK: 8, threadM: 8, threadN: 8, pipeline: true },
-    { tileM: 128, tileN: 128, tileK: 16, threadM: 8, threadN: 8 }, // v1 best: 37.6 (run 2)
-    { tileM: 128, tileN: 256, tileK: 16, threadM: 8, threadN: 16, pipeline: true },
-    { tileM: 256, tileN: 128, tileK: 8, threadM: 16, threadN: 8, pipeline: true },
-    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8, pipeline: true },
-    { tileM: 64, tileN: 128, tileK: 16, threadM: 4, threadN: 8, pipeline: true },
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 8, threadN: 8, pipeline: true }, // 39.7–39.8
+    { tileM: 256, tileN: 128, tileK: 8, threadM: 16, threadN: 8, pipeline: true }, // 39.4
+    { tileM: 128, tileN: 256, tileK: 16, threadM: 8, threadN: 16, pipeline: true }, // 38.8
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 8, threadN: 8 }, // 37.6
+    { tileM: 64, tileN: 128, tileK: 16, threadM: 4, threadN: 8, pipeline: true }, // 36.0
+    { tileM: 128, tileN: 128, tileK: 8, threadM: 8, threadN: 8, pipeline: true }, // 34.7
   ];
   const f16Tiles: Tile[] = [
-    { tileM: 128, tileN: 128, tileK: 32, threadM: 16, threadN: 8, pipeline: true },
-    { tileM: 128, tileN: 256, tileK: 32, threadM: 16, threadN: 16, pipeline: true },
-    { tileM: 256, tileN: 128, tileK: 32, threadM: 16, threadN: 8, pipeline: true },
-    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8 }, // v1 best: 53.7 (run 2)
-    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8, pipeline: true },
-    { tileM: 128, tileN: 256, tileK: 16, threadM: 8, threadN: 16, pipeline: true },
-    { tileM: 128, tileN: 128, tileK: 32, threadM: 16, threadN: 16, pipeline: true },
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8 }, // 53.7–53.9
+    { tileM: 128, tileN: 128, tileK: 16, threadM: 16, threadN: 8, pipeline: true }, // 46.9
+    { tileM: 256, tileN: 128, tileK: 32, threadM: 16, threadN: 8, pipeline: true }, // 44.5
+    { tileM: 128, tileN: 256, tileK: 16, threadM: 8, threadN: 16, pipeline: true }, // 43.8
+    { tileM: 128, tileN: 128, tileK: 32, threadM: 16, threadN: 8, pipeline: true }, // 31.8
   ];
   for (const t of f32Tiles) tiled("matmul_f32_tflops", { dtype: "f32", aligned: true, ...t });
   for (const t of f16Tiles) tiled("matmul_f16_tflops", { dtype: "f16", accum: "f16", aligned: true, ...t });
