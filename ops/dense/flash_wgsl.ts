@@ -35,6 +35,11 @@ export interface FlashConfig {
   readonly qShared: boolean;
   /** Block-sparse mode: BSR blocks of `blockK` keys (multiple of `bk`); `blockQ` must equal `bq`. */
   readonly sparse?: { readonly blockK: number; readonly nnzCap: number };
+  /**
+   * Row stride between K/V heads (rows; default `seq`): head `g` of K and V starts at row `g · kvStride`, so a
+   * KV cache `[kvHeads, capacity, headDim]` holding `seq` valid rows per head can be read in place.
+   */
+  readonly kvStride?: number;
 }
 
 const WG = 128;
@@ -80,7 +85,8 @@ export const flashKey = (c: FlashConfig): string =>
   `flash2:${
     c.sparse ? `bsr${c.sparse.blockK}x${c.sparse.nnzCap}` : "dense"
   }:${c.heads}/${c.kvHeads}:${c.seq}x${c.headDim}:${c.dtype}:` +
-  `${c.bq}x${c.bk}:${c.qShared ? "qs" : "qg"}:${f(c.scale)}`;
+  `${c.bq}x${c.bk}:${c.qShared ? "qs" : "qg"}:${f(c.scale)}` +
+  (c.kvStride !== undefined && c.kvStride !== c.seq ? `:kv${c.kvStride}` : "");
 
 /** Generate the WGSL source. Bindings: q, k, v, [indptr, indices,] o (f32), lse (f32). */
 export const flashWgsl = (c: FlashConfig): string => {
@@ -122,7 +128,7 @@ export const flashWgsl = (c: FlashConfig): string => {
   p(`  let qt = wid.x; let h = wid.y;`);
   p(`  let kvh = h / ${group}u;`);
   p(`  let q0 = qt * ${bq}u;`);
-  p(`  let qbase = h * ${seq * D4}u; let kbase = kvh * ${seq * D4}u;`);
+  p(`  let qbase = h * ${seq * D4}u; let kbase = kvh * ${(c.kvStride ?? seq) * D4}u;`);
   p(`  let rg = tid / 8u; let cg = tid % 8u;`);
   for (let i = 0; i < TM; i++) {
     p(`  let row${i} = q0 + rg * ${TM}u + ${i}u; let rl${i} = min(row${i}, ${seq - 1}u);`);

@@ -13,7 +13,7 @@
  * For each template (`dense`, `sale`) and size, the template's stages run as one graph through the
  * executor (random f32 Q/K/V from a seeded generator: a speed input only), each node timed on its own
  * (GPU timestamps when the backend has them, else wall time with a sync per node), median over `--reps`
- * after one warm-up run. Each sample records the operator's own cost model at that size; sparse stages
+ * after warm-up runs (at least one, and at least `WARMUP_MS` of wall time). Each sample records the operator's own cost model at that size; sparse stages
  * are costed at the density `sale.select` actually kept (`scaleCost`), as the planner does. SALE runs
  * at each `--thresholds` value so the sparse kernel is sampled over a range of densities.
  * The fit `ms = a + b·flops + c·bytes` is stored with the samples.
@@ -51,6 +51,11 @@ import { kernels } from "@longctx/ops";
 import { selectBackend } from "../backends/select.ts";
 import { parseTokens } from "./plan.ts";
 
+/** Wall time (ms) of warm-up runs before each size's timed runs (at least one run). */
+export const WARMUP_MS = 400;
+/** Whether the first (5× longer) warm-up of this process ran: an idle GPU needs seconds of load to clock up. */
+let warmedUp = false;
+
 /** Seeded standard-normal f32 values (mulberry32 + Box–Muller). */
 export const randn = (n: number, seed: number): Float32Array => {
   let s = seed >>> 0;
@@ -76,7 +81,9 @@ const median = (xs: readonly number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+/** `LONGCTX_COMMIT` (set on machines whose checkout has no current `.git`), else git, else `unknown`. */
 const gitCommit = (): string => {
+  if (process.env.LONGCTX_COMMIT) return process.env.LONGCTX_COMMIT;
   try {
     const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
     const dirty = execFileSync("git", ["status", "--porcelain"], { encoding: "utf8" }).trim().length > 0;
@@ -150,13 +157,19 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
             const inputs = { q, k, v };
             const times = new Map<string, number[]>();
             let density = 1;
+            // Warm-up: at least one run (kernel compilation), and runs until WARMUP_MS of wall time have passed,
+            // so a GPU that idled while the host generated inputs is back at its working clocks (seen on the
+            // H200: 8K–16K samples 3–10× slow right after input generation without it).
+            const warm0 = performance.now();
             for (let rep = 0; rep <= o.reps; rep++) {
               // deno-lint-ignore no-explicit-any
               const res = yield* run(g, backend, inputs as any, { syncEachNode: true, gpuTiming });
               if (rep === 0) {
                 const d = (res.outputs as Record<string, { data: Float32Array }>).density;
                 if (d) density = d.data.reduce((a, b) => a + b, 0) / d.data.length;
-                continue; // warm-up: kernel compilation
+                if (performance.now() - warm0 < (warmedUp ? WARMUP_MS : 5 * WARMUP_MS)) rep = -1;
+                else warmedUp = true;
+                continue; // warm-up
               }
               for (const n of res.report.nodes) {
                 times.set(n.node, [...(times.get(n.node) ?? []), n.gpuMs ?? n.ms]);

@@ -26,6 +26,17 @@ export {
   prefill,
 } from "./llama.ts";
 export {
+  generateGreedyGpu,
+  type GpuAttention,
+  type GpuError,
+  type GpuForwardOptions,
+  type GpuGenerateOptions,
+  type GpuKvCache,
+  type GpuLlama,
+  type LlamaWeights,
+  loadLlamaGpu,
+} from "./llama_gpu.ts";
+export {
   compareHidden,
   compareLogits,
   documentHidden,

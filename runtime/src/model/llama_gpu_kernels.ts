@@ -1,0 +1,403 @@
+/**
+ * WGSL kernels of the GPU Llama forward (`llama_gpu.ts`), generated from TypeScript with the model's shapes
+ * baked in (one pipeline per shape; the per-call sizes — tokens, cache offset — come from a uniform).
+ * Everything is f32 storage and f32 arithmetic. Register tiles are unrolled (no function-scope arrays indexed
+ * at run time: those spill to slow memory on NVIDIA).
+ *
+ * Binding convention (as `@longctx/ops` kernels): inputs, then outputs, then one uniform of `u32` words.
+ *
+ * - {@link embedKernel}: token ids → embedding rows.
+ * - {@link addNormKernel}: optional residual add `x += t`, then RMSNorm (Zhang & Sennrich 2019) into `y`.
+ * - {@link gemvKernel}: `C[M, N] = A[M, K] · B[N, K]ᵀ` for a few rows (decode), 32 lanes per output.
+ * - {@link ropeKernel}: rotate-half RoPE (Su et al. 2021 §3.4.2, Hugging Face layout) of Q and K, Q to
+ *   `[heads, seq, D]`, K and V written into the KV cache `[kvHeads, capacity, D]` at rows `offset …`.
+ * - {@link splitAttnKernel} + {@link combineKernel}: causal GQA attention of queries at absolute positions
+ *   `offset + i` against the cache, keys split into chunks (split-KV "flash-decoding": partial online-softmax
+ *   states per chunk, merged by the combine kernel; Dao et al. 2023, FlashAttention-2 §3.1 online softmax).
+ * - {@link headsToRowsKernel}: `[heads, seq, D]` → `[seq, heads·D]` (after the flash kernel).
+ * - {@link swigluKernel}: `g = silu(gate) · up` (Shazeer 2020) from the fused gate/up product.
+ * - {@link argmaxKernel}: index of the largest logit (first on ties).
+ * @module
+ */
+import type { Kernel } from "@longctx/graph";
+
+const kernel = (key: string, wgsl: string, bindings: Kernel["bindings"]): Kernel => ({
+  key: `llama_gpu.${key}`,
+  wgsl,
+  entryPoint: "main",
+  bindings,
+});
+
+/** Linear workgroup id over a 2-D grid (see `grid1d` in `@longctx/ops`). */
+const LINEAR = "let gid = (wid.y * nwg.x + wid.x) * 256u + lid;";
+const ENTRY256 = "@compute @workgroup_size(256)\n" +
+  "fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n" +
+  "        @builtin(local_invocation_index) lid: u32) {";
+
+/**
+ * Embedding gather. Bindings: `tok [seq]` u32, `emb [vocab, E]` f32, `x [seq, E]` f32 (out), uniform
+ * `{ n4 = seq·E/4 }`. One invocation per vec4; workgroups of 256 over `grid1d(ceil(n4 / 256))`.
+ */
+export const embedKernel = (E: number): Kernel => {
+  const E4 = E / 4;
+  return kernel(
+    `embed.${E}`,
+    `struct U { n4: u32, a: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> TOK: array<u32>;
+@group(0) @binding(1) var<storage, read> EMB: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> X: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> P: U;
+${ENTRY256}
+  ${LINEAR}
+  if (gid >= P.n4) { return; }
+  let row = gid / ${E4}u;
+  X[gid] = EMB[TOK[row] * ${E4}u + gid % ${E4}u];
+}
+`,
+    ["read", "read", "read_write", "uniform"],
+  );
+};
+
+/**
+ * Residual add + RMSNorm of rows `start … start + rows − 1`: `x[r] += t[r]` when `add ≠ 0` (written back),
+ * then `y[r − start] = x[r] / sqrt(mean(x[r]²) + eps) · w`. Bindings: `x [*, E]` (read_write), `t [*, E]`,
+ * `w [E]`, `y [rows, E]` (out), uniform `{ rows, start, add }`. One workgroup of 256 per row.
+ */
+export const addNormKernel = (E: number, eps: number): Kernel => {
+  const E4 = E / 4;
+  return kernel(
+    `addnorm.${E}.${eps}`,
+    `struct U { rows: u32, start: u32, add: u32, c: u32 }
+@group(0) @binding(0) var<storage, read_write> X: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> T: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> Y: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> P: U;
+var<workgroup> red: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x;
+  let src = (P.start + r) * ${E4}u;
+  var ss = 0.0;
+  for (var c = lid; c < ${E4}u; c += 256u) {
+    var v = X[src + c];
+    if (P.add != 0u) { v = v + T[src + c]; X[src + c] = v; }
+    ss += dot(v, v);
+  }
+  red[lid] = ss;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] += red[lid + s]; }
+    workgroupBarrier();
+  }
+  let inv = inverseSqrt(red[0] / ${E}.0 + ${eps.toExponential(8)});
+  for (var c = lid; c < ${E4}u; c += 256u) {
+    Y[r * ${E4}u + c] = X[src + c] * inv * W[c];
+  }
+}
+`,
+    ["read_write", "read", "read", "read_write", "uniform"],
+  );
+};
+
+/**
+ * `C[M, N] = A[M, K] · B[N, K]ᵀ` for small M (decode: M = 1). Bindings: `A`, `B`, `C` (out) f32, uniform
+ * `{ M, N, K4 = K/4 }` (K a multiple of 4). Workgroups `[ceil(N / 8), M, 1]` of 256 invocations: 8 outputs
+ * per workgroup, 32 lanes per output striding over K in vec4s, reduced in workgroup memory.
+ */
+export const gemvKernel = (): Kernel =>
+  kernel(
+    "gemv.f32",
+    `struct U { M: u32, N: u32, K4: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@group(0) @binding(3) var<uniform> P: U;
+var<workgroup> red: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n = wid.x * 8u + lid / 32u;
+  let lane = lid % 32u;
+  let m = wid.y;
+  var s = 0.0;
+  if (n < P.N) {
+    let a0 = m * P.K4;
+    let b0 = n * P.K4;
+    for (var k = lane; k < P.K4; k += 32u) { s += dot(A[a0 + k], B[b0 + k]); }
+  }
+  red[lid] = s;
+  workgroupBarrier();
+  for (var w = 16u; w > 0u; w >>= 1u) {
+    if (lane < w) { red[lid] += red[lid + w]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < P.N) { C[m * P.N + n] = red[lid]; }
+}
+`,
+    ["read", "read", "read_write", "uniform"],
+  );
+
+/** Shapes baked into the attention-side kernels. */
+export interface HeadShape {
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+}
+
+/**
+ * RoPE + scatter. Bindings: `qkv [seq, (H + 2·KH)·D]` (rows: Q heads, K heads, V heads), `cos`, `sin`
+ * `[positions, D/2]`, `q [H, seq, D]` (out), `kc`, `vc [KH, capacity, D]` (out, rows `offset + i`), uniform
+ * `{ seq, offset, capacity }`. One invocation per (token, head slot, pair); `grid1d` workgroups of 256.
+ */
+export const ropeKernel = (s: HeadShape): Kernel => {
+  const { heads: H, kvHeads: KH, headDim: D } = s;
+  const half = D / 2, slots = H + 2 * KH, NQKV = slots * D;
+  return kernel(
+    `rope.${H}.${KH}.${D}`,
+    `struct U { seq: u32, offset: u32, cap: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> QKV: array<f32>;
+@group(0) @binding(1) var<storage, read> COS: array<f32>;
+@group(0) @binding(2) var<storage, read> SIN: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Q: array<f32>;
+@group(0) @binding(4) var<storage, read_write> KC: array<f32>;
+@group(0) @binding(5) var<storage, read_write> VC: array<f32>;
+@group(0) @binding(6) var<uniform> P: U;
+${ENTRY256}
+  ${LINEAR}
+  if (gid >= P.seq * ${slots * half}u) { return; }
+  let i = gid / ${slots * half}u;
+  let rem = gid % ${slots * half}u;
+  let slot = rem / ${half}u;
+  let j = rem % ${half}u;
+  let src = i * ${NQKV}u + slot * ${D}u + j;
+  let a = QKV[src];
+  let b = QKV[src + ${half}u];
+  let pos = P.offset + i;
+  if (slot >= ${H + KH}u) {
+    let dst = ((slot - ${H + KH}u) * P.cap + pos) * ${D}u + j;
+    VC[dst] = a;
+    VC[dst + ${half}u] = b;
+    return;
+  }
+  let cs = COS[pos * ${half}u + j];
+  let sn = SIN[pos * ${half}u + j];
+  let ra = a * cs - b * sn;
+  let rb = b * cs + a * sn;
+  if (slot < ${H}u) {
+    let dst = (slot * P.seq + i) * ${D}u + j;
+    Q[dst] = ra;
+    Q[dst + ${half}u] = rb;
+  } else {
+    let dst = ((slot - ${H}u) * P.cap + pos) * ${D}u + j;
+    KC[dst] = ra;
+    KC[dst + ${half}u] = rb;
+  }
+}
+`,
+    ["read", "read", "read", "read_write", "read_write", "read_write", "uniform"],
+  );
+};
+
+/**
+ * Split-KV causal attention, partial states. Query `i` (absolute position `offset + i`) of head `h` sees keys
+ * `0 … offset + i` of KV head `h / (H/KH)`; workgroup `(i, h, s)` takes keys `[s·splitLen, (s+1)·splitLen)`
+ * of those, in tiles of 64, with an online softmax, and writes its unnormalised output and `(max, sum)`.
+ * Bindings: `q [H, seq, D]`, `kc`, `vc [KH, capacity, D]`, `part [seq, H, nsplit, D]` (out),
+ * `ml [seq, H, nsplit, 2]` (out), uniform `{ seq, offset, capacity, splitLen, nsplit }`. Workgroups
+ * `[seq, H, nsplit]` of 64 invocations; `D` must be a multiple of 64. An empty chunk writes max −3e38, sum 0.
+ */
+export const splitAttnKernel = (s: HeadShape, scale: number): Kernel => {
+  const { heads: H, kvHeads: KH, headDim: D } = s;
+  const D4 = D / 4, R = D / 64, group = H / KH;
+  const L: string[] = [];
+  const p = (x: string) => L.push(x);
+  p(`struct U { seq: u32, offset: u32, cap: u32, splitLen: u32, nsplit: u32, a: u32, b: u32, c: u32 }`);
+  p(`@group(0) @binding(0) var<storage, read> Q: array<vec4<f32>>;`);
+  p(`@group(0) @binding(1) var<storage, read> KC: array<vec4<f32>>;`);
+  p(`@group(0) @binding(2) var<storage, read> VC: array<f32>;`);
+  p(`@group(0) @binding(3) var<storage, read_write> PART: array<f32>;`);
+  p(`@group(0) @binding(4) var<storage, read_write> ML: array<f32>;`);
+  p(`@group(0) @binding(5) var<uniform> P: U;`);
+  p(`var<workgroup> qs: array<vec4<f32>, ${D4}>;`);
+  p(`var<workgroup> ps: array<f32, 64>;`);
+  p(`const NEG: f32 = -3.0e38;`);
+  p(`@compute @workgroup_size(64)`);
+  p(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
+  p(`  let i = wid.x; let h = wid.y; let sp = wid.z;`);
+  p(`  let kb = (h / ${group}u) * P.cap;`);
+  p(`  for (var x = lid; x < ${D4}u; x += 64u) { qs[x] = Q[(h * P.seq + i) * ${D4}u + x] * ${
+    scale.toExponential(9)
+  }; }`);
+  p(`  workgroupBarrier();`);
+  p(`  let kvEnd = P.offset + i + 1u;`);
+  p(`  let k0 = sp * P.splitLen;`);
+  p(`  let k1 = min(kvEnd, k0 + P.splitLen);`);
+  p(`  var m = NEG; var l = 0.0;`);
+  for (let r = 0; r < R; r++) p(`  var acc${r} = 0.0;`);
+  p(`  for (var t0 = k0; t0 < k1; t0 += 64u) {`);
+  p(`    let key = t0 + lid;`);
+  p(`    var sc = NEG;`);
+  p(`    if (key < k1) {`);
+  p(`      var d = 0.0;`);
+  p(`      for (var x = 0u; x < ${D4}u; x++) { d += dot(qs[x], KC[(kb + key) * ${D4}u + x]); }`);
+  p(`      sc = d;`);
+  p(`    }`);
+  p(`    ps[lid] = sc;`);
+  p(`    workgroupBarrier();`);
+  p(`    var mt = m;`);
+  p(`    for (var j = 0u; j < 64u; j++) { mt = max(mt, ps[j]); }`);
+  p(`    workgroupBarrier();`);
+  p(`    ps[lid] = select(0.0, exp(sc - mt), key < k1);`);
+  p(`    workgroupBarrier();`);
+  p(`    let al = exp(m - mt);`);
+  p(`    m = mt;`);
+  p(`    let n = min(64u, k1 - t0);`);
+  p(`    var sum = 0.0;`);
+  for (let r = 0; r < R; r++) p(`    var pv${r} = 0.0;`);
+  p(`    for (var j = 0u; j < n; j++) {`);
+  p(`      let pj = ps[j];`);
+  p(`      sum += pj;`);
+  p(`      let vrow = (kb + t0 + j) * ${D}u + lid;`);
+  for (let r = 0; r < R; r++) p(`      pv${r} = fma(pj, VC[vrow + ${r * 64}u], pv${r});`);
+  p(`    }`);
+  p(`    l = l * al + sum;`);
+  for (let r = 0; r < R; r++) p(`    acc${r} = acc${r} * al + pv${r};`);
+  p(`    workgroupBarrier();`);
+  p(`  }`);
+  p(`  let base = (i * ${H}u + h) * P.nsplit + sp;`);
+  for (let r = 0; r < R; r++) p(`  PART[base * ${D}u + lid + ${r * 64}u] = acc${r};`);
+  p(`  if (lid == 0u) { ML[base * 2u] = m; ML[base * 2u + 1u] = l; }`);
+  p(`}`);
+  return kernel(`splitattn.${H}.${KH}.${D}.${scale}`, L.join("\n") + "\n", [
+    "read",
+    "read",
+    "read",
+    "read_write",
+    "read_write",
+    "uniform",
+  ]);
+};
+
+/**
+ * Merge the split-KV partial states: `o[i, h·D + d] = Σ_s e^{m_s − M} part_s[d] / Σ_s e^{m_s − M} l_s`.
+ * Bindings: `part`, `ml` (as {@link splitAttnKernel}), `o [seq, H·D]` (out), uniform as the split kernel.
+ * Workgroups `[seq, H, 1]` of 64 invocations.
+ */
+export const combineKernel = (s: HeadShape): Kernel => {
+  const { heads: H, headDim: D } = s;
+  const R = D / 64;
+  const L: string[] = [];
+  const p = (x: string) => L.push(x);
+  p(`struct U { seq: u32, offset: u32, cap: u32, splitLen: u32, nsplit: u32, a: u32, b: u32, c: u32 }`);
+  p(`@group(0) @binding(0) var<storage, read> PART: array<f32>;`);
+  p(`@group(0) @binding(1) var<storage, read> ML: array<f32>;`);
+  p(`@group(0) @binding(2) var<storage, read_write> O: array<f32>;`);
+  p(`@group(0) @binding(3) var<uniform> P: U;`);
+  p(`@compute @workgroup_size(64)`);
+  p(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
+  p(`  let i = wid.x; let h = wid.y;`);
+  p(`  let base = (i * ${H}u + h) * P.nsplit;`);
+  p(`  var mx = -3.0e38;`);
+  p(`  for (var s = 0u; s < P.nsplit; s++) { mx = max(mx, ML[(base + s) * 2u]); }`);
+  p(`  var l = 0.0;`);
+  for (let r = 0; r < R; r++) p(`  var o${r} = 0.0;`);
+  p(`  for (var s = 0u; s < P.nsplit; s++) {`);
+  p(`    let ls = ML[(base + s) * 2u + 1u];`);
+  p(`    if (ls > 0.0) {`);
+  p(`      let w = exp(ML[(base + s) * 2u] - mx);`);
+  p(`      l += w * ls;`);
+  for (let r = 0; r < R; r++) p(`      o${r} = fma(w, PART[(base + s) * ${D}u + lid + ${r * 64}u], o${r});`);
+  p(`    }`);
+  p(`  }`);
+  p(`  let inv = select(0.0, 1.0 / l, l > 0.0);`);
+  for (let r = 0; r < R; r++) p(`  O[(i * ${H}u + h) * ${D}u + lid + ${r * 64}u] = o${r} * inv;`);
+  p(`}`);
+  return kernel(`combine.${H}.${D}`, L.join("\n") + "\n", ["read", "read", "read_write", "uniform"]);
+};
+
+/**
+ * `[heads, seq, D]` → `[seq, heads·D]`. Bindings: `a` (f32, vec4 rows), `o` (out), uniform `{ seq }`.
+ * `grid1d` workgroups of 256 over `seq·heads·D/4`.
+ */
+export const headsToRowsKernel = (s: HeadShape): Kernel => {
+  const { heads: H, headDim: D } = s;
+  const D4 = D / 4;
+  return kernel(
+    `h2r.${H}.${D}`,
+    `struct U { seq: u32, a: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> O: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> P: U;
+${ENTRY256}
+  ${LINEAR}
+  if (gid >= P.seq * ${H * D4}u) { return; }
+  let i = gid / ${H * D4}u;
+  let rem = gid % ${H * D4}u;
+  O[gid] = A[((rem / ${D4}u) * P.seq + i) * ${D4}u + rem % ${D4}u];
+}
+`,
+    ["read", "read_write", "uniform"],
+  );
+};
+
+/**
+ * SwiGLU: `gu [seq, 2F]` (gate columns `0 … F−1`, up columns `F … 2F−1`) → `g [seq, F]`,
+ * `g = gate / (1 + e^{−gate}) · up`. Bindings: `gu`, `g` (out), uniform `{ n = seq·F }`. `grid1d` of 256.
+ */
+export const swigluKernel = (F: number): Kernel =>
+  kernel(
+    `swiglu.${F}`,
+    `struct U { n: u32, a: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> GU: array<f32>;
+@group(0) @binding(1) var<storage, read_write> G: array<f32>;
+@group(0) @binding(2) var<uniform> P: U;
+${ENTRY256}
+  ${LINEAR}
+  if (gid >= P.n) { return; }
+  let i = gid / ${F}u;
+  let j = gid % ${F}u;
+  let a = GU[i * ${2 * F}u + j];
+  G[gid] = a / (1.0 + exp(-a)) * GU[i * ${2 * F}u + ${F}u + j];
+}
+`,
+    ["read", "read_write", "uniform"],
+  );
+
+/**
+ * Argmax of `x[row·n … row·n + n − 1]` (first index on ties). Bindings: `x` f32, `out [1]` u32, uniform
+ * `{ n, row }`. One workgroup of 256.
+ */
+export const argmaxKernel = (): Kernel =>
+  kernel(
+    "argmax.f32",
+    `struct U { n: u32, row: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read_write> OUT: array<u32>;
+@group(0) @binding(2) var<uniform> P: U;
+var<workgroup> bv: array<f32, 256>;
+var<workgroup> bi: array<u32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  let base = P.row * P.n;
+  var v = -3.4e38;
+  var idx = 0xffffffffu;
+  for (var j = lid; j < P.n; j += 256u) {
+    let x = X[base + j];
+    if (x > v) { v = x; idx = j; }
+  }
+  bv[lid] = v;
+  bi[lid] = idx;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      let ov = bv[lid + s];
+      let oi = bi[lid + s];
+      if (ov > bv[lid] || (ov == bv[lid] && oi < bi[lid])) { bv[lid] = ov; bi[lid] = oi; }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { OUT[0] = bi[0]; }
+}
+`,
+    ["read", "read_write", "uniform"],
+  );
