@@ -12,3 +12,4 @@ export * from "./src/graph.ts";
 export * from "./src/memory.ts";
 export * from "./src/executor.ts";
 export * from "./src/json.ts";
+export * from "./src/random.ts";

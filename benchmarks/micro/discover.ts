@@ -15,7 +15,7 @@
  */
 import { Effect, Exit, Schema } from "effect";
 import type { AnyOperator, DescsOf, HostTensor, Ports, TensorDesc, TensorType } from "@longctx/graph";
-import { allocHost, numel } from "@longctx/graph";
+import { allocHost, numel, seededNormals } from "@longctx/graph";
 
 /** Base sizes of named dims for micro benchmarks (small: this runs on CPUs and lavapipe). */
 export const DEFAULT_DIMS: Readonly<Record<string, number>> = {
@@ -72,26 +72,6 @@ export const discoverOperators = async (): Promise<{ ops: AnyOperator[]; error?:
   } catch (e) {
     return { ops: [], error: `import @longctx/ops failed: ${e instanceof Error ? e.message : String(e)}` };
   }
-};
-
-/** Seeded PRNG (mulberry32) → standard normal samples (Box–Muller). */
-export const normals = (n: number, seed: number): Float32Array => {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(u()));
-    const a = 2 * Math.PI * u();
-    out[i] = r * Math.cos(a);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(a);
-  }
-  return out;
 };
 
 /** IEEE half bits of a float (round to nearest even; overflow to ±Inf). */
@@ -163,7 +143,7 @@ export const prepare = (
     const known = t.dims.every((d) => dims[d] !== undefined);
     if (known && (t.dtype === "f32" || t.dtype === "f16")) {
       const shape = t.dims.map((d) => dims[d]);
-      const data = normals(numel(shape), seed * 7919 + k);
+      const data = seededNormals(numel(shape), seed * 7919 + k);
       const h = allocHost({ dtype: t.dtype, dims: t.dims, shape });
       if (t.dtype === "f32") (h.data as Float32Array).set(data);
       else (h.data as Uint16Array).set(Array.from(data, toHalf));

@@ -10,20 +10,14 @@
  * @module
  */
 import { Effect } from "effect";
-import type { Backend, DeviceBuffer } from "@longctx/graph";
+import { type Backend, type DeviceBuffer, mulberry32 } from "@longctx/graph";
 import { kernels as K } from "@longctx/ops";
 
 type KernelPlan<S> = K.KernelPlan<S>;
 type KDType = K.KDType;
 
 /** Deterministic PRNG (mulberry32). */
-export const rng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
+export const rng = mulberry32;
 
 /**
  * `n` random values, never zero: sign · (0.1 + 0.9·u) · amp, rounded to the storage dtype so the

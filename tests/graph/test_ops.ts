@@ -13,6 +13,7 @@ import {
   anyDims,
   type HostTensor,
   type Kernel,
+  mulberry32,
   type Operator,
   type OperatorOf,
   ShapeError,
@@ -646,14 +647,7 @@ export const randomTensor = <const N extends readonly string[]>(
   shape: readonly number[],
   seed: number,
 ): HostTensor<"f32", N> => {
-  let a = seed >>> 0;
-  const rnd = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rnd = mulberry32(seed);
   const t = allocHost({ dtype: "f32", dims, shape });
   for (let i = 0; i < t.data.length; i++) t.data[i] = 2 * rnd() - 1;
   return t;

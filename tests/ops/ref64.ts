@@ -2,18 +2,10 @@
  * Independent float64 references for the attention tests (naive: full score rows, max-subtracted softmax).
  * @module
  */
+import { mulberry32 } from "@longctx/graph";
 
 /** Deterministic PRNG (mulberry32) returning floats in [0, 1). */
-export const rng = (seed: number): () => number => {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-};
+export const rng = mulberry32;
 
 /** Gaussian-ish random f32 array (never all zeros). */
 export const randn = (n: number, seed: number, scale = 1): Float32Array => {

@@ -33,6 +33,7 @@ import {
   type Ports,
   refKey,
   run,
+  seededNormals,
   type TensorDesc,
 } from "@longctx/graph";
 import {
@@ -55,26 +56,6 @@ import { parseTokens } from "./plan.ts";
 export const WARMUP_MS = 400;
 /** Whether the first (5× longer) warm-up of this process ran: an idle GPU needs seconds of load to clock up. */
 let warmedUp = false;
-
-/** Seeded standard-normal f32 values (mulberry32 + Box–Muller). */
-export const randn = (n: number, seed: number): Float32Array => {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(u()));
-    const a = 2 * Math.PI * u();
-    out[i] = r * Math.cos(a);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(a);
-  }
-  return out;
-};
 
 const median = (xs: readonly number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -146,7 +127,7 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
         const measure = (T: number) =>
           Effect.gen(function* () {
             const tensor = (dims: readonly string[], shape: number[], seed: number) => {
-              const x = randn(shape.reduce((a, b) => a * b, 1), seed);
+              const x = seededNormals(shape.reduce((a, b) => a * b, 1), seed);
               return o.dtype === "f16"
                 ? hostTensor("f16", dims, shape, kernels.toHalfArray(x))
                 : hostTensor("f32", dims, shape, x);
