@@ -370,6 +370,11 @@ export const renderMarkdown = (
         "`metric: latency_ms` and a `context` (values in the suite tables below)" +
         (sel.stages.length ? `; stages not drawn: ${sel.stages.map((x) => `\`${x}\``).join(", ")}.` : "."),
       "",
+      ...sel.notes.flatMap((n) => [
+        `Note on the drawn ${n.series.map((x) => `\`${x}\``).join(", ")} rows at ${n.contexts.join(", ")} ` +
+        `tokens: ${n.note}.`,
+        "",
+      ]),
     );
   }
 

@@ -39,6 +39,12 @@ export interface LatencySelection {
   readonly points: readonly LatencyPoint[];
   /** Series left out as stages of another series (e.g. `ours-sale-estimation` of `ours-sale`). */
   readonly stages: readonly string[];
+  /** Distinct `note`s of the drawn rows, with the contexts they apply to (caveats the caption repeats). */
+  readonly notes: readonly {
+    readonly note: string;
+    readonly series: readonly string[];
+    readonly contexts: readonly number[];
+  }[];
 }
 
 /**
@@ -80,6 +86,11 @@ export const selectLatency = (rows: readonly Row[]): LatencySelection | undefine
     model,
     points,
     stages: impls.filter(isStage).sort(),
+    notes: [...Map.groupBy(drawn.filter((r) => r.note), (r) => r.note!).entries()].map(([note, rs]) => ({
+      note,
+      series: [...new Set(rs.map(seriesOf))].sort(),
+      contexts: [...new Set(rs.map((r) => r.context!))].sort((a, b) => a - b),
+    })),
   };
 };
 
