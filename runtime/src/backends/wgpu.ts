@@ -61,6 +61,11 @@ export interface WgpuBackend extends Backend {
    * feature, which wgpu-native 29.0.1.1 does not expose (→ `BackendError` `unsupported`).
    * Errors: `KernelCompileError` (invalid SPIR-V), `BackendError`.
    */
+  /**
+   * Bind groups held in the dispatch cache (one per distinct kernel and buffer list dispatched; dropped when a
+   * buffer they bind is released, all dropped past 8192 or on `close`). For tests and diagnostics.
+   */
+  cachedBindGroups(): number;
   compileSpirv(
     key: string,
     spirv: Uint32Array,
@@ -93,6 +98,9 @@ const toBackendError = (e: unknown): BackendError => {
   if (e instanceof WgpuFailure) return fail(e.reason === "compile" ? "validation" : e.reason, e.message);
   return fail("internal", String((e as Error)?.stack ?? e));
 };
+
+/** Cached bind groups at most (then the cache is emptied); a model forward uses a few hundred. */
+const BIND_GROUP_CACHE_MAX = 8192;
 
 interface BufRec {
   readonly handle: Ptr;
@@ -131,6 +139,25 @@ const build = (dev: WgpuDevice): WgpuBackend => {
   const uniformMax = Math.min(65536, L.maxUniformBufferBindingSize);
   const buffers = new Map<number, BufRec>();
   const pipelines = new Map<string, Compiled>();
+  // Bind groups, cached per (kernel, buffer ids): a model's forward re-dispatches the same kernels on the same
+  // buffers every call, and creating a bind group costs wgpu-native validation and tracking on every launch.
+  // Buffer ids are never reused, so a key never refers to a different buffer; releasing a buffer drops (and
+  // releases) the groups that name it. The cache is emptied when it passes BIND_GROUP_CACHE_MAX entries.
+  const bindGroups = new Map<string, { readonly group: Ptr; readonly ids: readonly number[] }>();
+  const groupsOfBuffer = new Map<number, Set<string>>();
+  const dropGroups = (keys: Iterable<string>) => {
+    for (const k of [...keys]) {
+      const e = bindGroups.get(k);
+      if (e === undefined) continue;
+      bindGroups.delete(k);
+      for (const id of e.ids) groupsOfBuffer.get(id)?.delete(k);
+      c.wgpuBindGroupRelease(e.group);
+    }
+  };
+  const clearGroups = () => {
+    dropGroups([...bindGroups.keys()]);
+    groupsOfBuffer.clear();
+  };
   let nextId = 1;
   let liveBytes = 0;
   let closed = false;
@@ -463,10 +490,11 @@ const build = (dev: WgpuDevice): WgpuBackend => {
               launch: l,
               compiled: compileNow(l.kernel),
               handles: l.buffers.map((b) => rec(b).handle),
+              groupKey: `${l.kernel.key}\u0000${l.buffers.map((b) => b.id).join(",")}`,
             };
           });
           const arena = new Arena(dev.ffi);
-          const groups: Ptr[] = [];
+          if (bindGroups.size > BIND_GROUP_CACHE_MAX) clearGroups();
           let querySet = 0;
           let resolve = 0;
           try {
@@ -486,7 +514,9 @@ const build = (dev: WgpuDevice): WgpuBackend => {
               );
             }
             let pass = 0;
-            plans.forEach((p, i) => {
+            const groupOf = (p: typeof plans[number]): Ptr => {
+              const hit = bindGroups.get(p.groupKey);
+              if (hit !== undefined) return hit.group;
               const group = c.wgpuDeviceCreateBindGroup(
                 dev.device,
                 arena.struct("WGPUBindGroupDescriptor", {
@@ -503,7 +533,17 @@ const build = (dev: WgpuDevice): WgpuBackend => {
                   ),
                 }).ptr,
               ) as number;
-              groups.push(group);
+              const ids = p.launch.buffers.map((b) => b.id);
+              bindGroups.set(p.groupKey, { group, ids });
+              for (const id of ids) {
+                const keys = groupsOfBuffer.get(id);
+                if (keys) keys.add(p.groupKey);
+                else groupsOfBuffer.set(id, new Set([p.groupKey]));
+              }
+              return group;
+            };
+            plans.forEach((p, i) => {
+              const group = groupOf(p);
               if (timed || pass === 0) {
                 const desc = timed
                   ? arena.struct("WGPUComputePassDescriptor", {
@@ -542,7 +582,6 @@ const build = (dev: WgpuDevice): WgpuBackend => {
             const last = 2 * plans.length - 1;
             return { totalMs: ticks[last] >= ticks[0] ? ms(ticks[0], ticks[last]) : 0, perLaunchMs };
           } finally {
-            for (const g of groups) c.wgpuBindGroupRelease(g);
             // (wgpuQuerySetDestroy + Release panics "vacant resource" in wgpu-native 29: release only.)
             if (querySet) c.wgpuQuerySetRelease(querySet);
             if (resolve) destroyBuffer(resolve);
@@ -564,14 +603,20 @@ const build = (dev: WgpuDevice): WgpuBackend => {
       if (!r || r.desc !== buf || closed) return;
       buffers.delete(buf.id);
       liveBytes -= buf.bytes;
+      const keys = groupsOfBuffer.get(buf.id);
+      if (keys) dropGroups(keys);
+      groupsOfBuffer.delete(buf.id);
       destroyBuffer(r.handle);
     },
 
     live: () => ({ buffers: buffers.size, bytes: liveBytes }),
 
+    cachedBindGroups: () => bindGroups.size,
+
     close: () =>
       Effect.sync(() => {
         if (closed) return;
+        clearGroups();
         for (const r of buffers.values()) destroyBuffer(r.handle);
         buffers.clear();
         liveBytes = 0;
