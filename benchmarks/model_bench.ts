@@ -8,7 +8,7 @@
  * model, the prefix's `perplexity` (a sanity check that the run is the real model on real text).
  *
  *   deno run -A benchmarks/model_bench.ts [--context 4096] [--decode 32] [--doc paradise-lost] [--chunk 4096]
- *       [--backend cpu|wgpu|webgpu] [--synthetic-weights] [--repeats 3] [--seed 1]
+ *       [--backend cpu|wgpu|webgpu] [--synthetic-weights] [--repeats 3] [--seed 1] [--attention dense|sale]
  *   bun benchmarks/model_bench.ts --context 4096
  *
  * `--backend cpu` (default) is the CPU forward of `llama.ts`; OpenBLAS threads: `OPENBLAS_NUM_THREADS`
@@ -18,6 +18,9 @@
  * compilation); `--repeats` runs of prefill + decode, one row per run (`repeat` field). Without a GPU the
  * script prints why and exits with status 1.
  *
+ * `--attention sale` (GPU backends only): the first prefill chunk runs SALE (arXiv 2505.24179 §3, default
+ * parameters, f32 `sale.*` operators) in every layer as the GPU forward's attention sub-graph (`attentionGraph`);
+ * rows get `impl: "sale"` and the mean density; decode steps stay dense (split-KV).
  * `--synthetic-weights` (GPU backends only) needs neither the GGUF, the tokenizer nor the documents: the model
  * has SmolLM2-135M's shapes (from the plans registry, `plans/src/models.ts`) and seeded random weights
  * (normal, std 0.02 like the models' initialiser; norm weights 1), and the prompt is seeded random token ids.
@@ -39,7 +42,7 @@ import { appendRows, type RowInput } from "./lib/results.ts";
 import type { Backend } from "@longctx/graph";
 // Type-only imports (erased): the modules themselves load lazily, so --synthetic-weights needs no GGUF reader.
 import type { AttentionFn, LlamaConfig } from "../runtime/src/model/llama.ts";
-import type { LlamaWeights } from "../runtime/src/model/llama_gpu.ts";
+import type { GpuForwardOptions, LlamaWeights } from "../runtime/src/model/llama_gpu.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: string): string => {
@@ -55,6 +58,7 @@ const backendName = opt("backend", "cpu");
 const synthetic = flag("synthetic-weights");
 const repeats = Number(opt("repeats", "3"));
 const seed = Number(opt("seed", "1"));
+const attentionName = opt("attention", "dense");
 const runtimeName = "Bun" in globalThis ? "bun" : "deno";
 
 const die = (message: string): never => {
@@ -65,6 +69,10 @@ if (!["cpu", "wgpu", "webgpu"].includes(backendName)) {
   die(`unknown --backend ${backendName} (cpu, wgpu or webgpu)`);
 }
 if (synthetic && backendName === "cpu") die("--synthetic-weights needs --backend wgpu or webgpu");
+if (!["dense", "sale"].includes(attentionName)) die(`unknown --attention ${attentionName} (dense or sale)`);
+if (attentionName === "sale" && backendName === "cpu") {
+  die("--attention sale needs --backend wgpu or webgpu (SALE on the CPU: deno task run --pipeline sale)");
+}
 for (
   const [k, v] of [["context", context], ["decode", decode], ["chunk", chunk], ["repeats", repeats]] as const
 ) {
@@ -269,6 +277,24 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   const prompt = real ? real.prompt : syn!.prompt;
   const gpu = await Effect.runPromise(loadLlamaGpu(weights, backend));
   const loadMs = performance.now() - tLoad;
+  // --attention sale: one SALE graph (f32 operators, default parameters) shared by every layer.
+  let attentionGraph: GpuForwardOptions["attentionGraph"];
+  if (attentionName === "sale") {
+    const { sale } = await import("@longctx/ops");
+    const { buildPipelineGraph } = await import("@longctx/plans");
+    const params = sale.saleParams({
+      workgroupMemory: Math.min(1 << 20, backend.limits.maxComputeWorkgroupStorageSize),
+    });
+    const ops = [sale.saleQuantize, sale.saleEstimate, sale.saleSelect, sale.saleSparseAttn];
+    const g = await Effect.runPromise(buildPipelineGraph("sale", ops.map((op) => ({ op, params }))));
+    attentionGraph = () => g;
+  }
+  const densities: number[] = [];
+  const onDensity = (d: readonly (Float32Array | undefined)[]) => {
+    const all = d.flatMap((x) => (x ? [...x] : []));
+    densities.push(all.reduce((a, b) => a + b, 0) / all.length);
+  };
+  const graphOpts = (s: number) => (s === 0 && attentionGraph ? { attentionGraph, onDensity } : {});
   const cache = await Effect.runPromise(gpu.newCache(context + decode));
   /** One prefill (in `chunk`-token forwards) from an empty cache, then `decode` greedy steps. */
   const once = async (steps: number) => {
@@ -276,7 +302,7 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
     const t0 = performance.now();
     let next = 0;
     for (let s = 0; s < context; s += chunk) {
-      next = await Effect.runPromise(gpu.forwardArgmax(prompt.slice(s, s + chunk), cache));
+      next = await Effect.runPromise(gpu.forwardArgmax(prompt.slice(s, s + chunk), cache, graphOpts(s)));
     }
     const t1 = performance.now();
     for (let i = 0; i < steps; i++) next = await Effect.runPromise(gpu.forwardArgmax([next], cache));
@@ -296,7 +322,7 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
     const lp: number[] = [];
     for (let s = 0; s < context; s += chunk) {
       const part = prompt.slice(s, s + chunk);
-      const logits = await Effect.runPromise(gpu.forward(part, c2, { logits: "all" }));
+      const logits = await Effect.runPromise(gpu.forward(part, c2, { logits: "all", ...graphOpts(s) }));
       for (let i = 0; i < part.length && s + i + 1 < context; i++) {
         lp.push(logits[i * V + prompt[s + i + 1]] - logSumExp(logits, i * V, V));
       }
@@ -311,7 +337,7 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
     context,
     model: real ? "SmolLM2-135M-Instruct Q4_1 (f32 dequantised)" : "SmolLM2-135M shapes, synthetic weights",
     backend: kind,
-    impl: "dense",
+    impl: attentionName,
     dtype: "f32",
     gpu: adapter.name,
     driver: adapter.driver,
@@ -320,7 +346,12 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
       adapter: adapter.name,
       api: adapter.api,
       driver: adapter.driver,
-      attention: chunk >= context ? "flash prefill, split-KV decode" : "flash first chunk, split-KV after",
+      attention: `${attentionName === "sale" ? "SALE graph (default parameters)" : "flash"} ${
+        chunk >= context ? "prefill, split-KV decode" : "first chunk, split-KV after"
+      }`,
+      ...(densities.length > 0
+        ? { density: Number((densities.reduce((a, b) => a + b, 0) / densities.length).toFixed(4)) }
+        : {}),
       tokens: real ? `first ${context} tokens of ${real.doc.name}` : `random ids (seed ${seed})`,
       seed: synthetic ? seed : "none",
       chunk,
@@ -370,7 +401,8 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
     `${kind} ${adapter.name}, ${common.params.weights}: prefill ${context} tokens ${pm.toFixed(1)} ms (${
       (context / (pm / 1000)).toFixed(1)
     } tok/s), decode ${dm.toFixed(2)} ms/token (${(1000 / dm).toFixed(1)} tok/s), median of ${repeats}` +
-      (ppl !== undefined ? `; perplexity ${ppl.toFixed(3)}` : ""),
+      (ppl !== undefined ? `; perplexity ${ppl.toFixed(3)}` : "") +
+      (common.params.density !== undefined ? `; SALE density ${common.params.density}` : ""),
   );
 }
 

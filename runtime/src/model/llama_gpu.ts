@@ -15,6 +15,12 @@
  *   (`dense.flashWgsl`, FlashAttention-2, Dao 2023, reading the cache in place through `kvStride`); any call
  *   at an offset (decode steps, later prefill chunks) runs a split-KV kernel (keys in chunks, partial
  *   online-softmax states merged by a second kernel: "flash-decoding"), see `llama_gpu_kernels.ts`.
+ * - Pluggable attention (`attentionGraph`): a prefill from position 0 can run any attention `Graph` of
+ *   `@longctx/graph` per layer instead — e.g. `dense.attn`, or SALE's `sale.quantize → sale.estimate →
+ *   sale.select → sale.sparseAttn` (arXiv 2505.24179 §3) as `compileLayer` of `@longctx/plans` builds it from
+ *   a plan. The graph is lowered once per (graph, seq) with `planRun`, its tensors get device buffers from a
+ *   lifetime plan (`planBuffers`) shared by every layer that runs the same graph, and its launches are encoded
+ *   into the forward's command buffer between the RoPE and the output projection.
  * - One `dispatch` (one command buffer) per forward call; only the argmax (4 bytes) or the requested logits
  *   are read back.
  *
@@ -32,12 +38,20 @@
 import { Effect } from "effect";
 import {
   type Backend,
-  type BackendError,
+  BackendError,
+  descBytes,
   type DeviceBuffer,
+  type Graph,
   type Kernel,
   type KernelCompileError,
   type Launch,
+  type Lifetime,
+  planBuffers,
+  planRun,
+  type PortRef,
+  refKey,
   ShapeError,
+  type TensorDesc,
 } from "@longctx/graph";
 import { dense, kernels } from "@longctx/ops";
 import type { LlamaConfig, LlamaModel } from "./llama.ts";
@@ -45,9 +59,11 @@ import {
   addNormKernel,
   argmaxKernel,
   combineKernel,
+  copyKernel,
   embedKernel,
   gemvKernel,
   headsToRowsKernel,
+  kvCompactKernel,
   ropeKernel,
   splitAttnKernel,
   swigluKernel,
@@ -89,7 +105,36 @@ export interface GpuForwardOptions {
   readonly attention?: GpuAttention;
   /** Split-KV: keys per chunk for short calls (a multiple of 64; default 256). */
   readonly splitKeys?: number;
+  /**
+   * Attention as a sub-graph, per layer (`undefined` for a layer: the built-in kernel chosen by `attention`).
+   * Used only by a call starting at position 0 (a prefill; decode steps and later chunks keep the built-in
+   * split-KV kernel, SALE being a prefill method). See {@link AttentionGraphFn} for the graph's contract.
+   */
+  readonly attentionGraph?: AttentionGraphFn;
+  /**
+   * Called after the call's GPU work with, per layer, the attention graph's per-head density (`f32 [heads]`,
+   * kept / causal blocks, e.g. `sale.select`'s `density` output; read back as `nLayer·heads·4` bytes), or
+   * `undefined` for a layer whose graph has no density tensor or that ran a built-in kernel. Not called
+   * when no layer's graph has a density tensor.
+   */
+  readonly onDensity?: (density: readonly (Float32Array | undefined)[]) => void;
 }
+
+/**
+ * The attention graph of layer `layer` (or `undefined`: built-in kernel). Its contract:
+ * - inputs named `q` `f32 [heads, seq, headDim]` (after RoPE), `k`, `v` `f32 [kvHeads, seq, headDim]`
+ *   (the layer's cache rows `0 … seq − 1`), each optional, no other inputs; f16 graphs (`*.f16` operators) are
+ *   refused (the forward is f32 throughout): build the plan with `dtype: "f32"`;
+ * - an output `o` `f32 [heads, seq, headDim]` (causal attention output, normalised), any other outputs
+ *   (`lse`, …) are computed and ignored; a `density` tensor `f32 [heads]` (a graph output of that name, else the
+ *   last node output port of that name) is what {@link GpuForwardOptions.onDensity} reports;
+ * - every node has a GPU lowering (`Operator.gpu`), and lowerings size their work from shapes or uniforms,
+ *   never from the bound buffers' sizes (buffers are shared and may be larger, as with the executor).
+ *
+ * The same graph object (or structurally equal graphs: same nodes, operators and parameters) for several
+ * layers shares one lowering and one set of intermediate buffers.
+ */
+export type AttentionGraphFn = (layer: number) => Graph | undefined;
 
 /**
  * A model on a GPU backend. Forward calls share the model's activation buffers: run them one after another
@@ -126,9 +171,14 @@ export interface GpuLlama {
   forwardArgmax(
     tokens: ArrayLike<number>,
     cache: GpuKvCache,
-    options?: Pick<GpuForwardOptions, "attention" | "splitKeys">,
+    options?: Pick<GpuForwardOptions, "attention" | "splitKeys" | "attentionGraph" | "onDensity">,
   ): Effect.Effect<number, ShapeError | GpuError>;
-  /** Free every device buffer of the model (weights, activations; not caches). */
+  /**
+   * Device bytes held for attention graphs (intermediates, workspaces, uniforms of the lowerings cached for
+   * the last call's length); freed by a call of another length and by {@link GpuLlama.release}.
+   */
+  graphBytes(): number;
+  /** Free every device buffer of the model (weights, activations, attention-graph buffers; not caches). */
   release(): void;
 }
 
@@ -236,6 +286,8 @@ export const loadLlamaGpu = (
       h2r: headsToRowsKernel(shape),
       swiglu: swigluKernel(F),
       argmax: argmaxKernel(),
+      compact: kvCompactKernel(shape),
+      copy: copyKernel(),
     };
     const mmSmall = yield* kernels.matmul({ dtype: "f32", transB: true });
     const mmLarge = yield* kernels.matmul({
@@ -385,6 +437,243 @@ export const loadLlamaGpu = (
         return launch(plan.kernel, [a, w, c, u], plan.workgroups({ M, N, K: Kd }));
       });
 
+    // ---- Attention sub-graphs (GpuForwardOptions.attentionGraph).
+    /** A graph lowered for one length: launches with q/k/v left as placeholders, and the buffers it owns. */
+    interface PreparedGraph {
+      readonly seq: number;
+      readonly buffers: DeviceBuffer[];
+      readonly launches: {
+        readonly kernel: Kernel;
+        readonly buffers: readonly (DeviceBuffer | "q" | "k" | "v")[];
+        readonly workgroups: readonly [number, number, number];
+      }[];
+      /** Where the graph's output `o` lies (a graph input only for a pass-through graph). */
+      readonly o: DeviceBuffer | "q" | "k" | "v";
+      readonly density?: { readonly buf: DeviceBuffer; readonly heads: number };
+    }
+    const prepared = new Map<string, PreparedGraph>();
+    const structKeys = new WeakMap<Graph, string>();
+    const structKey = (g: Graph): string => {
+      let k = structKeys.get(g);
+      if (k === undefined) {
+        k = JSON.stringify([
+          g.name,
+          g.inputs.map((i) => [i.name, i.type.dtype, i.type.dims]),
+          g.nodes.map((n) => [n.name, n.op.name, n.params, n.inputs]),
+          g.outputs,
+        ]);
+        structKeys.set(g, k);
+      }
+      return k;
+    };
+    const graphBytes = () =>
+      [...prepared.values()].reduce((a, p) => a + p.buffers.reduce((b, x) => b + x.bytes, 0), 0);
+    const dropPrepared = (keep: (p: PreparedGraph) => boolean) => {
+      for (const [k, p] of prepared) {
+        if (keep(p)) continue;
+        for (const b of p.buffers) drop(b);
+        prepared.delete(k);
+      }
+    };
+    const QKV = new Set(["q", "k", "v"]);
+
+    /**
+     * Lower graph `g` for a `seq`-token prefill (cached per structure and length). Fails with `ShapeError`
+     * (inputs other than q/k/v, f16 inputs, no `o` or an `o` of the wrong shape, an operator's `infer`
+     * rejecting the shapes, a buffer over the binding limit) or `BackendError` (`unsupported`: a node without
+     * a GPU lowering or whose lowering refuses these shapes; `internal`: a lowering binding an unknown name),
+     * and with allocation / compilation errors. Nothing stays allocated on failure.
+     */
+    const prepareGraph = (g: Graph, seq: number) =>
+      Effect.gen(function* () {
+        const key = `${structKey(g)}|${seq}`;
+        const have = prepared.get(key);
+        if (have) return have;
+        const where = `attention graph "${g.name}"`;
+        const descs: Record<string, TensorDesc> = {};
+        for (const i of g.inputs) {
+          if (!QKV.has(i.name)) {
+            return yield* Effect.fail(
+              shapeError(
+                `${where} has input "${i.name}"; the GPU forward binds only q, k and v`,
+                "an attention graph reads q [heads, seq, headDim] and k, v [kvHeads, seq, headDim] " +
+                  "(compileLayer of @longctx/plans builds such graphs)",
+              ),
+            );
+          }
+          if (i.type.dtype !== "f32") {
+            return yield* Effect.fail(
+              shapeError(
+                `${where} reads ${i.name} as ${i.type.dtype}; the GPU forward holds Q/K/V in f32`,
+                'use the f32 operators (dense.attn, sale.*): plan with dtype "f32" (the planner\'s default)',
+              ),
+            );
+          }
+          descs[i.name] = {
+            dtype: "f32",
+            dims: i.type.dims,
+            shape: i.name === "q" ? [H, seq, D] : [KH, seq, D],
+          };
+        }
+        const oOut = g.outputs.find((o) => o.name === "o");
+        if (!oOut) {
+          return yield* Effect.fail(
+            shapeError(
+              `${where} has no output "o" (outputs: ${g.outputs.map((o) => o.name).join(", ") || "none"})`,
+              "an attention graph must output o: f32 [heads, seq, headDim]",
+            ),
+          );
+        }
+        const plan = yield* planRun(g, backend, descs, { lowering: "prefer" });
+        for (const n of g.nodes) {
+          if (plan.paths.get(n.name) !== "gpu") {
+            return yield* Effect.fail(
+              new BackendError({
+                backend: backend.kind,
+                reason: "unsupported",
+                message:
+                  `${where}: node ${n.name} (${n.op.name}) has no GPU lowering; the GPU forward runs ` +
+                  "attention graphs entirely on the device",
+                hint:
+                  `use an operator with a gpu lowering instead of ${n.op.name}, or run this layer with the ` +
+                  "built-in attention (return undefined for it) or on the CPU forward (llama.ts)",
+              }),
+            );
+          }
+        }
+        const oDesc = plan.shapes.get(refKey(oOut.ref))!;
+        if (oDesc.dtype !== "f32" || oDesc.shape.join() !== [H, seq, D].join()) {
+          return yield* Effect.fail(
+            shapeError(
+              `${where}: output o is ${oDesc.dtype} [${oDesc.shape}], the forward needs f32 [${[H, seq, D]}]`,
+              "the graph's o must be the attention output [heads, seq, headDim] in f32",
+            ),
+          );
+        }
+        // The density tensor: a graph output named so, else the last node output port of that name.
+        let densityRef: PortRef | undefined = g.outputs.find((o) => o.name === "density")?.ref;
+        if (!densityRef) {
+          for (let s = g.nodes.length - 1; s >= 0 && !densityRef; s--) {
+            if ("density" in g.nodes[s].op.outputs) densityRef = { node: g.nodes[s].name, port: "density" };
+          }
+        }
+        let densityHeads = 0;
+        if (densityRef) {
+          const d = plan.shapes.get(refKey(densityRef))!;
+          if (d.dtype === "f32" && d.shape.length === 1 && d.shape[0] > 0) densityHeads = d.shape[0];
+          else densityRef = undefined;
+        }
+        // Lifetimes of node outputs and workspaces (graph inputs are the forward's buffers); o and the
+        // density live to the end, since kernels after the graph read them.
+        const last = g.nodes.length;
+        const end = new Map<string, number>();
+        const use = (k: string, step: number) => end.set(k, Math.max(end.get(k) ?? step, step));
+        g.nodes.forEach((n, s) => Object.values(n.inputs).forEach((r) => use(refKey(r), s)));
+        for (const o of g.outputs) use(refKey(o.ref), last);
+        if (densityRef) use(refKey(densityRef), last);
+        const lifetimes: Lifetime[] = [];
+        for (const [s, n] of g.nodes.entries()) {
+          for (const port of Object.keys(n.op.outputs)) {
+            const k = refKey({ node: n.name, port });
+            lifetimes.push({ key: k, bytes: descBytes(plan.shapes.get(k)!), start: s, end: end.get(k) ?? s });
+          }
+          for (const [ws, bytes] of Object.entries(plan.lowerings.get(n.name)!.workspaces)) {
+            lifetimes.push({ key: `ws:${n.name}:${ws}`, bytes, start: s, end: s });
+          }
+        }
+        const mem = planBuffers(lifetimes);
+        const big = mem.buffers.findIndex((b) => b > maxBind);
+        if (big >= 0) {
+          return yield* Effect.fail(
+            shapeError(
+              `${where} needs a ${
+                mem.buffers[big]
+              }-byte buffer at ${seq} tokens, over the device's binding ` +
+                `limit of ${maxBind}`,
+              "prefill in smaller chunks (generateGreedyGpu's chunk option)",
+            ),
+          );
+        }
+        const ownedHere: DeviceBuffer[] = [];
+        const build = Effect.gen(function* () {
+          const bufs: DeviceBuffer[] = [];
+          for (const [i, bytes] of mem.buffers.entries()) {
+            const b = yield* alloc(bytes, `${g.name}#${i}`);
+            ownedHere.push(b);
+            bufs.push(b);
+          }
+          const bufOf = (k: string) => bufs[mem.assign.get(k)!];
+          const resolve = (r: PortRef): DeviceBuffer | "q" | "k" | "v" =>
+            "input" in r ? (r.input as "q" | "k" | "v") : bufOf(refKey(r));
+          const launches: PreparedGraph["launches"] = [];
+          for (const n of g.nodes) {
+            const low = plan.lowerings.get(n.name)!;
+            // Uniform bytes go into a buffer of their own per launch (all uploads precede the one command
+            // buffer, so a workspace re-uploaded between launches, as the executor allows, cannot be shared).
+            const current = new Map<string, DeviceBuffer>();
+            for (const [li, l] of low.launches.entries()) {
+              for (const [ws, bytes] of Object.entries(l.uniforms ?? {})) {
+                if (!(ws in low.workspaces)) {
+                  return yield* Effect.fail(
+                    new BackendError({
+                      backend: backend.kind,
+                      reason: "internal",
+                      message: `${where}: node ${n.name}(${n.op.name}): uniform "${ws}" has no workspace`,
+                      hint: `declare "${ws}" in the lowering's workspaces`,
+                    }),
+                  );
+                }
+                const u = yield* alloc(
+                  Math.max(16, Math.ceil(bytes.byteLength / 4) * 4),
+                  `${n.name}.${li}.${ws}`,
+                );
+                ownedHere.push(u);
+                yield* backend.upload(u, bytes);
+                current.set(ws, u);
+              }
+              const bound: (DeviceBuffer | "q" | "k" | "v")[] = [];
+              for (const name of l.buffers) {
+                const c = name.indexOf(":");
+                const [kind, port] = [name.slice(0, c), name.slice(c + 1)];
+                let b: DeviceBuffer | "q" | "k" | "v" | undefined;
+                if (kind === "in" && n.inputs[port]) b = resolve(n.inputs[port]);
+                else if (kind === "out" && port in n.op.outputs) b = bufOf(refKey({ node: n.name, port }));
+                else if (kind === "ws" && port in low.workspaces) {
+                  b = current.get(port) ?? bufOf(`ws:${n.name}:${port}`);
+                }
+                if (b === undefined) {
+                  return yield* Effect.fail(
+                    new BackendError({
+                      backend: backend.kind,
+                      reason: "internal",
+                      message:
+                        `${where}: node ${n.name}(${n.op.name}): its lowering binds "${name}", which is ` +
+                        "no port or workspace",
+                      hint:
+                        `bindings are in:<input port>, out:<output port> or ws:<workspace>; fix ${n.op.name}.gpu`,
+                    }),
+                  );
+                }
+                bound.push(b);
+              }
+              yield* backend.compile(l.kernel);
+              launches.push({ kernel: l.kernel, buffers: bound, workgroups: l.workgroups });
+            }
+          }
+          const p: PreparedGraph = {
+            seq,
+            buffers: ownedHere,
+            launches,
+            o: resolve(oOut.ref),
+            ...(densityRef ? { density: { buf: bufOf(refKey(densityRef)), heads: densityHeads } } : {}),
+          };
+          return p;
+        });
+        const p = yield* Effect.onError(build, () => Effect.sync(() => ownedHere.forEach(drop)));
+        prepared.set(key, p);
+        return p;
+      });
+
     /** Encode the layers (and the embedding) of one call; returns the launches. Leaves x, t for the head. */
     const encodeLayers = (tokens: ArrayLike<number>, cache: GpuKvCache, opts: GpuForwardOptions) =>
       Effect.gen(function* () {
@@ -415,6 +704,17 @@ export const loadLlamaGpu = (
         const o = yield* buf("o", seq * H * D * 4);
         const gu = yield* buf("gu", seq * 2 * F * 4);
         const g = yield* buf("g", seq * F * 4);
+        // Attention sub-graphs of this call (prefill from position 0 only).
+        const graphs: (PreparedGraph | undefined)[] = [];
+        if (opts.attentionGraph && offset === 0) {
+          // Lowerings cached for other lengths are freed (one length's buffers at a time).
+          dropPrepared((p) => p.seq === seq);
+          for (let l = 0; l < nLayer; l++) {
+            const gl = opts.attentionGraph(l);
+            graphs.push(gl ? yield* prepareGraph(gl, seq) : undefined);
+          }
+        }
+        const anyGraph = graphs.some((p) => p !== undefined);
         const L: Launch[] = [];
         const n4 = (seq * E) / 4;
         const uEmbed = yield* uni("embed", u32s(n4));
@@ -457,19 +757,77 @@ export const loadLlamaGpu = (
             launch(K.combine, [part, ml, o, uA], [seq, H, 1]),
           ];
         }
+        // Graph layers: K/V compacted out of the cache unless it holds exactly `seq` rows; the graph's o
+        // [H, seq, D] transposed into the rows the output projection reads; densities gathered per layer.
+        let graphLaunches: (l: number, p: PreparedGraph) => Launch[] = () => [];
+        let density: { buf: DeviceBuffer; stride: number } | undefined;
+        if (anyGraph) {
+          const compact = cache.capacity !== seq;
+          const kc = compact ? yield* buf("graph_k", KH * seq * D * 4) : undefined;
+          const vc = compact ? yield* buf("graph_v", KH * seq * D * 4) : undefined;
+          const uCompact = yield* uni("compact", u32s(seq, cache.capacity));
+          const compactGroups = kernels.grid1d(Math.ceil((KH * seq * D) / 4 / 256));
+          const uH2r = yield* uni("h2r", u32s(seq));
+          const h2rGroups = kernels.grid1d(Math.ceil((seq * H * D) / 4 / 256));
+          const stride = Math.max(0, ...graphs.map((p) => p?.density?.heads ?? 0));
+          if (opts.onDensity && stride > 0) {
+            density = { buf: yield* buf("density", nLayer * stride * 4), stride };
+          }
+          const uCopy: DeviceBuffer[] = [];
+          for (let l = 0; l < nLayer; l++) {
+            const n = graphs[l]?.density?.heads ?? 0;
+            if (density && n > 0) uCopy[l] = yield* uni(`density.${l}`, u32s(n, l * density.stride));
+          }
+          graphLaunches = (l, p) => {
+            const k = kc ?? cache.k[l], v = vc ?? cache.v[l];
+            const pick = (b: DeviceBuffer | "q" | "k" | "v") =>
+              b === "q" ? q : b === "k" ? k : b === "v" ? v : b;
+            const out: Launch[] = [];
+            if (kc && vc) {
+              out.push(launch(K.compact, [cache.k[l], cache.v[l], kc, vc, uCompact], compactGroups));
+            }
+            for (const x of p.launches) out.push(launch(x.kernel, x.buffers.map(pick), x.workgroups));
+            out.push(launch(K.h2r, [pick(p.o), o, uH2r], h2rGroups));
+            if (density && p.density && uCopy[l]) {
+              out.push(
+                launch(
+                  K.copy,
+                  [p.density.buf, density.buf, uCopy[l]],
+                  kernels.grid1d(Math.ceil(p.density.heads / 256)),
+                ),
+              );
+            }
+            return out;
+          };
+        }
         for (let l = 0; l < nLayer; l++) {
           const W = layers[l];
           L.push(launch(K.addNorm, [x, t, W.attnNorm, h, l === 0 ? uNorm0 : uNorm1], [seq, 1, 1]));
           L.push(yield* project("qkv", h, W.wqkv, qkv, seq, NQKV, E));
           L.push(launch(K.rope, [qkv, ropeCos!, ropeSin!, q, cache.k[l], cache.v[l], uRope], ropeGroups));
-          L.push(...attnLaunches(l));
+          const gl = graphs[l];
+          L.push(...(gl ? graphLaunches(l, gl) : attnLaunches(l)));
           L.push(yield* project("o", o, W.wo, t, seq, E, H * D));
           L.push(launch(K.addNorm, [x, t, W.ffnNorm, h, uNorm1], [seq, 1, 1]));
           L.push(yield* project("gu", h, W.wgu, gu, seq, 2 * F, E));
           L.push(launch(K.swiglu, [gu, g, uSwiglu], swGroups));
           L.push(yield* project("down", g, W.wdown, t, seq, E, F));
         }
-        return { launches: L, x, t };
+        /** After the call's GPU work: read the densities back and report them (when asked and present). */
+        const report = Effect.gen(function* () {
+          if (!density || !opts.onDensity) return;
+          const b = yield* backend.download(density.buf, 0, nLayer * density.stride * 4);
+          const all = new Float32Array(
+            b.buffer.slice(b.byteOffset, b.byteOffset + nLayer * density.stride * 4),
+          );
+          const stride = density.stride;
+          opts.onDensity(
+            graphs.map((p, l) =>
+              p?.density ? all.slice(l * stride, l * stride + p.density.heads) : undefined
+            ),
+          );
+        });
+        return { launches: L, x, t, report };
       });
 
     /** Final residual + norm of rows `start … start + rows − 1` and their logits, appended to `L`. */
@@ -503,18 +861,20 @@ export const loadLlamaGpu = (
         if (bad) return yield* Effect.fail(bad);
         const seq = tokens.length;
         const want = opts.logits ?? "last";
-        const { launches, x, t } = yield* encodeLayers(tokens, cache, opts);
+        const { launches, x, t, report } = yield* encodeLayers(tokens, cache, opts);
         cache.length += seq;
         if (want === "none") {
           // Only the layers (K/V into the cache): run them and wait.
           yield* run(launches);
           yield* backend.sync();
+          yield* report;
           return new Float32Array(0);
         }
         if (want === "last") {
           const logits = yield* encodeHead(launches, x, t, seq - 1, 1, "last");
           yield* run(launches);
           const b = yield* backend.download(logits, 0, V * 4);
+          yield* report;
           return new Float32Array(b.buffer, b.byteOffset, V).slice();
         }
         // "all": row chunks whose logits fit one binding (each row's residual is added exactly once).
@@ -528,6 +888,7 @@ export const loadLlamaGpu = (
           const b = yield* backend.download(logits, 0, rows * V * 4);
           out.set(new Float32Array(b.buffer, b.byteOffset, rows * V), s * V);
         }
+        yield* report;
         return out;
       });
 
@@ -536,13 +897,14 @@ export const loadLlamaGpu = (
         const bad = checkCall(tokens, cache);
         if (bad) return yield* Effect.fail(bad);
         const seq = tokens.length;
-        const { launches, x, t } = yield* encodeLayers(tokens, cache, opts);
+        const { launches, x, t, report } = yield* encodeLayers(tokens, cache, opts);
         cache.length += seq;
         const logits = yield* encodeHead(launches, x, t, seq - 1, 1, "last");
         const am = yield* buf("argmax", 4);
         launches.push(launch(K.argmax, [logits, am, yield* uni("argmax", u32s(V, 0))], [1, 1, 1]));
         yield* run(launches);
         const b = yield* backend.download(am, 0, 4);
+        yield* report;
         return new Uint32Array(b.buffer.slice(b.byteOffset, b.byteOffset + 4))[0];
       });
 
@@ -585,10 +947,12 @@ export const loadLlamaGpu = (
       newCache,
       forward,
       forwardArgmax,
+      graphBytes,
       release: () => {
         for (const b of owned.splice(0)) backend.release(b);
         act.clear();
         uniforms.clear();
+        prepared.clear();
       },
     } satisfies GpuLlama;
   });
@@ -599,6 +963,14 @@ export interface GpuGenerateOptions {
   readonly stop?: ReadonlySet<number>;
   /** Prefill chunk size in tokens (default 2048; bounds activation memory). */
   readonly chunk?: number;
+  /**
+   * Attention sub-graph per layer for the first prefill chunk (the one at position 0), as
+   * {@link GpuForwardOptions.attentionGraph}; later chunks and decode steps use the built-in kernels. Pass
+   * a `chunk` ≥ the prompt length to run the whole prompt through the graphs.
+   */
+  readonly attentionGraph?: AttentionGraphFn;
+  /** Per-layer densities of that first chunk, as {@link GpuForwardOptions.onDensity}. */
+  readonly onDensity?: (density: readonly (Float32Array | undefined)[]) => void;
 }
 
 /**
@@ -626,7 +998,16 @@ export const generateGreedyGpu = (
     const t0 = performance.now();
     let next = 0;
     for (let s = 0; s < prompt.length; s += chunk) {
-      next = yield* model.forwardArgmax(prompt.slice(s, s + chunk), cache);
+      next = yield* model.forwardArgmax(
+        prompt.slice(s, s + chunk),
+        cache,
+        s === 0 && options.attentionGraph
+          ? {
+            attentionGraph: options.attentionGraph,
+            ...(options.onDensity ? { onDensity: options.onDensity } : {}),
+          }
+          : {},
+      );
     }
     const t1 = performance.now();
     const ids: number[] = [];

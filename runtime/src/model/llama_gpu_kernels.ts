@@ -17,6 +17,8 @@
  * - {@link headsToRowsKernel}: `[heads, seq, D]` → `[seq, heads·D]` (after the flash kernel).
  * - {@link swigluKernel}: `g = silu(gate) · up` (Shazeer 2020) from the fused gate/up product.
  * - {@link argmaxKernel}: index of the largest logit (first on ties).
+ * - {@link kvCompactKernel}: the first `seq` cache rows → contiguous `[kvHeads, seq, D]` K/V (attention
+ *   sub-graphs); {@link copyKernel}: f32 words into an offset of another buffer (per-layer statistics).
  * @module
  */
 import type { Kernel } from "@longctx/graph";
@@ -397,6 +399,57 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();
   }
   if (lid == 0u) { OUT[0] = bi[0]; }
+}
+`,
+    ["read", "read_write", "uniform"],
+  );
+
+/**
+ * Compact the first `seq` rows of a layer's KV cache: `kc`, `vc [KH, capacity, D]` → `k`, `v [KH, seq, D]`
+ * (for attention sub-graphs, whose operators read K/V as `[kvHeads, kvSeq, headDim]`). Bindings: `kc`, `vc`,
+ * `k` (out), `v` (out), uniform `{ seq, capacity }`. One invocation per vec4 of one of K and V;
+ * `grid1d` workgroups of 256 over `KH·seq·D/4`.
+ */
+export const kvCompactKernel = (s: HeadShape): Kernel => {
+  const { kvHeads: KH, headDim: D } = s;
+  const D4 = D / 4;
+  return kernel(
+    `kvcompact.${KH}.${D}`,
+    `struct U { seq: u32, cap: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> KC: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> VC: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> K: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> V: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> P: U;
+${ENTRY256}
+  ${LINEAR}
+  if (gid >= ${KH}u * P.seq * ${D4}u) { return; }
+  let h = gid / (P.seq * ${D4}u);
+  let rem = gid % (P.seq * ${D4}u);
+  let src = h * P.cap * ${D4}u + rem;
+  K[gid] = KC[src];
+  V[gid] = VC[src];
+}
+`,
+    ["read", "read", "read_write", "read_write", "uniform"],
+  );
+};
+
+/**
+ * Copy `n` f32 words: `dst[offset + i] = src[i]` (per-layer statistics gathered into one buffer). Bindings:
+ * `src`, `dst` (out), uniform `{ n, offset }`. `grid1d` workgroups of 256 over `n`.
+ */
+export const copyKernel = (): Kernel =>
+  kernel(
+    "copy.f32",
+    `struct U { n: u32, offset: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> S: array<f32>;
+@group(0) @binding(1) var<storage, read_write> D: array<f32>;
+@group(0) @binding(2) var<uniform> P: U;
+${ENTRY256}
+  ${LINEAR}
+  if (gid >= P.n) { return; }
+  D[P.offset + gid] = S[gid];
 }
 `,
     ["read", "read_write", "uniform"],

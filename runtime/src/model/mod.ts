@@ -26,6 +26,7 @@ export {
   prefill,
 } from "./llama.ts";
 export {
+  type AttentionGraphFn,
   generateGreedyGpu,
   type GpuAttention,
   type GpuError,
