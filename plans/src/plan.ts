@@ -314,10 +314,17 @@ const layerCosts = (r: Resolved, dims: AttnDims): Effect.Effect<readonly StageCo
 /** The operators of `costs` that `profile` has no measurements of. */
 const unprofiled = (costs: readonly StageCost[], profile: LoadedProfile): PlanError | undefined => {
   const missing = costs.find((c) => !profile.fits.has(c.op.name));
-  return missing && bad(
+  if (!missing) return undefined;
+  // the same operator measured at the other element type (`dense.attn` ↔ `dense.attn.f16`)
+  const name = missing.op.name;
+  const sibling = name.endsWith(".f16") ? name.slice(0, -4) : `${name}.f16`;
+  return bad(
     "not-profiled",
-    `device profile "${profile.profile.name}" has no measurements of ${missing.op.name}`,
-    `run calibrate on that device (deno run -A runtime/src/cli/calibrate.ts --ops ${missing.op.name})`,
+    `device profile "${profile.profile.name}" has no measurements of ${name}`,
+    profile.fits.has(sibling)
+      ? `it measured ${sibling}: plan with dtype ${sibling.endsWith(".f16") ? "f16" : "f32"} (--dtype), or ` +
+        `calibrate that device with --dtype ${name.endsWith(".f16") ? "f16" : "f32"}`
+      : `run calibrate on that device (deno run -A runtime/src/cli/calibrate.ts --ops ${name})`,
   );
 };
 

@@ -89,6 +89,12 @@ export const badCases = (): BadCase[] => {
     },
     { name: "unknown backend", args: [...small, "--backend", "tpu"], expect: 'unknown --backend "tpu"' },
     { name: "unknown model", args: [...small, "--model", "gpt-5"], expect: 'unknown --model "gpt-5"' },
+    {
+      name: "--json in a missing folder (checked before the run)",
+      args: [...small, "--json", join(dir, "no-such-folder", "out.json")],
+      expect: "cannot write --json",
+    },
+    { name: "--chart is a folder", args: [...small, "--chart", dir], expect: "cannot write --chart" },
   ];
 };
 

@@ -71,7 +71,7 @@ const readJson = (path: string, what: string) =>
     );
   });
 
-/** Load the device profile: `--profile <file>`, else built-in `--device`, else the first built-in. */
+/** Load the device profile: `--profile <file>`, else built-in `--device`, else `h200` (else the first built-in). */
 const loadProfile = (file: Option.Option<string>, device: Option.Option<string>) =>
   Effect.gen(function* () {
     if (Option.isSome(file)) return yield* Effect.flatMap(readJson(file.value, "profile"), parseProfile);
@@ -170,8 +170,10 @@ const flags = {
   ),
   phase: Flag.Literals("phase", ["prefill", "decode"]).pipe(Flag.withDefault("prefill")),
   dtype: Flag.Literals("dtype", ["f32", "f16"]).pipe(
-    Flag.withDescription("element type of Q/K/V the kernels read"),
-    Flag.withDefault("f32"),
+    Flag.withDescription(
+      "element type of Q/K/V the kernels read (default: f32 when the device profile measured it, else f16)",
+    ),
+    Flag.optional,
   ),
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the plan as JSON"), Flag.withDefault(false)),
   device: Flag.String("device").pipe(Flag.withDescription("built-in device profile name"), Flag.optional),
@@ -234,11 +236,20 @@ const main = (i: Input) =>
     }
     const contextLength = yield* parseTokens(i.context.value);
     const memoryBytes = Option.isSome(i.memory) ? yield* parseBytes(i.memory.value) : undefined;
+    const profile: LoadedProfile = yield* loadProfile(i.profile, i.device);
+    // default element type: the one the profile measured dense attention at (f32 first)
+    const dtype = Option.getOrElse(
+      i.dtype,
+      () =>
+        !profile.fits.has("dense.attn") && profile.fits.has("dense.attn.f16")
+          ? "f16" as const
+          : "f32" as const,
+    );
     const request: PlanRequest = {
       model: i.model.value,
       contextLength,
       phase: i.phase,
-      dtype: i.dtype,
+      dtype,
       budget: {
         ...(Option.isSome(i.latencyMs) ? { latencyMs: i.latencyMs.value } : {}),
         ...(memoryBytes === undefined ? {} : { memoryBytes }),
@@ -246,7 +257,6 @@ const main = (i: Input) =>
       },
     };
     yield* validateRequest(request);
-    const profile: LoadedProfile = yield* loadProfile(i.profile, i.device);
     const densities = yield* loadDensities(i.densities);
     const p = yield* plan(request, { profile, operators: defaultOperators(), densities });
     if (Option.isSome(i.out)) {

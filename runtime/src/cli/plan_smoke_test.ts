@@ -100,3 +100,14 @@ test("plan CLI: bad input gives one error line, a hint and exit code 1", () => {
     assert.ok(!r.err.includes("    at "), "no stack trace without --verbose");
   }
 });
+
+test("plan CLI: with no --device and no --dtype, the built-in profile's measured element type is used", () => {
+  const r = plan("--model", "smollm2-135m", "--context", "2k", "--json");
+  assert.equal(r.code, 0, r.err);
+  const p = JSON.parse(r.out);
+  // the built-in default (h200) was calibrated with f16 Q/K/V only
+  assert.equal(p.dtype, "f16");
+  const f32 = plan("--model", "smollm2-135m", "--context", "2k", "--device", "h200", "--dtype", "f32");
+  assert.equal(f32.code, 1);
+  assert.match(f32.err, /it measured dense\.attn\.f16: plan with dtype f16/);
+});

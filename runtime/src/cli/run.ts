@@ -19,7 +19,8 @@
  * `error: … — fix: …` line and exits with 1 (`--verbose` adds the stack).
  * @module
  */
-import { writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, statSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import process from "node:process";
 import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import { Cause, Console, Effect, Option } from "effect";
@@ -202,6 +203,9 @@ const main = (i: Input) =>
       });
     }
     const jsonToStdout = Option.isSome(i.json) && i.json.value === "-";
+    // output paths are checked before the long computation, so a typo does not cost the whole run
+    if (Option.isSome(i.json) && !jsonToStdout) yield* checkWritable(i.json.value, "--json");
+    if (Option.isSome(i.chart)) yield* checkWritable(i.chart.value, "--chart");
     const out = (s: string) => (jsonToStdout ? Console.error(s) : Console.log(s));
     const source = yield* readInput(i.input.value);
     const plant = Option.getOrUndefined(i.plant);
@@ -276,8 +280,16 @@ const main = (i: Input) =>
       const r = choicesFromPlan(planned.success, cfg.nLayer);
       plannerChoices = r.choices;
       if (pipeline === "auto") warnings.push(...r.warnings);
+      // one reason per layer group; with many groups (one per layer when per-layer densities differ) the
+      // first stands for the rest, and --json has them all
+      const gs = planned.success.groups;
       plannerSays = `planner (profile ${useProfile}): ${describeChoices(r.choices)} — ` +
-        planned.success.groups.map((g) => g.reason).join("; ");
+        (gs.length <= 3
+          ? gs.map((g) => g.reason).join("; ")
+          : `layers ${gs[0].layers[0]}-${gs[0].layers[1] - 1}: ${
+            gs[0].reason
+          }; … (${gs.length} layer groups, ` +
+            "each with its reason in --json)");
     } else {
       plannerSays = `planner failed (${planned.failure.message}; ${planned.failure.hint})`;
       if (pipeline === "auto") warnings.push(`${plannerSays}, so dense`);
@@ -377,7 +389,8 @@ const main = (i: Input) =>
         selected: describeBackend(selection.backend),
         report: selection.report,
         fallbacks: selection.fallbacks,
-        compute: `cpu: f32 forward pass, GEMMs by ${model.sgemm.name} (the model has no GPU path yet)`,
+        compute:
+          `cpu: f32 forward pass, GEMMs by ${model.sgemm.name} (run uses the CPU forward; the GPU forward is runtime/src/model/llama_gpu.ts)`,
         plannerProfile: profileName,
       },
       pipeline: {
@@ -489,6 +502,20 @@ const main = (i: Input) =>
       }
     }
     yield* out(lines.join("\n"));
+  });
+
+/** Fails with `InputError` when `path`'s folder does not exist or is not writable, or `path` is a folder. */
+const checkWritable = (path: string, flag: string) =>
+  Effect.try({
+    try: () => {
+      if (existsSync(path) && statSync(path).isDirectory()) throw new Error(`${path} is a folder`);
+      accessSync(dirname(resolve(path)), constants.W_OK);
+    },
+    catch: (e) =>
+      new InputError({
+        message: `cannot write ${flag} ${path}: ${e instanceof Error ? e.message : String(e)}`,
+        hint: "pass a file path in an existing, writable folder",
+      }),
   });
 
 const writeFile = (path: string, text: string, flag: string) =>
