@@ -18,6 +18,7 @@
  * 18.0 s with it; `benchmarks/model_bench.ts`, load average 3.1–3.6 vs 1.6 — the machine is shared).
  * @module
  */
+import type { sale } from "@longctx/ops";
 
 /** Row-major GEMM: `C[m, n] = alpha · op(A) · op(B) + beta · C`. */
 export interface Sgemm {
@@ -30,21 +31,7 @@ export interface Sgemm {
    * Arrays may be subarray views (their byte offsets are honoured). Does no bounds checking beyond what the
    * caller guarantees (an internal kernel; callers size the views).
    */
-  gemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: Float32Array,
-    lda: number,
-    b: Float32Array,
-    ldb: number,
-    beta: number,
-    c: Float32Array,
-    ldc: number,
-  ): void;
+  readonly gemm: sale.Gemm;
 }
 
 const CblasRowMajor = 101;

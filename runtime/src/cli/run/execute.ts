@@ -10,10 +10,9 @@
  */
 import { Effect } from "effect";
 import type { ShapeError } from "@longctx/graph";
-import type { sale } from "@longctx/ops";
+import { sale } from "@longctx/ops";
 import { argmax, type AttentionFn, denseCausalAttention, type LlamaModel } from "../../model/llama.ts";
 import { compareLogits, logSumExp } from "../../model/metrics.ts";
-import { saleAttentionBlas } from "../../../../ops/sale/gemm_attention.ts";
 
 /** The attention of one layer. */
 export type LayerChoice = { readonly kind: "dense" } | {
@@ -87,7 +86,7 @@ export const runPass = (
       let o: Float32Array;
       let density = 1, outRelErr = 0, attentionMs: number;
       if (choice.kind === "sale") {
-        const r = saleAttentionBlas(
+        const r = sale.saleAttentionBlas(
           gemm,
           choice.params,
           q,
