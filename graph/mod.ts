@@ -11,5 +11,6 @@ export * from "./src/signatures.ts";
 export * from "./src/graph.ts";
 export * from "./src/memory.ts";
 export * from "./src/executor.ts";
+export * from "./src/program.ts";
 export * from "./src/json.ts";
 export * from "./src/random.ts";

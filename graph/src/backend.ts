@@ -10,6 +10,27 @@
 import type { Effect } from "effect";
 import type { BackendError, KernelCompileError } from "./errors.ts";
 
+/**
+ * Row-major `C = alpha · op(A) · op(B) + beta · C` over f32 arrays (BLAS `sgemm`'s shape): `m × n` result,
+ * inner size `k`, leading dimensions in elements. The cpu backend passes one to kernel bodies and cpu
+ * references (OpenBLAS through FFI in `@longctx/runtime`, else a TypeScript loop).
+ */
+export type Gemm = (
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  alpha: number,
+  a: Float32Array,
+  lda: number,
+  b: Float32Array,
+  ldb: number,
+  beta: number,
+  c: Float32Array,
+  ldc: number,
+) => void;
+
 /** Which implementation a backend is. */
 export type BackendKind = "cpu" | "wgpu" | "webgpu";
 
@@ -65,6 +86,7 @@ export interface Kernel {
   readonly cpu?: (
     buffers: readonly ArrayBuffer[],
     workgroups: readonly [number, number, number],
+    host?: { readonly gemm?: Gemm },
   ) => void;
 }
 
@@ -116,6 +138,13 @@ export interface Backend {
   sync(): Effect.Effect<void, BackendError>;
   /** Free a buffer now. Releasing twice is a no-op. */
   release(buf: DeviceBuffer): void;
+  /**
+   * Optional, host-memory backends only (cpu): the buffer's storage itself, not a copy, so host-path
+   * operators read and write it without transfers. GPU backends leave it out.
+   */
+  view?(buf: DeviceBuffer): Effect.Effect<ArrayBuffer, BackendError>;
+  /** Optional: the GEMM host-path operators may use on this backend (the cpu backend's BLAS). */
+  readonly gemm?: Gemm;
   /** Number of live buffers and their bytes: the executor's leak check reads this. */
   live(): { readonly buffers: number; readonly bytes: number };
   /** Release everything the backend holds (device, pipelines, buffers). */

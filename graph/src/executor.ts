@@ -22,12 +22,13 @@
  * @module
  */
 import { Effect } from "effect";
-import type { Backend, DispatchTiming, Launch } from "./backend.ts";
+import type { Backend } from "./backend.ts";
 import { BackendError, type LongctxError, ShapeError } from "./errors.ts";
 import { type Graph, type GraphNode, inferShapes, refKey, type ShapeMap, showType } from "./graph.ts";
 import { type Lifetime, type MemoryPlan, planBuffers } from "./memory.ts";
 import type { Cost, DescsOf, GpuLowering, HostOf, Ports } from "./operator.ts";
-import { allocHost, descBytes, type HostTensor, type TensorDesc } from "./tensor.ts";
+import { lower } from "./program.ts";
+import { descBytes, type HostTensor, type TensorDesc } from "./tensor.ts";
 
 /** How a node runs: its gpu lowering, its cpu reference on the cpu backend, or the cpu fallback on a GPU. */
 export type NodePath = "gpu" | "cpu" | "cpu-fallback";
@@ -46,6 +47,16 @@ export interface RunOptions {
   readonly gpuTiming?: boolean;
 }
 
+/** Options of {@link planRun}. */
+export interface PlanOptions {
+  /** As {@link RunOptions.lowering}. */
+  readonly lowering?: RunOptions["lowering"];
+  /** Graph inputs bound to caller-owned buffers: no buffer is planned for them. */
+  readonly bound?: ReadonlySet<string>;
+  /** Tensor keys (`refKey`) to keep alive to the end besides the graph outputs. */
+  readonly keepAlive?: readonly string[];
+}
+
 /** What planning decided. */
 export interface RunPlan {
   /** Description of every tensor, by `refKey`. */
@@ -54,8 +65,13 @@ export interface RunPlan {
   readonly paths: ReadonlyMap<string, NodePath>;
   /** GPU lowering per node on the `gpu` path. */
   readonly lowerings: ReadonlyMap<string, GpuLowering>;
-  /** Buffer plan over tensors and workspaces (`ws:<node>:<name>`). */
+  /**
+   * Buffer plan over tensors and workspaces (`ws:<node>:<name>`); an in-place output's key maps to its
+   * input's buffer; bound inputs (and outputs aliasing them) have no entry.
+   */
   readonly memory: MemoryPlan;
+  /** In-place output key → the key whose storage it is (a graph input or an earlier node output). */
+  readonly canonical: ReadonlyMap<string, string>;
 }
 
 /** Timing of one node. */
@@ -112,17 +128,46 @@ export const planRun = (
   g: Graph,
   backend: Pick<Backend, "kind" | "features">,
   inputs: Readonly<Record<string, TensorDesc>>,
-  options: RunOptions = {},
+  options: PlanOptions = {},
 ): Effect.Effect<RunPlan, ShapeError | BackendError> =>
   Effect.gen(function* () {
     const shapes = yield* inferShapes(g, inputs);
+    const bound = options.bound ?? new Set<string>();
+    // In-place outputs (Operator.aliases) share their input's storage: every key resolves to a canonical one.
+    const canon = new Map<string, string>();
+    const canonical = (key: string): string => canon.get(key) ?? key;
+    for (const n of g.nodes) {
+      for (const [out, inp] of Object.entries(n.op.aliases ?? {})) {
+        const r = n.inputs[inp];
+        if (!r || !(out in n.op.outputs)) {
+          return yield* new ShapeError({
+            message: `node ${n.name}(${n.op.name}): alias ${out} → ${inp} names no wired input or no output`,
+            hint: `fix ${n.op.name}.aliases: output port → input port`,
+          });
+        }
+        const a = shapes.get(refKey(r))!, b = shapes.get(refKey({ node: n.name, port: out }))!;
+        if (descBytes(a) !== descBytes(b)) {
+          return yield* new ShapeError({
+            message: `node ${n.name}(${n.op.name}): in-place output ${out} (${descBytes(b)} bytes) differs ` +
+              `from its input ${inp} (${descBytes(a)} bytes)`,
+            hint: `an aliased output must have its input's size; fix ${n.op.name}.infer`,
+          });
+        }
+        canon.set(refKey({ node: n.name, port: out }), canonical(refKey(r)));
+      }
+    }
     const last = g.nodes.length;
     const end = new Map<string, number>();
-    const use = (key: string, step: number) => end.set(key, Math.max(end.get(key) ?? step, step));
+    const use = (key: string, step: number) => {
+      const k = canonical(key);
+      end.set(k, Math.max(end.get(k) ?? step, step));
+    };
     g.nodes.forEach((n, s) => Object.values(n.inputs).forEach((r) => use(refKey(r), s)));
     for (const o of g.outputs) use(refKey(o.ref), last);
+    for (const key of options.keepAlive ?? []) use(key, last);
     const lifetimes: Lifetime[] = [];
     for (const i of g.inputs) {
+      if (bound.has(i.name)) continue;
       const key = refKey({ input: i.name });
       lifetimes.push({ key, bytes: descBytes(shapes.get(key)!), start: -1, end: end.get(key) ?? -1 });
     }
@@ -133,6 +178,7 @@ export const planRun = (
       paths.set(n.name, path);
       for (const port of Object.keys(n.op.outputs)) {
         const key = refKey({ node: n.name, port });
+        if (canon.has(key)) continue;
         lifetimes.push({ key, bytes: descBytes(shapes.get(key)!), start: s, end: end.get(key) ?? s });
       }
       if (path === "gpu") {
@@ -157,7 +203,10 @@ export const planRun = (
         }
       }
     }
-    return { shapes, paths, lowerings, memory: planBuffers(lifetimes) };
+    const memory = planBuffers(lifetimes);
+    const assign = new Map(memory.assign);
+    for (const [k, c] of canon) if (assign.has(c)) assign.set(k, assign.get(c)!);
+    return { shapes, paths, lowerings, memory: { ...memory, assign }, canonical: new Map(canon) };
   });
 
 /** Cost of one node and of the whole graph (see `Cost`: FLOPs, bytes read / written, workspace bytes). */
@@ -190,29 +239,6 @@ export const graphCost = (
     return { nodes, total };
   });
 
-const backendError = (b: Backend, message: string, hint: string) =>
-  new BackendError({ backend: b.kind, reason: "internal", message, hint });
-
-/** Pad to a multiple of 4 bytes (f16 tensors of odd length), as uploads require. */
-const uploadBytes = (t: HostTensor): Uint8Array => {
-  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, descBytes(t.desc));
-  if (bytes.byteLength % 4 === 0) return bytes;
-  const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
-  padded.set(bytes);
-  return padded;
-};
-
-const readTensor = (
-  backend: Backend,
-  buf: Parameters<Backend["download"]>[0],
-  desc: TensorDesc,
-): Effect.Effect<HostTensor, BackendError> =>
-  Effect.map(backend.download(buf, 0, Math.ceil(descBytes(desc) / 4) * 4), (bytes) => {
-    const t = allocHost(desc);
-    new Uint8Array(t.data.buffer, t.data.byteOffset, descBytes(desc)).set(bytes.subarray(0, descBytes(desc)));
-    return t;
-  });
-
 /**
  * Run graph `g` on `backend` with host `inputs` (one `HostTensor` per graph input, by name); returns the
  * outputs as host tensors, by output name, and a report (per-node wall time in ms, paths, buffer plan in
@@ -229,142 +255,48 @@ export const run = <I extends Ports, O extends Ports>(
   inputs: HostOf<I>,
   options: RunOptions = {},
 ): Effect.Effect<RunResult<O>, LongctxError> =>
-  Effect.scoped(Effect.gen(function* () {
+  Effect.gen(function* () {
     const t0 = performance.now();
     const hostIn = inputs as Readonly<Record<string, HostTensor>>;
     const descs: Record<string, TensorDesc> = {};
     for (const [k, t] of Object.entries(hostIn)) descs[k] = t.desc;
-    const plan = yield* planRun(g as unknown as Graph, backend, descs, options);
-    for (const i of g.inputs) {
-      const t = hostIn[i.name];
-      if (t.data.byteLength < descBytes(t.desc)) {
-        return yield* new ShapeError({
-          message: `input "${i.name}" holds ${t.data.byteLength} bytes, ${
-            showType(t.desc)
-          } [${t.desc.shape}] needs ${descBytes(t.desc)}`,
-          hint: "build inputs with hostTensor(), which checks the size",
-        });
-      }
-    }
-    const bufs = yield* Effect.forEach(plan.memory.buffers, (bytes, i) =>
-      Effect.acquireRelease(
-        backend.allocate(bytes, `${g.name}#${i}`),
-        (b) => Effect.sync(() => backend.release(b)),
-      ));
-    const bufOf = (key: string) => bufs[plan.memory.assign.get(key)!];
-    for (const i of g.inputs) {
-      yield* backend.upload(bufOf(refKey({ input: i.name })), uploadBytes(hostIn[i.name]));
-    }
-    const reports: NodeReport[] = [];
-    for (const n of g.nodes) {
-      yield* Effect.yieldNow; // an interruption point between nodes
-      const start = performance.now();
-      const path = plan.paths.get(n.name)!;
-      let launches = 0;
-      let gpuMs: number | undefined;
-      if (path === "gpu") {
-        const low = plan.lowerings.get(n.name)!;
-        const bind = (name: string) => {
-          const [kind, port] = [name.slice(0, name.indexOf(":")), name.slice(name.indexOf(":") + 1)];
-          if (kind === "in" && n.inputs[port]) return bufOf(refKey(n.inputs[port]));
-          if (kind === "out" && port in n.op.outputs) return bufOf(refKey({ node: n.name, port }));
-          if (kind === "ws" && port in low.workspaces) return bufOf(`ws:${n.name}:${port}`);
-          return undefined;
-        };
-        const timed = options.gpuTiming === true && backend.features.has("timestamp-query");
-        let pending: Launch[] = [];
-        const flush = Effect.gen(function* () {
-          if (pending.length === 0) return;
-          const t: DispatchTiming | undefined = yield* backend.dispatch(pending, { timed });
-          if (t) gpuMs = (gpuMs ?? 0) + t.totalMs;
-          pending = [];
-        });
-        for (const l of low.launches) {
-          const buffers = l.buffers.map(bind);
-          const missing = l.buffers.find((_, i) => buffers[i] === undefined);
-          if (missing !== undefined) {
-            return yield* backendError(
-              backend,
-              `node ${n.name}(${n.op.name}): its lowering binds "${missing}", which is no port or workspace`,
-              `bindings are in:<input port>, out:<output port> or ws:<workspace>; fix ${n.op.name}.gpu`,
-            );
-          }
-          yield* backend.compile(l.kernel);
-          if (l.uniforms) {
-            yield* flush;
-            for (const [ws, bytes] of Object.entries(l.uniforms)) {
-              const b = bind(`ws:${ws}`);
-              if (!b) {
-                return yield* backendError(
-                  backend,
-                  `node ${n.name}(${n.op.name}): uniform "${ws}" has no workspace`,
-                  `declare "${ws}" in the lowering's workspaces`,
-                );
-              }
-              yield* backend.upload(b, bytes);
+    return yield* Effect.acquireUseRelease(
+      lower(g, backend, descs, options.lowering ? { lowering: options.lowering } : {}),
+      (p) =>
+        Effect.gen(function* () {
+          for (const i of g.inputs) {
+            const t = hostIn[i.name];
+            if (t.data.byteLength < descBytes(t.desc)) {
+              return yield* new ShapeError({
+                message: `input "${i.name}" holds ${t.data.byteLength} bytes, ${
+                  showType(t.desc)
+                } [${t.desc.shape}] needs ${descBytes(t.desc)}`,
+                hint: "build inputs with hostTensor(), which checks the size",
+              });
             }
+            yield* p.write(i.name, t);
           }
-          pending.push({ kernel: l.kernel, buffers: buffers as Launch["buffers"], workgroups: l.workgroups });
-          launches++;
-        }
-        yield* flush;
-      } else {
-        const host: Record<string, HostTensor> = {};
-        for (const [port, r] of Object.entries(n.inputs)) {
-          host[port] = yield* readTensor(backend, bufOf(refKey(r)), plan.shapes.get(refKey(r))!);
-        }
-        const out = yield* Effect.try({
-          try: () => n.op.cpu(n.params, host as HostOf<Ports>) as Readonly<Record<string, HostTensor>>,
-          catch: (e) =>
-            backendError(
-              backend,
-              `node ${n.name}(${n.op.name}): cpu reference threw: ${
-                e instanceof Error ? e.message : String(e)
-              }`,
-              `a bug in ${n.op.name}.cpu, or inputs its infer() should have rejected`,
-            ),
-        });
-        for (const port of Object.keys(n.op.outputs)) {
-          const key = refKey({ node: n.name, port });
-          const want = plan.shapes.get(key)!;
-          const t = out[port];
-          if (!t || t.data.byteLength < descBytes(want) || t.desc.shape.join() !== want.shape.join()) {
-            return yield* new ShapeError({
-              message: `node ${n.name}(${n.op.name}).${port}: cpu returned ${
-                t ? `[${t.desc.shape}] (${t.data.byteLength} bytes)` : "nothing"
-              }, infer said ${showType(want)} [${want.shape}]`,
-              hint: `make ${n.op.name}.cpu and ${n.op.name}.infer agree`,
-            });
-          }
-          yield* backend.upload(bufOf(key), uploadBytes(t));
-        }
-      }
-      if (options.syncEachNode !== false) yield* backend.sync();
-      reports.push({
-        node: n.name,
-        op: n.op.name,
-        path,
-        ms: performance.now() - start,
-        ...(gpuMs === undefined ? {} : { gpuMs }),
-        launches,
-      });
-    }
-    const outputs: Record<string, HostTensor> = {};
-    for (const o of g.outputs) {
-      outputs[o.name] = yield* readTensor(backend, bufOf(refKey(o.ref)), plan.shapes.get(refKey(o.ref))!);
-    }
-    const m = plan.memory;
-    const report: RunReport = {
-      graph: g.name,
-      backend: backend.adapter.name,
-      nodes: reports,
-      totalMs: performance.now() - t0,
-      memory: {
-        buffers: m.buffers.length,
-        peakBytes: m.peakBytes,
-        naiveBytes: m.naiveBytes,
-        lowerBoundBytes: m.lowerBoundBytes,
-      },
-    };
-    return { outputs: outputs as HostOf<O>, report };
-  }));
+          const r = yield* p.run({
+            perNode: options.syncEachNode !== false,
+            timed: options.gpuTiming === true,
+          });
+          const outputs: Record<string, HostTensor> = {};
+          for (const o of g.outputs) outputs[o.name] = yield* p.read(o.name);
+          const m = p.plan.memory;
+          const report: RunReport = {
+            graph: g.name,
+            backend: backend.adapter.name,
+            nodes: r.nodes ?? [],
+            totalMs: performance.now() - t0,
+            memory: {
+              buffers: m.buffers.length,
+              peakBytes: m.peakBytes,
+              naiveBytes: m.naiveBytes,
+              lowerBoundBytes: m.lowerBoundBytes,
+            },
+          };
+          return { outputs: outputs as HostOf<O>, report };
+        }),
+      (p) => Effect.sync(() => p.release()),
+    );
+  });

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Effect, Schema } from "effect";
-import type { Kernel } from "./backend.ts";
+import type { Gemm, Kernel } from "./backend.ts";
 import type { ShapeError } from "./errors.ts";
 import type { HostTensor, TensorDesc, TensorType } from "./tensor.ts";
 
@@ -53,18 +53,46 @@ export interface Cost {
 }
 
 /**
+ * Runtime scalars of a program run (e.g. `pos`, the tokens already in a KV cache before this step): values
+ * that change per run without changing any shape, so a lowered program is reused as is. Non-negative
+ * integers; an operator lists the names it reads in {@link Operator.scalars}.
+ */
+export type Scalars = Readonly<Record<string, number>>;
+
+/** What a cpu reference receives besides parameters and inputs. */
+export interface CpuContext {
+  /** The run's scalars (those the operator declares in {@link Operator.scalars}). */
+  readonly scalars: Scalars;
+  /** A BLAS-shaped GEMM when the backend provides one (the cpu backend does), for fast references. */
+  readonly gemm?: Gemm;
+}
+
+/** One launch of a lowering. */
+export interface LoweredLaunch {
+  readonly kernel: Kernel;
+  /** Bindings in order: `in:<port>`, `out:<port>` or `ws:<workspace>`. */
+  readonly buffers: readonly string[];
+  readonly workgroups: readonly [number, number, number];
+  /** Bytes for a uniform binding, uploaded into `ws:<name>` before the launch, if any. */
+  readonly uniforms?: Readonly<Record<string, Uint8Array>>;
+  /**
+   * Launch settings that depend on runtime scalars (see {@link Scalars}): uniform bytes (for workspaces
+   * also named in `uniforms`, which give their size) and the workgroup count, recomputed before each run
+   * of a lowered program. Only uniforms and workgroup counts may change: never buffers or kernels.
+   */
+  readonly dynamic?: (scalars: Scalars) => {
+    readonly uniforms?: Readonly<Record<string, Uint8Array>>;
+    readonly workgroups?: readonly [number, number, number];
+  };
+}
+
+/**
  * A GPU lowering: workspace buffers to allocate (bytes) and launches whose buffers name ports
  * (`in:<port>`, `out:<port>`) or workspaces (`ws:<name>`).
  */
 export interface GpuLowering {
   readonly workspaces: Readonly<Record<string, number>>;
-  readonly launches: readonly {
-    readonly kernel: Kernel;
-    readonly buffers: readonly string[];
-    readonly workgroups: readonly [number, number, number];
-    /** Bytes for a uniform binding, uploaded into `ws:<name>` before the launch, if any. */
-    readonly uniforms?: Readonly<Record<string, Uint8Array>>;
-  }[];
+  readonly launches: readonly LoweredLaunch[];
 }
 
 /** The operator contract. `P` parameters, `I` input ports, `O` output ports. */
@@ -80,8 +108,22 @@ export interface Operator<P, I extends Ports, O extends Ports> {
   readonly outputs: O;
   /** Output descriptions from input descriptions; fails with a `ShapeError` naming the bad port. */
   infer(params: P, inputs: DescsOf<I>): Effect.Effect<DescsOf<O>, ShapeError>;
-  /** CPU reference kernel (float32 storage; float64 accumulation where it matters). */
-  cpu(params: P, inputs: HostOf<I>): HostOf<O>;
+  /**
+   * Runtime scalars the operator reads (see {@link Scalars}), e.g. `["pos"]` for attention over a KV cache;
+   * a program run must supply each of them.
+   */
+  readonly scalars?: readonly string[];
+  /**
+   * In-place outputs: output port → input port whose storage it is (e.g. a KV cache appended to). The
+   * output is the same device buffer as the input (the memory planner never gives it another); the cpu
+   * reference writes into that input's data and returns it. This is how graphs carry state.
+   */
+  readonly aliases?: Readonly<Record<string, string>>;
+  /**
+   * CPU reference kernel (float32 storage; float64 accumulation where it matters). `ctx` holds the run's
+   * scalars and, on the cpu backend, a GEMM.
+   */
+  cpu(params: P, inputs: HostOf<I>, ctx?: CpuContext): HostOf<O>;
   /** GPU lowering for given shapes, absent when the operator is CPU-only for now. */
   gpu?(params: P, inputs: DescsOf<I>, features: ReadonlySet<string>): GpuLowering;
   /** Cost model as a function of shapes. */

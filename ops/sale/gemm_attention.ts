@@ -10,22 +10,9 @@
 import { causalKBlocks, roundEven } from "../dense/common.ts";
 import { isForced, saleGeometry, type SaleParams } from "./params.ts";
 
-/** Row-major `C = alpha · op(A) · op(B) + beta · C` (the shape of the runtime's `Sgemm.gemm`). */
-export type Gemm = (
-  transA: boolean,
-  transB: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: Float32Array,
-  lda: number,
-  b: Float32Array,
-  ldb: number,
-  beta: number,
-  c: Float32Array,
-  ldc: number,
-) => void;
+import type { Gemm } from "@longctx/graph";
+/** The GEMM shape this module takes (the `Gemm` of `@longctx/graph`). */
+export type { Gemm };
 
 /** Result of one SALE (or dense) attention call. */
 export interface BlasAttention {

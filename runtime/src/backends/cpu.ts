@@ -19,6 +19,7 @@ import {
   type BackendLimits,
   type DeviceBuffer,
   type DispatchTiming,
+  type Gemm,
   type Kernel,
   type Launch,
 } from "@longctx/graph";
@@ -30,6 +31,11 @@ export interface CpuBackendOptions {
    * so that plans can be tested against a budget.
    */
   readonly maxBytes?: number;
+  /**
+   * The GEMM kernel bodies and host-path operators use (`Backend.gemm`), e.g. OpenBLAS's `cblas_sgemm`
+   * through `loadSgemm()` of the model package; default: none (operators fall back to their own loops).
+   */
+  readonly gemm?: Gemm;
 }
 
 const NAME = "cpu";
@@ -109,8 +115,11 @@ export const makeCpuBackend = (options: CpuBackendOptions = {}): Effect.Effect<B
       return Effect.void;
     };
 
+    const host = options.gemm ? { gemm: options.gemm } : {};
     const backend: Backend = {
       kind: "cpu",
+      ...(options.gemm ? { gemm: options.gemm } : {}),
+      view: (buf) => lookup(buf),
       adapter: {
         name: "cpu (TypeScript, 1 thread)",
         vendor: "longctx",
@@ -186,7 +195,7 @@ export const makeCpuBackend = (options: CpuBackendOptions = {}): Effect.Effect<B
             const body = l.kernel.cpu!;
             const t0 = performance.now();
             yield* Effect.try({
-              try: () => body(datas, l.workgroups),
+              try: () => body(datas, l.workgroups, host),
               catch: (e) =>
                 err(
                   "internal",

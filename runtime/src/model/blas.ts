@@ -18,7 +18,7 @@
  * 18.0 s with it; `benchmarks/model_bench.ts`, load average 3.1–3.6 vs 1.6 — the machine is shared).
  * @module
  */
-import type { sale } from "@longctx/ops";
+import type { Gemm } from "@longctx/graph";
 
 /** Row-major GEMM: `C[m, n] = alpha · op(A) · op(B) + beta · C`. */
 export interface Sgemm {
@@ -31,7 +31,7 @@ export interface Sgemm {
    * Arrays may be subarray views (their byte offsets are honoured). Does no bounds checking beyond what the
    * caller guarantees (an internal kernel; callers size the views).
    */
-  readonly gemm: sale.Gemm;
+  readonly gemm: Gemm;
 }
 
 const CblasRowMajor = 101;
