@@ -521,7 +521,10 @@ export const inferShapes = (
           `pass a ${showType(i.type)} tensor`,
         );
       }
-      if (d.shape.length !== d.dims.length || d.shape.some((s) => !Number.isInteger(s) || s < 0)) {
+      if (
+        (d.shape.length !== d.dims.length && !isWildcard(d)) ||
+        d.shape.some((s) => !Number.isInteger(s) || s < 0)
+      ) {
         return yield* shapeError(
           `input "${i.name}" has shape [${d.shape}] for dims [${d.dims}]`,
           "give one non-negative integer size per dim",
@@ -543,7 +546,10 @@ export const inferShapes = (
       );
       for (const [port, t] of Object.entries(n.op.outputs)) {
         const d = out[port];
-        if (!d || d.dtype !== t.dtype || d.shape.length !== d.dims.length || !typesMatch(d, t)) {
+        if (
+          !d || d.dtype !== t.dtype || (d.shape.length !== d.dims.length && !isWildcard(d)) ||
+          !typesMatch(d, t)
+        ) {
           return yield* shapeError(
             `node ${nodeLabel(n)}: infer gave ${
               d ? `${showType(d)} [${d.shape}]` : "nothing"

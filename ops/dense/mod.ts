@@ -5,3 +5,4 @@
 export * from "./attn.ts";
 export * from "./common.ts";
 export * from "./flash_wgsl.ts";
+export * from "./cache_attn.ts";

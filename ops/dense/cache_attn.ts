@@ -1,0 +1,423 @@
+/**
+ * `dense.cacheAttn`: causal GQA attention of a chunk of queries against a KV cache whose valid length is a
+ * runtime scalar — the decode step and the later chunks of a chunked prefill, on the cache as state.
+ *
+ * The cache holds `pos` earlier tokens plus this call's `seq` (already appended: `model.rope` writes them);
+ * query `i` sits at absolute position `pos + i` and sees keys `j ≤ pos + i` (bottom-right causal alignment, as
+ * FlashAttention ≥ 2.1 for `seqQ ≠ seqK`), and with a local window `w > 0` only keys `j > pos + i − w`.
+ *
+ * GPU: split-KV ("flash-decoding"): keys in chunks of `splitLen`, one workgroup per (query, head, chunk)
+ * keeping an online-softmax state (FlashAttention-2, Dao 2023, §3.1), merged by a second kernel that also
+ * writes the LSE. The number of chunks follows `pos` at run time (workgroups and uniforms are recomputed; no
+ * kernel or buffer changes), so one lowered program serves every decode step up to the capacity.
+ * @module
+ */
+import { Effect, Schema } from "effect";
+import { allocHost, anyDims, type CpuContext, ShapeError, tensorType } from "@longctx/graph";
+import type { Cost, DescsOf, GpuLowering, HostOf, Kernel, Operator, TensorDesc } from "@longctx/graph";
+import { effectiveScale } from "./attn.ts";
+
+/** Parameters of `dense.cacheAttn`. */
+export const CacheAttnParams = Schema.Struct({
+  /** Softmax scale; 0 means 1/sqrt(headDim). */
+  scale: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(0)),
+  ),
+  /** Local window in tokens (0: none): query at position p sees keys (p − window, p]. */
+  window: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(0)),
+  ),
+  /**
+   * Output layout: `"heads"` → `o [heads, seq, headDim]` (the attention operators' layout); `"rows"` →
+   * `o [seq, heads·headDim]` (the layout the model's output projection reads; saves a transpose).
+   */
+  layout: Schema.Literals(["heads", "rows"]).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed("heads" as const)),
+  ),
+  /** Keys per split-KV chunk for short calls (multiple of 64). */
+  splitKeys: Schema.Int.check(Schema.isGreaterThanOrEqualTo(64), Schema.isMultipleOf(64)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(256)),
+  ),
+});
+/** Decoded `dense.cacheAttn` parameters. */
+export type CacheAttnParams = typeof CacheAttnParams.Type;
+
+const ports = {
+  inputs: {
+    q: tensorType("f32", ["heads", "seq", "headDim"] as const),
+    kCache: tensorType("f32", ["kvHeads", "capacity", "headDim"] as const),
+    vCache: tensorType("f32", ["kvHeads", "capacity", "headDim"] as const),
+  },
+  outputs: { o: anyDims("f32"), lse: tensorType("f32", ["heads", "seq"] as const) },
+};
+type In = typeof ports.inputs;
+type Out = typeof ports.outputs;
+
+const bad = (message: string, hint: string) => Effect.fail(new ShapeError({ message, hint }));
+
+/** Split length for a cache of `capacity` rows and `seq` queries, so the partial states fit a binding. */
+const splitGeometry = (seq: number, heads: number, d: number, capacity: number, splitKeys: number) => {
+  const perSplit = seq * heads * (d + 2) * 4;
+  const maxSplits = Math.max(1, Math.min(1024, Math.floor((256 * 2 ** 20) / perSplit)));
+  let splitLen = splitKeys;
+  while (Math.ceil(capacity / splitLen) > maxSplits) splitLen *= 2;
+  return { splitLen, maxSplit: Math.ceil(capacity / splitLen) };
+};
+
+/** The scalar `pos` of a run, checked against the capacity (throws `RangeError`). */
+const posOf = (scalars: CpuContext["scalars"] | undefined, seq: number, capacity: number): number => {
+  const pos = scalars?.pos;
+  if (pos === undefined || !Number.isInteger(pos) || pos < 0) throw new RangeError(`scalar pos = ${pos}`);
+  if (pos + seq > capacity) {
+    throw new RangeError(`pos ${pos} + ${seq} queries exceed the cache capacity ${capacity}`);
+  }
+  return pos;
+};
+
+const f = (x: number) => x.toExponential(9);
+
+/** Split-KV partial states (see the module doc). Workgroups `[seq, heads, nsplit]` of 64. */
+const splitKernel = (H: number, KH: number, D: number, scale: number, window: number): Kernel => {
+  const D4 = D / 4, R = D / 64, group = H / KH;
+  const L: string[] = [];
+  const p = (x: string) => L.push(x);
+  p(`struct U { seq: u32, offset: u32, cap: u32, splitLen: u32, nsplit: u32, a: u32, b: u32, c: u32 }`);
+  p(`@group(0) @binding(0) var<storage, read> Q: array<vec4<f32>>;`);
+  p(`@group(0) @binding(1) var<storage, read> KC: array<vec4<f32>>;`);
+  p(`@group(0) @binding(2) var<storage, read> VC: array<f32>;`);
+  p(`@group(0) @binding(3) var<storage, read_write> PART: array<f32>;`);
+  p(`@group(0) @binding(4) var<storage, read_write> ML: array<f32>;`);
+  p(`@group(0) @binding(5) var<uniform> P: U;`);
+  p(`var<workgroup> qs: array<vec4<f32>, ${D4}>;`);
+  p(`var<workgroup> ps: array<f32, 64>;`);
+  p(`const NEG: f32 = -3.0e38;`);
+  p(`@compute @workgroup_size(64)`);
+  p(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
+  p(`  let i = wid.x; let h = wid.y; let sp = wid.z;`);
+  p(`  let kb = (h / ${group}u) * P.cap;`);
+  p(`  for (var x = lid; x < ${D4}u; x += 64u) { qs[x] = Q[(h * P.seq + i) * ${D4}u + x] * ${f(scale)}; }`);
+  p(`  workgroupBarrier();`);
+  p(`  let kvEnd = P.offset + i + 1u;`);
+  p(
+    window > 0 ? `  let lo = select(0u, kvEnd - ${window}u, kvEnd > ${window}u);` : `  let lo = 0u;`,
+  );
+  p(`  let k0 = max(sp * P.splitLen, lo);`);
+  p(`  let k1 = min(kvEnd, sp * P.splitLen + P.splitLen);`);
+  p(`  var m = NEG; var l = 0.0;`);
+  for (let r = 0; r < R; r++) p(`  var acc${r} = 0.0;`);
+  p(`  for (var t0 = k0; t0 < k1; t0 += 64u) {`);
+  p(`    let key = t0 + lid;`);
+  p(`    var sc = NEG;`);
+  p(`    if (key < k1) {`);
+  p(`      var d = 0.0;`);
+  p(`      for (var x = 0u; x < ${D4}u; x++) { d += dot(qs[x], KC[(kb + key) * ${D4}u + x]); }`);
+  p(`      sc = d;`);
+  p(`    }`);
+  p(`    ps[lid] = sc;`);
+  p(`    workgroupBarrier();`);
+  p(`    var mt = m;`);
+  p(`    for (var j = 0u; j < 64u; j++) { mt = max(mt, ps[j]); }`);
+  p(`    workgroupBarrier();`);
+  p(`    ps[lid] = select(0.0, exp(sc - mt), key < k1);`);
+  p(`    workgroupBarrier();`);
+  p(`    let al = exp(m - mt);`);
+  p(`    m = mt;`);
+  p(`    let n = min(64u, k1 - t0);`);
+  p(`    var sum = 0.0;`);
+  for (let r = 0; r < R; r++) p(`    var pv${r} = 0.0;`);
+  p(`    for (var j = 0u; j < n; j++) {`);
+  p(`      let pj = ps[j];`);
+  p(`      sum += pj;`);
+  p(`      let vrow = (kb + t0 + j) * ${D}u + lid;`);
+  for (let r = 0; r < R; r++) p(`      pv${r} = fma(pj, VC[vrow + ${r * 64}u], pv${r});`);
+  p(`    }`);
+  p(`    l = l * al + sum;`);
+  for (let r = 0; r < R; r++) p(`    acc${r} = acc${r} * al + pv${r};`);
+  p(`    workgroupBarrier();`);
+  p(`  }`);
+  p(`  let base = (i * ${H}u + h) * P.nsplit + sp;`);
+  for (let r = 0; r < R; r++) p(`  PART[base * ${D}u + lid + ${r * 64}u] = acc${r};`);
+  p(`  if (lid == 0u) { ML[base * 2u] = m; ML[base * 2u + 1u] = l; }`);
+  p(`}`);
+  return {
+    key: `dense.cacheAttn.split.${H}.${KH}.${D}.${scale}.w${window}`,
+    wgsl: L.join("\n") + "\n",
+    entryPoint: "main",
+    bindings: ["read", "read", "read", "read_write", "read_write", "uniform"],
+  };
+};
+
+/** Merge of the partial states into `o` and `lse` (natural log, scaled scores). Workgroups `[seq, heads, 1]`. */
+const combineKernel = (H: number, D: number, rows: boolean): Kernel => {
+  const R = D / 64;
+  const L: string[] = [];
+  const p = (x: string) => L.push(x);
+  p(`struct U { seq: u32, offset: u32, cap: u32, splitLen: u32, nsplit: u32, a: u32, b: u32, c: u32 }`);
+  p(`@group(0) @binding(0) var<storage, read> PART: array<f32>;`);
+  p(`@group(0) @binding(1) var<storage, read> ML: array<f32>;`);
+  p(`@group(0) @binding(2) var<storage, read_write> O: array<f32>;`);
+  p(`@group(0) @binding(3) var<storage, read_write> LSE: array<f32>;`);
+  p(`@group(0) @binding(4) var<uniform> P: U;`);
+  p(`@compute @workgroup_size(64)`);
+  p(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
+  p(`  let i = wid.x; let h = wid.y;`);
+  p(`  let base = (i * ${H}u + h) * P.nsplit;`);
+  p(`  var mx = -3.0e38;`);
+  p(`  for (var s = 0u; s < P.nsplit; s++) { mx = max(mx, ML[(base + s) * 2u]); }`);
+  p(`  var l = 0.0;`);
+  for (let r = 0; r < R; r++) p(`  var o${r} = 0.0;`);
+  p(`  for (var s = 0u; s < P.nsplit; s++) {`);
+  p(`    let ls = ML[(base + s) * 2u + 1u];`);
+  p(`    if (ls > 0.0) {`);
+  p(`      let w = exp(ML[(base + s) * 2u] - mx);`);
+  p(`      l += w * ls;`);
+  for (let r = 0; r < R; r++) p(`      o${r} = fma(w, PART[(base + s) * ${D}u + lid + ${r * 64}u], o${r});`);
+  p(`    }`);
+  p(`  }`);
+  p(`  let inv = select(0.0, 1.0 / l, l > 0.0);`);
+  p(`  let ob = ${rows ? `(i * ${H}u + h) * ${D}u` : `(h * P.seq + i) * ${D}u`};`);
+  for (let r = 0; r < R; r++) p(`  O[ob + lid + ${r * 64}u] = o${r} * inv;`);
+  p(`  if (lid == 0u) { LSE[h * P.seq + i] = select(-3.0e38, mx + log(l), l > 0.0); }`);
+  p(`}`);
+  return {
+    key: `dense.cacheAttn.combine.${H}.${D}.${rows ? "rows" : "heads"}`,
+    wgsl: L.join("\n") + "\n",
+    entryPoint: "main",
+    bindings: ["read", "read", "read_write", "read_write", "uniform"],
+  };
+};
+
+/**
+ * CPU reference of cache attention (float64 accumulation, exact two-pass softmax per row; with a GEMM in
+ * `ctx`, the scores and `P·V` go through it per KV head, in f32). `q [H, seq, D]`, caches
+ * `[KH, capacity, D]` with `pos + seq` valid rows. Returns `o` (in `layout`) and `lse [H, seq]`
+ * (−Infinity for a row that sees no key, o = 0 there).
+ */
+export const cacheAttentionReference = (
+  q: Float32Array,
+  kc: Float32Array,
+  vc: Float32Array,
+  s: { heads: number; kvHeads: number; seq: number; headDim: number; capacity: number },
+  pos: number,
+  scale: number,
+  window: number,
+  layout: "heads" | "rows",
+): { o: Float32Array; lse: Float32Array } => {
+  const { heads: H, kvHeads: KH, seq, headDim: D, capacity: C } = s;
+  const o = new Float32Array(H * seq * D), lse = new Float32Array(H * seq);
+  const g = H / KH, len = pos + seq;
+  const sc = new Float64Array(len), acc = new Float64Array(D);
+  for (let h = 0; h < H; h++) {
+    const kb = Math.floor(h / g) * C * D;
+    for (let i = 0; i < seq; i++) {
+      const p = pos + i, lo = window > 0 ? Math.max(0, p + 1 - window) : 0;
+      const qo = (h * seq + i) * D;
+      let m = -Infinity;
+      for (let j = lo; j <= p; j++) {
+        let dot = 0;
+        for (let x = 0; x < D; x++) dot += q[qo + x] * kc[kb + j * D + x];
+        sc[j] = dot * scale;
+        if (sc[j] > m) m = sc[j];
+      }
+      const oo = layout === "heads" ? qo : (i * H + h) * D;
+      if (m === -Infinity) {
+        lse[h * seq + i] = -Infinity;
+        continue;
+      }
+      let l = 0;
+      acc.fill(0);
+      for (let j = lo; j <= p; j++) {
+        const e = Math.exp(sc[j] - m);
+        l += e;
+        for (let x = 0; x < D; x++) acc[x] += e * vc[kb + j * D + x];
+      }
+      for (let x = 0; x < D; x++) o[oo + x] = acc[x] / l;
+      lse[h * seq + i] = m + Math.log(l);
+    }
+  }
+  return { o, lse };
+};
+
+/** The same arithmetic through a GEMM (scores of a KV head's stacked query rows, then P·V), f32. */
+const cacheAttentionGemm = (
+  gemm: NonNullable<CpuContext["gemm"]>,
+  q: Float32Array,
+  kc: Float32Array,
+  vc: Float32Array,
+  s: { heads: number; kvHeads: number; seq: number; headDim: number; capacity: number },
+  pos: number,
+  scale: number,
+  window: number,
+  layout: "heads" | "rows",
+): { o: Float32Array; lse: Float32Array } => {
+  const { heads: H, kvHeads: KH, seq, headDim: D, capacity: C } = s;
+  const o = new Float32Array(H * seq * D), lse = new Float32Array(H * seq);
+  const g = H / KH;
+  const BQ = 64;
+  const S = new Float32Array(BQ * (pos + seq));
+  const ob = new Float32Array(BQ * D);
+  for (let h = 0; h < H; h++) {
+    const kv = Math.floor(h / g);
+    const K = kc.subarray(kv * C * D, (kv + 1) * C * D), V = vc.subarray(kv * C * D, (kv + 1) * C * D);
+    for (let i0 = 0; i0 < seq; i0 += BQ) {
+      const rows = Math.min(BQ, seq - i0);
+      const last = pos + i0 + rows; // keys [0, last) cover every row of the block
+      const lo0 = window > 0 ? Math.max(0, pos + i0 + 1 - window) : 0;
+      const n = last - lo0;
+      gemm(
+        false,
+        true,
+        rows,
+        n,
+        D,
+        scale,
+        q.subarray((h * seq + i0) * D),
+        D,
+        K.subarray(lo0 * D),
+        D,
+        0,
+        S,
+        n,
+      );
+      for (let r = 0; r < rows; r++) {
+        const p = pos + i0 + r, lo = window > 0 ? Math.max(0, p + 1 - window) : 0;
+        const row = S.subarray(r * n, (r + 1) * n);
+        let m = -Infinity;
+        for (let j = lo; j <= p; j++) m = Math.max(m, row[j - lo0]);
+        let l = 0;
+        for (let j = 0; j < n; j++) {
+          const k = j + lo0;
+          const e = k >= lo && k <= p ? Math.exp(row[j] - m) : 0;
+          row[j] = e;
+          l += e;
+        }
+        for (let j = 0; j < n; j++) row[j] /= l;
+        lse[h * seq + i0 + r] = m + Math.log(l);
+      }
+      gemm(false, false, rows, D, n, 1, S, n, V.subarray(lo0 * D), D, 0, ob, D);
+      for (let r = 0; r < rows; r++) {
+        const i = i0 + r;
+        o.set(ob.subarray(r * D, (r + 1) * D), layout === "heads" ? (h * seq + i) * D : (i * H + h) * D);
+      }
+    }
+  }
+  return { o, lse };
+};
+
+const shapes = (i: DescsOf<In>) => {
+  const [heads, seq, headDim] = i.q.shape as [number, number, number];
+  const [kvHeads, capacity] = i.kCache.shape as [number, number, number];
+  return { heads, kvHeads, seq, headDim, capacity };
+};
+
+/**
+ * `dense.cacheAttn` (see the module doc). Inputs `q f32 [heads, seq, headDim]` (after RoPE), `kCache`,
+ * `vCache f32 [kvHeads, capacity, headDim]` holding `pos + seq` valid rows; runtime scalar `pos`. Outputs
+ * `o f32` (`[heads, seq, headDim]`, or `[seq, heads·headDim]` with `layout: "rows"`) and `lse f32 [heads, seq]`.
+ * Shape errors: rank, heads not a multiple of kvHeads, headDim not a multiple of 64 (GPU tiling) or caches
+ * of different shapes; a `pos` past the capacity fails the run.
+ */
+export const cacheAttn: Operator<CacheAttnParams, In, Out> = {
+  name: "dense.cacheAttn",
+  kind: "dense-attn",
+  reference:
+    "FlashAttention-2 (Dao 2023) §3.1 online softmax, split-KV decoding; bottom-right causal (FA ≥ 2.1)",
+  params: CacheAttnParams,
+  inputs: ports.inputs,
+  outputs: ports.outputs,
+  scalars: ["pos"],
+  infer: (p, i) => {
+    if (i.q.shape.length !== 3 || i.kCache.shape.length !== 3 || i.vCache.shape.length !== 3) {
+      return bad(`q [${i.q.shape}], kCache [${i.kCache.shape}]: expected rank 3`, "q [heads, seq, headDim]");
+    }
+    const s = shapes(i);
+    if (i.vCache.shape.join() !== i.kCache.shape.join()) {
+      return bad(`vCache [${i.vCache.shape}] differs from kCache [${i.kCache.shape}]`, "one shape for both");
+    }
+    if (i.kCache.shape[2] !== s.headDim) {
+      return bad(
+        `kCache headDim ${i.kCache.shape[2]} ≠ q's ${s.headDim}`,
+        "caches are [kvHeads, capacity, headDim]",
+      );
+    }
+    if (s.heads % s.kvHeads !== 0 || s.seq < 1 || s.seq > s.capacity) {
+      return bad(
+        `heads ${s.heads}, kvHeads ${s.kvHeads}, seq ${s.seq}, capacity ${s.capacity}`,
+        "heads a multiple of kvHeads, 1 ≤ seq ≤ capacity",
+      );
+    }
+    if (s.headDim % 64 !== 0) return bad(`headDim ${s.headDim} is not a multiple of 64`, "pad headDim to 64");
+    const o: TensorDesc = p.layout === "rows"
+      ? { dtype: "f32", dims: ["seq", "hidden"], shape: [s.seq, s.heads * s.headDim] }
+      : { dtype: "f32", dims: ["heads", "seq", "headDim"], shape: [s.heads, s.seq, s.headDim] };
+    return Effect.succeed({ o, lse: { ...ports.outputs.lse, shape: [s.heads, s.seq] } } as DescsOf<Out>);
+  },
+  cpu: (p, i, ctx) => {
+    const s = shapes({ q: i.q.desc, kCache: i.kCache.desc, vCache: i.vCache.desc });
+    const pos = posOf(ctx?.scalars, s.seq, s.capacity);
+    const scale = effectiveScale(p.scale, s.headDim);
+    const args = [i.q.data, i.kCache.data, i.vCache.data, s, pos, scale, p.window, p.layout] as const;
+    const r = ctx?.gemm ? cacheAttentionGemm(ctx.gemm, ...args) : cacheAttentionReference(...args);
+    const o = allocHost<"f32", readonly string[]>(
+      p.layout === "rows"
+        ? { dtype: "f32", dims: ["seq", "hidden"], shape: [s.seq, s.heads * s.headDim] }
+        : { dtype: "f32", dims: ["heads", "seq", "headDim"], shape: [s.heads, s.seq, s.headDim] },
+    );
+    o.data.set(r.o);
+    const lse = allocHost({ ...ports.outputs.lse, shape: [s.heads, s.seq] });
+    lse.data.set(r.lse);
+    return { o, lse } as HostOf<Out>;
+  },
+  gpu: (p, i): GpuLowering => {
+    const s = shapes(i);
+    const scale = effectiveScale(p.scale, s.headDim);
+    const { splitLen, maxSplit } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, p.splitKeys);
+    const uniform = (pos: number) =>
+      new Uint8Array(
+        Uint32Array.of(s.seq, pos, s.capacity, splitLen, Math.ceil((pos + s.seq) / splitLen), 0, 0, 0).buffer,
+      );
+    const dynamic = (sc: Readonly<Record<string, number>>) => {
+      const pos = posOf(sc, s.seq, s.capacity);
+      return {
+        uniforms: { u: uniform(pos) },
+        workgroups: [s.seq, s.heads, Math.ceil((pos + s.seq) / splitLen)] as const,
+      };
+    };
+    return {
+      workspaces: {
+        part: s.seq * s.heads * maxSplit * s.headDim * 4,
+        ml: s.seq * s.heads * maxSplit * 2 * 4,
+        u: 32,
+        u2: 32,
+      },
+      launches: [
+        {
+          kernel: splitKernel(s.heads, s.kvHeads, s.headDim, scale, p.window),
+          buffers: ["in:q", "in:kCache", "in:vCache", "ws:part", "ws:ml", "ws:u"],
+          workgroups: [s.seq, s.heads, 1],
+          uniforms: { u: uniform(0) },
+          dynamic,
+        },
+        {
+          kernel: combineKernel(s.heads, s.headDim, p.layout === "rows"),
+          buffers: ["ws:part", "ws:ml", "out:o", "out:lse", "ws:u2"],
+          workgroups: [s.seq, s.heads, 1],
+          uniforms: { u2: uniform(0) },
+          dynamic: (sc) => ({ uniforms: { u2: dynamic(sc).uniforms.u } }),
+        },
+      ],
+    };
+  },
+  cost: (p, i): Cost => {
+    const s = shapes(i);
+    const { splitLen } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, p.splitKeys);
+    // Up to the full cache: the cost at the largest position this program serves.
+    const keys = s.capacity;
+    return {
+      flops: 4 * s.heads * s.seq * keys * s.headDim,
+      bytesRead: s.heads * s.seq * s.headDim * 4 + 2 * s.kvHeads * keys * s.headDim * 4,
+      bytesWritten: s.heads * s.seq * (s.headDim + 1) * 4,
+      workspaceBytes: s.seq * s.heads * Math.ceil(keys / splitLen) * (s.headDim + 2) * 4,
+    };
+  },
+};

@@ -1,0 +1,634 @@
+/**
+ * The Llama forward as one graph of `@longctx/ops` operators, lowered into programs (`lower` of
+ * `@longctx/graph`) and run on any `Backend` — a GPU (`wgpu`, `webgpu`) or the cpu backend (whose GEMM is
+ * OpenBLAS): token embedding (`model.embed`) → `nLayer` × [RMSNorm with the residual add (`model.addRmsNorm`)
+ * → fused Q/K/V projection (`model.linear`) → RoPE, appending K/V to the cache (`model.rope`) → attention →
+ * output projection → residual + RMSNorm → fused gate/up projection → SwiGLU → down projection] → final norm
+ * → output head (tied to the embedding when the file has none) → argmax.
+ *
+ * - **State**: the KV cache is per layer `k`, `v f32 [nKvHead, capacity, headDim]` device buffers bound as
+ *   graph inputs; `model.rope` appends this call's rows in place (an aliased output) and attention reads the
+ *   alias. The position of the call (`cache.length`) is the runtime scalar `pos`.
+ * - **Attention**: a prefill from position 0 runs `dense.attn` (FlashAttention-2) on the cache's first rows
+ *   (`model.kvRead`), or the layer's attention sub-graph (`attentionGraph`, e.g. SALE's four operators from the
+ *   planner's `compileLayer`), inlined into the forward graph; any other call (decode steps, later prefill
+ *   chunks) runs `dense.cacheAttn` (split-KV, bottom-right causal) over the cache.
+ * - **Programs**: one per (tokens per call, capacity, start at 0 or not, logits mode, attention graphs); a
+ *   decode step reuses its program, so it compiles nothing and allocates nothing: it uploads the token id and
+ *   the `pos` uniforms and records one command buffer.
+ *
+ * References: Touvron et al. 2023 (LLaMA) §2.2; Su et al. 2021 (RoFormer) §3.4.2; Ainslie et al. 2023 (GQA);
+ * Shazeer 2020 (SwiGLU); Dao 2023 (FlashAttention-2).
+ * @module
+ */
+import { Effect } from "effect";
+import {
+  anyDims,
+  type Backend,
+  type BackendError,
+  type DeviceBuffer,
+  type Graph,
+  graph,
+  type GraphBuilder,
+  hostTensor,
+  type LongctxError,
+  lower,
+  type Port,
+  type Program,
+  ShapeError,
+} from "@longctx/graph";
+import { dense, model as ops } from "@longctx/ops";
+import type { LlamaConfig } from "./llama.ts";
+import type { AttentionGraphFn, LlamaWeights } from "./llama_gpu.ts";
+
+/** A KV cache on a backend: per layer K (after RoPE) and V `[nKvHead, capacity, headDim]` f32. */
+export interface KvState {
+  /** Tokens it can hold. */
+  readonly capacity: number;
+  /** Valid rows (tokens already run). */
+  length: number;
+  readonly k: readonly DeviceBuffer[];
+  readonly v: readonly DeviceBuffer[];
+  /** Free the device buffers (the cache must not be used afterwards). */
+  release(): void;
+}
+
+/** Options of {@link GraphLlama.forward}. */
+export interface GraphForwardOptions {
+  /** `"last"` (default): `[1, vocab]`; `"all"`: `[seq, vocab]` (head in row chunks); `"none"`: nothing. */
+  readonly logits?: "last" | "all" | "none";
+  /**
+   * Attention sub-graph per layer for a call starting at position 0 (see `AttentionGraphFn` of
+   * `llama_gpu.ts` for its contract: inputs q, k, v f32, output o, optional density); `undefined` for a layer:
+   * `dense.attn`. Calls at an offset run `dense.cacheAttn`.
+   */
+  readonly attentionGraph?: AttentionGraphFn;
+  /** Per-layer densities (`f32 [heads]`) of the attention graphs that output one (read back after the call). */
+  readonly onDensity?: (density: readonly (Float32Array | undefined)[]) => void;
+}
+
+/** What a forward call did (program reuse, time). */
+export interface ForwardStats {
+  /** Programs lowered so far (each lowering compiles and allocates; a reused program does neither). */
+  readonly programs: number;
+  /** Whether the last call reused a program. */
+  readonly reused: boolean;
+}
+
+/** The graph forward on a backend. Calls share programs: run them one after another (await each). */
+export interface GraphLlama {
+  readonly config: LlamaConfig;
+  readonly backend: Backend;
+  /** Bytes of weights on the device. */
+  readonly weightBytes: number;
+  /** A new empty KV cache for `capacity` tokens. Fails with `ShapeError` for a bad capacity. */
+  newCache(capacity: number): Effect.Effect<KvState, ShapeError | BackendError>;
+  /**
+   * Run `tokens` at positions `cache.length …`, appending their K/V to `cache`. Returns f32 logits
+   * (`[1, vocab]`, `[seq, vocab]` with `"all"`, empty with `"none"`). Fails with `ShapeError` for an empty
+   * call, an id outside `[0, vocab)` or a full cache, and with the backend's errors.
+   */
+  forward(
+    tokens: ArrayLike<number>,
+    cache: KvState,
+    options?: GraphForwardOptions,
+  ): Effect.Effect<Float32Array, LongctxError>;
+  /** As `forward`, returning the last token's argmax (computed on the device; 4 bytes read back). */
+  forwardArgmax(
+    tokens: ArrayLike<number>,
+    cache: KvState,
+    options?: Pick<GraphForwardOptions, "attentionGraph" | "onDensity">,
+  ): Effect.Effect<number, LongctxError>;
+  /** Program statistics (see {@link ForwardStats}). */
+  stats(): ForwardStats;
+  /** Bytes the cached programs own (activations, workspaces, uniforms). */
+  programBytes(): number;
+  /** Free the weights and every program (not caches). */
+  release(): void;
+}
+
+const F32 = anyDims("f32");
+const shapeError = (message: string, hint: string) => new ShapeError({ message, hint });
+/** Rows of the output head per chunk for all-position logits. */
+const headRows = (seq: number, vocab: number, maxBind: number) =>
+  Math.max(1, Math.min(seq, Math.floor(Math.min(maxBind, 256 * 2 ** 20) / (vocab * 4))));
+
+/**
+ * Upload a model's weights to `backend` and build the graph forward. Needs `headDim` a multiple of 64 and
+ * hidden/MLP widths multiples of 4 (the kernels' vector widths), every weight within the binding limit.
+ * Fails with `ShapeError` for an unsupported shape and with the backend's errors.
+ */
+export const loadLlamaGraph = (
+  weights: LlamaWeights,
+  backend: Backend,
+): Effect.Effect<GraphLlama, ShapeError | BackendError> =>
+  Effect.gen(function* () {
+    const config = weights.config;
+    const { nEmbd: E, nHead: H, nKvHead: KH, headDim: D, nFf: F, vocab: V, nLayer } = config;
+    if (D % 64 !== 0 || E % 4 !== 0 || F % 4 !== 0 || H % KH !== 0 || H * D !== E) {
+      return yield* Effect.fail(
+        shapeError(
+          `unsupported shape: hidden ${E}, heads ${H}/${KH}, head dim ${D}, MLP ${F}`,
+          "the graph forward needs headDim a multiple of 64, hidden and MLP widths multiples of 4, " +
+            "heads·headDim = hidden and heads divisible by kv heads",
+        ),
+      );
+    }
+    const maxBind = Math.min(backend.limits.maxStorageBufferBindingSize, backend.limits.maxBufferSize);
+    const NQKV = (H + 2 * KH) * D;
+    const biggest = Math.max(V * E, 2 * F * E, NQKV * E) * 4;
+    if (biggest > maxBind) {
+      return yield* Effect.fail(
+        shapeError(
+          `a weight matrix of ${biggest} bytes exceeds the device's storage binding limit of ${maxBind} bytes`,
+          "use a device with a larger maxStorageBufferBindingSize or a smaller model",
+        ),
+      );
+    }
+    const owned: DeviceBuffer[] = [];
+    const w: Record<string, DeviceBuffer> = {};
+    const shapes: Record<string, number[]> = {};
+    let weightBytes = 0;
+    const put = (name: string, data: Float32Array, shape: number[]) =>
+      Effect.gen(function* () {
+        const b = yield* backend.allocate(data.byteLength, name);
+        owned.push(b);
+        yield* backend.upload(b, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+        w[name] = b;
+        shapes[name] = shape;
+        weightBytes += data.byteLength;
+      });
+    const concat = (...parts: Float32Array[]) => {
+      const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      let o = 0;
+      for (const p of parts) {
+        out.set(p, o);
+        o += p.length;
+      }
+      return out;
+    };
+    const load = Effect.gen(function* () {
+      yield* put("tok_embd", weights.tokEmbd, [V, E]);
+      if (weights.output === weights.tokEmbd) {
+        w.output = w.tok_embd;
+        shapes.output = [V, E];
+      } else yield* put("output", weights.output, [V, E]);
+      yield* put("output_norm", weights.outputNorm, [E]);
+      for (let l = 0; l < nLayer; l++) {
+        const L = weights.layers[l];
+        yield* put(`blk.${l}.attn_norm`, L.attnNorm, [E]);
+        yield* put(`blk.${l}.wqkv`, concat(L.wq, L.wk, L.wv), [NQKV, E]);
+        yield* put(`blk.${l}.wo`, L.wo, [E, H * D]);
+        yield* put(`blk.${l}.ffn_norm`, L.ffnNorm, [E]);
+        yield* put(`blk.${l}.wgu`, concat(L.wGate, L.wUp), [2 * F, E]);
+        yield* put(`blk.${l}.wdown`, L.wDown, [E, F]);
+      }
+      // RoPE tables [positions, D/2] (angles in f64, as llama.ts).
+      const half = D / 2, n = config.contextLength;
+      const cos = new Float32Array(n * half), sin = new Float32Array(n * half);
+      for (let p = 0; p < n; p++) {
+        for (let i = 0; i < half; i++) {
+          const a = p * config.ropeTheta ** (-(2 * i) / D);
+          cos[p * half + i] = Math.cos(a);
+          sin[p * half + i] = Math.sin(a);
+        }
+      }
+      yield* put("rope_cos", cos, [n, half]);
+      yield* put("rope_sin", sin, [n, half]);
+    });
+    yield* Effect.onError(load, () => Effect.sync(() => owned.splice(0).forEach((b) => backend.release(b))));
+    weightBytes -= shapes.rope_cos[0] * shapes.rope_cos[1] * 8;
+
+    const linearParams = {
+      workgroupMemory: backend.limits.maxComputeWorkgroupStorageSize,
+      invocations: backend.limits.maxComputeInvocationsPerWorkgroup,
+    };
+    const denseParams = { workgroupMemory: backend.limits.maxComputeWorkgroupStorageSize };
+    const norm = { eps: config.eps, lastRow: false };
+
+    /** Build the forward graph of one program shape. */
+    const buildGraph = (
+      seq: number,
+      capacity: number,
+      fromZero: boolean,
+      mode: "last" | "all" | "none",
+      attention: readonly (Graph | undefined)[],
+    ) =>
+      Effect.gen(function* () {
+        const g: GraphBuilder = graph(`llama.${seq}x${capacity}${fromZero ? ".0" : ""}.${mode}`);
+        const inp = (name: string) => g.input(name, F32, shapes[name]);
+        const tokens = g.input("tokens", anyDims("u32"), [seq]);
+        const cos = inp("rope_cos"), sin = inp("rope_sin");
+        let x: Port = g.add(ops.embed, {}, { tokens, table: inp("tok_embd") }, "embed").x;
+        let t: Port | undefined;
+        const densities: string[] = [];
+        for (let l = 0; l < nLayer; l++) {
+          const p = `l${l}.`;
+          const norm1 = t
+            ? g.add(ops.addRmsNorm, norm, { x, t, w: inp(`blk.${l}.attn_norm`) }, `${p}attn_norm`)
+            : { xo: x, ...g.add(ops.rmsNorm, norm, { x, w: inp(`blk.${l}.attn_norm`) }, `${p}attn_norm`) };
+          x = norm1.xo;
+          const qkv = g.add(ops.linear, linearParams, { x: norm1.y, w: inp(`blk.${l}.wqkv`) }, `${p}qkv`).y;
+          const kc = g.input(`kv.k.${l}`, F32, [KH, capacity, D]);
+          const vc = g.input(`kv.v.${l}`, F32, [KH, capacity, D]);
+          const r = g.add(ops.rope, { heads: H, kvHeads: KH, headDim: D }, {
+            qkv,
+            cos,
+            sin,
+            kCache: kc,
+            vCache: vc,
+          }, `${p}rope`);
+          let o: Port;
+          if (!fromZero) {
+            o = g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "rows", splitKeys: 256 }, {
+              q: r.q,
+              kCache: r.kCacheOut,
+              vCache: r.vCacheOut,
+            }, `${p}attn`).o;
+          } else {
+            const kv = g.add(
+              ops.kvRead,
+              { rows: seq },
+              { kCache: r.kCacheOut, vCache: r.vCacheOut },
+              `${p}kv`,
+            );
+            const sub = attention[l];
+            let oh: Port;
+            if (!sub) {
+              oh = g.add(dense.denseAttn, { scale: 0, blockQ: 64, ...denseParams }, {
+                q: r.q,
+                k: kv.k,
+                v: kv.v,
+              } as never, `${p}attn`).o;
+            } else {
+              oh = yield* inline(g, sub, p, { q: r.q, k: kv.k, v: kv.v }, densities, l);
+            }
+            o = g.add(ops.headsToRows, {}, { a: oh }, `${p}h2r`).o;
+          }
+          t = g.add(ops.linear, linearParams, { x: o, w: inp(`blk.${l}.wo`) }, `${p}wo`).y;
+          const norm2 = g.add(ops.addRmsNorm, norm, { x, t, w: inp(`blk.${l}.ffn_norm`) }, `${p}ffn_norm`);
+          x = norm2.xo;
+          const gu = g.add(ops.linear, linearParams, { x: norm2.y, w: inp(`blk.${l}.wgu`) }, `${p}wgu`).y;
+          const sw = g.add(ops.swiglu, {}, { gu }, `${p}swiglu`).g;
+          t = g.add(ops.linear, linearParams, { x: sw, w: inp(`blk.${l}.wdown`) }, `${p}wdown`).y;
+        }
+        if (mode === "last") {
+          const hl = g.add(ops.addRmsNorm, { eps: config.eps, lastRow: true }, {
+            x,
+            t: t!,
+            w: inp("output_norm"),
+          }, "output_norm").y;
+          const logits = g.add(ops.linear, linearParams, { x: hl, w: inp("output") }, "head").y;
+          g.output("logits", logits);
+          g.output("id", g.add(ops.argmax, {}, { logits }, "argmax").id);
+        } else if (mode === "all") {
+          g.output("h", g.add(ops.addRmsNorm, norm, { x, t: t!, w: inp("output_norm") }, "output_norm").y);
+        } else {
+          // Only the K/V appends matter; the last layer's output is an output so nothing is pruned.
+          g.output("t", t!);
+        }
+        return { graph: yield* g.build(), densities };
+      });
+
+    /** Inline an attention sub-graph: its nodes get the layer's prefix; returns its `o`. */
+    const inline = (
+      g: GraphBuilder,
+      sub: Graph,
+      prefix: string,
+      bind: Readonly<Record<string, Port>>,
+      densities: string[],
+      layer: number,
+    ): Effect.Effect<Port, ShapeError> =>
+      Effect.gen(function* () {
+        const where = `attention graph "${sub.name}" of layer ${layer}`;
+        for (const i of sub.inputs) {
+          if (!bind[i.name]) {
+            return yield* Effect.fail(
+              shapeError(
+                `${where} has input "${i.name}"; the forward binds only q, k and v`,
+                "an attention graph reads q [heads, seq, headDim] and k, v [kvHeads, seq, headDim]",
+              ),
+            );
+          }
+          if (i.type.dtype !== "f32") {
+            return yield* Effect.fail(
+              shapeError(
+                `${where} reads ${i.name} as ${i.type.dtype}; the forward holds Q/K/V in f32`,
+                'use the f32 operators (dense.attn, sale.*): plan with dtype "f32"',
+              ),
+            );
+          }
+        }
+        const ports = new Map<string, Port>();
+        const resolve = (r: { input: string } | { node: string; port: string }): Port =>
+          "input" in r ? bind[r.input] : ports.get(`${r.node}:${r.port}`)!;
+        for (const n of sub.nodes) {
+          const ins: Record<string, Port> = {};
+          for (const [port, r] of Object.entries(n.inputs)) ins[port] = resolve(r);
+          const out = g.add(n.op, n.params as never, ins as never, `${prefix}${n.name}`) as Record<
+            string,
+            Port
+          >;
+          for (const [port, h] of Object.entries(out)) ports.set(`${n.name}:${port}`, h);
+        }
+        const oRef = sub.outputs.find((o) => o.name === "o");
+        if (!oRef) {
+          return yield* Effect.fail(
+            shapeError(
+              `${where} has no output "o"`,
+              "an attention graph must output o: f32 [heads, seq, headDim]",
+            ),
+          );
+        }
+        const dRef = sub.outputs.find((o) => o.name === "density")?.ref ??
+          [...sub.nodes].reverse().filter((n) => "density" in n.op.outputs).map((n) => ({
+            node: n.name,
+            port: "density",
+          }))[0];
+        if (dRef) {
+          const name = `density.${layer}`;
+          g.output(name, resolve(dRef));
+          densities[layer] = name;
+        }
+        return resolve(oRef.ref);
+      });
+
+    // Programs, by shape key.
+    const programs = new Map<string, { program: Program; densities: string[] }>();
+    let lowered = 0;
+    let reused = false;
+    const structKeys = new WeakMap<Graph, string>();
+    const structKey = (sub: Graph | undefined): string => {
+      if (!sub) return "-";
+      let k = structKeys.get(sub);
+      if (k === undefined) {
+        k = JSON.stringify([
+          sub.name,
+          sub.nodes.map((n) => [n.name, n.op.name, n.params, n.inputs]),
+          sub.outputs,
+        ]);
+        structKeys.set(sub, k);
+      }
+      return k;
+    };
+    const programFor = (
+      seq: number,
+      cache: KvState,
+      mode: "last" | "all" | "none",
+      opts: GraphForwardOptions,
+    ) =>
+      Effect.gen(function* () {
+        const fromZero = cache.length === 0 && seq > 1;
+        const attention: (Graph | undefined)[] = [];
+        for (let l = 0; l < nLayer; l++) attention.push(fromZero ? opts.attentionGraph?.(l) : undefined);
+        const key = `${seq}|${cache.capacity}|${fromZero}|${mode}|${attention.map(structKey).join(";")}`;
+        const have = programs.get(key);
+        if (have) {
+          reused = true;
+          return have;
+        }
+        // One program per shape at a time for prefills (bounded memory); decode programs stay.
+        if (seq > 1) {
+          for (const [k, p] of programs) {
+            if (!k.startsWith("1|")) {
+              p.program.release();
+              programs.delete(k);
+            }
+          }
+        }
+        const { graph: gr, densities } = yield* buildGraph(seq, cache.capacity, fromZero, mode, attention);
+        const bind: Record<string, DeviceBuffer> = { ...w };
+        for (let l = 0; l < nLayer; l++) {
+          bind[`kv.k.${l}`] = cache.k[l];
+          bind[`kv.v.${l}`] = cache.v[l];
+        }
+        const descs: Record<string, { dtype: "f32" | "u32"; dims: readonly string[]; shape: number[] }> = {};
+        for (const i of gr.inputs) {
+          descs[i.name] = { dtype: i.type.dtype as "f32" | "u32", dims: i.type.dims, shape: [...i.shape!] };
+        }
+        const program = yield* lower(gr, backend, descs, {
+          bind,
+          lowering: backend.kind === "cpu" ? "never" : "auto",
+        });
+        lowered++;
+        reused = false;
+        const entry = { program, densities };
+        programs.set(key, entry);
+        return entry;
+      });
+    // Programs are lowered against one cache's buffers: a call with another cache re-lowers.
+    let boundCache: KvState | undefined;
+
+    const checkCall = (tokens: ArrayLike<number>, cache: KvState): ShapeError | undefined => {
+      const seq = tokens.length;
+      if (seq === 0) return shapeError("forward of 0 tokens", "pass at least one token");
+      if (cache.length + seq > cache.capacity) {
+        return shapeError(
+          `KV cache holds ${cache.capacity} tokens; ${cache.length} cached + ${seq} new exceed it`,
+          "allocate newCache(capacity) with room for the prompt and every generated token",
+        );
+      }
+      if (cache.length + seq > config.contextLength) {
+        return shapeError(
+          `position ${cache.length + seq} is past the model's context of ${config.contextLength} tokens`,
+          "use a shorter prompt",
+        );
+      }
+      for (let i = 0; i < seq; i++) {
+        const t = tokens[i];
+        if (!Number.isInteger(t) || t < 0 || t >= V) {
+          return shapeError(`token ${i} = ${t} outside [0, ${V})`, "tokenize with this model");
+        }
+      }
+      return undefined;
+    };
+
+    const runLayers = (
+      tokens: ArrayLike<number>,
+      cache: KvState,
+      mode: "last" | "all" | "none",
+      opts: GraphForwardOptions,
+    ) =>
+      Effect.gen(function* () {
+        const bad = checkCall(tokens, cache);
+        if (bad) return yield* Effect.fail(bad);
+        if (boundCache !== cache) {
+          for (const p of programs.values()) p.program.release();
+          programs.clear();
+          boundCache = cache;
+        }
+        const seq = tokens.length;
+        const { program, densities } = yield* programFor(seq, cache, mode, opts);
+        yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
+        yield* program.run({ scalars: { pos: cache.length } });
+        cache.length += seq;
+        if (opts.onDensity && densities.length > 0) {
+          const out: (Float32Array | undefined)[] = [];
+          for (let l = 0; l < nLayer; l++) {
+            out.push(densities[l] ? (yield* program.read(densities[l])).data as Float32Array : undefined);
+          }
+          opts.onDensity(out);
+        }
+        return program;
+      });
+
+    // The output head over all rows, a chunk at a time: h [seq, E] → sliceRows → linear → logits [R, V].
+    const heads = new Map<string, Program>();
+    const headFor = (seq: number, hBuf: DeviceBuffer) =>
+      Effect.gen(function* () {
+        const R = headRows(seq, V, maxBind);
+        const key = `${seq}|${hBuf.id}`;
+        const have = heads.get(key);
+        if (have) return have;
+        for (const p of heads.values()) p.release();
+        heads.clear();
+        const g = graph(`llama.head.${seq}`);
+        const h = g.input("h", F32, [seq, E]);
+        const rows = g.add(ops.sliceRows, { rows: R }, { a: h }, "rows").o;
+        g.output(
+          "logits",
+          g.add(ops.linear, linearParams, { x: rows, w: g.input("output", F32, [V, E]) }, "head").y,
+        );
+        const gr = yield* g.build();
+        const p = yield* lower(gr, backend, {
+          h: { dtype: "f32", dims: F32.dims, shape: [seq, E] },
+          output: { dtype: "f32", dims: F32.dims, shape: [V, E] },
+        }, { bind: { h: hBuf, output: w.output }, lowering: backend.kind === "cpu" ? "never" : "auto" });
+        heads.set(key, p);
+        return p;
+      });
+
+    const forward: GraphLlama["forward"] = (tokens, cache, opts = {}) =>
+      Effect.gen(function* () {
+        const mode = opts.logits ?? "last";
+        const program = yield* runLayers(tokens, cache, mode, opts);
+        if (mode === "none") return new Float32Array(0);
+        if (mode === "last") return (yield* program.read("logits")).data as Float32Array;
+        const seq = tokens.length;
+        const head = yield* headFor(seq, program.buffer("h"));
+        const R = headRows(seq, V, maxBind);
+        const out = new Float32Array(seq * V);
+        for (let s = 0; s < seq; s += R) {
+          const start = Math.min(s, seq - R);
+          yield* head.run({ scalars: { start } });
+          const l = (yield* head.read("logits")).data as Float32Array;
+          out.set(l.subarray((s - start) * V), s * V);
+        }
+        return out;
+      });
+
+    const forwardArgmax: GraphLlama["forwardArgmax"] = (tokens, cache, opts = {}) =>
+      Effect.gen(function* () {
+        const program = yield* runLayers(tokens, cache, "last", opts);
+        return ((yield* program.read("id")).data as Uint32Array)[0];
+      });
+
+    const newCache: GraphLlama["newCache"] = (capacity) =>
+      Effect.gen(function* () {
+        const bytes = KH * capacity * D * 4;
+        if (!Number.isInteger(capacity) || capacity < 1) {
+          return yield* Effect.fail(shapeError(`cache capacity ${capacity}`, "pass a positive integer"));
+        }
+        if (bytes > maxBind) {
+          return yield* Effect.fail(
+            shapeError(
+              `a ${capacity}-token cache needs ${bytes} bytes per layer, over the binding limit of ${maxBind}`,
+              "use a smaller capacity",
+            ),
+          );
+        }
+        const k: DeviceBuffer[] = [], v: DeviceBuffer[] = [];
+        const alloc = Effect.gen(function* () {
+          for (let l = 0; l < nLayer; l++) {
+            k.push(yield* backend.allocate(bytes, `kv.k.${l}`));
+            v.push(yield* backend.allocate(bytes, `kv.v.${l}`));
+          }
+        });
+        yield* Effect.onError(
+          alloc,
+          () => Effect.sync(() => [...k, ...v].forEach((b) => backend.release(b))),
+        );
+        return {
+          capacity,
+          length: 0,
+          k,
+          v,
+          release: () => {
+            for (const b of [...k, ...v]) {
+              backend.release(b);
+            }
+          },
+        };
+      });
+
+    return {
+      config,
+      backend,
+      weightBytes,
+      newCache,
+      forward,
+      forwardArgmax,
+      stats: () => ({ programs: lowered, reused }),
+      programBytes: () =>
+        [...programs.values()].reduce((a, p) => a + p.program.bytes, 0) +
+        [...heads.values()].reduce((a, p) => a + p.bytes, 0),
+      release: () => {
+        for (const p of programs.values()) p.program.release();
+        programs.clear();
+        for (const p of heads.values()) p.release();
+        heads.clear();
+        for (const b of owned.splice(0)) backend.release(b);
+      },
+    } satisfies GraphLlama;
+  });
+
+/** Options of {@link generateGreedyGraph}. */
+export interface GraphGenerateOptions {
+  /** Stop after emitting one of these ids (e.g. EOS and control ids); default none. */
+  readonly stop?: ReadonlySet<number>;
+  /** Prefill chunk size in tokens (default 2048; bounds activation memory). */
+  readonly chunk?: number;
+  /** Attention sub-graph per layer for the first prefill chunk (see {@link GraphForwardOptions}). */
+  readonly attentionGraph?: AttentionGraphFn;
+  /** Per-layer densities of that first chunk. */
+  readonly onDensity?: (density: readonly (Float32Array | undefined)[]) => void;
+}
+
+/**
+ * Prefill `prompt` in chunks into a fresh KV cache, then greedy-decode up to `maxNew` tokens, one program run
+ * (one command buffer on a GPU, 4 bytes read back) per token. Returns the generated ids (without the prompt),
+ * the cache (release it) and wall times in ms. Fails with `ShapeError` for an empty prompt or bad ids.
+ */
+export const generateGreedyGraph = (
+  m: GraphLlama,
+  prompt: readonly number[],
+  maxNew: number,
+  options: GraphGenerateOptions = {},
+): Effect.Effect<{ ids: number[]; cache: KvState; prefillMs: number; decodeMs: number }, LongctxError> =>
+  Effect.gen(function* () {
+    if (prompt.length === 0) return yield* Effect.fail(shapeError("empty prompt", "pass at least one token"));
+    const chunk = options.chunk ?? 2048;
+    const cache = yield* m.newCache(prompt.length + Math.max(0, maxNew));
+    const t0 = performance.now();
+    let next = 0;
+    for (let s = 0; s < prompt.length; s += chunk) {
+      next = yield* m.forwardArgmax(
+        prompt.slice(s, s + chunk),
+        cache,
+        s === 0 && options.attentionGraph
+          ? {
+            attentionGraph: options.attentionGraph,
+            ...(options.onDensity ? { onDensity: options.onDensity } : {}),
+          }
+          : {},
+      );
+    }
+    const t1 = performance.now();
+    const ids: number[] = [];
+    while (ids.length < maxNew) {
+      ids.push(next);
+      if (options.stop?.has(next) || ids.length === maxNew) break;
+      next = yield* m.forwardArgmax([next], cache);
+    }
+    return { ids, cache, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
+  });
