@@ -18,6 +18,7 @@ export type OperatorKind =
   | "select"
   | "sparse-attn"
   | "dense-attn"
+  | "cache-attn"
   | "cluster"
   | "draft"
   | "verify"

@@ -319,7 +319,7 @@ const shapes = (i: DescsOf<In>) => {
  */
 export const cacheAttn: Operator<CacheAttnParams, In, Out> = {
   name: "dense.cacheAttn",
-  kind: "dense-attn",
+  kind: "cache-attn",
   reference:
     "FlashAttention-2 (Dao 2023) §3.1 online softmax, split-KV decoding; bottom-right causal (FA ≥ 2.1)",
   params: CacheAttnParams,

@@ -82,3 +82,44 @@ export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number =
   }
   return m;
 };
+
+/**
+ * Naive float64 attention of `seq` queries at positions `pos … pos + seq − 1` over a cache `[kvHeads, cap, d]`
+ * (bottom-right causal: query `i` sees keys `j ≤ pos + i`, and with `window > 0` only `j > pos + i − window`).
+ * Returns o `[heads, seq, d]` and lse `[heads, seq]`.
+ */
+export const cacheAttention64 = (
+  q: ArrayLike<number>,
+  kc: ArrayLike<number>,
+  vc: ArrayLike<number>,
+  s: { heads: number; kvHeads: number; seq: number; cap: number; d: number },
+  scale: number,
+  pos: number,
+  window = 0,
+): { o: Float64Array; lse: Float64Array } => {
+  const { heads, kvHeads, seq, cap, d } = s;
+  const o = new Float64Array(heads * seq * d), lse = new Float64Array(heads * seq);
+  for (let h = 0; h < heads; h++) {
+    const kh = Math.floor(h * kvHeads / heads);
+    for (let i = 0; i < seq; i++) {
+      const p = pos + i;
+      const js: number[] = [];
+      for (let j = 0; j <= p; j++) if (window === 0 || j > p - window) js.push(j);
+      const sc = js.map((j) => {
+        let dot = 0;
+        for (let x = 0; x < d; x++) dot += q[(h * seq + i) * d + x] * kc[(kh * cap + j) * d + x];
+        return dot * scale;
+      });
+      const m = Math.max(...sc);
+      const e = sc.map((x) => Math.exp(x - m));
+      const l = e.reduce((a, b) => a + b, 0);
+      for (let x = 0; x < d; x++) {
+        let acc = 0;
+        js.forEach((j, t) => acc += e[t] * vc[(kh * cap + j) * d + x]);
+        o[(h * seq + i) * d + x] = acc / l;
+      }
+      lse[h * seq + i] = m + Math.log(l);
+    }
+  }
+  return { o, lse };
+};

@@ -219,8 +219,8 @@ export const loadLlamaGraph = (
         const inp = (name: string) => g.input(name, F32, shapes[name]);
         const tokens = g.input("tokens", anyDims("u32"), [seq]);
         const cos = inp("rope_cos"), sin = inp("rope_sin");
-        let x: Port = g.add(ops.embed, {}, { tokens, table: inp("tok_embd") }, "embed").x;
-        let t: Port | undefined;
+        let x: Port<"f32"> = g.add(ops.embed, {}, { tokens, table: inp("tok_embd") }, "embed").x;
+        let t: Port<"f32"> | undefined;
         const densities: string[] = [];
         for (let l = 0; l < nLayer; l++) {
           const p = `l${l}.`;
@@ -238,13 +238,13 @@ export const loadLlamaGraph = (
             kCache: kc,
             vCache: vc,
           }, `${p}rope`);
-          let o: Port;
+          let o: Port<"f32">;
           if (!fromZero) {
             o = g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "rows", splitKeys: 256 }, {
               q: r.q,
               kCache: r.kCacheOut,
               vCache: r.vCacheOut,
-            }, `${p}attn`).o;
+            } as never, `${p}attn`).o as Port<"f32">;
           } else {
             const kv = g.add(
               ops.kvRead,
@@ -253,7 +253,7 @@ export const loadLlamaGraph = (
               `${p}kv`,
             );
             const sub = attention[l];
-            let oh: Port;
+            let oh: Port<"f32">;
             if (!sub) {
               oh = g.add(dense.denseAttn, { scale: 0, blockQ: 64, ...denseParams }, {
                 q: r.q,
@@ -261,7 +261,7 @@ export const loadLlamaGraph = (
                 v: kv.v,
               } as never, `${p}attn`).o;
             } else {
-              oh = yield* inline(g, sub, p, { q: r.q, k: kv.k, v: kv.v }, densities, l);
+              oh = (yield* inline(g, sub, p, { q: r.q, k: kv.k, v: kv.v }, densities, l)) as Port<"f32">;
             }
             o = g.add(ops.headsToRows, {}, { a: oh }, `${p}h2r`).o;
           }
@@ -397,11 +397,13 @@ export const loadLlamaGraph = (
           }
         }
         const { graph: gr, densities } = yield* buildGraph(seq, cache.capacity, fromZero, mode, attention);
-        const bind: Record<string, DeviceBuffer> = { ...w };
+        const all: Record<string, DeviceBuffer> = { ...w };
         for (let l = 0; l < nLayer; l++) {
-          bind[`kv.k.${l}`] = cache.k[l];
-          bind[`kv.v.${l}`] = cache.v[l];
+          all[`kv.k.${l}`] = cache.k[l];
+          all[`kv.v.${l}`] = cache.v[l];
         }
+        const bind: Record<string, DeviceBuffer> = {};
+        for (const i of gr.inputs) if (all[i.name]) bind[i.name] = all[i.name];
         const descs: Record<string, { dtype: "f32" | "u32"; dims: readonly string[]; shape: number[] }> = {};
         for (const i of gr.inputs) {
           descs[i.name] = { dtype: i.type.dtype as "f32" | "u32", dims: i.type.dims, shape: [...i.shape!] };

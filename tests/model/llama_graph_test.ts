@@ -1,0 +1,280 @@
+/**
+ * The model forward as one graph (runtime/src/model/llama_graph.ts) on the real SmolLM2 GGUF, on the cpu
+ * backend (OpenBLAS GEMM, zero-copy host path) and on the wgpu backend (lavapipe here):
+ *
+ * 1. last-position logits equal the CPU forward (llama.ts) to ≤ 1e-4 relative L2, for a prefill from 0 and a
+ *    prefill in two chunks (the second through `dense.cacheAttn` at an offset);
+ * 2. decode with the KV cache as state: N greedy tokens equal recomputing the full prefill at every step (ids
+ *    identical, logits within 1e-4);
+ * 3. a decode step's second run compiles nothing and allocates nothing (counted on a wrapped backend);
+ * 4. the planner's SALE graph inlined per layer gives the same densities and logits on both backends;
+ * 5. bad calls and bad attention graphs are typed errors that leave the cache and the buffer count unchanged.
+ *
+ * Skipped without the model file; the wgpu cases without a wgpu adapter.
+ */
+import { assert, test } from "../harness.ts";
+import { Effect } from "effect";
+import type { Backend, Graph } from "@longctx/graph";
+import { dense, sale } from "@longctx/ops";
+import {
+  buildPipelineGraph,
+  builtinProfile,
+  compileLayer,
+  defaultOperators,
+  type Plan,
+  plan,
+} from "@longctx/plans";
+import { Schema } from "effect";
+import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
+import { loadSgemm } from "../../runtime/src/model/blas.ts";
+import { type GraphLlama, loadLlamaGraph } from "../../runtime/src/model/llama_graph.ts";
+import { readDocument } from "../../runtime/src/paths.ts";
+import { fixture, haveModel, model, relL2 } from "./fixture.ts";
+
+const wgpu: Backend | undefined = haveModel
+  ? await import("../../runtime/src/backends/wgpu.ts")
+    .then((m) => Effect.runPromise(m.makeWgpuBackend()))
+    .catch(() => undefined)
+  : undefined;
+if (haveModel && !wgpu) console.log("llama_graph_test: wgpu cases skipped — no wgpu adapter");
+
+/** A backend that counts allocations and compilations (the program-reuse claim is checked, not assumed). */
+const counting = (b: Backend) => {
+  const n = { allocate: 0, compile: 0, dispatch: 0 };
+  const wrapped: Backend = {
+    ...b,
+    allocate: (bytes, label) => {
+      n.allocate++;
+      return b.allocate(bytes, label);
+    },
+    compile: (k) => {
+      n.compile++;
+      return b.compile(k);
+    },
+    dispatch: (l, o) => {
+      n.dispatch++;
+      return b.dispatch(l, o);
+    },
+    upload: (x, d, o) => b.upload(x, d, o),
+    download: (x, o, s) => b.download(x, o, s),
+    sync: () => b.sync(),
+    release: (x) => b.release(x),
+    live: () => b.live(),
+    close: () => b.close(),
+    ...(b.view ? { view: (x: Parameters<NonNullable<Backend["view"]>>[0]) => b.view!(x) } : {}),
+  };
+  return { backend: wrapped, n };
+};
+
+const backends: { name: string; make: () => Promise<Backend | undefined> }[] = [
+  { name: "cpu", make: async () => Effect.runPromise(makeCpuBackend({ gemm: (await loadSgemm()).gemm })) },
+  { name: "wgpu", make: () => Promise.resolve(wgpu) },
+];
+
+const models = new Map<string, Promise<{ g: GraphLlama; n: ReturnType<typeof counting>["n"] } | undefined>>();
+const graphModel = (name: string) => {
+  let p = models.get(name);
+  if (!p) {
+    p = (async () => {
+      const b = await backends.find((x) => x.name === name)!.make();
+      if (!b) return undefined;
+      const c = counting(b);
+      const g = await Effect.runPromise(loadLlamaGraph(await model(), c.backend));
+      return { g, n: c.n };
+    })();
+    models.set(name, p);
+  }
+  return p;
+};
+
+/** A real prompt: the fixture's text prompt. */
+const prompt = (n: number): number[] => fixture.prompts[1].ids.slice(0, n);
+const tag = async (e: Effect.Effect<unknown, { _tag: string; reason?: string }>) => {
+  const r = await Effect.runPromise(Effect.result(e));
+  return r._tag === "Failure" ? r.failure._tag : "ok";
+};
+
+for (const { name } of backends) {
+  const ignore = !haveModel || (name === "wgpu" && !wgpu);
+  test(
+    `${name}: graph forward logits = the CPU forward (≤ 1e-4), prefill from 0 and in two chunks`,
+    async () => {
+      const m = await model();
+      const { g } = (await graphModel(name))!;
+      const ids = prompt(40);
+      const want = m.logits(
+        await Effect.runPromise(m.forward(ids, m.newCache(ids.length))),
+        ids.length - 1,
+        1,
+      );
+      const c1 = await Effect.runPromise(g.newCache(ids.length + 4));
+      const one = await Effect.runPromise(g.forward(ids, c1));
+      c1.release();
+      const c2 = await Effect.runPromise(g.newCache(ids.length));
+      await Effect.runPromise(g.forward(ids.slice(0, 23), c2, { logits: "none" }));
+      const two = await Effect.runPromise(g.forward(ids.slice(23), c2));
+      c2.release();
+      const e1 = relL2(one, want), e2 = relL2(two, want);
+      console.log(
+        `  ${name}: relative L2 vs CPU forward: one prefill ${e1.toExponential(2)}, two chunks ${
+          e2.toExponential(2)
+        }`,
+      );
+      assert.ok(e1 <= 1e-4 && e2 <= 1e-4, `${e1} ${e2}`);
+    },
+    { ignore },
+  );
+
+  test(`${name}: decode on the KV cache state = recomputing the full prefill at every step`, async () => {
+    const { g } = (await graphModel(name))!;
+    const steps = name === "cpu" ? 32 : 6;
+    const ids = prompt(12);
+    const cache = await Effect.runPromise(g.newCache(ids.length + steps));
+    let logits = await Effect.runPromise(g.forward(ids, cache));
+    const seq = [...ids];
+    let worst = 0;
+    for (let s = 0; s < steps; s++) {
+      let next = 0;
+      for (let j = 1; j < logits.length; j++) if (logits[j] > logits[next]) next = j;
+      seq.push(next);
+      // Reference: the whole sequence so far as one prefill into a fresh cache.
+      const fresh = await Effect.runPromise(g.newCache(seq.length));
+      const ref = await Effect.runPromise(g.forward(seq, fresh));
+      fresh.release();
+      logits = await Effect.runPromise(g.forward([next], cache));
+      const e = relL2(logits, ref);
+      worst = Math.max(worst, e);
+      let a = 0, b = 0;
+      for (let j = 1; j < ref.length; j++) {
+        if (ref[j] > ref[b]) b = j;
+        if (logits[j] > logits[a]) a = j;
+      }
+      assert.equal(a, b, `step ${s}: decode argmax ${a} vs recomputed ${b}`);
+    }
+    cache.release();
+    console.log(
+      `  ${name}: ${steps} decode steps, worst relative L2 vs recomputed prefill ${worst.toExponential(2)}`,
+    );
+    assert.ok(worst <= 1e-4, `worst ${worst}`);
+  }, { ignore });
+
+  test(`${name}: a decode step's second run compiles nothing and allocates nothing (counted)`, async () => {
+    const { g, n } = (await graphModel(name))!;
+    const ids = prompt(9);
+    const cache = await Effect.runPromise(g.newCache(ids.length + 4));
+    let next = await Effect.runPromise(g.forwardArgmax(ids, cache));
+    next = await Effect.runPromise(g.forwardArgmax([next], cache)); // first decode step: lowers its program
+    const before = { ...n };
+    const programs = g.stats().programs;
+    for (let s = 0; s < 3; s++) next = await Effect.runPromise(g.forwardArgmax([next], cache));
+    cache.release();
+    console.log(
+      `  ${name}: 3 decode steps: ${n.allocate - before.allocate} allocations, ` +
+        `${n.compile - before.compile} compilations, ${n.dispatch - before.dispatch} dispatches`,
+    );
+    assert.equal(n.allocate - before.allocate, 0);
+    assert.equal(n.compile - before.compile, 0);
+    assert.equal(g.stats().programs, programs);
+    assert.ok(g.stats().reused);
+    if (name !== "cpu") assert.equal(n.dispatch - before.dispatch, 3, "one command buffer per decode step");
+  }, { ignore });
+}
+
+const operators = defaultOperators();
+const salePlan = async (threshold: number): Promise<Plan> => {
+  const profile = await Effect.runPromise(builtinProfile("lavapipe"));
+  const p = await Effect.runPromise(
+    plan({ model: "smollm2-135m", contextLength: 1024, phase: "prefill", budget: { exact: true } }, {
+      profile,
+      operators,
+    }),
+  );
+  return {
+    ...p,
+    groups: [{
+      layers: [0, p.model.layers],
+      pipeline: "sale",
+      stages: ["quantize", "estimate", "select", "sparseAttn"].map((s) => ({
+        operator: `sale.${s}`,
+        kind: s,
+        params: { threshold },
+        ms: 0,
+        flops: 0,
+        bytes: 0,
+      })),
+      msPerLayer: 0,
+      reason: "test: SALE forced",
+    }],
+  };
+};
+
+test(
+  "SALE inlined as every layer's attention: same densities and logits on the cpu and wgpu backends",
+  async () => {
+    const p = await salePlan(sale.saleParams({}).threshold);
+    const gs = await Effect.runPromise(
+      Effect.forEach(Array.from({ length: 30 }, (_, l) => l), (l) => compileLayer(p, operators, l)),
+    );
+    const m = await model();
+  const text = await Effect.runPromise(readDocument("alice-in-wonderland"));
+  const ids = m.tokenizer.encode(text.slice(Math.max(0, text.indexOf("CHAPTER I.")))).slice(0, 320);
+    const res: { logits: Float32Array; density: number[] }[] = [];
+    for (const name of ["cpu", "wgpu"]) {
+      const { g } = (await graphModel(name))!;
+      const cache = await Effect.runPromise(g.newCache(ids.length));
+      let density: number[] = [];
+      const logits = await Effect.runPromise(g.forward(ids, cache, {
+        attentionGraph: (l) => gs[l],
+        onDensity: (d) => (density = d.map((x) => x!.reduce((a, b) => a + b, 0) / x!.length)),
+      }));
+      cache.release();
+      res.push({ logits, density });
+    }
+    const mean = (d: number[]) => d.reduce((a, b) => a + b, 0) / d.length;
+    const e = relL2(res[1].logits, res[0].logits);
+    console.log(
+      `  SALE: density cpu ${mean(res[0].density).toFixed(4)}, wgpu ${
+        mean(res[1].density).toFixed(4)
+      }; logits ${e.toExponential(2)}`,
+    );
+    assert.equal(res[0].density.length, 30);
+    assert.ok(mean(res[0].density) < 1, "SALE must skip blocks on this input");
+  assert.ok(Math.abs(mean(res[0].density) - mean(res[1].density)) <= 1e-3);
+    assert.ok(e <= 1e-4, `relative L2 ${e}`);
+  },
+  { ignore: !haveModel || !wgpu },
+);
+
+test(
+  "bad calls and bad attention graphs: typed errors, the cache not advanced, no buffers leaked",
+  async () => {
+    for (const name of ["cpu", ...(wgpu ? ["wgpu"] : [])]) {
+      const { g } = (await graphModel(name))!;
+      const cache = await Effect.runPromise(g.newCache(6));
+      assert.equal(await tag(g.forward([], cache)), "ShapeError");
+      assert.equal(await tag(g.forward([g.config.vocab], cache)), "ShapeError");
+      assert.equal(await tag(g.forward([1, 2, 3, 4, 5, 6, 7], cache)), "ShapeError");
+      assert.equal(await tag(g.newCache(0)), "ShapeError");
+      const params = Schema.decodeUnknownSync(dense.DenseAttnParams)({});
+      const f16 = await Effect.runPromise(buildPipelineGraph("f16", [{ op: dense.denseAttnF16, params }]));
+      const bad = (sub: Graph) => g.forward([1, 2, 3], cache, { attentionGraph: () => sub });
+      assert.equal(await tag(bad(f16)), "ShapeError");
+      const live = g.backend.live().buffers;
+      assert.equal(await tag(bad(f16)), "ShapeError");
+      assert.equal(cache.length, 0, "a failed call must not advance the cache");
+      assert.equal(g.backend.live().buffers, live, `${name}: a failed call leaked buffers`);
+      cache.release();
+    }
+  },
+  { ignore: !haveModel },
+);
+
+test("release frees every buffer of the model", async () => {
+  for (const name of ["cpu", ...(wgpu ? ["wgpu"] : [])]) {
+    const e = await graphModel(name);
+    if (!e) continue;
+    e.g.release();
+    models.delete(name);
+  }
+  if (wgpu) assert.equal(wgpu.live().buffers, 0);
+}, { ignore: !haveModel });
