@@ -155,6 +155,9 @@ const attnMetrics = (
   maxAbs("lse", values(got.lse), lse, tol.lse),
 ];
 
+/** `dense.attn`'s query tile per case, in turn (it changes only the GPU schedule). */
+const DENSE_BLOCKQ = [64, 16, 128, 32] as const;
+
 /** `dense.attn*`: causal attention, bottom-right aligned when kSeq ≠ seq. */
 const denseAttnCases = (grid: readonly Shape[]): CaseGenerator => (op) =>
   grid.map((s, n) => {
@@ -166,10 +169,10 @@ const denseAttnCases = (grid: readonly Shape[]): CaseGenerator => (op) =>
     });
     const dtype = dtypeOf(op);
     return {
-      shape: shapeLabel(s),
+      shape: `${shapeLabel(s)} bq${DENSE_BLOCKQ[n % DENSE_BLOCKQ.length]}`,
       dtype,
       qk: kS !== S,
-      params: {},
+      params: { blockQ: DENSE_BLOCKQ[n % DENSE_BLOCKQ.length] },
       descs: descs(kS),
       ...(kS !== S ? { equalDescs: descs(S) } : {}),
       build: () => {
@@ -189,7 +192,9 @@ const denseAttnCases = (grid: readonly Shape[]): CaseGenerator => (op) =>
 
 const SMALL = { blockQ: 16, blockK: 8, localWindow: 16 } as const;
 const DEFAULTS = {} as const;
-type SaleCfg = { blocks: typeof SMALL | typeof DEFAULTS; shape: Shape };
+/** No sink, no window beyond the diagonal, blockK = blockQ / 2, an explicit softmax scale. */
+const EDGE = { blockQ: 32, blockK: 16, localWindow: 0, sinkBlocks: 0, scale: 0.05 } as const;
+type SaleCfg = { blocks: Readonly<Record<string, number>>; shape: Shape };
 
 const saleP = (op: AnyOperator, raw: Readonly<Record<string, unknown>>) =>
   Schema.decodeUnknownSync(op.params)(raw) as {
@@ -202,7 +207,8 @@ const saleP = (op: AnyOperator, raw: Readonly<Record<string, unknown>>) =>
   };
 
 const blocksLabel = (raw: Readonly<Record<string, unknown>>) =>
-  "blockQ" in raw ? ` b${raw.blockQ}x${raw.blockK} w${raw.localWindow}` : " b64x32 w128";
+  ("blockQ" in raw ? ` b${raw.blockQ}x${raw.blockK} w${raw.localWindow}` : " b64x32 w128") +
+  ("sinkBlocks" in raw ? ` sink${raw.sinkBlocks}` : "") + ("scale" in raw ? ` scale${raw.scale}` : "");
 
 const quantizeOf = (dtype: "f32" | "f16") => (dtype === "f16" ? saleQuantizeF16 : saleQuantize);
 const estimateOf = (dtype: "f32" | "f16") => (dtype === "f16" ? saleEstimateF16 : saleEstimate);
@@ -530,6 +536,7 @@ const sale32: SaleCfg[] = [
   { blocks: SMALL, shape: [3, 1, 100, 100, 128] },
   { blocks: SMALL, shape: [4, 1, 257, 257, 64] },
   { blocks: DEFAULTS, shape: [8, 1, 257, 257, 64] },
+  { blocks: EDGE, shape: [8, 2, 129, 129, 128] },
 ];
 const sale16: SaleCfg[] = [
   { blocks: SMALL, shape: [4, 1, 100, 100, 64] },

@@ -67,6 +67,8 @@ const oneNode = (op: AnyOperator, params: unknown) => {
 const fmtMetric = (m: Metric) =>
   `${m.name} ${m.err === 0 || !Number.isFinite(m.err) ? String(m.err) : m.err.toExponential(2)}`;
 
+const fmtTol = (t: number) => (t === 0 ? "0 (exact)" : Number(t.toPrecision(2)).toExponential());
+
 const caseName = (c: ConfCase, b: Built | undefined) => `${c.shape}${b?.note ? ` (${b.note})` : ""}`;
 
 /**
@@ -108,7 +110,11 @@ export const runConformance = async (
       }
       if (bad.length === 0) r.passed++;
       for (const m of bad) fail(r, c, b, `${fmtMetric(m)} > threshold ${m.tol}`);
-      for (const m of metrics) if (!r.worst || ratio(m) > ratio(r.worst)) r.worst = m;
+      for (const m of metrics) {
+        if (!r.worst || ratio(m) > ratio(r.worst) || (ratio(m) === ratio(r.worst) && m.err > r.worst.err)) {
+          r.worst = m;
+        }
+      }
     };
 
     const gen = generators[op.name];
@@ -242,7 +248,7 @@ export const formatTable = (report: Report): string => {
     String(r.run),
     String(r.passed),
     r.worst ? fmtMetric(r.worst) : "-",
-    r.worst ? String(r.worst.tol) : "-",
+    r.worst ? fmtTol(r.worst.tol) : "-",
     String(Math.round(r.ms)),
     [...r.skipped].map(([why, n]) => `${n}× ${why}`).join("; ") || "-",
   ]);
