@@ -13,7 +13,7 @@
  * @module
  */
 import { Cause, Data, Effect, Exit, Schema } from "effect";
-import { GraphError, type ParamsError, type ShapeError } from "./errors.ts";
+import type { GraphError, ParamsError, ShapeError } from "./errors.ts";
 import { type Graph, graph, inferShapes, type Port } from "./graph.ts";
 import type { AnyOperator, OperatorKind } from "./operator.ts";
 import type { TensorDesc } from "./tensor.ts";
@@ -112,7 +112,7 @@ export interface Technique<P> {
    * named, sizes not fixed) but checked against `dims` by shape inference. A delegated phase returns the
    * delegate's graph. `extraOutputs` are included when a stage produces them.
    *
-   * Fails with `TechniqueError` (`unsupported-phase`, `missing-operator`, `bad-params`), `ShapeError` (an
+   * Fails with `TechniqueError` (`unsupported-phase`, `missing-operator`, `bad-params`, `bad-stages`), `ShapeError` (an
    * operator rejects `dims`), or the builder's `GraphError` / `ParamsError`.
    */
   graph(
@@ -129,7 +129,12 @@ export type AnyTechnique = Technique<any>;
 
 /** A technique name, parameter set or phase was rejected. `known` lists what would have been accepted. */
 export class TechniqueError extends Data.TaggedError("TechniqueError")<{
-  readonly reason: "unknown-technique" | "unsupported-phase" | "missing-operator" | "bad-params";
+  readonly reason:
+    | "unknown-technique"
+    | "unsupported-phase"
+    | "missing-operator"
+    | "bad-params"
+    | "bad-stages";
   /** The technique at fault (absent for `unknown-technique`). */
   readonly technique?: string;
   /** The parameter at fault (`bad-params`). */
@@ -200,7 +205,8 @@ export interface PipelineStage {
 
 /**
  * The stages of `t` for `phase` and `dtype`, found in `operators` (default: the technique's own), each
- * operator's parameters decoded by its own schema from `params` (the technique's decoded parameters).
+ * operator's parameters decoded by its own schema from `params` (the technique's decoded parameters; only
+ * the keys the operator's struct schema declares).
  * Fails with `TechniqueError` `missing-operator` (no operator of a stage's kind, or one whose schema
  * cannot be configured from the technique's parameters).
  */
@@ -226,7 +232,12 @@ export const resolveStages = <P>(
           })`,
         });
       }
-      const decoded = Schema.decodeUnknownExit(op.params)(params);
+      // the technique's parameters the operator declares (all of them when its schema is not a struct)
+      const fields = (op.params as { fields?: unknown }).fields;
+      const own = typeof fields === "object" && fields !== null
+        ? Object.fromEntries(Object.entries(params as object).filter(([k]) => k in fields))
+        : params;
+      const decoded = Schema.decodeUnknownExit(op.params)(own);
       if (Exit.isFailure(decoded)) {
         return yield* new TechniqueError({
           reason: "missing-operator",
@@ -246,16 +257,17 @@ const GRAPH_INPUTS = new Set(["q", "k", "v"]);
  * Build the attention graph of a chain of stages. A stage's input port is fed by the latest earlier stage
  * output of that name, else by the graph input of that name (`q`, `k`, `v`, typed by the first stage that
  * reads them): `quantize.qq → estimate.qq`, `select.indptr → sparse.indptr`. Outputs `o` and `lse` of the
- * last stage, plus every name of `extraOutputs` some earlier stage produces (the latest one wins).
+ * last stage, plus every name of `extraOutputs` (duplicates ignored) some earlier stage produces (the latest
+ * one wins).
  *
- * Fails with `GraphError` `dangling-input` (a port no earlier stage produces), `no-outputs` (the last
- * stage lacks `o` or `lse`), or the builder's `GraphError` / `ParamsError` / `ShapeError`.
+ * Fails with `TechniqueError` `bad-stages` (a port no earlier stage produces, or a last stage without `o`
+ * or `lse`), or the builder's `GraphError` / `ParamsError` / `ShapeError`.
  */
 export const pipelineGraph = (
   name: string,
   stages: readonly PipelineStage[],
   extraOutputs: readonly string[] = [],
-): Effect.Effect<Graph, GraphError | ParamsError | ShapeError> =>
+): Effect.Effect<Graph, TechniqueError | GraphError | ParamsError | ShapeError> =>
   Effect.gen(function* () {
     const g = graph(name);
     const available = new Map<string, Port>();
@@ -269,11 +281,10 @@ export const pipelineGraph = (
           available.set(port, h);
         }
         if (!h) {
-          return yield* new GraphError({
-            reason: "dangling-input",
+          return yield* new TechniqueError({
+            reason: "bad-stages",
             message: `stage ${op.name} reads "${port}", which no earlier stage produces`,
             hint: "stages must be ordered so that every input is produced first; regenerate the plan",
-            to: `${op.name}.${port}`,
           });
         }
         inputs[port] = h;
@@ -284,15 +295,15 @@ export const pipelineGraph = (
     }
     for (const out of ["o", "lse"]) {
       if (!last[out]) {
-        return yield* new GraphError({
-          reason: "no-outputs",
+        return yield* new TechniqueError({
+          reason: "bad-stages",
           message: `the last stage of ${name} does not produce "${out}"`,
           hint: "an attention pipeline must end in an operator with outputs o and lse",
         });
       }
       g.output(out, last[out]);
     }
-    for (const out of extraOutputs) {
+    for (const out of new Set(extraOutputs)) {
       const h = available.get(out);
       if (h && !(out in last)) g.output(out, h);
     }
