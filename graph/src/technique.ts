@@ -26,8 +26,11 @@ export type AttnDType = "f32" | "f16";
 
 /** One layer's attention shape, in elements. */
 export interface AttnDims {
+  /** Query heads. */
   readonly heads: number;
+  /** Key/value heads (GQA: `heads` is a multiple). */
   readonly kvHeads: number;
+  /** Elements per head. */
   readonly headDim: number;
   /** Query rows: the context length in prefill, 1 in decode. */
   readonly seq: number;
@@ -62,6 +65,7 @@ export interface TechniqueState {
 
 /** How a technique runs a phase it does not implement itself: another technique's graph, and why. */
 export interface PhaseDelegate<P> {
+  /** The technique whose graph runs the phase. */
   readonly technique: AnyTechnique;
   /** The delegate's parameters from this technique's (e.g. the softmax scale carried over). */
   readonly params: (params: P) => Readonly<Record<string, unknown>>;
@@ -199,7 +203,9 @@ export const findStageOperator = (
 
 /** One stage of a pipeline graph: an operator and its decoded parameters. */
 export interface PipelineStage {
+  /** The operator of the stage. */
   readonly op: AnyOperator;
+  /** Its parameters, decoded by its schema. */
   readonly params: unknown;
 }
 
