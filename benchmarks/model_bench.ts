@@ -8,7 +8,7 @@
  * model, the prefix's `perplexity` (a sanity check that the run is the real model on real text).
  *
  *   deno run -A benchmarks/model_bench.ts [--context 4096] [--decode 32] [--doc paradise-lost] [--chunk 4096]
- *       [--backend cpu|wgpu|webgpu] [--synthetic-weights] [--repeats 3] [--seed 1] [--attention dense|sale]
+ *       [--backend cpu|wgpu|webgpu] [--synthetic-weights] [--repeats 3] [--seed 1] [--attention dense|<technique>]
  *   bun benchmarks/model_bench.ts --context 4096
  *
  * `--backend cpu` (default) is the CPU forward of `llama.ts`; OpenBLAS threads: `OPENBLAS_NUM_THREADS`
@@ -18,8 +18,9 @@
  * compilation); `--repeats` runs of prefill + decode, one row per run (`repeat` field). Without a GPU the
  * script prints why and exits with status 1.
  *
- * `--attention sale` (GPU backends only): the first prefill chunk runs SALE (arXiv 2505.24179 §3, default
- * parameters, f32 `sale.*` operators) in every layer as the GPU forward's attention sub-graph (`attentionGraph`);
+ * `--attention <technique>` (a registered technique other than dense, e.g. `sale`; GPU backends only): the first
+ * prefill chunk runs the technique's prefill graph (SALE: arXiv 2505.24179 §3, default parameters, f32 `sale.*`
+ * operators) in every layer as the GPU forward's attention sub-graph (`attentionGraph`);
  * rows get `impl: "sale"` and the mean density; decode steps stay dense (split-KV).
  * `--synthetic-weights` (GPU backends only) needs neither the GGUF, the tokenizer nor the documents: the model
  * has SmolLM2-135M's shapes (from the plans registry, `plans/src/models.ts`) and seeded random weights
@@ -39,7 +40,8 @@ import { readFileSync } from "node:fs";
 import * as os from "node:os";
 import process from "node:process";
 import { appendRows, type RowInput } from "./lib/results.ts";
-import type { Backend } from "@longctx/graph";
+import { type Backend, decodeTechniqueParams, paramNames } from "@longctx/graph";
+import { techniqueByName, techniqueNames } from "@longctx/ops";
 // Type-only imports (erased): the modules themselves load lazily, so --synthetic-weights needs no GGUF reader.
 import type { AttentionFn, LlamaConfig } from "../runtime/src/model/llama.ts";
 import type { GpuForwardOptions, LlamaWeights } from "../runtime/src/model/llama_gpu.ts";
@@ -69,9 +71,13 @@ if (!["cpu", "wgpu", "webgpu"].includes(backendName)) {
   die(`unknown --backend ${backendName} (cpu, wgpu or webgpu)`);
 }
 if (synthetic && backendName === "cpu") die("--synthetic-weights needs --backend wgpu or webgpu");
-if (!["dense", "sale"].includes(attentionName)) die(`unknown --attention ${attentionName} (dense or sale)`);
-if (attentionName === "sale" && backendName === "cpu") {
-  die("--attention sale needs --backend wgpu or webgpu (SALE on the CPU: deno task run --pipeline sale)");
+if (!techniqueNames().includes(attentionName)) {
+  die(`unknown --attention ${attentionName} (a registered technique: ${techniqueNames().join(", ")})`);
+}
+if (attentionName !== "dense" && backendName === "cpu") {
+  die(
+    `--attention ${attentionName} needs --backend wgpu or webgpu (on the CPU: deno task run --pipeline ...)`,
+  );
 }
 for (
   const [k, v] of [["context", context], ["decode", decode], ["chunk", chunk], ["repeats", repeats]] as const
@@ -277,16 +283,21 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   const prompt = real ? real.prompt : syn!.prompt;
   const gpu = await Effect.runPromise(loadLlamaGpu(weights, backend));
   const loadMs = performance.now() - tLoad;
-  // --attention sale: one SALE graph (f32 operators, default parameters) shared by every layer.
+  // --attention <technique> other than dense (the built-in flash kernel): the registered technique's prefill
+  // graph (f32 operators, default parameters, the device's workgroup memory) shared by every layer.
   let attentionGraph: GpuForwardOptions["attentionGraph"];
-  if (attentionName === "sale") {
-    const { sale } = await import("@longctx/ops");
-    const { buildPipelineGraph } = await import("@longctx/plans");
-    const params = sale.saleParams({
-      workgroupMemory: Math.min(1 << 20, backend.limits.maxComputeWorkgroupStorageSize),
-    });
-    const ops = [sale.saleQuantize, sale.saleEstimate, sale.saleSelect, sale.saleSparseAttn];
-    const g = await Effect.runPromise(buildPipelineGraph("sale", ops.map((op) => ({ op, params }))));
+  if (attentionName !== "dense") {
+    const t = await Effect.runPromise(techniqueByName(attentionName));
+    const wgm = Math.min(1 << 20, backend.limits.maxComputeWorkgroupStorageSize);
+    const params = await Effect.runPromise(
+      decodeTechniqueParams(
+        t,
+        paramNames(t.params).includes("workgroupMemory") ? { workgroupMemory: wgm } : {},
+      ),
+    );
+    const c = weights.config;
+    const dims = { heads: c.nHead, kvHeads: c.nKvHead, headDim: c.headDim, seq: chunk, kvSeq: chunk };
+    const g = await Effect.runPromise(t.graph(params, dims, "prefill"));
     attentionGraph = () => g;
   }
   const densities: number[] = [];
@@ -346,7 +357,7 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
       adapter: adapter.name,
       api: adapter.api,
       driver: adapter.driver,
-      attention: `${attentionName === "sale" ? "SALE graph (default parameters)" : "flash"} ${
+      attention: `${attentionName === "dense" ? "flash" : `${attentionName} graph (default parameters)`} ${
         chunk >= context ? "prefill, split-KV decode" : "first chunk, split-KV after"
       }`,
       ...(densities.length > 0

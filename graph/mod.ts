@@ -1,5 +1,5 @@
 /**
- * `@longctx/graph`: tensor types, the Operator and Backend contracts, typed errors, the graph builder,
+ * `@longctx/graph`: tensor types, the Operator, Technique and Backend contracts, typed errors, the graph builder,
  * validation, JSON (de)serialisation and the executor.
  * @module
  */
@@ -7,6 +7,7 @@ export * from "./src/errors.ts";
 export * from "./src/tensor.ts";
 export * from "./src/backend.ts";
 export * from "./src/operator.ts";
+export * from "./src/technique.ts";
 export * from "./src/signatures.ts";
 export * from "./src/graph.ts";
 export * from "./src/memory.ts";

@@ -1,7 +1,9 @@
 /**
- * `@longctx/ops`.
+ * `@longctx/ops`: the operators of every technique (CPU references, WGSL kernels, cost models) under one
+ * namespace per technique folder, and the technique registry (`TECHNIQUES`, `techniqueByName`).
  * @module
  */
+export * from "./registry.ts";
 export * as kernels from "./kernels/mod.ts";
 export * as dense from "./dense/mod.ts";
 export * as sale from "./sale/mod.ts";

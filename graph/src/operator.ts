@@ -11,26 +11,14 @@ import type { Gemm, Kernel } from "./backend.ts";
 import type { ShapeError } from "./errors.ts";
 import type { HostTensor, TensorDesc, TensorType } from "./tensor.ts";
 
-/** The operator kinds of the design's catalog. */
-export type OperatorKind =
-  | "quantize"
-  | "estimate"
-  | "select"
-  | "sparse-attn"
-  | "dense-attn"
-  | "cache-attn"
-  | "cluster"
-  | "draft"
-  | "verify"
-  | "merge"
-  | "encode"
-  | "decode"
-  | "traceback"
-  | "elementwise"
-  | "matmul"
-  | "norm"
-  | "rope"
-  | "embed";
+/**
+ * An operator's kind: an open string, so a technique can bring a kind of its own without editing core code.
+ * The planner matches a technique's `stages` against it and `densityScaled` names kinds whose cost scales
+ * with the kept share of blocks. Well-known kinds of the design's catalog: `quantize`, `estimate`,
+ * `select`, `sparse-attn`, `dense-attn`, `cache-attn`, `cluster`, `draft`, `verify`, `merge`, `encode`, `decode`,
+ * `traceback`, `elementwise`, `matmul`, `norm`, `rope`, `embed`.
+ */
+export type OperatorKind = string;
 
 /** Named ports: port name → tensor type. */
 export type Ports = Readonly<Record<string, TensorType>>;

@@ -1,5 +1,6 @@
 /**
- * SALE (arXiv 2505.24179): 4-bit estimation → block-sparse prefill, as four operators and a pipeline helper.
+ * SALE (arXiv 2505.24179): 4-bit estimation → block-sparse prefill, as four operators, a pipeline helper and
+ * the `sale` technique.
  * @module
  */
 export * from "./params.ts";
@@ -10,3 +11,4 @@ export * from "./sparse_attn.ts";
 export * from "./pipeline.ts";
 export * from "./synthetic.ts";
 export * from "./gemm_attention.ts";
+export * from "./technique.ts";

@@ -11,10 +11,10 @@ import { Effect, Schema } from "effect";
 import {
   type AnyOperator,
   type Graph,
-  graph,
   type GraphError,
   type ParamsError,
-  type Port,
+  pipelineGraph,
+  type PipelineStage,
   type ShapeError,
 } from "@longctx/graph";
 import { PlanError } from "./errors.ts";
@@ -31,18 +31,11 @@ export interface CompiledGroup {
   readonly graph: Graph;
 }
 
-const GRAPH_INPUTS = new Set(["q", "k", "v"]);
-
-/** One stage of a pipeline graph: an operator and its decoded parameters. */
-export interface PipelineStage {
-  readonly op: AnyOperator;
-  readonly params: unknown;
-}
-
 /**
- * Build the attention graph of a chain of stages (see the module doc for wiring). Outputs `o` and `lse`
- * of the last stage, plus every name of `extraOutputs` that some stage produces (the latest one wins),
- * e.g. `["density"]` to read `sale.select`'s measured density.
+ * Build the attention graph of a chain of stages (`pipelineGraph` of `@longctx/graph`, which techniques'
+ * `graph` use too; see the module doc for wiring). Outputs `o` and `lse` of the last stage, plus every name
+ * of `extraOutputs` that some stage produces (the latest one wins), e.g. `["density"]` to read
+ * `sale.select`'s measured density.
  *
  * Fails with `PlanError` `bad-plan` (an input no earlier stage produces, no `o`/`lse`) or the builder's
  * `GraphError` / `ParamsError`.
@@ -52,47 +45,13 @@ export const buildPipelineGraph = (
   stages: readonly PipelineStage[],
   extraOutputs: readonly string[] = [],
 ): Effect.Effect<Graph, CompileError> =>
-  Effect.gen(function* () {
-    const g = graph(name);
-    const available = new Map<string, Port>();
-    let last: Readonly<Record<string, Port>> = {};
-    for (const { op, params } of stages) {
-      const inputs: Record<string, Port> = {};
-      for (const [port, type] of Object.entries(op.inputs)) {
-        let h = available.get(port);
-        if (!h && GRAPH_INPUTS.has(port)) {
-          h = g.input(port, type);
-          available.set(port, h);
-        }
-        if (!h) {
-          return yield* new PlanError({
-            reason: "bad-plan",
-            message: `stage ${op.name} reads "${port}", which no earlier stage produces`,
-            hint: "stages must be ordered so that every input is produced first; regenerate the plan",
-          });
-        }
-        inputs[port] = h;
-      }
-      // deno-lint-ignore no-explicit-any
-      last = g.add(op, params as any, inputs as any) as Readonly<Record<string, Port>>;
-      for (const [port, h] of Object.entries(last)) available.set(port, h);
-    }
-    for (const out of ["o", "lse"]) {
-      if (!last[out]) {
-        return yield* new PlanError({
-          reason: "bad-plan",
-          message: `the last stage of ${name} does not produce "${out}"`,
-          hint: "an attention pipeline must end in an operator with outputs o and lse",
-        });
-      }
-      g.output(out, last[out]);
-    }
-    for (const out of extraOutputs) {
-      const h = available.get(out);
-      if (h && !(out in last)) g.output(out, h);
-    }
-    return yield* g.build();
-  });
+  pipelineGraph(name, stages, extraOutputs).pipe(
+    Effect.mapError((e) =>
+      e._tag === "TechniqueError"
+        ? new PlanError({ reason: "bad-plan", message: e.message, hint: e.hint })
+        : e
+    ),
+  );
 
 const compileGroup = (
   plan: Plan,

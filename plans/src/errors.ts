@@ -14,6 +14,7 @@ export type PlanErrorReason =
   | "bad-profile"
   | "unknown-device"
   | "unknown-operator"
+  | "unknown-technique"
   | "not-profiled";
 
 /** A planning request, a plan file or a device profile is invalid or cannot be satisfied. */

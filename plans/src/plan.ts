@@ -2,28 +2,38 @@
  * The planner: `plan(request, env)` picks, per layer group, the attention pipeline with the lowest
  * latency predicted from a measured device profile and the operators' own cost models, within a budget.
  *
- * Decision rule (prefill): a sparse template replaces dense in a layer only when its predicted latency at
+ * Decision rule (prefill): a sparse technique replaces dense in a layer only when its predicted latency at
  * the *measured* density of that layer (or of the model, interpolated in log context length) beats dense
  * by more than the profile's own fit error (the largest relative residual of the kernels involved). With
  * no measured density, dense is kept and the plan reports the break-even density below which the sparse
- * template would pay — the crossover comes from measurements, never from an assumed sparsity.
- * Decode: only templates declaring the decode phase compete (today: dense).
+ * technique would pay — the crossover comes from measurements, never from an assumed sparsity.
+ * Decode: only techniques declaring the decode phase compete (today: dense); a technique asked for by name
+ * (`pipeline`) that delegates decode (SALE → dense) is planned as its delegate, with the delegate's reason.
+ *
+ * The candidates are the registered techniques (`TECHNIQUES` of `@longctx/ops`, or `env.techniques`): the
+ * planner lists none by name. The baseline is the first exact (non-sparse) one.
  * @module
  */
 import { Effect, Schema } from "effect";
 import {
   type AnyOperator,
+  type AnyTechnique,
   type Cost,
+  decodeTechniqueParams,
   descBytes,
   type DescsOf,
+  findStageOperator,
   type Ports,
+  resolveStages,
+  type TechniqueError,
   type TensorDesc,
   type TensorType,
 } from "@longctx/graph";
+import { techniqueByName, TECHNIQUES } from "@longctx/ops";
 import { PlanError } from "./errors.ts";
 import { getModel, kvCacheBytes, type ModelSpec, parameterCount } from "./models.ts";
 import { type DensitySample, type LoadedProfile, lookupDensity, predictMs } from "./profile.ts";
-import { type AttnDims, type Phase, type PipelineTemplate, scaleCost, TEMPLATES } from "./templates.ts";
+import { type AttnDims, type AttnDType, type Phase, scaleCost } from "./templates.ts";
 
 /** Current plan format version. */
 export const PLAN_VERSION = 1 as const;
@@ -65,7 +75,7 @@ export const Alternative = Schema.Struct({
   pipeline: Schema.NonEmptyString,
   /** Predicted attention latency over all layers if it ran everywhere, ms (absent: not predictable). */
   totalMs: Schema.optionalKey(NonNegative),
-  /** Density below which it beats dense at this context length (sparse templates). */
+  /** Density below which it beats dense at this context length (sparse techniques). */
   breakEvenDensity: Schema.optionalKey(NonNegative),
   note: Schema.String,
 });
@@ -141,18 +151,26 @@ export interface PlanRequest {
   };
   /** Bytes per weight for the memory estimate (2: f16/bf16; default 2). */
   readonly weightBytesPerParam?: number;
+  /**
+   * Plan only this technique (a registry name), against the exact baseline when it is sparse. A phase the
+   * technique delegates (SALE's decode) is planned as the delegate, with the delegate's reason.
+   */
+  readonly pipeline?: string;
 }
 
 /** What the planner plans with. */
 export interface PlanEnv {
   /** The device profile (loaded with `decodeProfile` / `builtinProfile`). */
   readonly profile: LoadedProfile;
-  /** Operators available (normally every operator `@longctx/ops` exports). */
+  /**
+   * Operators available (normally `defaultOperators()`). A technique's stage runs the first operator of its
+   * kind named `<technique>.*` here, else the first of the technique's own `operators`.
+   */
   readonly operators: readonly AnyOperator[];
-  /** Measured densities for sparse templates (empty: sparse is never chosen). */
+  /** Measured densities for sparse techniques (empty: sparse is never chosen). */
   readonly densities?: readonly DensitySample[];
-  /** Templates to consider (default `TEMPLATES`). */
-  readonly templates?: readonly PipelineTemplate[];
+  /** Techniques to consider (default: the registry, `TECHNIQUES` of `@longctx/ops`). */
+  readonly techniques?: readonly AnyTechnique[];
 }
 
 interface StagePrediction {
@@ -163,9 +181,9 @@ interface StagePrediction {
   readonly footprint: number;
 }
 
-/** A template with its operators and decoded parameters. */
+/** A technique with its stage operators and their decoded parameters. */
 export interface Resolved {
-  readonly template: PipelineTemplate;
+  readonly technique: AnyTechnique;
   readonly ops: readonly { readonly op: AnyOperator; readonly params: Record<string, unknown> }[];
 }
 
@@ -184,61 +202,51 @@ interface StageCost {
 const bad = (reason: PlanError["reason"], message: string, hint: string) =>
   new PlanError({ reason, message, hint });
 
-/** Element type of the attention inputs (Q, K, V); outputs are f32 either way. */
-export type AttnDType = "f32" | "f16";
-
 /**
- * The operator a template stage runs: kind `kind`, named `<template>.*`, queries of `dtype` (operators
+ * The operator a technique stage runs: kind `kind`, named `<technique>.*`, queries of `dtype` (operators
  * without a `q` port qualify for any dtype); in decode, only operators whose key port is indexed by
  * `kvSeq` (query rows ≠ key rows, as `signatures.ts` defines).
  */
 export const findOperator = (
   operators: readonly AnyOperator[],
-  template: string,
+  technique: string,
   kind: string,
   phase: Phase,
   dtype: AttnDType = "f32",
 ): AnyOperator | undefined =>
-  operators.find((o) =>
-    o.kind === kind && o.name.startsWith(`${template}.`) && (o.inputs.q?.dtype ?? dtype) === dtype &&
-    (phase === "prefill" || (o.inputs.k?.dims ?? []).includes("kvSeq"))
+  findStageOperator(operators.filter((o) => o.name.startsWith(`${technique}.`)), kind, phase, dtype);
+
+const fromTechniqueError = (e: TechniqueError): PlanError =>
+  bad(
+    e.reason === "unknown-technique"
+      ? "unknown-technique"
+      : e.reason === "missing-operator" || e.reason === "unsupported-phase"
+      ? "unknown-operator"
+      : "bad-request",
+    e.message,
+    e.hint,
   );
 
 /**
- * Find each stage's operator for `phase` and decode its parameters from `overrides`, then the
- * template's parameters, then the schema defaults. Fails with `PlanError` `unknown-operator`.
+ * Decode `overrides` with the technique's parameter schema (unknown keys and impossible values rejected,
+ * defaults filled), then find each stage's operator for `phase` and `dtype` — `<technique>.*` in
+ * `operators` first, else the technique's own — and decode its parameters from the technique's. Fails with
+ * `PlanError` `unknown-operator` (no operator of a stage's kind) or `bad-request` (bad parameters, naming
+ * the parameter).
  */
-export const resolveTemplate = (
-  t: PipelineTemplate,
+export const resolveTechnique = (
+  t: AnyTechnique,
   operators: readonly AnyOperator[],
   phase: Phase,
   overrides: Readonly<Record<string, unknown>> = {},
   dtype: AttnDType = "f32",
 ): Effect.Effect<Resolved, PlanError> =>
   Effect.gen(function* () {
-    const ops = [];
-    for (const kind of t.kinds) {
-      const op = findOperator(operators, t.name, kind, phase, dtype);
-      if (!op) {
-        return yield* bad(
-          "unknown-operator",
-          `template "${t.name}" needs an ${dtype} operator of kind ${kind} named ${t.name}.*` +
-            (phase === "decode" ? " whose keys are indexed by kvSeq (decode)" : "") + "; none is registered",
-          `export it from @longctx/ops (known: ${operators.map((o) => o.name).join(", ") || "none"})`,
-        );
-      }
-      const decoded = Schema.decodeUnknownExit(op.params)({ ...t.params, ...overrides });
-      if (decoded._tag === "Failure") {
-        return yield* bad(
-          "unknown-operator",
-          `operator ${op.name} cannot be configured from template "${t.name}"'s parameters`,
-          `give every parameter of ${op.name} a decoding default so the planner can configure it`,
-        );
-      }
-      ops.push({ op, params: decoded.value as Record<string, unknown> });
-    }
-    return { template: t, ops };
-  });
+    const params = yield* decodeTechniqueParams(t, overrides);
+    const pool = [...operators.filter((o) => o.name.startsWith(`${t.name}.`)), ...t.operators];
+    const ops = yield* resolveStages(t, params, phase, dtype, pool);
+    return { technique: t, ops: ops.map((s) => ({ op: s.op, params: s.params as Record<string, unknown> })) };
+  }).pipe(Effect.mapError(fromTechniqueError));
 
 const jsonParams = (p: Record<string, unknown>): Record<string, number | boolean | string> => {
   const out: Record<string, number | boolean | string> = {};
@@ -279,8 +287,8 @@ const layerCosts = (r: Resolved, dims: AttnDims): Effect.Effect<readonly StageCo
         if (!d) {
           return yield* bad(
             "unknown-operator",
-            `${op.name} reads "${port}", which no earlier stage of "${r.template.name}" produces`,
-            `fix the stage order of template "${r.template.name}"`,
+            `${op.name} reads "${port}", which no earlier stage of "${r.technique.name}" produces`,
+            `fix the stage order of technique "${r.technique.name}"`,
           );
         }
         inputs[port] = d;
@@ -290,7 +298,7 @@ const layerCosts = (r: Resolved, dims: AttnDims): Effect.Effect<readonly StageCo
           bad(
             "bad-request",
             `${op.name} rejects this model's attention shape: ${e.message}`,
-            `${e.hint} (${r.template.name} cannot run this model)`,
+            `${e.hint} (${r.technique.name} cannot run this model)`,
           )
         ),
       );
@@ -304,7 +312,7 @@ const layerCosts = (r: Resolved, dims: AttnDims): Effect.Effect<readonly StageCo
         params,
         cost,
         footprint: footprint + cost.workspaceBytes,
-        scaled: r.template.densityScaled.includes(op.kind),
+        scaled: r.technique.densityScaled.includes(op.kind),
         json: jsonParams(params),
       });
     }
@@ -426,8 +434,9 @@ export const validateRequest = (req: PlanRequest): Effect.Effect<ModelSpec, Plan
  * stage's operator in the profile) at the operator's cost model.
  *
  * Fails with `PlanError`: `unknown-model` (hint: nearest name), `context-too-long`, `bad-request`,
- * `unknown-operator` (a template's operator is not registered), `not-profiled` (the profile lacks the
- * dense kernel), `unsatisfiable-budget` (hint: the best achievable latency / memory).
+ * `unknown-technique` (`pipeline` is not registered; hint: the registered names), `unknown-operator` (a
+ * technique's operator is not registered), `not-profiled` (the profile lacks the dense kernel),
+ * `unsatisfiable-budget` (hint: the best achievable latency / memory).
  */
 export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanError> =>
   Effect.gen(function* () {
@@ -441,16 +450,43 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
       kvSeq: T,
     };
     const budget = req.budget ?? {};
-    const templates = (env.templates ?? TEMPLATES).filter((t) => t.phases.includes(req.phase));
-    const denseT = templates.find((t) => !t.sparse);
+    const registered = env.techniques ?? TECHNIQUES;
+    const inPhase = registered.filter((t) => t.phases.includes(req.phase));
+    let techniques = inPhase;
+    /** Parameters of the baseline: a delegate's, mapped from the technique that delegates to it. */
+    let baseParams: Readonly<Record<string, unknown>> = {};
+    /** Why the baseline runs, when `pipeline` delegated this phase to it. */
+    let delegated = "";
+    if (req.pipeline !== undefined) {
+      const asked = yield* Effect.mapError(techniqueByName(req.pipeline, registered), fromTechniqueError);
+      const d = asked.delegates[req.phase];
+      if (asked.phases.includes(req.phase)) {
+        techniques = asked.sparse ? [...inPhase.filter((t) => !t.sparse).slice(0, 1), asked] : [asked];
+      } else if (d) {
+        techniques = [d.technique];
+        baseParams = d.params(yield* Effect.mapError(decodeTechniqueParams(asked, {}), fromTechniqueError));
+        delegated = `${asked.name} ${req.phase} runs ${d.technique.name}: ${d.reason}`;
+      } else {
+        return yield* bad(
+          "bad-request",
+          `technique "${asked.name}" has no ${req.phase} phase (it runs ${asked.phases.join(", ")})`,
+          `plan ${req.phase} with one of: ${inPhase.map((t) => t.name).join(", ") || "none registered"}`,
+        );
+      }
+    }
+    const denseT = techniques.find((t) => !t.sparse);
     if (!denseT) {
-      return yield* bad("bad-request", "no exact (dense) template is registered", "register denseTemplate");
+      return yield* bad(
+        "bad-request",
+        `no exact technique for ${req.phase} is registered`,
+        "register an exact technique (sparse: false) for this phase in TECHNIQUES (@longctx/ops)",
+      );
     }
     const warnings: string[] = [];
     const profile = env.profile;
 
     const dtype = req.dtype ?? "f32";
-    const dense = yield* resolveTemplate(denseT, env.operators, req.phase, {}, dtype);
+    const dense = yield* resolveTechnique(denseT, env.operators, req.phase, baseParams, dtype);
     const denseCosts = yield* layerCosts(dense, dims).pipe(
       Effect.mapError((e) =>
         req.phase === "decode" && e.reason === "bad-request"
@@ -471,7 +507,9 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
     // Per-layer choice: start from dense everywhere.
     type Choice = { r: Resolved; pred: readonly StagePrediction[]; density?: number; reason: string };
     const denseReason = (extra: string) =>
-      `dense: ${fmtMs(denseMs)} ms/layer predicted${extra ? `; ${extra}` : ""}`;
+      `${denseT.name}: ${fmtMs(denseMs)} ms/layer predicted${
+        [delegated, extra].filter((x) => x).map((x) => `; ${x}`).join("")
+      }`;
     const choices: Choice[] = Array.from({ length: model.layers }, () => ({
       r: dense,
       pred: densePred,
@@ -479,12 +517,12 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
     }));
     const alternatives: Alternative[] = [];
 
-    for (const t of templates.filter((t) => t.sparse)) {
+    for (const t of techniques.filter((t) => t.sparse)) {
       if (budget.exact) {
         alternatives.push({ pipeline: t.name, note: "excluded: the budget asks for exact attention" });
         continue;
       }
-      const resolved = yield* Effect.result(resolveTemplate(t, env.operators, req.phase, {}, dtype));
+      const resolved = yield* Effect.result(resolveTechnique(t, env.operators, req.phase, {}, dtype));
       if (resolved._tag === "Failure") {
         alternatives.push({ pipeline: t.name, note: `unavailable: ${resolved.failure.message}` });
         continue;
@@ -557,7 +595,7 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
             density: d.density,
             reason:
               `${t.name}: ${fmtMs(ms)} ms/layer at measured density ${d.density.toFixed(3)} (${src}) vs ` +
-              `dense ${fmtMs(denseMs)} ms (−${((1 - ms / denseMs) * 100).toFixed(0)} %, ` +
+              `${denseT.name} ${fmtMs(denseMs)} ms (−${((1 - ms / denseMs) * 100).toFixed(0)} %, ` +
               `still faster at the fits' worst case); pays below density ${dStar.toFixed(3)}`,
           };
         } else if (cur.r === dense) {
@@ -586,14 +624,14 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
       const c = choices[l];
       const last = groups[groups.length - 1];
       if (
-        last && last.pipeline === c.r.template.name && last.density === c.density && last.reason === c.reason
+        last && last.pipeline === c.r.technique.name && last.density === c.density && last.reason === c.reason
       ) {
         groups[groups.length - 1] = { ...last, layers: [last.layers[0], l + 1] };
         continue;
       }
       groups.push({
         layers: [l, l + 1],
-        pipeline: c.r.template.name,
+        pipeline: c.r.technique.name,
         stages: c.pred.map((p) => p.stage),
         ...(c.density === undefined ? {} : { density: c.density }),
         msPerLayer: sumMs(c.pred),

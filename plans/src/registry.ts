@@ -1,5 +1,6 @@
 /**
- * Operator discovery: the planner's default operator set is every operator `@longctx/ops` exports.
+ * Operator discovery: the planner's default operator set is every operator `@longctx/ops` exports and every
+ * operator of a registered technique (`TECHNIQUES`).
  * @module
  */
 import type { AnyOperator } from "@longctx/graph";
@@ -29,5 +30,12 @@ export const operatorsIn = (module: Readonly<Record<string, unknown>>): readonly
   return [...byName.values()];
 };
 
-/** Every operator `@longctx/ops` exports. */
-export const defaultOperators = (): readonly AnyOperator[] => operatorsIn(ops as Record<string, unknown>);
+/**
+ * Every operator `@longctx/ops` exports (one namespace level deep), then every operator of a registered
+ * technique that is not exported; deduplicated by name, first wins.
+ */
+export const defaultOperators = (): readonly AnyOperator[] => {
+  const byName = new Map(operatorsIn(ops as Record<string, unknown>).map((o) => [o.name, o]));
+  for (const o of ops.TECHNIQUES.flatMap((t) => t.operators)) if (!byName.has(o.name)) byName.set(o.name, o);
+  return [...byName.values()];
+};

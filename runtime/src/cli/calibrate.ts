@@ -10,12 +10,15 @@
  *   --model llama-3.1-8b --sizes 8k,16k,32k,64k,128k --reps 5 --out plans/profiles/h200.json
  * ```
  *
- * For each template (`dense`, `sale`) and size, the template's stages run as one graph through the
+ * For each registered technique (`TECHNIQUES` of `@longctx/ops`) with a prefill phase and each size, the
+ * technique's stages run as one graph through the
  * executor (random f32 Q/K/V from a seeded generator: a speed input only), each node timed on its own
  * (GPU timestamps when the backend has them, else wall time with a sync per node), median over `--reps`
- * after warm-up runs (at least one, and at least `WARMUP_MS` of wall time). Each sample records the operator's own cost model at that size; sparse stages
- * are costed at the density `sale.select` actually kept (`scaleCost`), as the planner does. SALE runs
- * at each `--thresholds` value so the sparse kernel is sampled over a range of densities.
+ * after warm-up runs (at least one, and at least `WARMUP_MS` of wall time). Each sample records the operator's
+ * own cost model at that size; the technique's `densityScaled` stages are costed at the density its graph's
+ * `density` output reports (`scaleCost`), as the planner does. A technique with a knob (SALE: threshold τ)
+ * runs at each of the knob's values (its `knob.values`, or `--knob-values`) so its sparse kernels are sampled
+ * over a range of densities; the sample's shape records the knob under its parameter name.
  * The fit `ms = a + b·flops + c·bytes` is stored with the samples.
  * @module
  */
@@ -44,11 +47,10 @@ import {
   getModel,
   type KernelSample,
   PROFILE_VERSION,
-  resolveTemplate,
+  resolveTechnique,
   scaleCost,
-  TEMPLATES,
 } from "@longctx/plans";
-import { kernels } from "@longctx/ops";
+import { kernels, TECHNIQUES } from "@longctx/ops";
 import { selectBackend } from "../backends/select.ts";
 import { parseTokens } from "./plan.ts";
 
@@ -82,8 +84,11 @@ export interface CalibrateOptions {
   readonly sizes: readonly number[];
   /** Timed repetitions per size after one warm-up. */
   readonly reps: number;
-  /** SALE thresholds to sample the sparse kernel over densities. */
-  readonly thresholds: readonly number[];
+  /**
+   * Values of each technique's knob (SALE: threshold τ) to sample its sparse kernels over densities;
+   * absent: the technique's own `knob.values`.
+   */
+  readonly knobValues?: readonly number[];
   /**
    * Run with this many KV heads (query heads keep the model's GQA ratio) instead of the model's: keeps
    * buffers under binding limits at long contexts; costs scale with heads, so the fit still applies.
@@ -100,7 +105,7 @@ export interface CalibrateOptions {
 }
 
 /**
- * Measure the pipeline templates' operators on `backend`. Returns the kernel profiles (samples and fit).
+ * Measure the registered techniques' operators on `backend`. Returns the kernel profiles (samples and fit).
  * Fails with the executor's errors (`BackendError`, `ShapeError`, …) or `PlanError`.
  */
 export const calibrate = (backend: Backend, o: CalibrateOptions) =>
@@ -113,17 +118,18 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
     const samples = new Map<string, KernelSample[]>();
     const gpuTiming = backend.features.has("timestamp-query");
     const started = performance.now();
-    for (const t of TEMPLATES.filter((t) => t.phases.includes("prefill"))) {
-      for (const threshold of t.sparse ? o.thresholds : [undefined]) {
-        const r = yield* resolveTemplate(
+    for (const t of TECHNIQUES.filter((t) => t.phases.includes("prefill"))) {
+      const knob = t.knob;
+      for (const value of knob ? o.knobValues ?? knob.values : [undefined]) {
+        const r = yield* resolveTechnique(
           t,
           operators,
           "prefill",
-          threshold === undefined ? {} : { threshold },
+          knob && value !== undefined ? { [knob.param]: value } : {},
           o.dtype,
         );
         if (o.only.length > 0 && !r.ops.some(({ op }) => o.only.includes(op.name))) continue;
-        const g = yield* buildPipelineGraph(`calibrate.${t.name}`, r.ops, ["density"]);
+        const g = yield* buildPipelineGraph(`calibrate.${t.name}`, r.ops, ["density", ...t.extraOutputs]);
         const measure = (T: number) =>
           Effect.gen(function* () {
             const tensor = (dims: readonly string[], shape: number[], seed: number) => {
@@ -172,7 +178,8 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
                   kvHeads: model.kvHeads,
                   headDim: model.headDim,
                   seq: T,
-                  ...(t.sparse ? { density, threshold: threshold ?? 0 } : {}),
+                  ...(t.sparse ? { density } : {}),
+                  ...(knob ? { [knob.param]: value ?? 0 } : {}),
                 },
                 flops: cost.flops,
                 bytes: cost.bytesRead + cost.bytesWritten,
@@ -180,7 +187,7 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
                 samplesMs: ms,
               }]);
             }
-            const line = `${t.name}${threshold === undefined ? "" : ` τ=${threshold}`} T=${T}` +
+            const line = `${t.name}${knob && value !== undefined ? ` ${knob.name}=${value}` : ""} T=${T}` +
               (t.sparse ? ` density=${density.toFixed(3)}` : "") + ": " +
               g.nodes.map((n) => `${n.op.name} ${median(times.get(n.name) ?? [0]).toFixed(3)} ms`).join(", ");
             return { got, line };
@@ -224,9 +231,18 @@ const flags = {
     Flag.withDefault("256,512,1k"),
   ),
   reps: Flag.Int("reps").pipe(Flag.withDescription("timed repetitions per size"), Flag.withDefault(3)),
+  knobValues: Flag.String("knob-values").pipe(
+    Flag.withDescription(
+      `values of each technique's knob, sampling sparse kernels over densities (default: the technique's own: ${
+        TECHNIQUES.filter((t) => t.knob).map((t) => `${t.name} ${t.knob!.name} ${t.knob!.values.join(",")}`)
+          .join("; ")
+      })`,
+    ),
+    Flag.optional,
+  ),
   thresholds: Flag.String("thresholds").pipe(
-    Flag.withDescription("SALE thresholds (sample the sparse kernel over densities)"),
-    Flag.withDefault("0,0.1,0.3,1"),
+    Flag.withDescription("the same as --knob-values (the name from when SALE's τ was the only knob)"),
+    Flag.optional,
   ),
   budgetS: Flag.Finite("budget-s").pipe(
     Flag.withDescription("stop starting new sizes after this many seconds"),
@@ -247,9 +263,19 @@ const flags = {
 export const calibrateCommand = Command.make("calibrate", flags, (i) =>
   Effect.gen(function* () {
     const sizes = yield* Effect.forEach(csv(i.sizes), parseTokens);
-    const thresholds = csv(i.thresholds).map(Number);
-    if (thresholds.some((x) => !(x >= 0))) {
-      return yield* new InputError({ message: `--thresholds ${i.thresholds}`, hint: "non-negative numbers" });
+    if (i.knobValues._tag === "Some" && i.thresholds._tag === "Some") {
+      return yield* new InputError({
+        message: "--knob-values and --thresholds both given",
+        hint: "give one (--thresholds is the older name of --knob-values)",
+      });
+    }
+    const knobFlag = i.knobValues._tag === "Some" ? i.knobValues : i.thresholds;
+    const knobValues = knobFlag._tag === "Some" ? csv(knobFlag.value).map(Number) : undefined;
+    if (knobValues && (knobValues.length === 0 || knobValues.some((x) => !Number.isFinite(x)))) {
+      return yield* new InputError({
+        message: `--knob-values "${knobFlag._tag === "Some" ? knobFlag.value : ""}" is not a list of numbers`,
+        hint: "comma-separated numbers, e.g. 0,0.1,0.3,1",
+      });
     }
     if (!(i.reps >= 1)) return yield* new InputError({ message: `--reps ${i.reps}`, hint: "at least 1" });
     const sel = yield* selectBackend({ backend: i.backend });
@@ -259,7 +285,7 @@ export const calibrateCommand = Command.make("calibrate", flags, (i) =>
       model: i.model,
       sizes,
       reps: i.reps,
-      thresholds,
+      ...(knobValues ? { knobValues } : {}),
       dtype: i.dtype,
       ...(i.kvHeads._tag === "Some" ? { kvHeads: i.kvHeads.value } : {}),
       ...(i.budgetS._tag === "Some" ? { budgetMs: i.budgetS.value * 1000 } : {}),

@@ -2,11 +2,14 @@
  * `plan`: print the attention pipeline the planner picks for a model, context length and device.
  *
  * ```sh
- * deno task plan --model llama-3.1-8b --context 128k [--phase decode] [--json] [--device h200]
+ * deno task plan --model llama-3.1-8b --context 128k [--phase decode] [--pipeline sale] [--json] [--device h200]
  *                [--profile my-device.json] [--densities densities.json] [--latency-ms 50]
  *                [--memory 80GiB] [--exact] [--out plan.json]
  * deno task plan --validate plan.json      # check a plan file against the versioned schema
+ * deno task plan --list                    # models, device profiles and registered techniques
  * ```
+ * `--pipeline <name>` plans only that registered technique (`TECHNIQUES` of `@longctx/ops`), against the
+ * exact baseline when it is sparse; a phase it delegates (SALE's decode) is planned as the delegate.
  * Runs under Deno and Bun. Bad input prints one `error:` line and a `hint:` line and exits with 1
  * (`--verbose` adds the full cause).
  * @module
@@ -16,6 +19,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import { ByteSize, Console, Effect, FileSystem, Option } from "effect";
 import { Command, Flag } from "effect/cli";
 import { InputError } from "@longctx/graph";
+import { techniqueNames, TECHNIQUES } from "@longctx/ops";
 import {
   builtinDensities,
   builtinProfile,
@@ -169,6 +173,10 @@ const flags = {
     Flag.optional,
   ),
   phase: Flag.Literals("phase", ["prefill", "decode"]).pipe(Flag.withDefault("prefill")),
+  pipeline: Flag.String("pipeline").pipe(
+    Flag.withDescription(`plan only this technique (${techniqueNames().join(", ")})`),
+    Flag.optional,
+  ),
   dtype: Flag.Literals("dtype", ["f32", "f16"]).pipe(
     Flag.withDescription(
       "element type of Q/K/V the kernels read (default: f32 when the device profile measured it, else f16)",
@@ -197,7 +205,7 @@ const flags = {
     Flag.optional,
   ),
   list: Flag.Boolean("list").pipe(
-    Flag.withDescription("list known models and device profiles"),
+    Flag.withDescription("list known models, device profiles and techniques"),
     Flag.withDefault(false),
   ),
   verbose: Flag.Boolean("verbose").pipe(
@@ -221,6 +229,18 @@ const main = (i: Input) =>
       }
       const names = builtinProfileNames();
       yield* Console.log(`device profiles: ${names.length > 0 ? names.join(", ") : "none measured yet"}`);
+      for (const t of TECHNIQUES) {
+        yield* Console.log(
+          `technique ${t.name.padEnd(8)} ${t.phases.join("+")}${t.sparse ? ", sparse" : ", exact"}` +
+            Object.entries(t.delegates).map(([ph, d]) => `, ${ph} via ${d!.technique.name}`).join("") +
+            (t.knob
+              ? `; knob ${t.knob.name} (${t.knob.param}), higher is ${
+                t.knob.sparser === "higher" ? "sparser" : "denser"
+              }`
+              : "") +
+            ` — ${t.reference}`,
+        );
+      }
       return;
     }
     if (Option.isSome(i.validate)) {
@@ -250,6 +270,7 @@ const main = (i: Input) =>
       contextLength,
       phase: i.phase,
       dtype,
+      ...(Option.isSome(i.pipeline) ? { pipeline: i.pipeline.value } : {}),
       budget: {
         ...(Option.isSome(i.latencyMs) ? { latencyMs: i.latencyMs.value } : {}),
         ...(memoryBytes === undefined ? {} : { memoryBytes }),

@@ -3,7 +3,7 @@
  *
  * ```sh
  * deno run -A runtime/src/cli/run.ts --model smollm2-135m --input <file | bundled document name>
- *     [--question "…"] [--plant WORD] [--pipeline auto|dense|sale] [--context 1024] [--truncate]
+ *     [--question "…"] [--plant WORD] [--pipeline auto|<technique>] [--context 1024] [--truncate]
  *     [--max-new 24] [--backend auto|wgpu|cpu] [--json out.json | --json -] [--chart out.svg] [--verbose]
  * ```
  * Loads the model (GGUF), tokenises the document inside SmolLM2's chat template (document + question), fits it
@@ -26,7 +26,7 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import { Cause, Console, Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";
 import { InputError } from "@longctx/graph";
-import { sale } from "@longctx/ops";
+import { sale, techniqueNames } from "@longctx/ops";
 import {
   builtinDensities,
   builtinProfile,
@@ -47,7 +47,10 @@ import { makeProgress } from "./run/progress.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
-const PIPELINES = ["auto", "dense", "sale"] as const;
+/** `--pipeline`: the planner's choice, or any registered technique (`TECHNIQUES` of `@longctx/ops`). */
+const PIPELINES = ["auto", ...techniqueNames()];
+/** The techniques this command's CPU forward executes (`LayerChoice` of `run/execute.ts`). */
+const CPU_FORWARD: readonly string[] = ["dense", "sale"];
 const BACKENDS = ["auto", "wgpu", "cpu"] as const;
 /** Default context (prompt + answer tokens): the demo finishes in under 2 minutes on 2 CPU cores. */
 export const DEFAULT_CONTEXT = 1024;
@@ -74,7 +77,9 @@ const flags = {
     Flag.optional,
   ),
   pipeline: Flag.String("pipeline").pipe(
-    Flag.withDescription("auto (the planner decides), dense or sale"),
+    Flag.withDescription(
+      `auto (the planner decides) or a registered technique: ${techniqueNames().join(", ")}`,
+    ),
     Flag.withDefault("auto"),
   ),
   context: Flag.String("context").pipe(
@@ -185,6 +190,14 @@ const main = (i: Input) =>
     const warnings: string[] = [];
     // ---- validate flags (fast, before anything is loaded)
     const pipeline = yield* oneOf("pipeline", i.pipeline, PIPELINES);
+    if (pipeline !== "auto" && !CPU_FORWARD.includes(pipeline)) {
+      return yield* new InputError({
+        message: `--pipeline ${pipeline} is a registered technique, but run's CPU forward executes only ` +
+          CPU_FORWARD.join(" and "),
+        hint: `use --pipeline ${CPU_FORWARD.join(" or ")}, or run ${pipeline}'s graph on the GPU forward ` +
+          "(runtime/src/model/llama_gpu.ts plugs in any technique's graph)",
+      });
+    }
     const backendChoice = yield* oneOf("backend", i.backend, BACKENDS);
     const modelId = yield* oneOf("model", i.model.toLowerCase(), RUNNABLE_MODELS);
     const spec = yield* getModel(modelId);

@@ -1,0 +1,366 @@
+/**
+ * The Technique contract: one attention technique (dense, SALE, …) as data the planner, `calibrate`, `run`,
+ * the benchmarks and the tests read through a registry (`TECHNIQUES` in `@longctx/ops`), so that adding one
+ * touches its folder under `ops/`, one registry line and calibration data — no core code.
+ *
+ * A technique is a chain of operator *kinds* (`stages`) run for one attention layer: graph inputs
+ * `q: [heads, seq, headDim]`, `k`, `v: [kvHeads, kvSeq, headDim]` (f32 or f16), outputs
+ * `o: f32 [heads, seq, headDim]`, `lse: f32 [heads, seq]` (natural log), plus `extraOutputs` such as
+ * SALE's `density: f32 [heads]`. Each stage's operator is found by kind among the technique's operators
+ * (`findStageOperator`), its input ports wired by name from the graph inputs or an earlier stage's outputs
+ * (`pipelineGraph`). The contract lives in `@longctx/graph` because both `@longctx/ops` (which implements
+ * techniques) and `@longctx/plans` (which plans with them) need it, and `ops` must not import `plans`.
+ * @module
+ */
+import { Cause, Data, Effect, Exit, Schema } from "effect";
+import type { GraphError, ParamsError, ShapeError } from "./errors.ts";
+import { type Graph, graph, inferShapes, type Port } from "./graph.ts";
+import type { AnyOperator, OperatorKind } from "./operator.ts";
+import type { TensorDesc } from "./tensor.ts";
+
+/** Prefill (every prompt row at once) or decode (one new row against the KV cache). */
+export type Phase = "prefill" | "decode";
+
+/** Element type of the attention inputs Q, K, V (outputs are f32 either way). */
+export type AttnDType = "f32" | "f16";
+
+/** One layer's attention shape, in elements. */
+export interface AttnDims {
+  /** Query heads. */
+  readonly heads: number;
+  /** Key/value heads (GQA: `heads` is a multiple). */
+  readonly kvHeads: number;
+  /** Elements per head. */
+  readonly headDim: number;
+  /** Query rows: the context length in prefill, 1 in decode. */
+  readonly seq: number;
+  /** Key rows: the context length. */
+  readonly kvSeq: number;
+}
+
+/**
+ * The one parameter the planner's density table, `calibrate`'s sweep and accuracy/speed trade-offs are
+ * keyed by (SALE: the Relative Attention Score threshold τ; a top-k technique: its budget).
+ */
+export interface TechniqueKnob {
+  /** Human-readable name (`threshold τ`). */
+  readonly name: string;
+  /** The key of the technique's `params` it sets (`threshold`). */
+  readonly param: string;
+  /** Values `calibrate` sweeps by default, to sample the sparse kernels over a range of densities. */
+  readonly values: readonly number[];
+  /** Which way of the knob keeps fewer blocks (less work, lower accuracy). */
+  readonly sparser: "higher" | "lower";
+  /** What the knob means, with its unit. */
+  readonly description: string;
+}
+
+/** Per-sequence state a technique keeps across steps, besides the KV cache every technique reads. */
+export interface TechniqueState {
+  /** Whether anything survives from one step (prefill or decode step) to the next. */
+  readonly perSequence: boolean;
+  /** What it keeps and its size, or why nothing (`none: reads the KV cache only`). */
+  readonly description: string;
+}
+
+/** How a technique runs a phase it does not implement itself: another technique's graph, and why. */
+export interface PhaseDelegate<P> {
+  /** The technique whose graph runs the phase. */
+  readonly technique: AnyTechnique;
+  /** The delegate's parameters from this technique's (e.g. the softmax scale carried over). */
+  readonly params: (params: P) => Readonly<Record<string, unknown>>;
+  /** Why (reported by the planner): `SALE is a prefill method (§3): decode runs dense`. */
+  readonly reason: string;
+}
+
+/** What building a technique's graph can fail with. */
+export type TechniqueGraphError = TechniqueError | GraphError | ParamsError | ShapeError;
+
+/**
+ * The technique contract. `P` is the decoded type of its user-facing parameters.
+ *
+ * Invariants the registry tests check: `name` is unique and is the prefix of the names of the operators it
+ * owns (`sale.*`); every kind of `stages` has an operator in `operators` for each phase of `phases`;
+ * `params` decodes `{}` (every parameter has a default); `knob.param` is a key of `params`.
+ */
+export interface Technique<P> {
+  /** Registry name (`dense`, `sale`): `run --pipeline <name>`, plan `pipeline`, density tables. */
+  readonly name: string;
+  /** Paper and section it implements. */
+  readonly reference: string;
+  /** Phases it runs its own graph in. Other phases go to `delegates` (or are unsupported). */
+  readonly phases: readonly Phase[];
+  /** Whether it skips work: its cost depends on a measured density (the planner needs one to choose it). */
+  readonly sparse: boolean;
+  /** Effect Schema of its user-facing parameters; decode with `decodeTechniqueParams` (rejects unknown keys). */
+  readonly params: Schema.Codec<P, unknown>;
+  /** Every operator it owns (all element types and phases). */
+  readonly operators: readonly AnyOperator[];
+  /** Operator kinds of one layer, in order. */
+  readonly stages: readonly OperatorKind[];
+  /**
+   * Kinds whose cost model describes the full causal mask and whose work scales with the kept share of
+   * blocks: the planner and `calibrate` multiply their FLOPs and bytes read by the density.
+   */
+  readonly densityScaled: readonly OperatorKind[];
+  /** Graph outputs besides `o` and `lse` it produces when asked (`density`: kept / causal blocks per head). */
+  readonly extraOutputs: readonly string[];
+  /** The parameter sweeps and density tables are keyed by; absent for exact techniques. */
+  readonly knob?: TechniqueKnob;
+  /** What it keeps per sequence across steps. */
+  readonly state: TechniqueState;
+  /** Phases it hands to another technique (SALE: decode → dense). */
+  readonly delegates: Readonly<Partial<Record<Phase, PhaseDelegate<P>>>>;
+  /**
+   * The attention graph of one layer for `phase` (see the module doc for its ports), shape-generic (dims
+   * named, sizes not fixed) but checked against `dims` by shape inference. A delegated phase returns the
+   * delegate's graph. `extraOutputs` are included when a stage produces them.
+   *
+   * Fails with `TechniqueError` (`unsupported-phase`, `missing-operator`, `bad-params`, `bad-stages`), `ShapeError` (an
+   * operator rejects `dims`), or the builder's `GraphError` / `ParamsError`.
+   */
+  graph(
+    params: P,
+    dims: AttnDims,
+    phase: Phase,
+    dtype?: AttnDType,
+  ): Effect.Effect<Graph, TechniqueGraphError>;
+}
+
+/** Any technique (for registries). */
+// deno-lint-ignore no-explicit-any
+export type AnyTechnique = Technique<any>;
+
+/** A technique name, parameter set or phase was rejected. `known` lists what would have been accepted. */
+export class TechniqueError extends Data.TaggedError("TechniqueError")<{
+  readonly reason:
+    | "unknown-technique"
+    | "unsupported-phase"
+    | "missing-operator"
+    | "bad-params"
+    | "bad-stages";
+  /** The technique at fault (absent for `unknown-technique`). */
+  readonly technique?: string;
+  /** The parameter at fault (`bad-params`). */
+  readonly param?: string;
+  readonly message: string;
+  readonly hint: string;
+}> {}
+
+/** Names of a Struct schema's fields (empty for schemas that are not structs). */
+export const paramNames = (schema: Schema.Top | Schema.Codec<unknown, unknown>): readonly string[] => {
+  const fields = (schema as { fields?: unknown }).fields;
+  return typeof fields === "object" && fields !== null ? Object.keys(fields) : [];
+};
+
+/**
+ * Decode `input` with `t.params`, rejecting keys the schema does not declare. Fails with `TechniqueError`
+ * `bad-params` whose `param` and message name the offending parameter (`sale: parameter "threshold": …`) and
+ * whose hint lists the known parameters.
+ */
+export const decodeTechniqueParams = <P>(
+  t: Technique<P>,
+  input: unknown,
+): Effect.Effect<P, TechniqueError> => {
+  const r = Schema.decodeUnknownExit(t.params)(input ?? {}, { onExcessProperty: "error" });
+  if (Exit.isSuccess(r)) return Effect.succeed(r.value);
+  const e = Cause.squash(r.cause);
+  // A SchemaError's message: the issue on its first line, then `at ["<key>"]` for a field's issue.
+  const text = e instanceof Error ? e.message : String(e);
+  const path = /at \["?([^"\]]+)"?\]/.exec(text)?.[1];
+  const what = text.split("\n")[0].trim();
+  const known = paramNames(t.params);
+  return Effect.fail(
+    new TechniqueError({
+      reason: "bad-params",
+      technique: t.name,
+      ...(path === undefined ? {} : { param: path }),
+      message: path === undefined
+        ? `${t.name}: invalid parameters: ${what}`
+        : /excess property/.test(what)
+        ? `${t.name}: unknown parameter "${path}"`
+        : `${t.name}: parameter "${path}": ${what}`,
+      hint: `${t.name}'s parameters are ${known.join(", ") || "none"} (${t.reference})`,
+    }),
+  );
+};
+
+/**
+ * The operator a stage of `technique` runs: kind `kind`, queries of `dtype` (operators without a `q` port
+ * qualify for any dtype); in decode, only operators whose key port is indexed by `kvSeq` (query rows ≠ key
+ * rows, as `signatures.ts` defines). The first match in `operators` wins.
+ */
+export const findStageOperator = (
+  operators: readonly AnyOperator[],
+  kind: string,
+  phase: Phase,
+  dtype: AttnDType = "f32",
+): AnyOperator | undefined =>
+  operators.find((o) =>
+    o.kind === kind && (o.inputs.q?.dtype ?? dtype) === dtype &&
+    (phase === "prefill" || (o.inputs.k?.dims ?? []).includes("kvSeq"))
+  );
+
+/** One stage of a pipeline graph: an operator and its decoded parameters. */
+export interface PipelineStage {
+  /** The operator of the stage. */
+  readonly op: AnyOperator;
+  /** Its parameters, decoded by its schema. */
+  readonly params: unknown;
+}
+
+/**
+ * The stages of `t` for `phase` and `dtype`, found in `operators` (default: the technique's own), each
+ * operator's parameters decoded by its own schema from `params` (the technique's decoded parameters; only
+ * the keys the operator's struct schema declares).
+ * Fails with `TechniqueError` `missing-operator` (no operator of a stage's kind, or one whose schema
+ * cannot be configured from the technique's parameters).
+ */
+export const resolveStages = <P>(
+  t: Technique<P>,
+  params: P,
+  phase: Phase,
+  dtype: AttnDType = "f32",
+  operators: readonly AnyOperator[] = t.operators,
+): Effect.Effect<readonly PipelineStage[], TechniqueError> =>
+  Effect.gen(function* () {
+    const stages: PipelineStage[] = [];
+    for (const kind of t.stages) {
+      const op = findStageOperator(operators, kind, phase, dtype);
+      if (!op) {
+        return yield* new TechniqueError({
+          reason: "missing-operator",
+          technique: t.name,
+          message: `technique "${t.name}" needs an ${dtype} operator of kind ${kind}` +
+            (phase === "decode" ? " whose keys are indexed by kvSeq (decode)" : "") + "; none is registered",
+          hint: `add it to ${t.name}'s operators (known: ${
+            operators.map((o) => o.name).join(", ") || "none"
+          })`,
+        });
+      }
+      // the technique's parameters the operator declares (all of them when its schema is not a struct)
+      const fields = (op.params as { fields?: unknown }).fields;
+      const own = typeof fields === "object" && fields !== null
+        ? Object.fromEntries(Object.entries(params as object).filter(([k]) => k in fields))
+        : params;
+      const decoded = Schema.decodeUnknownExit(op.params)(own);
+      if (Exit.isFailure(decoded)) {
+        return yield* new TechniqueError({
+          reason: "missing-operator",
+          technique: t.name,
+          message: `operator ${op.name} cannot be configured from technique "${t.name}"'s parameters`,
+          hint: `give every parameter of ${op.name} a decoding default so the planner can configure it`,
+        });
+      }
+      stages.push({ op, params: decoded.value });
+    }
+    return stages;
+  });
+
+const GRAPH_INPUTS = new Set(["q", "k", "v"]);
+
+/**
+ * Build the attention graph of a chain of stages. A stage's input port is fed by the latest earlier stage
+ * output of that name, else by the graph input of that name (`q`, `k`, `v`, typed by the first stage that
+ * reads them): `quantize.qq → estimate.qq`, `select.indptr → sparse.indptr`. Outputs `o` and `lse` of the
+ * last stage, plus every name of `extraOutputs` (duplicates ignored) some earlier stage produces (the latest
+ * one wins).
+ *
+ * Fails with `TechniqueError` `bad-stages` (a port no earlier stage produces, or a last stage without `o`
+ * or `lse`), or the builder's `GraphError` / `ParamsError` / `ShapeError`.
+ */
+export const pipelineGraph = (
+  name: string,
+  stages: readonly PipelineStage[],
+  extraOutputs: readonly string[] = [],
+): Effect.Effect<Graph, TechniqueError | GraphError | ParamsError | ShapeError> =>
+  Effect.gen(function* () {
+    const g = graph(name);
+    const available = new Map<string, Port>();
+    let last: Readonly<Record<string, Port>> = {};
+    for (const { op, params } of stages) {
+      const inputs: Record<string, Port> = {};
+      for (const [port, type] of Object.entries(op.inputs)) {
+        let h = available.get(port);
+        if (!h && GRAPH_INPUTS.has(port)) {
+          h = g.input(port, type);
+          available.set(port, h);
+        }
+        if (!h) {
+          return yield* new TechniqueError({
+            reason: "bad-stages",
+            message: `stage ${op.name} reads "${port}", which no earlier stage produces`,
+            hint: "stages must be ordered so that every input is produced first; regenerate the plan",
+          });
+        }
+        inputs[port] = h;
+      }
+      // deno-lint-ignore no-explicit-any
+      last = g.add(op, params as any, inputs as any) as Readonly<Record<string, Port>>;
+      for (const [port, h] of Object.entries(last)) available.set(port, h);
+    }
+    for (const out of ["o", "lse"]) {
+      if (!last[out]) {
+        return yield* new TechniqueError({
+          reason: "bad-stages",
+          message: `the last stage of ${name} does not produce "${out}"`,
+          hint: "an attention pipeline must end in an operator with outputs o and lse",
+        });
+      }
+      g.output(out, last[out]);
+    }
+    for (const out of new Set(extraOutputs)) {
+      const h = available.get(out);
+      if (h && !(out in last)) g.output(out, h);
+    }
+    return yield* g.build();
+  });
+
+/** A technique as declared in its folder: everything but `graph`, which `stagedTechnique` derives. */
+export type TechniqueSpec<P> = Omit<Technique<P>, "graph" | "delegates" | "extraOutputs"> & {
+  readonly delegates?: Technique<P>["delegates"];
+  readonly extraOutputs?: readonly string[];
+};
+
+/**
+ * A technique whose graph is its chain of `stages`: `graph(params, dims, phase, dtype)` resolves each
+ * stage among the technique's operators (`resolveStages`), wires them (`pipelineGraph`) and checks `dims` by
+ * running every operator's `infer` on Q `[heads, seq, headDim]`, K/V `[kvHeads, kvSeq, headDim]` of `dtype`.
+ * A phase outside `phases` goes to `delegates[phase]` (its graph, with its parameters mapped), else fails
+ * with `TechniqueError` `unsupported-phase`.
+ */
+export const stagedTechnique = <P>(spec: TechniqueSpec<P>): Technique<P> => {
+  const t: Technique<P> = {
+    ...spec,
+    extraOutputs: spec.extraOutputs ?? [],
+    delegates: spec.delegates ?? {},
+    graph: (params, dims, phase, dtype = "f32") =>
+      Effect.gen(function* () {
+        if (!t.phases.includes(phase)) {
+          const d = t.delegates[phase];
+          if (!d) {
+            return yield* new TechniqueError({
+              reason: "unsupported-phase",
+              technique: t.name,
+              message: `technique "${t.name}" has no ${phase} phase (it runs ${t.phases.join(", ")})`,
+              hint: `plan ${phase} with a technique that has it, or give "${t.name}" a ${phase} delegate`,
+            });
+          }
+          const dp = yield* decodeTechniqueParams(d.technique, d.params(params));
+          return yield* d.technique.graph(dp, dims, phase, dtype);
+        }
+        const stages = yield* resolveStages(t, params, phase, dtype);
+        const g = yield* pipelineGraph(`${t.name}.${phase}`, stages, t.extraOutputs);
+        const descs: Record<string, TensorDesc> = {};
+        for (const i of g.inputs) {
+          const shape = i.name === "q"
+            ? [dims.heads, dims.seq, dims.headDim]
+            : [dims.kvHeads, dims.kvSeq, dims.headDim];
+          descs[i.name] = { ...i.type, shape };
+        }
+        yield* inferShapes(g, descs);
+        return g;
+      }),
+  };
+  return t;
+};
