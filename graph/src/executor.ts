@@ -26,7 +26,7 @@ import type { Backend } from "./backend.ts";
 import { BackendError, type LongctxError, ShapeError } from "./errors.ts";
 import { type Graph, type GraphNode, inferShapes, refKey, type ShapeMap, showType } from "./graph.ts";
 import { type Lifetime, type MemoryPlan, planBuffers } from "./memory.ts";
-import type { Cost, DescsOf, GpuLowering, HostOf, Ports } from "./operator.ts";
+import type { Cost, DescsOf, GpuLowering, HostOf, Ports, Scalars } from "./operator.ts";
 import { lower } from "./program.ts";
 import { descBytes, type HostTensor, type TensorDesc } from "./tensor.ts";
 
@@ -45,6 +45,8 @@ export interface RunOptions {
   readonly syncEachNode?: boolean;
   /** Ask the backend for per-launch timestamps on `gpu` nodes (`gpuMs` in the report); default false. */
   readonly gpuTiming?: boolean;
+  /** Runtime scalars the graph's operators read (see `Operator.scalars`), e.g. `{ pos: 17 }`. */
+  readonly scalars?: Scalars;
 }
 
 /** Options of {@link planRun}. */
@@ -279,6 +281,7 @@ export const run = <I extends Ports, O extends Ports>(
           const r = yield* p.run({
             perNode: options.syncEachNode !== false,
             timed: options.gpuTiming === true,
+            ...(options.scalars ? { scalars: options.scalars } : {}),
           });
           const outputs: Record<string, HostTensor> = {};
           for (const o of g.outputs) outputs[o.name] = yield* p.read(o.name);

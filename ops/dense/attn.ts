@@ -8,7 +8,8 @@
 import { Effect, Schema } from "effect";
 import { allocHost, storageBytes, tensorType } from "@longctx/graph";
 import type { Cost, DescsOf, GpuLowering, HostOf, HostTensor, Operator, ShapeError } from "@longctx/graph";
-import { asF32, causalBlockCount, checkQKV } from "./common.ts";
+import { asF32, causalBlockCount, checkQKVCross, effectiveScale } from "./common.ts";
+import { cacheAttentionReference, splitKvLowering } from "./cache_attn.ts";
 import { chooseTiles, flashKey, flashWgsl } from "./flash_wgsl.ts";
 
 /** Parameters of `dense.attn`. */
@@ -44,10 +45,6 @@ export const attnPorts = <D extends "f32" | "f16">(dtype: D) => ({
 
 type AttnIn<D extends "f32" | "f16"> = ReturnType<typeof attnPorts<D>>["inputs"];
 type AttnOut = ReturnType<typeof attnPorts<"f32">>["outputs"];
-
-/** The softmax scale actually used. */
-export const effectiveScale = (scale: number, headDim: number): number =>
-  scale > 0 ? scale : 1 / Math.sqrt(headDim);
 
 /**
  * CPU reference for (masked) causal attention with float64 accumulation and an exact two-pass softmax.
@@ -136,23 +133,35 @@ export const makeDenseAttn = <D extends "f32" | "f16">(
     inputs: ports.inputs,
     outputs: ports.outputs,
     infer: (_p, i) =>
-      Effect.map(checkQKV(i.q, i.k, i.v), (s) => ({
+      Effect.map(checkQKVCross(i.q, i.k, i.v), (s) => ({
         o: { ...ports.outputs.o, shape: [s.heads, s.seq, s.headDim] },
         lse: { ...ports.outputs.lse, shape: [s.heads, s.seq] },
       })) as Effect.Effect<DescsOf<AttnOut>, ShapeError>,
     cpu: (p, i) => {
       const [heads, seq, d] = i.q.desc.shape as [number, number, number];
       const kvHeads = i.k.desc.shape[0];
-      const r = attentionReference(
-        asF32(i.q as HostTensor),
-        asF32(i.k as HostTensor),
-        asF32(i.v as HostTensor),
-        heads,
-        kvHeads,
-        seq,
-        d,
-        effectiveScale(p.scale, d),
-      );
+      const kvSeq = i.k.desc.shape[1];
+      const r = kvSeq !== seq
+        ? cacheAttentionReference(
+          asF32(i.q as HostTensor),
+          asF32(i.k as HostTensor),
+          asF32(i.v as HostTensor),
+          { heads, kvHeads, seq, headDim: d, capacity: kvSeq },
+          kvSeq - seq,
+          effectiveScale(p.scale, d),
+          0,
+          "heads",
+        )
+        : attentionReference(
+          asF32(i.q as HostTensor),
+          asF32(i.k as HostTensor),
+          asF32(i.v as HostTensor),
+          heads,
+          kvHeads,
+          seq,
+          d,
+          effectiveScale(p.scale, d),
+        );
       const o = allocHost({ ...ports.outputs.o, shape: [heads, seq, d] });
       o.data.set(r.o);
       const lse = allocHost({ ...ports.outputs.lse, shape: [heads, seq] });
@@ -163,6 +172,15 @@ export const makeDenseAttn = <D extends "f32" | "f16">(
       const [heads, seq, headDim] = i.q.shape as [number, number, number];
       if (dtype === "f16" && !features.has("shader-f16")) {
         throw new RangeError("dense.attn.f16 needs the shader-f16 feature");
+      }
+      const kvSeq = i.k.shape[1];
+      if (kvSeq !== seq) {
+        // q ≠ k (decode, later chunks): the split-KV kernels of dense.cacheAttn at the fixed offset kvSeq − seq.
+        if (dtype !== "f32") {
+          throw new RangeError("dense.attn.f16 with kvSeq ≠ seq is not lowered (f32 only)");
+        }
+        const s = { heads, kvHeads: i.k.shape[0], seq, headDim, capacity: kvSeq };
+        return splitKvLowering(s, effectiveScale(p.scale, headDim), 0, "heads", 256, kvSeq - seq, ["k", "v"]);
       }
       const t = chooseTiles(dtype, headDim, p.blockQ, 64, p.workgroupMemory);
       const cfg = {
@@ -193,6 +211,18 @@ export const makeDenseAttn = <D extends "f32" | "f16">(
     },
     cost: (p, i) => {
       const [heads, seq, d] = i.q.shape as [number, number, number];
+      const kvSeq = i.k.shape[1];
+      if (kvSeq !== seq) {
+        // Split-KV: every query reads its visible keys once (bottom-right causal).
+        const keys = seq * kvSeq - (seq * (seq - 1)) / 2;
+        return {
+          flops: 4 * d * heads * keys,
+          bytesRead: heads * seq * d * storageBytes(dtype, 1) +
+            2 * i.k.shape[0] * kvSeq * d * storageBytes(dtype, 1),
+          bytesWritten: heads * seq * (d + 1) * 4,
+          workspaceBytes: heads * seq * Math.ceil(kvSeq / 256) * (d + 2) * 4,
+        };
+      }
       const bk = 32;
       return flashCost(
         heads,

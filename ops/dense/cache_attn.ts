@@ -15,7 +15,7 @@
 import { Effect, Schema } from "effect";
 import { allocHost, anyDims, type CpuContext, ShapeError, tensorType } from "@longctx/graph";
 import type { Cost, DescsOf, GpuLowering, HostOf, Kernel, Operator, TensorDesc } from "@longctx/graph";
-import { effectiveScale } from "./attn.ts";
+import { effectiveScale } from "./common.ts";
 
 /** Parameters of `dense.cacheAttn`. */
 export const CacheAttnParams = Schema.Struct({
@@ -304,7 +304,76 @@ const cacheAttentionGemm = (
   return { o, lse };
 };
 
-const shapes = (i: DescsOf<In>) => {
+/** Shape of a split-KV attention call. */
+export interface SplitKvShape {
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly seq: number;
+  readonly headDim: number;
+  /** Key rows of the cache (its capacity). */
+  readonly capacity: number;
+}
+
+/**
+ * The split-KV lowering (partial states + merge, see the module doc) for queries at position `pos` of a
+ * cache, bindings `in:q`, `in:<kvPorts[0]>`, `in:<kvPorts[1]>` (default kCache, vCache), `out:o`, `out:lse`. `pos` is a
+ * fixed offset, or `"pos"`: the runtime scalar (workgroups and uniforms follow it per run). Throws
+ * `RangeError` for a `pos` past the capacity.
+ */
+export const splitKvLowering = (
+  s: SplitKvShape,
+  scale: number,
+  window: number,
+  layout: "heads" | "rows",
+  splitKeys: number,
+  pos: number | "pos",
+  kvPorts: readonly [string, string] = ["kCache", "vCache"],
+): GpuLowering => {
+  const { splitLen, maxSplit } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, splitKeys);
+  const uniform = (at: number) =>
+    new Uint8Array(
+      Uint32Array.of(s.seq, at, s.capacity, splitLen, Math.ceil((at + s.seq) / splitLen), 0, 0, 0).buffer,
+    );
+  const at = (sc: Readonly<Record<string, number>>) =>
+    pos === "pos" ? posOf(sc, s.seq, s.capacity) : posOf({ pos }, s.seq, s.capacity);
+  const fixed = pos === "pos" ? 0 : at({});
+  const groups = (p: number) => [s.seq, s.heads, Math.ceil((p + s.seq) / splitLen)] as const;
+  const dynamic = pos === "pos"
+    ? (sc: Readonly<Record<string, number>>) => ({
+      uniforms: { u: uniform(at(sc)) },
+      workgroups: groups(at(sc)),
+    })
+    : undefined;
+  const kin = `in:${kvPorts[0]}`, vin = `in:${kvPorts[1]}`;
+  return {
+    workspaces: {
+      part: s.seq * s.heads * maxSplit * s.headDim * 4,
+      ml: s.seq * s.heads * maxSplit * 2 * 4,
+      u: 32,
+      u2: 32,
+    },
+    launches: [
+      {
+        kernel: splitKernel(s.heads, s.kvHeads, s.headDim, scale, window),
+        buffers: ["in:q", kin, vin, "ws:part", "ws:ml", "ws:u"],
+        workgroups: groups(fixed),
+        uniforms: { u: uniform(fixed) },
+        ...(dynamic ? { dynamic } : {}),
+      },
+      {
+        kernel: combineKernel(s.heads, s.headDim, layout === "rows"),
+        buffers: ["ws:part", "ws:ml", "out:o", "out:lse", "ws:u2"],
+        workgroups: [s.seq, s.heads, 1],
+        uniforms: { u2: uniform(fixed) },
+        ...(dynamic
+          ? { dynamic: (sc: Readonly<Record<string, number>>) => ({ uniforms: { u2: uniform(at(sc)) } }) }
+          : {}),
+      },
+    ],
+  };
+};
+
+const shapes = (i: DescsOf<In>): SplitKvShape => {
   const [heads, seq, headDim] = i.q.shape as [number, number, number];
   const [kvHeads, capacity] = i.kCache.shape as [number, number, number];
   return { heads, kvHeads, seq, headDim, capacity };
@@ -368,46 +437,8 @@ export const cacheAttn: Operator<CacheAttnParams, In, Out> = {
     lse.data.set(r.lse);
     return { o, lse } as HostOf<Out>;
   },
-  gpu: (p, i): GpuLowering => {
-    const s = shapes(i);
-    const scale = effectiveScale(p.scale, s.headDim);
-    const { splitLen, maxSplit } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, p.splitKeys);
-    const uniform = (pos: number) =>
-      new Uint8Array(
-        Uint32Array.of(s.seq, pos, s.capacity, splitLen, Math.ceil((pos + s.seq) / splitLen), 0, 0, 0).buffer,
-      );
-    const dynamic = (sc: Readonly<Record<string, number>>) => {
-      const pos = posOf(sc, s.seq, s.capacity);
-      return {
-        uniforms: { u: uniform(pos) },
-        workgroups: [s.seq, s.heads, Math.ceil((pos + s.seq) / splitLen)] as const,
-      };
-    };
-    return {
-      workspaces: {
-        part: s.seq * s.heads * maxSplit * s.headDim * 4,
-        ml: s.seq * s.heads * maxSplit * 2 * 4,
-        u: 32,
-        u2: 32,
-      },
-      launches: [
-        {
-          kernel: splitKernel(s.heads, s.kvHeads, s.headDim, scale, p.window),
-          buffers: ["in:q", "in:kCache", "in:vCache", "ws:part", "ws:ml", "ws:u"],
-          workgroups: [s.seq, s.heads, 1],
-          uniforms: { u: uniform(0) },
-          dynamic,
-        },
-        {
-          kernel: combineKernel(s.heads, s.headDim, p.layout === "rows"),
-          buffers: ["ws:part", "ws:ml", "out:o", "out:lse", "ws:u2"],
-          workgroups: [s.seq, s.heads, 1],
-          uniforms: { u2: uniform(0) },
-          dynamic: (sc) => ({ uniforms: { u2: dynamic(sc).uniforms.u } }),
-        },
-      ],
-    };
-  },
+  gpu: (p, i): GpuLowering =>
+    splitKvLowering(shapes(i), effectiveScale(p.scale, i.q.shape[2]), p.window, p.layout, p.splitKeys, "pos"),
   cost: (p, i): Cost => {
     const s = shapes(i);
     const { splitLen } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, p.splitKeys);

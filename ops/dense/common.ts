@@ -50,6 +50,29 @@ export const checkQKV = (
   k: TensorDesc,
   v: TensorDesc,
 ): Effect.Effect<AttnShape, ShapeError> =>
+  Effect.flatMap(checkQKVCross(q, k, v), (s) =>
+    s.kvSeq === s.seq ? Effect.succeed(s) : Effect.fail(
+      new ShapeError({
+        message: `k: shape [${k.shape}] vs q [${q.shape}]: this operator needs as many keys as queries`,
+        hint: "K is [kvHeads, seq, headDim] (prefill from position 0)",
+      }),
+    ));
+
+/** Attention shape with a key length of its own (`kvSeq ≥ seq`, bottom-right causal alignment). */
+export interface CrossAttnShape extends AttnShape {
+  /** Key rows; query `i` sits at position `kvSeq − seq + i`. */
+  readonly kvSeq: number;
+}
+
+/**
+ * As {@link checkQKV}, but K/V may hold more rows than Q (`kvSeq ≥ seq`): the queries are the last `seq`
+ * positions of the `kvSeq` keys (bottom-right causal alignment, as FlashAttention ≥ 2.1 for `seqQ ≠ seqK`).
+ */
+export const checkQKVCross = (
+  q: TensorDesc,
+  k: TensorDesc,
+  v: TensorDesc,
+): Effect.Effect<CrossAttnShape, ShapeError> =>
   Effect.gen(function* () {
     for (const [name, d] of [["q", q], ["k", k], ["v", v]] as const) {
       yield* need(
@@ -70,13 +93,13 @@ export const checkQKV = (
     const [kvHeads, kSeq, kDim] = k.shape as [number, number, number];
     yield* need(seq > 0 && headDim > 0 && heads > 0 && kvHeads > 0, "q", "empty tensor", "seq, heads > 0");
     yield* need(
-      kSeq === seq && kDim === headDim,
+      kSeq >= seq && kDim === headDim,
       "k",
       `shape [${k.shape}] vs q [${q.shape}]`,
-      "K is [kvHeads, seq, headDim]",
+      "K is [kvHeads, kvSeq ≥ seq, headDim]",
     );
     yield* need(
-      v.shape[0] === kvHeads && v.shape[1] === seq && v.shape[2] === headDim,
+      v.shape[0] === kvHeads && v.shape[1] === kSeq && v.shape[2] === headDim,
       "v",
       `shape [${v.shape}] vs k [${k.shape}]`,
       "V has K's shape",
@@ -88,7 +111,7 @@ export const checkQKV = (
       "GQA groups",
     );
     yield* need(headDim % 8 === 0, "q", `headDim ${headDim} not a multiple of 8`, "pad headDim to 8");
-    return { heads, kvHeads, seq, headDim };
+    return { heads, kvHeads, seq, headDim, kvSeq: kSeq };
   });
 
 /** Number of key blocks of `blockK` tokens that query block `r` (of `blockQ` rows) can see causally. */
@@ -102,6 +125,10 @@ export const causalBlockCount = (seq: number, blockQ: number, blockK: number): n
   for (let r = 0; r < qBlocks; r++) n += causalKBlocks(r, seq, blockQ, blockK);
   return n;
 };
+
+/** The softmax scale actually used: `scale`, or 1/sqrt(headDim) for 0. */
+export const effectiveScale = (scale: number, headDim: number): number =>
+  scale > 0 ? scale : 1 / Math.sqrt(headDim);
 
 /** Round-half-to-even (as `float2int_rn` on CUDA and WGSL's `round`). */
 export const roundEven = (x: number): number => {

@@ -14,7 +14,7 @@ import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
 import type { DescsOf, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
 import { asF32, causalKBlocks, checkQKV, need } from "../dense/common.ts";
-import { effectiveScale } from "../dense/attn.ts";
+import { effectiveScale } from "../dense/common.ts";
 import { blockProblem, isForced, saleGeometry, SaleParams } from "./params.ts";
 import { code4 } from "./quantize.ts";
 

@@ -10,7 +10,8 @@ import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
 import type { DescsOf, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
 import { asF32, checkQKV, need } from "../dense/common.ts";
-import { attentionReference, effectiveScale, flashCost } from "../dense/attn.ts";
+import { attentionReference, flashCost } from "../dense/attn.ts";
+import { effectiveScale } from "../dense/common.ts";
 import { chooseTiles, flashKey, flashWgsl } from "../dense/flash_wgsl.ts";
 import { blockProblem, saleGeometry, SaleParams } from "./params.ts";
 

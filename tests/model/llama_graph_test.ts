@@ -216,8 +216,8 @@ test(
       Effect.forEach(Array.from({ length: 30 }, (_, l) => l), (l) => compileLayer(p, operators, l)),
     );
     const m = await model();
-  const text = await Effect.runPromise(readDocument("alice-in-wonderland"));
-  const ids = m.tokenizer.encode(text.slice(Math.max(0, text.indexOf("CHAPTER I.")))).slice(0, 320);
+    const text = await Effect.runPromise(readDocument("alice-in-wonderland"));
+    const ids = m.tokenizer.encode(text.slice(Math.max(0, text.indexOf("CHAPTER I.")))).slice(0, 320);
     const res: { logits: Float32Array; density: number[] }[] = [];
     for (const name of ["cpu", "wgpu"]) {
       const { g } = (await graphModel(name))!;
@@ -239,7 +239,7 @@ test(
     );
     assert.equal(res[0].density.length, 30);
     assert.ok(mean(res[0].density) < 1, "SALE must skip blocks on this input");
-  assert.ok(Math.abs(mean(res[0].density) - mean(res[1].density)) <= 1e-3);
+    assert.ok(Math.abs(mean(res[0].density) - mean(res[1].density)) <= 1e-3);
     assert.ok(e <= 1e-4, `relative L2 ${e}`);
   },
   { ignore: !haveModel || !wgpu },

@@ -14,8 +14,9 @@
  * and adapter, time per phase, speedup, density, perplexity over the document tokens (dense and pipeline),
  * KL(dense ‖ pipeline), top-1 agreement, per-layer density and output error, and both answers.
  *
- * The forward pass runs on the CPU (f32, OpenBLAS GEMMs): `--backend` picks the backend that is opened and
- * reported and the device profile the planner plans with. Runs under Deno and Bun. Bad input prints one
+ * With a GPU backend the forward runs as one graph on it (`llama_graph.ts`: SALE layers run SALE's operators
+ * inlined); with `--backend cpu`, or `--backend auto` on a software adapter (lavapipe), it runs on the CPU
+ * (`llama.ts`, f32, OpenBLAS GEMMs). `--backend` also picks the device profile the planner plans with. Runs under Deno and Bun. Bad input prints one
  * `error: … — fix: …` line and exits with 1 (`--verbose` adds the stack).
  * @module
  */
@@ -38,10 +39,17 @@ import {
 } from "@longctx/plans";
 import { modelPath } from "../paths.ts";
 import { loadLlama } from "../model/llama.ts";
+import { loadLlamaGraph } from "../model/llama_graph.ts";
 import { type BackendChoice, describeBackend, selectBackend } from "../backends/select.ts";
 import { parseTokens } from "./plan.ts";
 import { buildPrompt, readInput } from "./run/prompt.ts";
-import { compareOverDocument, type LayerChoice, type PassResult, runPass } from "./run/execute.ts";
+import {
+  compareOverDocument,
+  type LayerChoice,
+  type PassResult,
+  runPass,
+  runPassGraph,
+} from "./run/execute.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
 
@@ -172,6 +180,9 @@ const choicesFromPlan = (p: Plan, nLayer: number): { choices: LayerChoice[]; war
   }
   return { choices, warnings };
 };
+
+/** Whether an adapter is a CPU rasterizer (Mesa's lavapipe/llvmpipe, SwiftShader) rather than a GPU. */
+const isSoftwareAdapter = (name: string): boolean => /llvmpipe|lavapipe|swiftshader|software/i.test(name);
 
 /** The planner profile for a backend: h200 / lavapipe for wgpu by adapter name, cpu for the cpu backend. */
 const profileNameFor = (kind: string, adapter: string): string =>
@@ -322,13 +333,28 @@ const main = (i: Input) =>
     phases.planMs = performance.now() - t;
     const sparse = choices.some((c) => c.kind !== "dense");
 
+    // ---- where the forward runs: the graph forward on a GPU backend; the CPU forward otherwise (and for
+    // `--backend auto` on a software adapter such as lavapipe, where the CPU forward is ~10× faster)
+    const software = isSoftwareAdapter(selection.backend.adapter.name);
+    const onGpu = selection.backend.kind !== "cpu" && (backendChoice !== "auto" || !software);
+    const graphModel = onGpu ? yield* loadLlamaGraph(model, selection.backend) : undefined;
+    const compute = graphModel
+      ? `${selection.backend.kind}: graph forward on ${selection.backend.adapter.name} (f32; runtime/src/model/llama_graph.ts)`
+      : `cpu: f32 forward pass, GEMMs by ${model.sgemm.name}` +
+        (selection.backend.kind !== "cpu"
+          ? ` (${selection.backend.adapter.name} is a software adapter: pass --backend ${selection.backend.kind} to run the graph forward on it)`
+          : "");
+
     // ---- dense pass, then the pipeline pass
     const dense = Array.from({ length: cfg.nLayer }, () => ({ kind: "dense" as const }));
     const pass = (label: string, ch: readonly LayerChoice[]) =>
       Effect.gen(function* () {
         progress.phase(`prefill ${label}`, cfg.nLayer, "layers");
         let decoding = false;
-        const r = yield* runPass(model, prompt.ids, ch, maxNew, {
+        const go = graphModel
+          ? (p: Parameters<typeof runPass>[4]) => runPassGraph(graphModel, model, prompt.ids, ch, maxNew, p)
+          : (p: Parameters<typeof runPass>[4]) => runPass(model, prompt.ids, ch, maxNew, p);
+        const r = yield* go({
           layer: (l) => progress.update(l + 1),
           token: (k) => {
             if (!decoding) {
@@ -345,14 +371,15 @@ const main = (i: Input) =>
     const rPipe: PassResult = sparse ? yield* pass("pipeline", choices) : rDense;
     t = performance.now();
     const cmp = compareOverDocument(
-      model,
+      cfg.vocab,
       prompt.ids,
       prompt.docStart,
       prompt.docTokens,
-      rDense.hidden,
-      rPipe.hidden,
+      rDense,
+      rPipe,
     );
     phases.metricsMs = performance.now() - t;
+    graphModel?.release();
     yield* Effect.promise(() => selection.backend.close().pipe(Effect.runPromise));
 
     // ---- report
@@ -402,8 +429,7 @@ const main = (i: Input) =>
         selected: describeBackend(selection.backend),
         report: selection.report,
         fallbacks: selection.fallbacks,
-        compute:
-          `cpu: f32 forward pass, GEMMs by ${model.sgemm.name} (run uses the CPU forward; the GPU forward is runtime/src/model/llama_gpu.ts)`,
+        compute,
         plannerProfile: profileName,
       },
       pipeline: {
@@ -423,7 +449,9 @@ const main = (i: Input) =>
       },
       speedup: {
         prefill: rDense.prefillMs / rPipe.prefillMs,
-        attention: rDense.attentionMs / rPipe.attentionMs,
+        attention: rDense.attentionMs !== null && rPipe.attentionMs !== null
+          ? rDense.attentionMs / rPipe.attentionMs
+          : null,
       },
       density,
       perplexity: { dense: cmp.perplexityDense, pipeline: cmp.perplexityPipeline, positions: cmp.positions },
@@ -464,7 +492,11 @@ const main = (i: Input) =>
       `tokenize                   ${fmtMs(phases.tokenizeMs)}`,
       `plan                       ${fmtMs(phases.planMs)}`,
       `prefill                    ${fmtMs(rDense.prefillMs).padEnd(20)} ${fmtMs(rPipe.prefillMs)}`,
-      `  of which attention       ${fmtMs(rDense.attentionMs).padEnd(20)} ${fmtMs(rPipe.attentionMs)}`,
+      `  of which attention       ${
+        rDense.attentionMs === null || rPipe.attentionMs === null
+          ? "not measured (one command buffer per forward)"
+          : `${fmtMs(rDense.attentionMs).padEnd(20)} ${fmtMs(rPipe.attentionMs)}`
+      }`,
       `decode                     ${
         `${fmtMs(rDense.decodeMs)} (${rDense.answerIds.length} tok)`.padEnd(20)
       } ${fmtMs(rPipe.decodeMs)} (${rPipe.answerIds.length} tok)`,
@@ -475,8 +507,8 @@ const main = (i: Input) =>
         : ""),
       "",
       `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
-        report.speedup.attention.toFixed(2)
-      }×`,
+        report.speedup.attention === null ? "not measured" : `${report.speedup.attention.toFixed(2)}×`
+      }`,
       `density   ${density.toFixed(4)} (mean over layers of kept / causal blocks; min ${
         Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
       }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
@@ -485,9 +517,11 @@ const main = (i: Input) =>
       } (${report.perplexityChangePct >= 0 ? "+" : ""}${report.perplexityChangePct.toFixed(3)} %)`,
       `KL(dense ‖ pipeline) mean ${cmp.meanKl.toExponential(3)} nats, max ${cmp.maxKl.toExponential(3)}; ` +
       `top-1 agreement ${pct(cmp.top1Agreement)}`,
-      `output rel. error per layer: mean ${
-        mean(rPipe.layers.map((l) => l.outRelErr)).toExponential(2)
-      }, max ${Math.max(...rPipe.layers.map((l) => l.outRelErr)).toExponential(2)}`,
+      rPipe.layers.some((l) => l.outRelErr === null)
+        ? "output rel. error per layer: not measured on the graph forward (no per-layer dense reference kept)"
+        : `output rel. error per layer: mean ${
+          mean(rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)
+        }, max ${Math.max(...rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)}`,
       "",
       `answer (dense):    ${JSON.stringify(rDense.answer)}` +
       (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),

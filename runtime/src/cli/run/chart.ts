@@ -19,7 +19,7 @@ export const layerChartSpec = (
     pipeline: l.pipeline,
     density: l.density,
     // log scale: an exact layer (error 0) is drawn at the axis floor and labelled by its pipeline
-    outRelErr: Math.max(l.outRelErr, 1e-9),
+    outRelErr: l.outRelErr === null ? null : Math.max(l.outRelErr, 1e-9),
   }));
   const x = { field: "layer", type: "ordinal" as const, title: "layer" };
   const color = { field: "pipeline", type: "nominal" as const, title: "attention" };

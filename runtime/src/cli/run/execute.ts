@@ -9,9 +9,11 @@
  * @module
  */
 import { Effect } from "effect";
-import type { ShapeError } from "@longctx/graph";
+import type { Graph, LongctxError, ShapeError } from "@longctx/graph";
 import { sale } from "@longctx/ops";
+import { buildPipelineGraph, type CompileError } from "@longctx/plans";
 import { argmax, type AttentionFn, denseCausalAttention, type LlamaModel } from "../../model/llama.ts";
+import type { GraphLlama } from "../../model/llama_graph.ts";
 import { compareLogits, logSumExp } from "../../model/metrics.ts";
 
 /** The attention of one layer. */
@@ -26,19 +28,22 @@ export interface LayerStats {
   readonly pipeline: "dense" | "sale";
   /** Kept / causal blocks, mean over heads (1 for dense). */
   readonly density: number;
-  /** `‖o − o_dense‖ / ‖o_dense‖` on this layer's own inputs (0 for dense). */
-  readonly outRelErr: number;
-  /** Attention time of this layer, ms (the dense reference for `outRelErr` excluded). */
-  readonly attentionMs: number;
+  /**
+   * `‖o − o_dense‖ / ‖o_dense‖` on this layer's own inputs (0 for dense); `null` when not measured (the graph
+   * forward on a GPU runs every layer in one command buffer and keeps no per-layer reference).
+   */
+  readonly outRelErr: number | null;
+  /** Attention time of this layer, ms (the dense reference excluded); `null` when not measured (GPU). */
+  readonly attentionMs: number | null;
 }
 
 /** One prefill + decode. */
 export interface PassResult {
-  /** Final hidden states of the prompt `[promptTokens, nEmbd]` f32. */
-  readonly hidden: Float32Array;
+  /** Logits of prompt rows `r0 … r0 + rows − 1` (`[rows, vocab]` f32). */
+  readonly logitsRows: (r0: number, rows: number) => Float32Array;
   readonly prefillMs: number;
-  /** Σ attention time over layers in the prefill, ms. */
-  readonly attentionMs: number;
+  /** Σ attention time over layers in the prefill, ms (`null` when not measured: GPU). */
+  readonly attentionMs: number | null;
   /** Time spent on the dense reference for per-layer errors, ms (excluded from `prefillMs`). */
   readonly referenceMs: number;
   readonly layers: readonly LayerStats[];
@@ -130,9 +135,9 @@ export const runPass = (
       next = argmax(model.logits(h, 0, 1));
     }
     return {
-      hidden,
+      logitsRows: (r0: number, rows: number) => model.logits(hidden, r0, rows),
       prefillMs,
-      attentionMs: layers.reduce((a, l) => a + l.attentionMs, 0),
+      attentionMs: layers.reduce((a, l) => a + (l.attentionMs ?? 0), 0),
       referenceMs,
       layers,
       answerIds: ids,
@@ -158,25 +163,25 @@ export interface Comparison {
 /**
  * Compare the next-token distributions of two passes at the rows predicting document tokens
  * `ids[docStart … docStart + docTokens)` (rows `docStart − 1 …`): perplexity of each, KL(dense ‖ pipeline) and
- * top-1 agreement, in f64, computing logits 128 rows at a time. `pipeline` may be the same array as `dense`.
+ * top-1 agreement, in f64, reading logits 128 rows at a time. `pipeline` may be the same pass as `dense`.
  */
 export const compareOverDocument = (
-  model: LlamaModel,
+  vocab: number,
   ids: readonly number[],
   docStart: number,
   docTokens: number,
-  dense: Float32Array,
-  pipeline: Float32Array,
+  dense: PassResult,
+  pipeline: PassResult,
 ): Comparison => {
-  const V = model.config.vocab;
+  const V = vocab;
   const first = Math.max(docStart - 1, 0);
   const last = Math.min(docStart + docTokens - 1, ids.length - 1); // exclusive
   let nllD = 0, nllP = 0, klSum = 0, klMax = 0, agree = 0;
   const same = dense === pipeline;
   for (let r0 = first; r0 < last; r0 += 128) {
     const rows = Math.min(128, last - r0);
-    const a = model.logits(dense, r0, rows);
-    const b = same ? a : model.logits(pipeline, r0, rows);
+    const a = dense.logitsRows(r0, rows);
+    const b = same ? a : pipeline.logitsRows(r0, rows);
     for (let r = 0; r < rows; r++) {
       const t = ids[r0 + r + 1];
       nllD -= a[r * V + t] - logSumExp(a, r * V, V);
@@ -201,3 +206,85 @@ export const compareOverDocument = (
     positions: n,
   };
 };
+
+/** SALE's four operators (f32) as one layer's attention graph, outputting the per-head density. */
+export const saleLayerGraph = (params: sale.SaleParams): Effect.Effect<Graph, CompileError> =>
+  buildPipelineGraph("sale", [
+    { op: sale.saleQuantize, params },
+    { op: sale.saleEstimate, params },
+    { op: sale.saleSelect, params },
+    { op: sale.saleSparseAttn, params },
+  ], ["density"]);
+
+/**
+ * The same pass on the graph forward (`llama_graph.ts`, any backend, e.g. the GPU): one prefill with
+ * `choices[layer]` as each layer's attention (SALE layers run SALE's operator graph inlined into the forward;
+ * dense layers `dense.attn`), all-position logits kept for the comparison, then greedy decoding on the KV cache
+ * state. Per-layer attention time and output error are not measured here (`null`): the layers run in one
+ * command buffer. Fails with the forward's typed errors.
+ */
+export const runPassGraph = (
+  g: GraphLlama,
+  model: LlamaModel,
+  prompt: readonly number[],
+  choices: readonly LayerChoice[],
+  maxNew: number,
+  progress: PassProgress = {},
+): Effect.Effect<PassResult, LongctxError | CompileError> =>
+  Effect.gen(function* () {
+    const graphs = new Map<string, Graph>();
+    const perLayer: (Graph | undefined)[] = [];
+    for (const c of choices) {
+      if (c.kind !== "sale") {
+        perLayer.push(undefined);
+        continue;
+      }
+      const key = JSON.stringify(c.params);
+      if (!graphs.has(key)) graphs.set(key, yield* saleLayerGraph(c.params));
+      perLayer.push(graphs.get(key));
+    }
+    const V = model.config.vocab;
+    let density: readonly (Float32Array | undefined)[] = [];
+    const cache = yield* g.newCache(prompt.length + maxNew);
+    const t0 = performance.now();
+    const logits = yield* g.forward(prompt, cache, {
+      logits: "all",
+      attentionGraph: (l) => perLayer[l],
+      onDensity: (d) => (density = d),
+    });
+    const prefillMs = performance.now() - t0;
+    for (let l = 0; l < choices.length; l++) progress.layer?.(l);
+    const tok = model.tokenizer;
+    const t1 = performance.now();
+    const ids: number[] = [];
+    let next = argmax(logits.subarray((prompt.length - 1) * V, prompt.length * V));
+    while (ids.length < maxNew) {
+      if (next === tok.eosId || tok.controlIds.has(next)) break;
+      ids.push(next);
+      progress.token?.(ids.length);
+      if (ids.length === maxNew) break;
+      next = yield* g.forwardArgmax([next], cache);
+    }
+    const decodeMs = performance.now() - t1;
+    cache.release();
+    const layers: LayerStats[] = choices.map((c, l) => {
+      const d = density[l];
+      return {
+        layer: l,
+        pipeline: c.kind,
+        density: d ? d.reduce((a, b) => a + b, 0) / d.length : 1,
+        outRelErr: c.kind === "dense" ? 0 : null,
+        attentionMs: null,
+      };
+    });
+    return {
+      logitsRows: (r0: number, rows: number) => logits.subarray(r0 * V, (r0 + rows) * V),
+      prefillMs,
+      attentionMs: null,
+      referenceMs: 0,
+      layers,
+      answerIds: ids,
+      answer: tok.decode(ids, true).trim(),
+      decodeMs,
+    };
+  });
