@@ -9,6 +9,7 @@
  *
  *   deno run -A benchmarks/model_bench.ts [--context 4096] [--decode 32] [--doc paradise-lost] [--chunk 4096]
  *       [--backend cpu|wgpu|webgpu] [--synthetic-weights] [--repeats 3] [--seed 1] [--attention dense|<technique>]
+ *       [--forward graph|fixed]
  *   bun benchmarks/model_bench.ts --context 4096
  *
  * `--backend cpu` (default) is the CPU forward of `llama.ts`; OpenBLAS threads: `OPENBLAS_NUM_THREADS`
@@ -58,6 +59,12 @@ const chunk = Number(opt("chunk", String(context)));
 const docName = opt("doc", "paradise-lost");
 const backendName = opt("backend", "cpu");
 const synthetic = flag("synthetic-weights");
+/** GPU forward: `graph` (the model as one graph of operators, `llama_graph.ts`) or `fixed` (`llama_gpu.ts`). */
+const forwardKind = opt("forward", "graph");
+if (forwardKind !== "graph" && forwardKind !== "fixed") {
+  console.error(`model_bench: --forward ${forwardKind}: use graph or fixed`);
+  process.exit(2);
+}
 const repeats = Number(opt("repeats", "3"));
 const seed = Number(opt("seed", "1"));
 const attentionName = opt("attention", "dense");
@@ -268,6 +275,7 @@ const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length
 async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   const { selectBackend } = await import("../runtime/src/backends/select.ts");
   const { loadLlamaGpu } = await import("../runtime/src/model/llama_gpu.ts");
+  const { loadLlamaGraph } = await import("../runtime/src/model/llama_graph.ts");
   const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: kind })));
   if (sel._tag === "Failure") {
     const e = sel.failure;
@@ -281,7 +289,9 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   const syn = synthetic ? await syntheticModel() : undefined;
   const weights: LlamaWeights = real ? real.model : syn!.weights;
   const prompt = real ? real.prompt : syn!.prompt;
-  const gpu = await Effect.runPromise(loadLlamaGpu(weights, backend));
+  const gpu = forwardKind === "graph"
+    ? await Effect.runPromise(loadLlamaGraph(weights, backend))
+    : await Effect.runPromise(loadLlamaGpu(weights, backend));
   const loadMs = performance.now() - tLoad;
   // --attention <technique> other than dense (the built-in flash kernel): the registered technique's prefill
   // graph (f32 operators, default parameters, the device's workgroup memory) shared by every layer.
@@ -357,6 +367,9 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
       adapter: adapter.name,
       api: adapter.api,
       driver: adapter.driver,
+      forward: forwardKind === "graph"
+        ? "graph (llama_graph.ts: one graph of operators, lowered programs)"
+        : "fixed launch sequence (llama_gpu.ts)",
       attention: `${attentionName === "dense" ? "flash" : `${attentionName} graph (default parameters)`} ${
         chunk >= context ? "prefill, split-KV decode" : "first chunk, split-KV after"
       }`,
@@ -409,9 +422,11 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   await appendRows("model", rows);
   const pm = median(runs.map((r) => r.prefillMs)), dm = median(runs.map((r) => r.decodeMs)) / decode;
   console.log(
-    `${kind} ${adapter.name}, ${common.params.weights}: prefill ${context} tokens ${pm.toFixed(1)} ms (${
-      (context / (pm / 1000)).toFixed(1)
-    } tok/s), decode ${dm.toFixed(2)} ms/token (${(1000 / dm).toFixed(1)} tok/s), median of ${repeats}` +
+    `${kind} ${forwardKind} forward, ${adapter.name}, ${common.params.weights}: prefill ${context} tokens ${
+      pm.toFixed(1)
+    } ms (${(context / (pm / 1000)).toFixed(1)} tok/s), decode ${dm.toFixed(2)} ms/token (${
+      (1000 / dm).toFixed(1)
+    } tok/s), median of ${repeats}` +
       (ppl !== undefined ? `; perplexity ${ppl.toFixed(3)}` : "") +
       (common.params.density !== undefined ? `; SALE density ${common.params.density}` : ""),
   );
