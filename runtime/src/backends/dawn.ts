@@ -215,3 +215,37 @@ export const makeDawnBackend = (options: DawnBackendOptions = {}): Effect.Effect
     },
     catch: (e) => (e instanceof BackendError ? e : err("internal", String(e), "unexpected Dawn exception")),
   });
+
+/**
+ * Check WGSL with Dawn's shader compiler (Tint) on its Null backend, which needs no GPU and enables
+ * `chromium-experimental-subgroup-matrix`: returns, per source, the compiler's errors and warnings
+ * (`line:col message`; empty when clean). Only the shader module is checked (the Null adapter lists no
+ * subgroup-matrix configuration and 16 KiB of workgroup memory, so pipelines are not created). Fails with
+ * `library-missing` (no addon) or `no-adapter`.
+ */
+export const dawnCheckWgsl = (
+  sources: readonly string[],
+  options: Pick<DawnBackendOptions, "addon"> = {},
+): Effect.Effect<string[][], BackendError> =>
+  Effect.tryPromise({
+    try: async () => {
+      const gpu = instance({ ...options, backendType: "null" });
+      const adapter = await gpu.requestAdapter();
+      if (!adapter) throw err("no-adapter", "Dawn's Null backend offered no adapter", "update npm webgpu");
+      const requiredFeatures = ["shader-f16", "subgroups", SGMAT].filter((f) => adapter.features.has(f));
+      const device = await adapter.requestDevice({ requiredFeatures: requiredFeatures as GPUFeatureName[] });
+      try {
+        const out: string[][] = [];
+        for (const code of sources) {
+          const info = await device.createShaderModule({ code }).getCompilationInfo();
+          out.push(
+            info.messages.map((m) => `${m.lineNum}:${m.linePos} ${m.type}: ${m.message.split("\n")[0]}`),
+          );
+        }
+        return out;
+      } finally {
+        device.destroy();
+      }
+    },
+    catch: (e) => (e instanceof BackendError ? e : err("internal", String(e), "unexpected Dawn exception")),
+  });
