@@ -116,7 +116,6 @@ for (const S of contexts) {
         dtype: "f16",
         flops,
         timeMs: Number(ms.toFixed(3)),
-        gpu: b.adapter.name,
         params: { tflops: Number((flops / ms / 1e9).toFixed(1)), reps, chunkHeads: CHUNK },
       });
     }

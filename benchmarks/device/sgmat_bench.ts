@@ -225,7 +225,6 @@ for (const accum of ["f32", "f16"] as const) {
     unit: "TFLOP/s",
     backend: "dawn",
     impl: `sgmat-acc-${accum}`,
-    gpu: b.adapter.name,
     op: "matmul",
     dtype: "f16",
     flops: K.matmulFlops({ M: n, N: n, K: n }),

@@ -1,8 +1,8 @@
 /**
  * Backend selection: by option, else by the environment variable `LONGCTX_BACKEND`
- * (`auto` | `wgpu` | `webgpu` | `dawn` | `cpu`), else `auto`. `auto` takes `dawn` when its adapter lists
- * subgroup-matrix configurations (tensor cores), else `wgpu` when libwgpu_native loads and an adapter exists,
- * otherwise `cpu` (with the reasons recorded). An explicit choice never falls back: its
+ * (`auto` | `wgpu` | `webgpu` | `dawn` | `cpu`), else `auto`. `auto` takes `wgpu` when libwgpu_native loads and
+ * an adapter exists — or, when that adapter is a GPU (not a CPU rasteriser) and Dawn's lists subgroup-matrix
+ * configurations (tensor cores), `dawn` instead — otherwise `cpu` (with the reasons recorded). An explicit choice never falls back: its
  * failure is returned. Backends are imported lazily, so a runtime without FFI or WebGPU still loads this
  * module.
  * @module
@@ -105,16 +105,21 @@ export const selectBackend = (
       return { backend, report: describeBackend(backend), fallbacks: [] };
     }
     const fallbacks: string[] = [];
-    const dawn = yield* Effect.result(make("dawn", options));
-    if (dawn._tag === "Success") {
-      if ([...dawn.success.features].some((f) => f.startsWith("subgroup-matrix:"))) {
-        return { backend: dawn.success, report: describeBackend(dawn.success), fallbacks };
-      }
-      fallbacks.push(`dawn: ${dawn.success.adapter.name} lists no subgroup-matrix configuration`);
-      yield* dawn.success.close();
-    } else fallbacks.push(`dawn unavailable (${dawn.failure.reason}): ${dawn.failure.message}`);
     const wgpu = yield* Effect.result(make("wgpu", options));
     if (wgpu._tag === "Success") {
+      // Dawn only where wgpu found a real GPU: on a CPU adapter there are no subgroup matrices, and Dawn
+      // would print its adapter warnings to stderr.
+      if (!/llvmpipe|lavapipe|swiftshader|softpipe/i.test(wgpu.success.adapter.name)) {
+        const dawn = yield* Effect.result(make("dawn", options));
+        if (dawn._tag === "Success") {
+          if ([...dawn.success.features].some((f) => f.startsWith("subgroup-matrix:"))) {
+            yield* wgpu.success.close();
+            return { backend: dawn.success, report: describeBackend(dawn.success), fallbacks };
+          }
+          fallbacks.push(`dawn: ${dawn.success.adapter.name} lists no subgroup-matrix configuration`);
+          yield* dawn.success.close();
+        } else fallbacks.push(`dawn unavailable (${dawn.failure.reason}): ${dawn.failure.message}`);
+      }
       return { backend: wgpu.success, report: describeBackend(wgpu.success), fallbacks };
     }
     const why = `wgpu unavailable (${wgpu.failure.reason}): ${wgpu.failure.message}`;
