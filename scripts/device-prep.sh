@@ -12,6 +12,10 @@ for d in node_modules/*; do
   case "$(basename "$d")" in deno|bun|@deno|@oven|bun-types|@types|undici-types|.bin) continue ;; esac
   mkdir -p "$tmp/node_modules"; cp -r "$d" "$tmp/node_modules/"
 done
+# npm webgpu (Dawn): only the linux-x64 addon travels (the other platforms' builds would not fit).
+if [ -d "$tmp/node_modules/webgpu/dist" ]; then
+  find "$tmp/node_modules/webgpu/dist" -mindepth 1 -maxdepth 1 ! -name linux-x64 -exec rm -rf {} +
+fi
 find "$tmp" \( -name '*.map' -o -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' \) -delete
 rm -rf "$tmp/node_modules/effect/src" "$tmp/node_modules/effect/ai-docs"
 tar -C "$tmp" -cf - node_modules | xz -T2 -6 > .device/nm.tar.xz

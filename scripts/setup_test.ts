@@ -42,10 +42,10 @@ test("setup: a bad LONGCTX_WGPU_LIB fails at step 3 with why and what to do", ()
   withCache((cache) => {
     const r = setup({ LONGCTX_CACHE: cache, LONGCTX_WGPU_LIB: join(cache, "missing.so") });
     assert.equal(r.status, 1, r.out + r.err);
-    assert.match(r.err, /FAILED at step 3\/5 wgpu-native/);
+    assert.match(r.err, /FAILED at step 3\/6 wgpu-native/);
     assert.match(r.err, /why: LONGCTX_WGPU_LIB=.*missing\.so is not an existing shared library/);
     assert.match(r.err, /what to do: point LONGCTX_WGPU_LIB at libwgpu_native\.so/);
-    assert.match(r.out, /\[setup 1\/5\] npm packages/);
+    assert.match(r.out, /\[setup 1\/6\] npm packages/);
     assert.deepEqual(leftovers(cache), []);
   });
 });
@@ -59,7 +59,7 @@ test("setup: a bad LONGCTX_MODEL or LONGCTX_DOCS fails at its own step", () => {
     writeFileSync(notGguf, "this is not a GGUF file");
     const m = setup({ LONGCTX_CACHE: cache, LONGCTX_WGPU_LIB: wgpuLibPath(), LONGCTX_MODEL: notGguf });
     assert.equal(m.status, 1, m.out + m.err);
-    assert.match(m.err, /FAILED at step 4\/5 model/);
+    assert.match(m.err, /FAILED at step 4\/6 model/);
     assert.match(m.err, /is not an existing GGUF file/);
 
     const d = setup({
@@ -69,7 +69,7 @@ test("setup: a bad LONGCTX_MODEL or LONGCTX_DOCS fails at its own step", () => {
       LONGCTX_DOCS: cache,
     });
     assert.equal(d.status, 1, d.out + d.err);
-    assert.match(d.err, /FAILED at step 5\/5 documents/);
+    assert.match(d.err, /FAILED at step 5\/6 documents/);
     assert.match(d.err, /has no manifest\.json/);
     assert.deepEqual(leftovers(cache), []);
   });
@@ -80,14 +80,14 @@ const inCache = (...parts: string[]) => existsSync(join(cacheDir(), ...parts));
 test("setup: over an installed cache every step is skipped after verification", () => {
   const r = setup({ LONGCTX_CACHE: cacheDir() });
   assert.equal(r.status, 0, r.out + r.err);
-  for (let i = 1; i <= 5; i++) assert.match(r.out, new RegExp(`\\[setup ${i}/5\\]`));
+  for (let i = 1; i <= 6; i++) assert.match(r.out, new RegExp(`\\[setup ${i}/6\\]`));
   const skips = r.out.split("\n").filter((l) => /^\[setup\] {3}skip/.test(l));
-  assert.equal(skips.length, 5, r.out);
+  assert.equal(skips.length, 6, r.out);
   assert.match(r.out, /wgpu-native 29\.0\.1\.1 .* \(sha256 verified\)/);
   assert.match(r.out, /SmolLM2-135M-Instruct\.Q4_1\.gguf already there \(sha256 verified\)/);
   assert.match(r.out, /3 documents already in .* \(sha256 verified\)/);
   assert.doesNotMatch(r.out, /downloading|installed /);
 }, {
   ignore: !inCache("wgpu", "libwgpu_native.so") || !inCache("models", "SmolLM2-135M-Instruct.Q4_1.gguf") ||
-    !inCache("docs", "manifest.json"),
+    !inCache("docs", "manifest.json") || !inCache("mesa25", "lvp_icd.json"),
 });

@@ -3,7 +3,8 @@
  * each member is one line of purpose; optional members say so.
  *
  * Implementations live in `@longctx/runtime`: `wgpu` (wgpu-native through FFI, Deno and Bun), `webgpu`
- * (any standard `GPUDevice`) and `cpu` (TypeScript reference). A kernel is data (`Kernel`): WGSL source
+ * (any standard `GPUDevice`), `dawn` (Dawn's Node-API addon from npm `webgpu`, with subgroup matrices) and
+ * `cpu` (TypeScript reference). A kernel is data (`Kernel`): WGSL source
  * for GPU backends plus, optionally, a TypeScript body the cpu backend runs with the same bindings.
  * @module
  */
@@ -32,7 +33,7 @@ export type Gemm = (
 ) => void;
 
 /** Which implementation a backend is. */
-export type BackendKind = "cpu" | "wgpu" | "webgpu";
+export type BackendKind = "cpu" | "wgpu" | "webgpu" | "dawn";
 
 /** What a backend runs on (the adapter it reports to users). */
 export interface AdapterInfo {
@@ -80,9 +81,15 @@ export interface Kernel {
   /**
    * WGSL `enable` extensions the source needs; the backend checks its features first
    * (`f16` → `shader-f16`, `subgroups` → `subgroups`, `wgpu_cooperative_matrix` → the native
-   * cooperative-matrix feature of wgpu-native).
+   * cooperative-matrix feature of wgpu-native, `chromium_experimental_subgroup_matrix` →
+   * `chromium-experimental-subgroup-matrix`, Dawn's).
    */
-  readonly enables?: readonly ("f16" | "subgroups" | "wgpu_cooperative_matrix")[];
+  readonly enables?: readonly (
+    | "f16"
+    | "subgroups"
+    | "wgpu_cooperative_matrix"
+    | "chromium_experimental_subgroup_matrix"
+  )[];
   readonly cpu?: (
     buffers: readonly ArrayBuffer[],
     workgroups: readonly [number, number, number],

@@ -10,3 +10,4 @@ export * from "./elementwise.ts";
 export * from "./reduce.ts";
 export * from "./matmul.ts";
 export * from "./matmul_coop.ts";
+export * from "./matmul_sgmat.ts";

@@ -30,7 +30,9 @@ export interface RowSizes {
 }
 
 const WG = 256;
-const NEG_MAX = "-3.40282347e+38";
+// The f32 maximum as an exact hex float: the decimal "3.40282347e+38" rounds above it, which Tint (Dawn)
+// rejects as not representable in f32 (naga accepts it).
+const NEG_MAX = "-0x1.fffffep+127f";
 
 /** WGSL: tree-reduce `sh[0..WG)` into `sh[0]` with `op` (every invocation must call it). */
 const treeReduce = (combine: (a: string, b: string) => string): string => {

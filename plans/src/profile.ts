@@ -70,7 +70,7 @@ export const DeviceProfile = Schema.Struct({
   device: Schema.Struct({
     /** Adapter name as the backend reports it. */
     adapter: Schema.String,
-    backend: Schema.Literals(["cpu", "wgpu", "webgpu"]),
+    backend: Schema.Literals(["cpu", "wgpu", "webgpu", "dawn"]),
     /** Graphics API (`vulkan`, `cpu`, …). */
     api: Schema.String,
     /** Driver version or description as the backend reports it (profiles from before it was recorded lack it). */

@@ -60,7 +60,7 @@ test(`backends smoke (${runtimeName()}): selection by option and LONGCTX_BACKEND
   const auto = await Effect.runPromise(selectBackend({ backend: "auto" }));
   console.log(`  auto → ${auto.report}`);
   assert.ok(auto.backend.kind === "wgpu" || auto.backend.kind === "cpu");
-  if (auto.backend.kind === "cpu") assert.equal(auto.fallbacks.length, 1);
+  if (auto.backend.kind === "cpu") assert.ok(auto.fallbacks.length >= 1);
   await Effect.runPromise(auto.backend.close());
 });
 

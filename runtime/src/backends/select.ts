@@ -1,7 +1,8 @@
 /**
  * Backend selection: by option, else by the environment variable `LONGCTX_BACKEND`
- * (`auto` | `wgpu` | `webgpu` | `cpu`), else `auto`. `auto` takes `wgpu` when libwgpu_native loads and an
- * adapter exists, otherwise `cpu` (with the reason recorded). An explicit choice never falls back: its
+ * (`auto` | `wgpu` | `webgpu` | `dawn` | `cpu`), else `auto`. `auto` takes `wgpu` when libwgpu_native loads and
+ * an adapter exists — or, when that adapter is a GPU (not a CPU rasteriser) and Dawn's lists subgroup-matrix
+ * configurations (tensor cores), `dawn` instead — otherwise `cpu` (with the reasons recorded). An explicit choice never falls back: its
  * failure is returned. Backends are imported lazily, so a runtime without FFI or WebGPU still loads this
  * module.
  * @module
@@ -11,9 +12,9 @@ import process from "node:process";
 import { type Backend, BackendError, InputError } from "@longctx/graph";
 
 /** A backend choice as the option / `LONGCTX_BACKEND` spell it. */
-export type BackendChoice = "auto" | "wgpu" | "webgpu" | "cpu";
+export type BackendChoice = "auto" | "wgpu" | "webgpu" | "dawn" | "cpu";
 
-const CHOICES: readonly BackendChoice[] = ["auto", "wgpu", "webgpu", "cpu"];
+const CHOICES: readonly BackendChoice[] = ["auto", "wgpu", "webgpu", "dawn", "cpu"];
 
 /** Options of `selectBackend`; the per-backend options pass through to each factory. */
 export interface SelectOptions {
@@ -21,6 +22,7 @@ export interface SelectOptions {
   readonly backend?: BackendChoice;
   readonly wgpu?: Record<string, unknown>;
   readonly webgpu?: { readonly device?: GPUDevice; readonly powerPreference?: GPUPowerPreference };
+  readonly dawn?: Record<string, unknown>;
   readonly cpu?: Record<string, unknown>;
 }
 
@@ -46,7 +48,16 @@ const importFailed = (kind: string, e: unknown) =>
   });
 
 /** Lazily import a backend module and return its factory (`makeWgpuBackend`, `makeWebgpuBackend`, `makeCpuBackend`). */
-const factory = (kind: "wgpu" | "webgpu" | "cpu"): Effect.Effect<Factory, BackendError> =>
+type Kind = Exclude<BackendChoice, "auto">;
+
+const FACTORY: Record<Kind, string> = {
+  wgpu: "makeWgpuBackend",
+  webgpu: "makeWebgpuBackend",
+  dawn: "makeDawnBackend",
+  cpu: "makeCpuBackend",
+};
+
+const factory = (kind: Kind): Effect.Effect<Factory, BackendError> =>
   Effect.tryPromise({
     try: async () => {
       // deno-lint-ignore no-explicit-any
@@ -54,19 +65,17 @@ const factory = (kind: "wgpu" | "webgpu" | "cpu"): Effect.Effect<Factory, Backen
         ? await import("./wgpu.ts")
         : kind === "webgpu"
         ? await import("./webgpu.ts")
+        : kind === "dawn"
+        ? await import("./dawn.ts")
         : await import("./cpu.ts");
-      const name = kind === "wgpu"
-        ? "makeWgpuBackend"
-        : kind === "webgpu"
-        ? "makeWebgpuBackend"
-        : "makeCpuBackend";
+      const name = FACTORY[kind];
       if (typeof m[name] !== "function") throw new Error(`${name} is not exported`);
       return m[name] as Factory;
     },
     catch: (e) => importFailed(kind, e),
   });
 
-const make = (kind: "wgpu" | "webgpu" | "cpu", o: SelectOptions): Effect.Effect<Backend, BackendError> =>
+const make = (kind: Kind, o: SelectOptions): Effect.Effect<Backend, BackendError> =>
   Effect.flatMap(factory(kind), (f) => f(o[kind] as never));
 
 /** One line describing a backend's adapter. */
@@ -95,11 +104,26 @@ export const selectBackend = (
       const backend = yield* make(choice, options);
       return { backend, report: describeBackend(backend), fallbacks: [] };
     }
+    const fallbacks: string[] = [];
     const wgpu = yield* Effect.result(make("wgpu", options));
     if (wgpu._tag === "Success") {
-      return { backend: wgpu.success, report: describeBackend(wgpu.success), fallbacks: [] };
+      // Dawn only where wgpu found a real GPU: on a CPU adapter there are no subgroup matrices, and Dawn
+      // would print its adapter warnings to stderr.
+      if (!/llvmpipe|lavapipe|swiftshader|softpipe/i.test(wgpu.success.adapter.name)) {
+        const dawn = yield* Effect.result(make("dawn", options));
+        if (dawn._tag === "Success") {
+          if ([...dawn.success.features].some((f) => f.startsWith("subgroup-matrix:"))) {
+            yield* wgpu.success.close();
+            return { backend: dawn.success, report: describeBackend(dawn.success), fallbacks };
+          }
+          fallbacks.push(`dawn: ${dawn.success.adapter.name} lists no subgroup-matrix configuration`);
+          yield* dawn.success.close();
+        } else fallbacks.push(`dawn unavailable (${dawn.failure.reason}): ${dawn.failure.message}`);
+      }
+      return { backend: wgpu.success, report: describeBackend(wgpu.success), fallbacks };
     }
     const why = `wgpu unavailable (${wgpu.failure.reason}): ${wgpu.failure.message}`;
+    fallbacks.push(why);
     const backend = yield* make("cpu", options);
-    return { backend, report: `${describeBackend(backend)} — ${why}`, fallbacks: [why] };
+    return { backend, report: `${describeBackend(backend)} — ${why}`, fallbacks };
   });

@@ -9,6 +9,9 @@
  *   `validation`; `device.lost` → `device-lost` on every later call.
  * - `dispatch({ timed: true })` writes a timestamp pair around each launch's compute pass (feature
  *   `timestamp-query`, requested when the adapter has it) and returns GPU milliseconds.
+ *
+ * `webgpuBackendOver` builds the same backend over a device obtained elsewhere under another name: the
+ * `dawn` backend (`dawn.ts`) is this code over Dawn's `GPUDevice`.
  * @module
  */
 import { Effect } from "effect";
@@ -16,6 +19,7 @@ import {
   type AdapterInfo,
   type Backend,
   BackendError,
+  type BackendKind,
   type BackendLimits,
   type DeviceBuffer,
   type DispatchTiming,
@@ -38,8 +42,9 @@ const STAGE_COMPUTE = 4;
 
 const NAME = "webgpu";
 
-const err = (reason: BackendError["reason"], message: string, hint: string) =>
-  new BackendError({ backend: NAME, reason, message, hint });
+const errOf = (backend: string) => (reason: BackendError["reason"], message: string, hint: string) =>
+  new BackendError({ backend, reason, message, hint });
+const err = errOf(NAME);
 
 /** Features requested from the adapter when present. */
 const WANTED: readonly GPUFeatureName[] = ["shader-f16", "timestamp-query", "subgroups" as GPUFeatureName];
@@ -62,7 +67,13 @@ interface Compiled {
 
 /** Map a kernel's `enables` to the WebGPU feature each needs (undefined: not available in WebGPU). */
 const featureOf = (e: NonNullable<Kernel["enables"]>[number]): string | undefined =>
-  e === "f16" ? "shader-f16" : e === "subgroups" ? "subgroups" : undefined;
+  e === "f16"
+    ? "shader-f16"
+    : e === "subgroups"
+    ? "subgroups"
+    : e === "chromium_experimental_subgroup_matrix"
+    ? "chromium-experimental-subgroup-matrix"
+    : undefined;
 
 const requestDevice = async (
   o: WebgpuBackendOptions,
@@ -108,9 +119,32 @@ export const makeWebgpuBackend = (options: WebgpuBackendOptions = {}): Effect.Ef
       e instanceof BackendError ? e : err("internal", String(e), "the adapter refused the device request"),
   });
 
+/** What distinguishes a backend built by `webgpuBackendOver` from the plain `webgpu` one. */
+export interface WebgpuFlavour {
+  /** Reported `kind` (and the `backend` of its errors). */
+  readonly kind: BackendKind;
+  /** Reported `adapter.api`. */
+  readonly api: string;
+  /** Feature names reported besides `device.features` (e.g. Dawn's subgroup-matrix configurations). */
+  readonly extraFeatures?: readonly string[];
+}
+
+/**
+ * The `webgpu` backend's implementation over an existing device, reported as `flavour.kind`. `owned`: the
+ * backend destroys the device on `close`.
+ */
+export const webgpuBackendOver = (
+  device: GPUDevice,
+  info: Partial<GPUAdapterInfo>,
+  owned: boolean,
+  flavour: WebgpuFlavour,
+): Backend => build({ device, info, owned }, flavour);
+
 const build = (
   { device, info, owned }: { device: GPUDevice; info: Partial<GPUAdapterInfo>; owned: boolean },
+  flavour: WebgpuFlavour = { kind: "webgpu", api: "webgpu" },
 ) => {
+  const err = errOf(flavour.kind);
   let lost: GPUDeviceLostInfo | undefined;
   let closed = false;
   device.lost.then((l) => (lost = l));
@@ -118,7 +152,10 @@ const build = (
   const pipelines = new Map<string, Compiled>();
   let nextId = 1;
   let liveBytes = 0;
-  const features = new Set<string>([...device.features] as string[]);
+  const features = new Set<string>([
+    ...device.features as Iterable<string>,
+    ...(flavour.extraFeatures ?? []),
+  ]);
   const lim = device.limits;
   const limits: BackendLimits = {
     maxBufferSize: lim.maxBufferSize,
@@ -132,7 +169,7 @@ const build = (
     name: info.description || info.device || "unknown WebGPU adapter",
     vendor: info.vendor || "unknown",
     driver: info.architecture || "",
-    api: "webgpu",
+    api: flavour.api,
   };
 
   /** Fail fast when the device is gone. */
@@ -203,6 +240,8 @@ const build = (
           `kernel ${kernel.key} needs WGSL extension '${e}' (${f ?? "not in standard WebGPU"}), absent here`,
           e === "wgpu_cooperative_matrix"
             ? "cooperative matrices are wgpu-native only: use the wgpu backend"
+            : e === "chromium_experimental_subgroup_matrix"
+            ? "subgroup matrices are Dawn's: use the dawn backend on an adapter that lists subgroup-matrix configs"
             : `pick a kernel variant without '${e}' or an adapter with the feature`,
         );
       }
@@ -262,7 +301,7 @@ const build = (
   };
 
   const backend: Backend = {
-    kind: "webgpu",
+    kind: flavour.kind,
     adapter,
     features,
     limits,

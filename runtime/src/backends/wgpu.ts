@@ -117,6 +117,7 @@ const enableFeature = {
   f16: "shader-f16",
   subgroups: "subgroups",
   wgpu_cooperative_matrix: "cooperative-matrix",
+  chromium_experimental_subgroup_matrix: "chromium-experimental-subgroup-matrix",
 };
 
 /**
