@@ -9,8 +9,12 @@
  * Options: `--contexts=8192,16384,32768,65536,131072 --threshold=0.004 --head-chunk=8 --budget-s=300
  * --no-peer --out=benchmarks/results/sale.json`. Heads run in chunks of `--head-chunk` query heads (GQA
  * ratio kept) so every buffer stays far below binding limits; a context's time is the sum over chunks.
- * Timing: GPU timestamps around each stage's passes when the device has `timestamp-query` (else wall clock from
- * submit to `onSubmittedWorkDone`), pipelines compiled before; median of 3 runs for contexts ≤ 32K, 1 above. Contexts are skipped (and said so) when the time budget would be exceeded.
+ * Path: the registry's techniques (`saleTechnique.graph`, `denseTechnique.graph`, f16) lowered once per context
+ * and head chunk into programs (`lower` of `@longctx/graph`) on the backend `--backend` (default `webgpu`,
+ * Deno's navigator.gpu; `wgpu`, `dawn`), run many times on device-resident inputs — the same road as the model.
+ * Timing: GPU timestamps per launch (`timestamp-query`), summed per node (the SALE program runs node by node so
+ * the estimation share is measured), else wall clock; median of 3 runs for contexts ≤ 32K, 1 above. Contexts
+ * are skipped (and said so) when the time budget would be exceeded.
  *
  * Writes rows `{metric, value, unit, context, impl, model, backend, gpu, date, commit, command}` with metrics
  * `latency_ms` (impl ours-dense, ours-sale, ours-sale-estimation, ours-sale-sparse, sdpa-flash, sdpa-cudnn, and
@@ -21,10 +25,17 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { denseAttnF16 } from "../../ops/dense/attn.ts";
-import { saleGeometry, saleGpuPlan, saleParams, syntheticWgsl } from "../../ops/sale/mod.ts";
-import type { GpuLowering } from "@longctx/graph";
-import { alloc, download, encodeLowering, type Gpu, openGpu } from "../../tests/ops/gpu_helper.ts";
+import { Effect } from "effect";
+import {
+  type Backend,
+  decodeTechniqueParams,
+  type Graph,
+  type Launch,
+  lower,
+  type Program,
+} from "@longctx/graph";
+import { dense, sale } from "@longctx/ops";
+import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
 
 const { values: args } = parseArgs({
@@ -38,6 +49,7 @@ const { values: args } = parseArgs({
     "head-chunk": { type: "string", default: "8" },
     "budget-s": { type: "string", default: "300" },
     "no-peer": { type: "boolean", default: false },
+    backend: { type: "string", default: "webgpu" },
     out: { type: "string", default: "benchmarks/results/sale.json" },
   },
 });
@@ -48,55 +60,51 @@ const contexts = args.contexts.split(",").map(Number);
 const budgetMs = Number(args["budget-s"]) * 1000;
 const t0 = performance.now();
 
-const gpu: Gpu | undefined = await openGpu();
-if (!gpu) {
-  console.error("sale_bench: no WebGPU adapter");
+const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: args.backend as "webgpu" })));
+if (sel._tag === "Failure") {
+  console.error(`sale_bench: no ${args.backend} backend: ${sel.failure.message}`);
   Deno.exit(1);
 }
-if (!gpu.features.has("shader-f16")) {
+const backend: Backend = sel.success.backend;
+if (!backend.features.has("shader-f16")) {
   console.error("sale_bench: the adapter lacks shader-f16");
   Deno.exit(1);
 }
+const wgMem = backend.limits.maxComputeWorkgroupStorageSize;
+const maxBinding = Math.min(backend.limits.maxStorageBufferBindingSize, backend.limits.maxBufferSize);
+const gpuName = Deno.env.get("LONGCTX_GPU_NAME") ?? backend.adapter.name;
 console.error(
-  `sale_bench: adapter ${gpu.name}, workgroup memory ${gpu.workgroupMemory} B, max binding ${gpu.maxBinding} B, features ${[
-    ...gpu.features,
-  ]}`,
+  `sale_bench: ${backend.kind} on ${backend.adapter.name}, workgroup memory ${wgMem} B, max binding ${maxBinding} B, ` +
+    `features ${[...backend.features]}`,
 );
-const p = saleParams({
+const p = await Effect.runPromise(decodeTechniqueParams(sale.saleTechnique, {
   threshold: Number(args.threshold),
-  workgroupMemory: Math.min(gpu.workgroupMemory, 65536),
-});
+  workgroupMemory: Math.min(wgMem, 65536),
+}));
 
-// GPU time from timestamp queries (first pass start → last pass end) when the device has them, else wall
-// clock from submit to completion (which includes the host's completion-polling latency).
-const timed = gpu.features.has("timestamp-query");
-const querySet = timed ? gpu.device.createQuerySet({ type: "timestamp", count: 2 }) : undefined;
-const resolveBuf = timed ? gpu.device.createBuffer({ size: 16, usage: 0x200 | 0x4 }) : undefined; // QUERY_RESOLVE|COPY_SRC
+// GPU time from timestamp queries (per launch, summed) when the device has them, else wall clock.
+const timed = backend.features.has("timestamp-query");
 let timestampRuns = 0, wallRuns = 0;
-const run = async (low: GpuLowering, bufs: Map<string, GPUBuffer>): Promise<number> => {
-  const enc = gpu.device.createCommandEncoder();
-  await encodeLowering(gpu, enc, low, bufs, querySet);
-  if (querySet && resolveBuf) enc.resolveQuerySet(querySet, 0, 2, resolveBuf, 0);
-  const cmd = enc.finish();
+/** One run of a program: its GPU ms (or wall ms), and per-node GPU ms with `perNode`. */
+const run = async (prog: Program, perNode = false) => {
   const t = performance.now();
-  gpu.device.queue.submit([cmd]);
-  await gpu.device.queue.onSubmittedWorkDone();
+  const r = await Effect.runPromise(prog.run({ timed, perNode }));
   const wall = performance.now() - t;
-  if (!resolveBuf) {
-    wallRuns++;
-    return wall;
-  }
-  const ts = new BigInt64Array((await download(gpu, resolveBuf, 16)).buffer);
-  const ms = Number(ts[1] - ts[0]) / 1e6;
-  const ok = ms > 0 && ms <= wall * 1.05 + 1;
+  const ok = r.gpuMs !== undefined && r.gpuMs > 0 && r.gpuMs <= wall * 1.05 + 1;
   if (ok) timestampRuns++;
   else wallRuns++;
-  return ok ? ms : wall;
+  return { ms: ok ? r.gpuMs! : wall, nodes: r.nodes ?? [] };
 };
 
-/** Which part of the estimation stage a kernel (by its key) belongs to. */
-const estimationPart = (key: string): "quantize" | "estimate" | "select" =>
-  key.startsWith("sale.estimate") ? "estimate" : key.startsWith("sale.select") ? "select" : "quantize";
+/** Which part of SALE a node (by its operator) belongs to. */
+const partOf = (op: string): "quantize" | "estimate" | "select" | "sparse" =>
+  op.startsWith("sale.estimate")
+    ? "estimate"
+    : op.startsWith("sale.select")
+    ? "select"
+    : op.startsWith("sale.quantize")
+    ? "quantize"
+    : "sparse";
 
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
 
@@ -117,8 +125,8 @@ for (const S of contexts) {
   // heads per chunk: at most --head-chunk, a multiple of the GQA group, and small enough that the largest
   // buffer (o: f32 [HC, S, D], or the scores) stays under a quarter of the binding limit
   let HC = Math.min(H, Number(args["head-chunk"]));
-  const g0 = saleGeometry(S, { blockQ: 64, blockK: 32, localWindow: 128 });
-  while (HC > GROUP && Math.max(HC * S * D * 4, HC * g0.qBlocks * g0.kBlocks * 4) > gpu.maxBinding / 4) {
+  const g0 = sale.saleGeometry(S, { blockQ: 64, blockK: 32, localWindow: 128 });
+  while (HC > GROUP && Math.max(HC * S * D * 4, HC * g0.qBlocks * g0.kBlocks * 4) > maxBinding / 4) {
     HC /= 2;
   }
   const HKC = HC / GROUP;
@@ -134,84 +142,80 @@ for (const S of contexts) {
   }
   const qd = { dtype: "f16", dims: ["heads", "seq", "headDim"], shape: [HC, S, D] } as const;
   const kd = { dtype: "f16", dims: ["kvHeads", "kvSeq", "headDim"], shape: [HKC, S, D] } as const;
-  const dense = denseAttnF16.gpu!(
-    { scale: 0, blockQ: p.blockQ, workgroupMemory: p.workgroupMemory },
-    { q: qd, k: kd, v: kd },
-    gpu.features,
+  const dims = { heads: HC, kvHeads: HKC, headDim: D, seq: S, kvSeq: S };
+  const saleG: Graph = await Effect.runPromise(sale.saleTechnique.graph(p, dims, "prefill", "f16"));
+  const denseG: Graph = await Effect.runPromise(
+    dense.denseTechnique.graph(
+      { scale: 0, blockQ: p.blockQ, workgroupMemory: p.workgroupMemory },
+      dims,
+      "prefill",
+      "f16",
+    ),
   );
-  const plan = saleGpuPlan(p, HC, HKC, S, D, "f16", gpu.features);
-  const bufs = new Map<string, GPUBuffer>();
-  bufs.set("in:q", alloc(gpu, qd));
-  bufs.set("in:k", alloc(gpu, kd));
-  bufs.set("in:v", alloc(gpu, kd));
-  bufs.set("out:o", alloc(gpu, HC * S * D * 4));
-  bufs.set("out:lse", alloc(gpu, HC * S * 4));
-  const denseBufs = new Map(bufs);
-  denseBufs.set("out:o", alloc(gpu, HC * S * D * 4));
+  // Lowered once for this shape: SALE owns Q/K/V; dense reads the same device buffers (bound).
+  const sp = await Effect.runPromise(lower(saleG, backend, { q: qd, k: kd, v: kd }, { label: `sale.${S}` }));
+  const dp = await Effect.runPromise(lower(denseG, backend, { q: qd, k: kd, v: kd }, {
+    bind: { q: sp.buffer("q"), k: sp.buffer("k"), v: sp.buffer("v") },
+    label: `dense.${S}`,
+  }));
   let dT = 0, eT = 0, sT = 0, dens = 0, err = 0;
   const partT = { quantize: 0, estimate: 0, select: 0 };
   const nChunks = H / HC;
   for (let c = 0; c < nChunks; c++) {
-    // generate structured inputs for this chunk of heads on the device
-    const enc = gpu.device.createCommandEncoder();
-    const gen: GpuLowering = {
-      workspaces: {},
-      launches: ([[0, HC, "in:q"], [1, HKC, "in:k"], [2, HKC, "in:v"]] as const).map(([w, n, buf]) => {
-        const g = syntheticWgsl(w, n, S, D, H / HK, "f16", 1 + c);
-        return {
-          kernel: {
-            key: g.key,
-            wgsl: g.wgsl,
-            entryPoint: "main",
-            bindings: ["read_write"],
-            enables: ["f16"],
-          },
-          buffers: [buf],
-          workgroups: g.workgroups,
-        };
-      }),
-    };
-    await encodeLowering(gpu, enc, gen, bufs);
-    gpu.device.queue.submit([enc.finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
+    // generate structured inputs for this chunk of heads on the device, into the programs' input buffers
+    const gen: Launch[] = ([[0, HC, "q"], [1, HKC, "k"], [2, HKC, "v"]] as const).map(([w, n, name]) => {
+      const g = sale.syntheticWgsl(w, n, S, D, H / HK, "f16", 1 + c);
+      return {
+        kernel: { key: g.key, wgsl: g.wgsl, entryPoint: "main", bindings: ["read_write"], enables: ["f16"] },
+        buffers: [sp.buffer(name)],
+        workgroups: g.workgroups,
+      };
+    });
+    await Effect.runPromise(backend.dispatch(gen));
+    await Effect.runPromise(backend.sync());
     // warm-up: an idle H200 sits at ~345 MHz SM clock and needs sustained load to reach 1980 MHz; run dense
     // for 2 s before the first measurement, then 400 ms before each chunk (at least once)
     const warm0 = performance.now(), warmMs = warmedUp ? 400 : 2000;
-    do await run(dense, denseBufs); while (performance.now() - warm0 < warmMs);
+    do await run(dp); while (performance.now() - warm0 < warmMs);
     warmedUp = true;
     const d: number[] = [], e: number[] = [], s: number[] = [];
+    const parts: Record<"quantize" | "estimate" | "select", number[]> = {
+      quantize: [],
+      estimate: [],
+      select: [],
+    };
     for (let r = 0; r < reps; r++) {
-      d.push(await run(dense, denseBufs));
-      e.push(await run(plan.estimation, bufs));
-      s.push(await run(plan.computation, bufs));
+      d.push((await run(dp)).ms);
+      const sr = await run(sp, true);
+      const by = { quantize: 0, estimate: 0, select: 0, sparse: 0 };
+      for (const n of sr.nodes) by[partOf(n.op)] += n.gpuMs ?? n.ms;
+      e.push(by.quantize + by.estimate + by.select);
+      s.push(by.sparse);
+      for (const k of ["quantize", "estimate", "select"] as const) parts[k].push(by[k]);
     }
     dT += median(d);
     eT += median(e);
     sT += median(s);
-    // the estimation stage split by kernel (one run of each part; workspaces already filled above)
-    for (const part of ["quantize", "estimate", "select"] as const) {
-      const launches = plan.estimation.launches.filter((l) => estimationPart(l.kernel.key) === part);
-      partT[part] += await run({ workspaces: plan.estimation.workspaces, launches }, bufs);
-    }
-    const dv = new Float32Array((await download(gpu, bufs.get("ws:density")!, HC * 4)).buffer);
+    for (const k of ["quantize", "estimate", "select"] as const) partT[k] += median(parts[k]);
+    const dv = (await Effect.runPromise(sp.read("density"))).data as Float32Array;
     dens += dv.reduce((a, b) => a + b, 0) / HC / nChunks;
     if (c === 0) {
       // output error of SALE against our dense kernel on the same inputs (first chunk)
-      const n = Math.min(HC * S * D, 1 << 24);
-      const a = new Float32Array((await download(gpu, bufs.get("out:o")!, n * 4)).buffer);
-      const b = new Float32Array((await download(gpu, denseBufs.get("out:o")!, n * 4)).buffer);
+      const a = (await Effect.runPromise(sp.read("o"))).data as Float32Array;
+      const b = (await Effect.runPromise(dp.read("o"))).data as Float32Array;
       let num = 0, den = 0;
-      for (let i = 0; i < n; i++) {
+      for (let i = 0; i < a.length; i++) {
         num += (a[i] - b[i]) ** 2;
         den += b[i] ** 2;
       }
       err = Math.sqrt(num / den);
     }
   }
-  for (const b of new Set([...bufs.values(), ...denseBufs.values()])) b.destroy();
+  dp.release();
+  sp.release();
   lastDense = dT;
   lastCtx = S;
-  const g = saleGeometry(S, p);
+  const g = sale.saleGeometry(S, p);
   const flops = 4 * H * D * S * (S + 1) / 2;
   console.error(
     `S=${S} (${H / HC} chunks of ${HC} heads): dense ${dT.toFixed(2)} ms (${
@@ -219,12 +223,10 @@ for (const S of contexts) {
     } TFLOP/s), estimation ${eT.toFixed(2)} ms, ` +
       `sparse ${sT.toFixed(2)} ms, density ${dens.toFixed(4)} of ${g.nnzCap} blocks/head, speedup ${
         (dT / (eT + sT)).toFixed(2)
-      }×, overhead ${(eT / dT * 100).toFixed(1)} %, rel err ${
-        err.toExponential(2)
-      }; estimation parts (1 run): ` +
+      }×, overhead ${(eT / dT * 100).toFixed(1)} %, rel err ${err.toExponential(2)}; estimation parts: ` +
       `quantize ${partT.quantize.toFixed(2)} ms, estimate ${partT.estimate.toFixed(2)} ms, select ${
         partT.select.toFixed(2)
-      } ms`,
+      } ms (median of ${reps})`,
   );
   rows.push(
     { metric: "latency_ms", impl: "ours-dense", context: S, value: dT, unit: "ms" },
@@ -293,7 +295,7 @@ const commit = gitCommit();
 const common = {
   model:
     `Llama-3.1-8B attention heads (${H} q / ${HK} kv, d ${D}), synthetic structured inputs (ops/sale/synthetic.ts)`,
-  gpu: gpu.name,
+  gpu: gpuName,
   date: new Date().toISOString(),
   commit,
   command: `deno run -A benchmarks/device/sale_bench.ts ${Deno.args.join(" ")}`.trim(),
@@ -301,13 +303,14 @@ const common = {
   timing: `${timestampRuns} stage runs timed by GPU timestamps, ${wallRuns} by wall clock`,
 };
 const final = rows.map((r) => ({
-  backend: "webgpu (Deno navigator.gpu)",
+  backend: backend.kind === "webgpu" ? "webgpu (Deno navigator.gpu)" : backend.kind,
+  path: "lowered programs (graph/src/program.ts) of the registry's dense and sale techniques",
   ...common,
   ...r,
-  gpu: r.gpu ?? gpu.name,
+  gpu: r.gpu ?? gpuName,
 }));
 for (const S of skipped) {
-  final.push({ metric: "skipped", value: S, unit: "tokens", ...common, backend: "webgpu" } as never);
+  final.push({ metric: "skipped", value: S, unit: "tokens", ...common, backend: backend.kind } as never);
 }
 await Deno.mkdir(args.out.split("/").slice(0, -1).join("/") || ".", { recursive: true });
 await Deno.writeTextFile(args.out, JSON.stringify(final, null, 1) + "\n");

@@ -12,8 +12,8 @@
  * @module
  */
 import { Schema } from "effect";
-import { hostTensor, seededNormals } from "@longctx/graph";
-import type { AnyOperator, HostTensor, TensorDesc } from "@longctx/graph";
+import { ANY_DIMS, hostTensor, mulberry32, seededNormals } from "@longctx/graph";
+import type { AnyOperator, HostTensor, Scalars, TensorDesc } from "@longctx/graph";
 import { f32ToHalf, halfToF32 } from "../../ops/dense/common.ts";
 import {
   saleEstimate,
@@ -23,16 +23,22 @@ import {
   saleSelect,
 } from "../../ops/sale/mod.ts";
 import {
+  argmaxLast64,
   attention64,
   blocksOf,
   bsrMask,
+  cacheAttn64,
   estimate64,
   FORCED64,
+  linear64,
   means64,
   nibble,
   qmk64,
   quantize64,
+  rmsNorm64,
+  rotateHalf64,
   select64,
+  swiglu64,
 } from "./ref.ts";
 import { codeMetrics, maxAbs, maxRel, maxScaled, type Metric, mismatches, relL2, values } from "./metrics.ts";
 
@@ -63,6 +69,8 @@ export interface ConfCase {
   readonly params: Readonly<Record<string, unknown>>;
   /** Input descriptions (for `infer` probes before any data is made). */
   readonly descs: Readonly<Record<string, TensorDesc>>;
+  /** Runtime scalars of the case (e.g. `{ pos: 5 }`), given to the CPU reference and to every backend run. */
+  readonly scalars?: Scalars;
   /** For a q ≠ k case: the same inputs with kSeq = seq (`infer` must accept these). */
   readonly equalDescs?: Readonly<Record<string, TensorDesc>>;
   readonly build: () => Built;
@@ -544,6 +552,540 @@ const sale16: SaleCfg[] = [
 ];
 const saleQk: SaleCfg[] = [{ blocks: SMALL, shape: [4, 1, 17, 100, 64] }];
 
+// ---- dense.cacheAttn and the model.* operators
+
+/** An input port's description; a wildcard port (`anyDims`) gets dims `d0, d1, …`. */
+const portDesc = (op: AnyOperator, port: string, shape: readonly number[]): TensorDesc => {
+  const t = op.inputs[port];
+  if (!t) throw new Error(`${op.name} has no input port "${port}": update its case generator`);
+  const dims = t.dims.length === 1 && t.dims[0] === ANY_DIMS ? shape.map((_, i) => `d${i}`) : t.dims;
+  return { dtype: t.dtype, dims, shape };
+};
+
+/** A case's data: per input port its values (copied into the tensor: the checks keep the originals). */
+type Data = Readonly<Record<string, Float32Array | Uint32Array>>;
+
+/** A model-operator case: shapes per input port up front (for `infer`), data and checks on `build`. */
+const modelCase = (
+  op: AnyOperator,
+  c: {
+    shape: string;
+    params?: Readonly<Record<string, unknown>>;
+    scalars?: Scalars;
+    shapes: Readonly<Record<string, readonly number[]>>;
+    build: () => { data: Data } & Omit<Built, "inputs">;
+  },
+): ConfCase => {
+  const descs = Object.fromEntries(Object.entries(c.shapes).map(([k, sh]) => [k, portDesc(op, k, sh)]));
+  return {
+    shape: c.shape,
+    dtype: "f32",
+    qk: false,
+    params: c.params ?? {},
+    ...(c.scalars ? { scalars: c.scalars } : {}),
+    descs,
+    build: () => {
+      const { data, ...checks } = c.build();
+      const inputs = Object.fromEntries(
+        Object.entries(descs).map((
+          [k, d],
+        ) => [k, hostTensor(d.dtype, d.dims, d.shape, data[k].slice() as never)]),
+      );
+      return { inputs, ...checks };
+    },
+  };
+};
+
+/** Values of `t` at the flat indices `idx`. */
+const pick = (t: ArrayLike<number>, idx: readonly number[]): Float64Array =>
+  Float64Array.from(idx, (e) => t[e]);
+
+/** Normals times `amp` (seeded; never zeros). */
+const normals = (n: number, seed: number, amp = 1): Float32Array =>
+  seededNormals(n, seed).map((v) => v * amp);
+
+interface CacheCfg {
+  readonly H: number;
+  readonly KH: number;
+  readonly D: number;
+  readonly seq: number;
+  readonly cap: number;
+  readonly pos: number;
+  readonly window: number;
+  readonly layout: "heads" | "rows";
+  readonly scale?: number;
+  readonly splitKeys?: number;
+}
+
+/**
+ * Cache attention: grid of GQA 1/3/4/8, headDim 64/128, seq 1 and odd > 1, odd capacities, pos 0 … capacity −
+ * seq, window 0 / 1 / > 0, both layouts, split-KV chunks 1 … 4. Cache rows ≥ pos + seq hold junk (K ≈ 1e3, V ≈
+ * 1e4): a kernel that reads past the valid length gets a score that dominates and an `o` far off. Thresholds as
+ * `dense.attn` (ATTN_TOL): the same arithmetic per (query, key).
+ */
+const CACHE_GRID: readonly CacheCfg[] = [
+  { H: 1, KH: 1, D: 64, seq: 1, cap: 17, pos: 0, window: 0, layout: "heads" },
+  { H: 3, KH: 1, D: 128, seq: 1, cap: 33, pos: 32, window: 0, layout: "rows" },
+  { H: 4, KH: 1, D: 64, seq: 7, cap: 257, pos: 100, window: 16, layout: "heads" },
+  { H: 8, KH: 1, D: 64, seq: 17, cap: 101, pos: 0, window: 0, layout: "rows" },
+  { H: 9, KH: 3, D: 64, seq: 1, cap: 301, pos: 299, window: 0, layout: "heads" },
+  { H: 9, KH: 3, D: 64, seq: 7, cap: 33, pos: 26, window: 0, layout: "rows" },
+  { H: 8, KH: 1, D: 128, seq: 33, cap: 513, pos: 480, window: 64, layout: "heads" },
+  { H: 4, KH: 1, D: 128, seq: 5, cap: 65, pos: 7, window: 1, layout: "rows", scale: 0.05 },
+  { H: 3, KH: 1, D: 64, seq: 3, cap: 201, pos: 150, window: 100, layout: "heads", splitKeys: 64 },
+  { H: 6, KH: 2, D: 64, seq: 9, cap: 99, pos: 0, window: 5, layout: "rows", splitKeys: 64 },
+];
+
+const cacheAttnCases: CaseGenerator = (op) =>
+  CACHE_GRID.map((c, n) => {
+    const { H, KH, D, seq, cap, pos, window, layout } = c;
+    const params = {
+      window,
+      layout,
+      ...(c.scale !== undefined ? { scale: c.scale } : {}),
+      ...(c.splitKeys !== undefined ? { splitKeys: c.splitKeys } : {}),
+    };
+    return modelCase(op, {
+      shape: `H${H}/${KH} S${seq} cap${cap} pos${pos} D${D} w${window} ${layout}` +
+        (c.splitKeys ? ` split${c.splitKeys}` : "") + (c.scale ? ` scale${c.scale}` : ""),
+      params,
+      scalars: { pos },
+      shapes: { q: [H, seq, D], kCache: [KH, cap, D], vCache: [KH, cap, D] },
+      build: () => {
+        const seed = 401 + 17 * n;
+        const q = activations(H, seq, D, seed, 1.2, 0.6);
+        const k = activations(KH, cap, D, seed + 1, 1, 1.5, 2);
+        const v = activations(KH, cap, D, seed + 2, 1, 0.3);
+        const junk = seededNormals(KH * cap * D, seed + 3);
+        for (let h = 0; h < KH; h++) {
+          for (let j = pos + seq; j < cap; j++) {
+            for (let x = 0; x < D; x++) {
+              const e = (h * cap + j) * D + x;
+              k[e] = 1e3 * junk[e];
+              v[e] = 1e4 * (1 + Math.abs(junk[e]));
+            }
+          }
+        }
+        const p = Schema.decodeUnknownSync(op.params)(params) as { scale: number };
+        return {
+          data: { q, kCache: k, vCache: v },
+          note: cap > pos + seq ? `${cap - pos - seq} junk rows` : "full cache",
+          ref64: (cpu) => {
+            const r = cacheAttn64(
+              q,
+              k,
+              v,
+              { heads: H, kvHeads: KH, seq, cap, d: D },
+              scaleOf(p, D),
+              pos,
+              window,
+              layout,
+            );
+            return attnMetrics(cpu, r.o, r.lse, ATTN_TOL.ref64);
+          },
+          compare: (got, cpu) => attnMetrics(got, values(cpu.o), values(cpu.lse), ATTN_TOL.f32),
+        };
+      },
+    });
+  });
+
+/** SmolLM2-135M's shapes: hidden 576, 9 query / 3 KV heads of 64, ffn 1536; a small vocabulary for speed. */
+const SMOL = { E: 576, H: 9, KH: 3, D: 64, F: 1536, V: 1000 } as const;
+
+const embedCases: CaseGenerator = (op) =>
+  [1, 7, 33].map((seq, n) =>
+    modelCase(op, {
+      shape: `S${seq} V${SMOL.V} E${SMOL.E}`,
+      shapes: { tokens: [seq], table: [SMOL.V, SMOL.E] },
+      build: () => {
+        const { V, E } = SMOL;
+        const r = mulberry32(71 + n);
+        const tokens = Uint32Array.from({ length: seq }, () => Math.floor(r() * V));
+        tokens[0] = V - 1; // the last row of the table
+        if (seq > 2) [tokens[1], tokens[seq - 1]] = [0, V - 1]; // the first row, and a repeated token
+        const table = normals(V * E, 73 + n);
+        const want = new Float32Array(seq * E);
+        for (let t = 0; t < seq; t++) for (let c = 0; c < E; c++) want[t * E + c] = table[tokens[t] * E + c];
+        return {
+          data: { tokens, table },
+          ref64: (cpu) => [mismatches("x", values(cpu.x), want)],
+          compare: (got, cpu) => [mismatches("x", values(got.x), values(cpu.x))],
+        };
+      },
+    })
+  );
+
+interface NormCfg {
+  readonly rows: number;
+  readonly E: number;
+  readonly lastRow?: boolean;
+  readonly eps?: number;
+}
+const NORM_GRID: readonly NormCfg[] = [
+  { rows: 1, E: SMOL.E },
+  { rows: 7, E: SMOL.E, lastRow: true },
+  { rows: 33, E: SMOL.E },
+  { rows: 33, E: SMOL.E, lastRow: true, eps: 1e-6 },
+  { rows: 7, E: 1536, eps: 1e-6 },
+];
+const normLabel = (c: NormCfg) =>
+  `rows${c.rows} E${c.E}${c.lastRow ? " lastRow" : ""}${c.eps !== undefined ? ` eps${c.eps}` : ""}`;
+const normParams = (c: NormCfg) => ({
+  ...(c.lastRow ? { lastRow: true } : {}),
+  ...(c.eps !== undefined ? { eps: c.eps } : {}),
+});
+/** Rows of different scales (2⁻³ … 2⁴: RMSNorm is scale-invariant) over seeded normals. */
+const rowsOfScales = (rows: number, E: number, seed: number) => {
+  const x = normals(rows * E, seed);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < E; c++) x[r * E + c] *= 2 ** ((r % 8) - 3);
+  return x;
+};
+
+/**
+ * RMSNorm thresholds (max-rel per element). ref64: the CPU reference sums in float64 and rounds twice to f32
+ * (`x·inv`, then `·w`): ≤ 2·2⁻²⁴ ≈ 1.19e-7, so 1.2e-7. Backend vs CPU: f32 sum of squares (tree of 256
+ * partial sums), WGSL `inverseSqrt` (≤ 2 ulp) and two f32 products: 1e-6.
+ */
+const NORM_TOL = { ref64: 1.2e-7, backend: 1e-6 } as const;
+
+const rmsNormCases: CaseGenerator = (op) =>
+  NORM_GRID.map((c, n) =>
+    modelCase(op, {
+      shape: normLabel(c),
+      params: normParams(c),
+      shapes: { x: [c.rows, c.E], w: [c.E] },
+      build: () => {
+        const x = rowsOfScales(c.rows, c.E, 91 + n), w = normals(c.E, 93 + n);
+        const p = Schema.decodeUnknownSync(op.params)(normParams(c)) as { eps: number };
+        const first = c.lastRow ? c.rows - 1 : 0, nr = c.lastRow ? 1 : c.rows;
+        return {
+          data: { x, w },
+          ref64: (
+            cpu,
+          ) => [maxRel("y", values(cpu.y), rmsNorm64(x, w, first, nr, c.E, p.eps), NORM_TOL.ref64)],
+          compare: (got, cpu) => [maxRel("y", values(got.y), values(cpu.y), NORM_TOL.backend)],
+        };
+      },
+    })
+  );
+
+const addRmsNormCases: CaseGenerator = (op) =>
+  NORM_GRID.map((c, n) =>
+    modelCase(op, {
+      shape: normLabel(c),
+      params: normParams(c),
+      shapes: { x: [c.rows, c.E], t: [c.rows, c.E], w: [c.E] },
+      build: () => {
+        const x = rowsOfScales(c.rows, c.E, 111 + n), t = normals(c.rows * c.E, 113 + n, 0.5);
+        const w = normals(c.E, 115 + n);
+        const p = Schema.decodeUnknownSync(op.params)(normParams(c)) as { eps: number };
+        const first = c.lastRow ? c.rows - 1 : 0, nr = c.lastRow ? 1 : c.rows;
+        // x + t is one f32 addition: exact as fround of the float64 sum; rows before `first` stay x.
+        const xo = x.map((v, e) => (e >= first * c.E ? Math.fround(v + t[e]) : v));
+        return {
+          data: { x, t, w },
+          note: c.lastRow ? "xo: only the last row added" : undefined,
+          ref64: (cpu) => [
+            mismatches("xo", values(cpu.xo), xo),
+            maxRel("y", values(cpu.y), rmsNorm64(xo, w, first, nr, c.E, p.eps), NORM_TOL.ref64),
+          ],
+          compare: (got, cpu) => [
+            mismatches("xo", values(got.xo), values(cpu.xo)),
+            maxRel("y", values(got.y), values(cpu.y), NORM_TOL.backend),
+          ],
+        };
+      },
+    })
+  );
+
+/**
+ * `model.linear` grid `[rows, in, out]`: GEMV (≤ 8 rows) and the tiled matmul (small tile; the 128×128 tile
+ * from 512 rows), SmolLM2's projections (qkv 576→960, down 1536→576, gate/up 576→3072, head 576→V) and odd
+ * widths. Thresholds (max-scaled: |error| / Σ|x||w|): ref64 2⁻²⁴ ≈ 6e-8 (the CPU reference accumulates in
+ * float64, one f32 rounding); backend vs CPU: f32 accumulation over `in` ≤ 1536 terms in the kernels' orders,
+ * 5e-7 (about 8 ulp of the magnitude; the worst-case bound in·2⁻²⁴ would be 9e-5).
+ */
+const LINEAR_GRID: readonly (readonly [number, number, number])[] = [
+  [1, SMOL.E, (SMOL.H + 2 * SMOL.KH) * SMOL.D],
+  [1, SMOL.E, SMOL.V],
+  [7, SMOL.F, SMOL.E],
+  [7, SMOL.E, 1001],
+  [33, SMOL.E, 2 * SMOL.F],
+  [33, SMOL.F, 577],
+  [513, 64, 200],
+];
+const LINEAR_TOL = { ref64: 6e-8, backend: 5e-7 } as const;
+
+const linearCases: CaseGenerator = (op) =>
+  LINEAR_GRID.map(([M, K, N], n) =>
+    modelCase(op, {
+      shape: `rows${M} in${K} out${N}`,
+      shapes: { x: [M, K], w: [N, K] },
+      build: () => {
+        const x = normals(M * K, 131 + n), w = normals(N * K, 133 + n, 0.05);
+        const r = linear64(x, w, M, N, K);
+        return {
+          data: { x, w },
+          note: M <= 8 ? "gemv" : M >= 512 ? "large tile" : "tiled",
+          ref64: (cpu) => [maxScaled("y", values(cpu.y), r.y, r.mag, LINEAR_TOL.ref64)],
+          compare: (got, cpu) => [maxScaled("y", values(got.y), values(cpu.y), r.mag, LINEAR_TOL.backend)],
+        };
+      },
+    })
+  );
+
+interface RopeCfg {
+  readonly H: number;
+  readonly KH: number;
+  readonly D: number;
+  readonly seq: number;
+  readonly cap: number;
+  readonly pos: number;
+}
+const ROPE_GRID: readonly RopeCfg[] = [
+  { H: SMOL.H, KH: SMOL.KH, D: SMOL.D, seq: 1, cap: 17, pos: 0 },
+  { H: SMOL.H, KH: SMOL.KH, D: SMOL.D, seq: 7, cap: 33, pos: 0 },
+  { H: SMOL.H, KH: SMOL.KH, D: SMOL.D, seq: 7, cap: 33, pos: 5 },
+  { H: SMOL.H, KH: SMOL.KH, D: SMOL.D, seq: 1, cap: 33, pos: 32 },
+  { H: SMOL.H, KH: SMOL.KH, D: SMOL.D, seq: 33, cap: 101, pos: 60 },
+  { H: 4, KH: 1, D: 128, seq: 7, cap: 17, pos: 10 },
+];
+
+/** RoPE tables `cos`, `sin [positions, D/2]` with θ = 100000 (SmolLM2's `rope_theta`), rounded to f32. */
+const ropeTables = (positions: number, D: number) => {
+  const half = D / 2;
+  const cos = new Float32Array(positions * half), sin = new Float32Array(positions * half);
+  for (let t = 0; t < positions; t++) {
+    for (let j = 0; j < half; j++) {
+      const a = t * 100000 ** (-(2 * j) / D);
+      cos[t * half + j] = Math.cos(a);
+      sin[t * half + j] = Math.sin(a);
+    }
+  }
+  return { cos, sin };
+};
+
+/**
+ * RoPE thresholds (max-scaled: |error| / (|x·cos| + |rot(x)·sin|)): ref64 2⁻²⁴ ≈ 6e-8 (products of f32 exact
+ * in float64, one f32 rounding); backend vs CPU 2.4e-7 (f32: two products and a sum, or an fma, ≤ 3 ulp of the
+ * magnitude, plus the CPU's own rounding). V rows and every cache row outside [pos, pos + seq) exact.
+ */
+const ROPE_TOL = { ref64: 6e-8, backend: 2.4e-7 } as const;
+
+const ropeCases: CaseGenerator = (op) =>
+  ROPE_GRID.map((c, n) => {
+    const { H, KH, D, seq, cap, pos } = c;
+    const params = { heads: H, kvHeads: KH, headDim: D };
+    const W = (H + 2 * KH) * D, half = D / 2;
+    return modelCase(op, {
+      shape: `H${H}/${KH} D${D} S${seq} cap${cap} pos${pos}`,
+      params,
+      scalars: { pos },
+      shapes: {
+        qkv: [seq, W],
+        cos: [cap, half],
+        sin: [cap, half],
+        kCache: [KH, cap, D],
+        vCache: [KH, cap, D],
+      },
+      build: () => {
+        const qkv = normals(seq * W, 151 + n);
+        const { cos, sin } = ropeTables(cap, D);
+        const kCache = normals(KH * cap * D, 153 + n, 100), vCache = normals(KH * cap * D, 155 + n, 100);
+        // Expected (float64): q [H, seq, D]; K (rotated) and V rows written at cache rows pos … pos + seq − 1.
+        const q64 = new Float64Array(H * seq * D), qMag = new Float64Array(H * seq * D);
+        const written: number[] = [], kept: number[] = [];
+        const k64: number[] = [], kMag: number[] = [], v32: number[] = [];
+        for (let h = 0; h < KH; h++) {
+          for (let j = 0; j < cap; j++) {
+            for (let x = 0; x < D; x++) {
+              (j >= pos && j < pos + seq ? written : kept).push((h * cap + j) * D + x);
+            }
+          }
+        }
+        const rot = (t: number, slot: number) =>
+          rotateHalf64(
+            qkv.subarray(t * W + slot * D, t * W + (slot + 1) * D),
+            cos.subarray((pos + t) * half, (pos + t + 1) * half),
+            sin.subarray((pos + t) * half, (pos + t + 1) * half),
+          );
+        for (let h = 0; h < H; h++) {
+          for (let t = 0; t < seq; t++) {
+            const r = rot(t, h);
+            q64.set(r.y, (h * seq + t) * D);
+            qMag.set(r.mag, (h * seq + t) * D);
+          }
+        }
+        for (let h = 0; h < KH; h++) {
+          for (let t = 0; t < seq; t++) {
+            const r = rot(t, H + h);
+            k64.push(...r.y);
+            kMag.push(...r.mag);
+            v32.push(...qkv.subarray(t * W + (H + KH + h) * D, t * W + (H + KH + h + 1) * D));
+          }
+        }
+        const keptK = pick(kCache, kept), keptV = pick(vCache, kept);
+        const checks = (got: Outputs, q: ArrayLike<number>, k: ArrayLike<number>, tol: number) => [
+          maxScaled("q", values(got.q), q, qMag, tol),
+          maxScaled("kCache rows written", pick(values(got.kCacheOut), written), k, kMag, tol),
+          mismatches("vCache rows written", pick(values(got.vCacheOut), written), v32),
+          mismatches("kCache rows outside [pos, pos+seq)", pick(values(got.kCacheOut), kept), keptK),
+          mismatches("vCache rows outside [pos, pos+seq)", pick(values(got.vCacheOut), kept), keptV),
+        ];
+        return {
+          data: { qkv, cos, sin, kCache, vCache },
+          ref64: (cpu) => checks(cpu, q64, k64, ROPE_TOL.ref64),
+          compare: (got, cpu) =>
+            checks(got, values(cpu.q), pick(values(cpu.kCacheOut), written), ROPE_TOL.backend),
+        };
+      },
+    });
+  });
+
+const KVREAD_GRID: readonly (readonly [number, number, number, number])[] = [
+  [SMOL.KH, 33, SMOL.D, 1],
+  [SMOL.KH, 33, SMOL.D, 7],
+  [SMOL.KH, 33, SMOL.D, 33],
+  [1, 100, 128, 17],
+];
+
+const kvReadCases: CaseGenerator = (op) =>
+  KVREAD_GRID.map(([KH, cap, D, rows], n) =>
+    modelCase(op, {
+      shape: `KH${KH} cap${cap} D${D} rows${rows}`,
+      params: { rows },
+      shapes: { kCache: [KH, cap, D], vCache: [KH, cap, D] },
+      build: () => {
+        const kCache = normals(KH * cap * D, 171 + n), vCache = normals(KH * cap * D, 173 + n);
+        const idx: number[] = [];
+        for (let h = 0; h < KH; h++) {
+          for (let j = 0; j < rows; j++) for (let x = 0; x < D; x++) idx.push((h * cap + j) * D + x);
+        }
+        const k = pick(kCache, idx), v = pick(vCache, idx);
+        return {
+          data: { kCache, vCache },
+          ref64: (cpu) => [mismatches("k", values(cpu.k), k), mismatches("v", values(cpu.v), v)],
+          compare: (got, cpu) => [
+            mismatches("k", values(got.k), values(cpu.k)),
+            mismatches("v", values(got.v), values(cpu.v)),
+          ],
+        };
+      },
+    })
+  );
+
+const headsToRowsCases: CaseGenerator = (op) =>
+  ([[SMOL.H, 1, SMOL.D], [SMOL.H, 7, SMOL.D], [SMOL.H, 33, SMOL.D], [3, 17, 128]] as const).map((
+    [H, S, D],
+    n,
+  ) =>
+    modelCase(op, {
+      shape: `H${H} S${S} D${D}`,
+      shapes: { a: [H, S, D] },
+      build: () => {
+        const a = normals(H * S * D, 181 + n);
+        const want = new Float32Array(H * S * D);
+        for (let t = 0; t < S; t++) {
+          for (let h = 0; h < H; h++) {
+            for (let x = 0; x < D; x++) want[t * H * D + h * D + x] = a[(h * S + t) * D + x];
+          }
+        }
+        return {
+          data: { a },
+          ref64: (cpu) => [mismatches("o", values(cpu.o), want)],
+          compare: (got, cpu) => [mismatches("o", values(got.o), values(cpu.o))],
+        };
+      },
+    })
+  );
+
+/**
+ * SwiGLU thresholds (max-rel per element). ref64: float64 then one f32 rounding, 2⁻²⁴ ≈ 6e-8. Backend vs CPU:
+ * f32 `exp` (WGSL: 3 + 2·|x| ulp) and three f32 operations: 2e-6 on gates of |a| ≲ 12.
+ */
+const SWIGLU_TOL = { ref64: 6e-8, backend: 2e-6 } as const;
+
+const swigluCases: CaseGenerator = (op) =>
+  ([[1, SMOL.F], [7, SMOL.F], [33, SMOL.F], [5, 777]] as const).map(([S, F], n) =>
+    modelCase(op, {
+      shape: `S${S} F${F}`,
+      shapes: { gu: [S, 2 * F] },
+      build: () => {
+        const gu = normals(S * 2 * F, 191 + n, 3);
+        const g = swiglu64(gu, S, F);
+        return {
+          data: { gu },
+          ref64: (cpu) => [maxRel("g", values(cpu.g), g, SWIGLU_TOL.ref64)],
+          compare: (got, cpu) => [maxRel("g", values(got.g), values(cpu.g), SWIGLU_TOL.backend)],
+        };
+      },
+    })
+  );
+
+interface ArgmaxCfg {
+  readonly rows: number;
+  readonly V: number;
+  /** Indices of the last row set to the row's maximum (a tie when more than one: the first wins). */
+  readonly top: readonly number[];
+}
+const ARGMAX_GRID: readonly ArgmaxCfg[] = [
+  { rows: 1, V: SMOL.V, top: [17, 900] },
+  { rows: 7, V: SMOL.V, top: [SMOL.V - 1] },
+  { rows: 33, V: SMOL.V, top: [0, SMOL.V - 1] },
+  { rows: 1, V: 4099, top: [4000, 4098] },
+  { rows: 7, V: SMOL.V, top: [513, 514, 2] },
+  { rows: 33, V: 49152, top: [256, 255 + 256 * 3, 49151] },
+];
+
+const argmaxCases: CaseGenerator = (op) =>
+  ARGMAX_GRID.map(({ rows, V, top }, n) =>
+    modelCase(op, {
+      shape: `rows${rows} V${V} max at ${top.join(",")}`,
+      shapes: { logits: [rows, V] },
+      build: () => {
+        const logits = normals(rows * V, 201 + n, 4);
+        const last = (rows - 1) * V;
+        let m = -Infinity;
+        for (let j = 0; j < V; j++) m = Math.max(m, logits[last + j]);
+        for (const j of top) logits[last + j] = m + 1;
+        for (let r = 0; r < rows - 1; r++) logits[r * V + (n * 37 + r) % V] = m + 10; // decoys in earlier rows
+        const want = [argmaxLast64(logits, rows, V)];
+        return {
+          data: { logits },
+          note: `id ${want[0]}`,
+          ref64: (cpu) => [mismatches("id", cpu.id.data as Uint32Array, want)],
+          compare: (got, cpu) => [mismatches("id", got.id.data as Uint32Array, cpu.id.data as Uint32Array)],
+        };
+      },
+    })
+  );
+
+const SLICE_GRID: readonly (readonly [number, number, number, number])[] = [
+  [33, SMOL.E, 7, 0],
+  [33, SMOL.E, 7, 26],
+  [33, SMOL.E, 1, 17],
+  [100, 64, 33, 67],
+];
+
+const sliceRowsCases: CaseGenerator = (op) =>
+  SLICE_GRID.map(([N, E, rows, start], n) =>
+    modelCase(op, {
+      shape: `a[${N}, ${E}] rows${rows} start${start}`,
+      params: { rows },
+      scalars: { start },
+      shapes: { a: [N, E] },
+      build: () => {
+        const a = normals(N * E, 211 + n);
+        const want = Float32Array.from({ length: rows * E }, (_, e) => a[start * E + e]);
+        return {
+          data: { a },
+          ref64: (cpu) => [mismatches("o", values(cpu.o), want)],
+          compare: (got, cpu) => [mismatches("o", values(got.o), values(cpu.o))],
+        };
+      },
+    })
+  );
+
 /** Operator name → its case generator. A registered operator missing here fails the conformance test. */
 export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "dense.attn": denseAttnCases([...denseF32, ...denseQk]),
@@ -555,4 +1097,15 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "sale.select": saleSelectCases(sale32.slice(1)),
   "sale.sparseAttn": saleSparseAttnCases([...sale32, ...saleQk]),
   "sale.sparseAttn.f16": saleSparseAttnCases([...sale16, ...saleQk]),
+  "dense.cacheAttn": cacheAttnCases,
+  "model.embed": embedCases,
+  "model.rmsNorm": rmsNormCases,
+  "model.addRmsNorm": addRmsNormCases,
+  "model.linear": linearCases,
+  "model.rope": ropeCases,
+  "model.kvRead": kvReadCases,
+  "model.headsToRows": headsToRowsCases,
+  "model.swiglu": swigluCases,
+  "model.argmax": argmaxCases,
+  "model.sliceRows": sliceRowsCases,
 };

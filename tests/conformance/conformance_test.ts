@@ -1,10 +1,13 @@
 /**
  * Conformance test (issue 13), in the shape of llama.cpp's `test-backend-ops`: every registered operator
- * (`registeredOperators()`) × every available backend (cpu through the gpu lowering with `lowering: "prefer"`,
- * webgpu, wgpu — on lavapipe here) × a grid of shapes and dtypes (odd lengths 1/17/100/257, GQA 1/3/4/8, headDim
- * 64/128, f32 and f16 variants, q ≠ k where `infer` accepts it), each backend run through the executor on a
- * one-node graph and compared with the operator's CPU reference, and every CPU reference compared with an
- * independent float64 (or exact-integer) computation. Prints one table; fails naming every failed case.
+ * (`registeredOperators()`) × every available backend (cpu on its host path, `lowering: "never"`: the CPU
+ * reference on the backend's own memory, as the model forward runs; webgpu, wgpu through the gpu lowering — on
+ * lavapipe here) × a grid of shapes and dtypes (odd lengths 1/17/100/257, GQA 1/3/4/8, headDim 64/128, f32 and
+ * f16 variants, q ≠ k where `infer` accepts it; KV-cache operators at several runtime `pos`, in-place outputs
+ * checked), each backend run through the executor on a one-node graph (with the case's runtime scalars, on
+ * fresh copies of the inputs) and compared with the operator's CPU reference, and every CPU reference compared
+ * with an independent float64 (or exact-integer) computation. Prints one table and its legend; fails naming
+ * every failed case.
  *
  * Run: `bash scripts/deno.sh test -A --unstable-webgpu --no-check tests/conformance/conformance_test.ts`.
  * @module

@@ -4,7 +4,7 @@
  * kSeq ≠ seq (bottom-right causal alignment, as decode and chunked prefill use).
  * @module
  */
-import { naiveAttention64 } from "../ops/ref64.ts";
+import { cacheAttention64, naiveAttention64 } from "../ops/ref64.ts";
 
 /**
  * Causal attention in float64 with `kSeq` keys per KV head. For kSeq = seq this is `naiveAttention64`; otherwise
@@ -304,4 +304,112 @@ export const bsrMask = (
     }
     return j <= i && s.has(Math.floor(j / blockK));
   };
+};
+
+/**
+ * Attention over a KV cache in float64 (`cacheAttention64` of tests/ops/ref64.ts: query `i` at position
+ * `pos + i` sees keys `j ≤ pos + i`, and with `window > 0` only `j > pos + i − window`); `o` in layout
+ * `"heads"` `[heads, seq, d]` or `"rows"` `[seq, heads·d]`.
+ */
+export const cacheAttn64 = (
+  q: ArrayLike<number>,
+  kc: ArrayLike<number>,
+  vc: ArrayLike<number>,
+  s: { heads: number; kvHeads: number; seq: number; cap: number; d: number },
+  scale: number,
+  pos: number,
+  window: number,
+  layout: "heads" | "rows",
+): { o: Float64Array; lse: Float64Array } => {
+  const r = cacheAttention64(q, kc, vc, s, scale, pos, window);
+  if (layout === "heads") return r;
+  const { heads: H, seq, d } = s;
+  const o = new Float64Array(r.o.length);
+  for (let h = 0; h < H; h++) {
+    for (let i = 0; i < seq; i++) {
+      for (let x = 0; x < d; x++) o[i * H * d + h * d + x] = r.o[(h * seq + i) * d + x];
+    }
+  }
+  return { o, lse: r.lse };
+};
+
+/** RMSNorm in float64 of rows `first … first + n − 1` of `x [*, E]`: `x / sqrt(mean(x²) + eps) · w`. */
+export const rmsNorm64 = (
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  first: number,
+  n: number,
+  E: number,
+  eps: number,
+): Float64Array => {
+  const y = new Float64Array(n * E);
+  for (let r = 0; r < n; r++) {
+    const row = Array.from({ length: E }, (_, c) => x[(first + r) * E + c]);
+    const rms = Math.sqrt(row.reduce((a, v) => a + v * v, 0) / E + eps);
+    row.forEach((v, c) => (y[r * E + c] = (v / rms) * w[c]));
+  }
+  return y;
+};
+
+/** `y [M, N] = x [M, K] · w [N, K]ᵀ` in float64, and the magnitude `Σ_k |x_mk| |w_nk|` per output. */
+export const linear64 = (
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  M: number,
+  N: number,
+  K: number,
+): { y: Float64Array; mag: Float64Array } => {
+  const y = new Float64Array(M * N), mag = new Float64Array(M * N);
+  for (let n = 0; n < N; n++) {
+    for (let m = 0; m < M; m++) {
+      let s = 0, a = 0;
+      for (let k = 0; k < K; k++) {
+        const p = x[m * K + k] * w[n * K + k];
+        s += p;
+        a += Math.abs(p);
+      }
+      y[m * N + n] = s;
+      mag[m * N + n] = a;
+    }
+  }
+  return { y, mag };
+};
+
+/**
+ * Hugging Face rotate-half RoPE in float64 of one head vector `x [D]` at a position whose table row is
+ * `cos`, `sin [D/2]`: `x · [cos, cos] + rotate_half(x) · [sin, sin]`, `rotate_half(x) = [−x₂, x₁]`. Also the
+ * magnitude `|x · cos| + |rotate_half(x) · sin|` per element.
+ */
+export const rotateHalf64 = (
+  x: ArrayLike<number>,
+  cos: ArrayLike<number>,
+  sin: ArrayLike<number>,
+): { y: Float64Array; mag: Float64Array } => {
+  const D = x.length, half = D / 2;
+  const y = new Float64Array(D), mag = new Float64Array(D);
+  for (let e = 0; e < D; e++) {
+    const c = cos[e % half], s = sin[e % half];
+    const rot = e < half ? -x[e + half] : x[e - half];
+    y[e] = x[e] * c + rot * s;
+    mag[e] = Math.abs(x[e] * c) + Math.abs(rot * s);
+  }
+  return { y, mag };
+};
+
+/** SwiGLU in float64: `gu [seq, 2F]` → `silu(gate) · up`, `silu(a) = a · sigmoid(a)`. */
+export const swiglu64 = (gu: ArrayLike<number>, seq: number, F: number): Float64Array => {
+  const g = new Float64Array(seq * F);
+  for (let t = 0; t < seq; t++) {
+    for (let j = 0; j < F; j++) {
+      const a = gu[t * 2 * F + j], u = gu[t * 2 * F + F + j];
+      g[t * F + j] = a * (1 / (1 + Math.exp(-a))) * u;
+    }
+  }
+  return g;
+};
+
+/** Index of the first maximum of the last row of `logits [rows, V]`. */
+export const argmaxLast64 = (logits: ArrayLike<number>, rows: number, V: number): number => {
+  const row = Array.from({ length: V }, (_, j) => logits[(rows - 1) * V + j]);
+  return row.indexOf(Math.max(...row));
 };

@@ -1,16 +1,46 @@
 /**
  * The conformance runner: every operator × every case × (float64 check of the CPU reference, then every
- * backend through the executor on a one-node graph against the CPU reference), collected into one table.
+ * backend through the executor on a one-node graph against the CPU reference), collected into one table. Each
+ * run (the CPU reference and every backend) gets its own copy of the case's inputs, since an in-place operator
+ * (`Operator.aliases`) writes into them, and the case's runtime scalars (`ConfCase.scalars`).
  * @module
  */
 import { Effect, Exit, Schema } from "effect";
-import { graph, run } from "@longctx/graph";
-import type { AnyOperator, Backend, BackendKind, DescsOf, Port, Ports } from "@longctx/graph";
+import { graph, hostTensor, run } from "@longctx/graph";
+import type { AnyOperator, Backend, BackendKind, DescsOf, HostTensor, Port, Ports } from "@longctx/graph";
 import type { Built, CaseGenerator, ConfCase, Outputs } from "./cases.ts";
-import { type Metric, passes, ratio } from "./metrics.ts";
+import { type Metric, mismatches, passes, ratio } from "./metrics.ts";
 
 /** The float64 row's backend label. */
 export const REF64 = "cpu-ref vs f64";
+
+/** What the rows of the table mean (printed under it by {@link formatTable}). */
+export const LEGEND: readonly string[] = [
+  `${REF64}: the operator's CPU reference (run directly, no GEMM) against an independent float64 / exact computation.`,
+  'cpu: the cpu backend through the executor on the host path (lowering: "never"): the CPU reference on the ' +
+  "backend's own memory (zero-copy views, in-place aliased outputs, runtime scalars — the path the model forward " +
+  "takes), against the direct CPU reference; bit-exact when the backend has no GEMM.",
+  "webgpu, wgpu: the operator's gpu lowering through the executor against the CPU reference.",
+];
+
+/** Fresh copies of host tensors: every run gets its own (an in-place operator writes into its inputs). */
+const copyInputs = (inputs: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> =>
+  Object.fromEntries(
+    Object.entries(inputs).map((
+      [k, t],
+    ) => [k, hostTensor(t.desc.dtype, t.desc.dims, t.desc.shape, t.data.slice() as never)]),
+  );
+
+/** Bit-exact comparison of every output port (the cpu row without a GEMM runs the very same reference). */
+const bitExact = (got: Outputs, cpu: Outputs): Metric[] =>
+  Object.keys(cpu).map((port) => {
+    const a = got[port]?.data, b = cpu[port].data;
+    const bytes = (x: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) =>
+      new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    return a && a.byteLength === b.byteLength
+      ? mismatches(`${port} bit-exact (bytes)`, bytes(a), bytes(b))
+      : { name: `${port} bit-exact (size differs)`, err: Infinity, tol: 0 };
+  });
 
 /** One row of the table: an operator on a backend (or its CPU reference against float64). */
 export interface Row {
@@ -145,7 +175,8 @@ export const runConformance = async (
         Schema.decodeUnknownSync(op.params)({
           ...c.params,
           ...extra,
-          ...(wg !== undefined && "workgroupMemory" in (Schema.decodeUnknownSync(op.params)({}) as object)
+          ...(wg !== undefined &&
+              "workgroupMemory" in (Schema.decodeUnknownSync(op.params)({ ...c.params }) as object)
             ? { workgroupMemory: wg }
             : {}),
         });
@@ -166,7 +197,9 @@ export const runConformance = async (
       const t0 = performance.now();
       try {
         built = c.build();
-        cpu = op.cpu(decode(built.params ?? {}), built.inputs) as Outputs;
+        cpu = op.cpu(decode(built.params ?? {}), copyInputs(built.inputs), {
+          scalars: c.scalars ?? {},
+        }) as Outputs;
       } catch (e) {
         ref.run++;
         fail(ref, c, undefined, `building the case or running the CPU reference threw: ${describe(e)}`);
@@ -185,28 +218,29 @@ export const runConformance = async (
           continue;
         }
         const b = slot.backend;
-        if (!op.gpu) {
+        const host = b.kind === "cpu";
+        if (!host && !op.gpu) {
           skip(r, "no gpu lowering (the executor would run the CPU reference itself)");
           continue;
         }
         const params = decode(built.params ?? {}, b.limits.maxComputeWorkgroupStorageSize);
-        let kernels: readonly { key: string; cpu?: unknown }[];
-        try {
-          kernels = op.gpu(params, c.descs as DescsOf<Ports>, b.features).launches.map((l) => l.kernel);
-        } catch (e) {
-          skip(r, `no lowering on this device: ${describe(e)}`);
-          continue;
-        }
-        const noBody = kernels.find((k) => !k.cpu);
-        if (b.kind === "cpu" && noBody) {
-          skip(r, `n/a: kernel ${noBody.key.split(":")[0]} has no Kernel.cpu body`);
-          continue;
+        if (!host) {
+          try {
+            op.gpu!(params, c.descs as DescsOf<Ports>, b.features);
+          } catch (e) {
+            skip(r, `no lowering on this device: ${describe(e)}`);
+            continue;
+          }
         }
         const t1 = performance.now();
         const exit = await Effect.runPromiseExit(
           Effect.flatMap(
             oneNode(op, params),
-            (g) => run(g, b, built.inputs, { lowering: b.kind === "cpu" ? "prefer" : "auto" }),
+            (g) =>
+              run(g, b, copyInputs(built.inputs), {
+                lowering: host ? "never" : "auto",
+                ...(c.scalars ? { scalars: c.scalars } : {}),
+              }),
           ),
         );
         const ms = performance.now() - t1;
@@ -217,18 +251,27 @@ export const runConformance = async (
           continue;
         }
         const path = exit.value.report.nodes[0]?.path;
-        if (path !== "gpu") {
+        if (path !== (host ? "cpu" : "gpu")) {
           r.run++;
           fail(
             r,
             c,
             built,
-            `node ran on the "${path}" path, not its gpu lowering: nothing of the kernel was checked`,
+            host
+              ? `node ran on the "${path}" path, not the cpu backend's host path`
+              : `node ran on the "${path}" path, not its gpu lowering: nothing of the kernel was checked`,
           );
           continue;
         }
         try {
-          record(r, c, built, built.compare(exit.value.outputs as Outputs, cpu), ms);
+          const got = exit.value.outputs as Outputs;
+          record(
+            r,
+            c,
+            built,
+            [...built.compare(got, cpu), ...(host && !b.gemm ? bitExact(got, cpu) : [])],
+            ms,
+          );
         } catch (e) {
           r.run++;
           fail(r, c, built, `comparison threw: ${describe(e)}`);
@@ -255,7 +298,7 @@ export const formatTable = (report: Report): string => {
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(w[i]))).join(" | ");
-  return [line(head), w.map((n) => "-".repeat(n)).join("-|-"), ...body.map(line)].join("\n");
+  return [line(head), w.map((n) => "-".repeat(n)).join("-|-"), ...body.map(line), "", ...LEGEND].join("\n");
 };
 
 /** One line per failure: op, backend, shape, dtype, error vs threshold. */
