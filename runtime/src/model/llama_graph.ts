@@ -183,21 +183,36 @@ export const loadLlamaGraph = (
         yield* put(`blk.${l}.wgu`, concat(L.wGate, L.wUp), [2 * F, E]);
         yield* put(`blk.${l}.wdown`, L.wDown, [E, F]);
       }
-      // RoPE tables [positions, D/2] (angles in f64, as llama.ts).
-      const half = D / 2, n = config.contextLength;
-      const cos = new Float32Array(n * half), sin = new Float32Array(n * half);
-      for (let p = 0; p < n; p++) {
-        for (let i = 0; i < half; i++) {
-          const a = p * config.ropeTheta ** (-(2 * i) / D);
-          cos[p * half + i] = Math.cos(a);
-          sin[p * half + i] = Math.sin(a);
-        }
-      }
-      yield* put("rope_cos", cos, [n, half]);
-      yield* put("rope_sin", sin, [n, half]);
     });
     yield* Effect.onError(load, () => Effect.sync(() => owned.splice(0).forEach((b) => backend.release(b))));
-    weightBytes -= shapes.rope_cos[0] * shapes.rope_cos[1] * 8;
+    // RoPE tables [positions, D/2] (angles in f64, as llama.ts): the trained context, grown with the largest
+    // cache (positions past the trained context are allowed: length extrapolation is the caller's call).
+    const ropeTables = (n: number) =>
+      Effect.gen(function* () {
+        const half = D / 2;
+        const cos = new Float32Array(n * half), sin = new Float32Array(n * half);
+        for (let p = 0; p < n; p++) {
+          for (let i = 0; i < half; i++) {
+            const a = p * config.ropeTheta ** (-(2 * i) / D);
+            cos[p * half + i] = Math.cos(a);
+            sin[p * half + i] = Math.sin(a);
+          }
+        }
+        for (const name of ["rope_cos", "rope_sin"]) {
+          const old = w[name];
+          if (old) {
+            owned.splice(owned.indexOf(old), 1);
+            backend.release(old);
+          }
+        }
+        yield* put("rope_cos", cos, [n, half]);
+        yield* put("rope_sin", sin, [n, half]);
+        weightBytes -= 2 * n * half * 4;
+      });
+    yield* Effect.onError(
+      ropeTables(config.contextLength),
+      () => Effect.sync(() => owned.splice(0).forEach((b) => backend.release(b))),
+    );
 
     const linearParams = {
       workgroupMemory: backend.limits.maxComputeWorkgroupStorageSize,
@@ -430,12 +445,6 @@ export const loadLlamaGraph = (
           "allocate newCache(capacity) with room for the prompt and every generated token",
         );
       }
-      if (cache.length + seq > config.contextLength) {
-        return shapeError(
-          `position ${cache.length + seq} is past the model's context of ${config.contextLength} tokens`,
-          "use a shorter prompt",
-        );
-      }
       for (let i = 0; i < seq; i++) {
         const t = tokens[i];
         if (!Number.isInteger(t) || t < 0 || t >= V) {
@@ -538,6 +547,13 @@ export const loadLlamaGraph = (
               "use a smaller capacity",
             ),
           );
+        }
+        if (capacity > shapes.rope_cos[0]) {
+          // Longer tables: every program binds the old ones, so they are lowered again.
+          for (const p of programs.values()) p.program.release();
+          programs.clear();
+          boundCache = undefined;
+          yield* ropeTables(capacity);
         }
         const k: DeviceBuffer[] = [], v: DeviceBuffer[] = [];
         const alloc = Effect.gen(function* () {
