@@ -296,6 +296,7 @@ const common = {
   model:
     `Llama-3.1-8B attention heads (${H} q / ${HK} kv, d ${D}), synthetic structured inputs (ops/sale/synthetic.ts)`,
   gpu: gpuName,
+  driver: Deno.env.get("LONGCTX_GPU_DRIVER") ?? backend.adapter.driver,
   date: new Date().toISOString(),
   commit,
   command: `deno run -A benchmarks/device/sale_bench.ts ${Deno.args.join(" ")}`.trim(),
