@@ -1,6 +1,6 @@
 /**
  * SmolLM2-135M-Instruct prefill and decode speed, on the CPU path (f32 weights, OpenBLAS sgemm through FFI,
- * dense causal attention) or the GPU path (`runtime/src/model/llama_gpu.ts`: f32, tiled matmuls, flash
+ * dense causal attention) or the graph forward on a GPU (`runtime/src/model/llama_graph.ts`: f32, tiled matmuls, flash
  * prefill, split-KV decode, one command buffer per token): prefill of `--context` tokens (one forward over the
  * whole prompt, or `--chunk`-token forwards), then `--decode` greedy tokens one at a time through the KV cache.
  * Appends rows to `benchmarks/results/model.json` (`LONGCTX_RESULTS_DIR` overrides the folder):
@@ -9,7 +9,6 @@
  *
  *   deno run -A benchmarks/model_bench.ts [--context 4096] [--decode 32] [--doc paradise-lost] [--chunk 4096]
  *       [--backend cpu|wgpu|webgpu] [--synthetic-weights] [--repeats 3] [--seed 1] [--attention dense|<technique>]
- *       [--forward graph|fixed]
  *   bun benchmarks/model_bench.ts --context 4096
  *
  * `--backend cpu` (default) is the CPU forward of `llama.ts`; OpenBLAS threads: `OPENBLAS_NUM_THREADS`
@@ -45,7 +44,7 @@ import { type Backend, decodeTechniqueParams, paramNames } from "@longctx/graph"
 import { techniqueByName, techniqueNames } from "@longctx/ops";
 // Type-only imports (erased): the modules themselves load lazily, so --synthetic-weights needs no GGUF reader.
 import type { AttentionFn, LlamaConfig } from "../runtime/src/model/llama.ts";
-import type { GpuForwardOptions, LlamaWeights } from "../runtime/src/model/llama_gpu.ts";
+import type { GraphForwardOptions, LlamaWeights } from "../runtime/src/model/llama_graph.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: string): string => {
@@ -59,12 +58,7 @@ const chunk = Number(opt("chunk", String(context)));
 const docName = opt("doc", "paradise-lost");
 const backendName = opt("backend", "cpu");
 const synthetic = flag("synthetic-weights");
-/** GPU forward: `graph` (the model as one graph of operators, `llama_graph.ts`) or `fixed` (`llama_gpu.ts`). */
-const forwardKind = opt("forward", "graph");
-if (forwardKind !== "graph" && forwardKind !== "fixed") {
-  console.error(`model_bench: --forward ${forwardKind}: use graph or fixed`);
-  process.exit(2);
-}
+
 const repeats = Number(opt("repeats", "3"));
 const seed = Number(opt("seed", "1"));
 const attentionName = opt("attention", "dense");
@@ -274,7 +268,6 @@ const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length
 
 async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   const { selectBackend } = await import("../runtime/src/backends/select.ts");
-  const { loadLlamaGpu } = await import("../runtime/src/model/llama_gpu.ts");
   const { loadLlamaGraph } = await import("../runtime/src/model/llama_graph.ts");
   const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: kind })));
   if (sel._tag === "Failure") {
@@ -289,13 +282,11 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   const syn = synthetic ? await syntheticModel() : undefined;
   const weights: LlamaWeights = real ? real.model : syn!.weights;
   const prompt = real ? real.prompt : syn!.prompt;
-  const gpu = forwardKind === "graph"
-    ? await Effect.runPromise(loadLlamaGraph(weights, backend))
-    : await Effect.runPromise(loadLlamaGpu(weights, backend));
+  const gpu = await Effect.runPromise(loadLlamaGraph(weights, backend));
   const loadMs = performance.now() - tLoad;
   // --attention <technique> other than dense (the built-in flash kernel): the registered technique's prefill
   // graph (f32 operators, default parameters, the device's workgroup memory) shared by every layer.
-  let attentionGraph: GpuForwardOptions["attentionGraph"];
+  let attentionGraph: GraphForwardOptions["attentionGraph"];
   if (attentionName !== "dense") {
     const t = await Effect.runPromise(techniqueByName(attentionName));
     const wgm = Math.min(1 << 20, backend.limits.maxComputeWorkgroupStorageSize);
@@ -367,9 +358,7 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
       adapter: adapter.name,
       api: adapter.api,
       driver: adapter.driver,
-      forward: forwardKind === "graph"
-        ? "graph (llama_graph.ts: one graph of operators, lowered programs)"
-        : "fixed launch sequence (llama_gpu.ts)",
+      forward: "graph (llama_graph.ts: one graph of operators, lowered programs)",
       attention: `${attentionName === "dense" ? "flash" : `${attentionName} graph (default parameters)`} ${
         chunk >= context ? "prefill, split-KV decode" : "first chunk, split-KV after"
       }`,
@@ -422,7 +411,7 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   await appendRows("model", rows);
   const pm = median(runs.map((r) => r.prefillMs)), dm = median(runs.map((r) => r.decodeMs)) / decode;
   console.log(
-    `${kind} ${forwardKind} forward, ${adapter.name}, ${common.params.weights}: prefill ${context} tokens ${
+    `${kind} graph forward, ${adapter.name}, ${common.params.weights}: prefill ${context} tokens ${
       pm.toFixed(1)
     } ms (${(context / (pm / 1000)).toFixed(1)} tok/s), decode ${dm.toFixed(2)} ms/token (${
       (1000 / dm).toFixed(1)

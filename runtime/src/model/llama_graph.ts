@@ -38,8 +38,21 @@ import {
   ShapeError,
 } from "@longctx/graph";
 import { dense, model as ops } from "@longctx/ops";
-import type { LlamaConfig } from "./llama.ts";
-import type { AttentionGraphFn, LlamaWeights } from "./llama_gpu.ts";
+import type { LlamaConfig, LlamaModel } from "./llama.ts";
+
+/** What the graph forward needs of a model: config and f32 weights (a loaded {@link LlamaModel} has them). */
+export type LlamaWeights = Pick<LlamaModel, "config" | "tokEmbd" | "output" | "outputNorm" | "layers">;
+
+/**
+ * The attention graph of layer `layer` for a prefill from position 0 (or `undefined`: `dense.attn`). Its
+ * contract: inputs named `q` `f32 [heads, seq, headDim]` (after RoPE) and `k`, `v` `f32 [kvHeads, seq,
+ * headDim]` (the cache's first rows), each optional, no others; f16 graphs are refused (the forward is f32):
+ * plan with `dtype: "f32"`; an output `o` `f32 [heads, seq, headDim]`; a `density` tensor `f32 [heads]` (a
+ * graph output of that name, else the last node output port of that name) is what `onDensity` reports. The
+ * graph's nodes are inlined into the forward graph (node names prefixed `l<layer>.`), so they run on the
+ * forward's backend like every other operator.
+ */
+export type AttentionGraphFn = (layer: number) => Graph | undefined;
 
 /** A KV cache on a backend: per layer K (after RoPE) and V `[nKvHead, capacity, headDim]` f32. */
 export interface KvState {
@@ -58,9 +71,9 @@ export interface GraphForwardOptions {
   /** `"last"` (default): `[1, vocab]`; `"all"`: `[seq, vocab]` (head in row chunks); `"none"`: nothing. */
   readonly logits?: "last" | "all" | "none";
   /**
-   * Attention sub-graph per layer for a call starting at position 0 (see `AttentionGraphFn` of
-   * `llama_gpu.ts` for its contract: inputs q, k, v f32, output o, optional density); `undefined` for a layer:
-   * `dense.attn`. Calls at an offset run `dense.cacheAttn`.
+   * Attention sub-graph per layer for a call starting at position 0 (see {@link AttentionGraphFn} for its
+   * contract: inputs q, k, v f32, output o, optional density); `undefined` for a layer: `dense.attn`. Calls at
+   * an offset run `dense.cacheAttn`.
    */
   readonly attentionGraph?: AttentionGraphFn;
   /** Per-layer densities (`f32 [heads]`) of the attention graphs that output one (read back after the call). */

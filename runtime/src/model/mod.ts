@@ -1,7 +1,8 @@
 /**
- * Real-model input: SmolLM2-135M-Instruct (or another small llama GGUF) on the CPU — GGUF reading and
- * dequantisation, the byte-level BPE tokenizer and chat template, the Llama forward with pluggable attention,
- * KV cache, greedy decoding and Q/K/V capture, and the fidelity metrics (perplexity, KL, top-1 agreement).
+ * Real-model input: SmolLM2-135M-Instruct (or another small llama GGUF) — GGUF reading and dequantisation, the
+ * byte-level BPE tokenizer and chat template, the CPU Llama forward with pluggable attention (`llama.ts`), the
+ * forward as one graph of operators on any backend (`llama_graph.ts`: KV cache as state, decode, attention
+ * sub-graphs), greedy decoding, and the fidelity metrics (perplexity, KL, top-1 agreement).
  * @module
  */
 export { dequantize, floatToHalf, GgmlType, ggmlTypeInfo, halfToFloat } from "./dequant.ts";
@@ -27,16 +28,15 @@ export {
 } from "./llama.ts";
 export {
   type AttentionGraphFn,
-  generateGreedyGpu,
-  type GpuAttention,
-  type GpuError,
-  type GpuForwardOptions,
-  type GpuGenerateOptions,
-  type GpuKvCache,
-  type GpuLlama,
+  type ForwardStats,
+  generateGreedyGraph,
+  type GraphForwardOptions,
+  type GraphGenerateOptions,
+  type GraphLlama,
+  type KvState,
   type LlamaWeights,
-  loadLlamaGpu,
-} from "./llama_gpu.ts";
+  loadLlamaGraph,
+} from "./llama_graph.ts";
 export {
   compareHidden,
   compareLogits,
