@@ -9,7 +9,7 @@ import { Effect, Schema } from "effect";
 import { allocHost, storageBytes, tensorType } from "@longctx/graph";
 import type { Cost, DescsOf, GpuLowering, HostOf, HostTensor, Operator, ShapeError } from "@longctx/graph";
 import { asF32, causalBlockCount, checkQKVCross, effectiveScale } from "./common.ts";
-import { cacheAttentionReference, splitKvLowering } from "./cache_attn.ts";
+import { cacheAttentionGemm, cacheAttentionReference, splitKvLowering } from "./cache_attn.ts";
 import { chooseTiles, flashKey, flashWgsl } from "./flash_wgsl.ts";
 
 /** Parameters of `dense.attn`. */
@@ -137,16 +137,30 @@ export const makeDenseAttn = <D extends "f32" | "f16">(
         o: { ...ports.outputs.o, shape: [s.heads, s.seq, s.headDim] },
         lse: { ...ports.outputs.lse, shape: [s.heads, s.seq] },
       })) as Effect.Effect<DescsOf<AttnOut>, ShapeError>,
-    cpu: (p, i) => {
+    cpu: (p, i, ctx) => {
       const [heads, seq, d] = i.q.desc.shape as [number, number, number];
       const kvHeads = i.k.desc.shape[0];
       const kvSeq = i.k.desc.shape[1];
-      const r = kvSeq !== seq
+      const shape = { heads, kvHeads, seq, headDim: d, capacity: kvSeq };
+      const r = ctx?.gemm
+        // With the backend's GEMM (cpu backend: OpenBLAS): the same attention as GEMMs, float64 softmax.
+        ? cacheAttentionGemm(
+          ctx.gemm,
+          asF32(i.q as HostTensor),
+          asF32(i.k as HostTensor),
+          asF32(i.v as HostTensor),
+          shape,
+          kvSeq - seq,
+          effectiveScale(p.scale, d),
+          0,
+          "heads",
+        )
+        : kvSeq !== seq
         ? cacheAttentionReference(
           asF32(i.q as HostTensor),
           asF32(i.k as HostTensor),
           asF32(i.v as HostTensor),
-          { heads, kvHeads, seq, headDim: d, capacity: kvSeq },
+          shape,
           kvSeq - seq,
           effectiveScale(p.scale, d),
           0,

@@ -238,8 +238,11 @@ export const cacheAttentionReference = (
   return { o, lse };
 };
 
-/** The same arithmetic through a GEMM (scores of a KV head's stacked query rows, then P·V), f32. */
-const cacheAttentionGemm = (
+/**
+ * The same arithmetic as {@link cacheAttentionReference} through a GEMM (per head and block of 64 queries: the
+ * scores as one GEMM, the softmax in float64, `P·V` as one GEMM), f32 products: the cpu backend's path.
+ */
+export const cacheAttentionGemm = (
   gemm: NonNullable<CpuContext["gemm"]>,
   q: Float32Array,
   kc: Float32Array,

@@ -12,7 +12,7 @@
  */
 import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
-import type { DescsOf, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
+import type { DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
 import { asF32, causalKBlocks, checkQKV, need } from "../dense/common.ts";
 import { effectiveScale } from "../dense/common.ts";
 import { blockProblem, isForced, saleGeometry, SaleParams } from "./params.ts";
@@ -103,6 +103,131 @@ export const estimateReference = (
             }
             const est = acc * sq * kScale[kh * kBlocks + kb] + qmk[h * seq + j];
             best = Math.max(best, est * scale - L[i - i0]);
+          }
+        }
+        out[base + kb] = Math.exp(best);
+      }
+    }
+  }
+  return out;
+};
+
+/** Unpack `n` int4 codes (eight to a `u32`) into f32 values. */
+const unpackCodes = (words: Uint32Array, n: number): Float32Array => {
+  const out = new Float32Array(n);
+  for (let e = 0; e < n; e++) out[e] = code4(words, e);
+  return out;
+};
+
+/**
+ * `sale.estimate`'s scores `[H, qBlocks, kBlocks]` through `gemm`: forced blocks (sinks, local window) get
+ * `FORCED`, blocks past the causal limit −∞, the others `exp(max_{i, j} (est_ij · scale − L_i))` with
+ * `est_ij = (codes_q · codes_k) · s_q · s_k + qmk_j` and `L_i` the log-sum-exp of row `i`'s exact scores over the
+ * forced keys (`q · (k − mean(k))`). Inputs as `estimateReference`.
+ */
+export const estimateGemm = (
+  gemm: Gemm,
+  p: SaleParams,
+  q: Float32Array,
+  k: Float32Array,
+  qq: Uint32Array,
+  qScale: Float32Array,
+  kq: Uint32Array,
+  kScale: Float32Array,
+  kMean: Float32Array,
+  qmk: Float32Array,
+  H: number,
+  Hk: number,
+  seq: number,
+  d: number,
+): Float32Array => {
+  const { qBlocks, kBlocks, localBlocks } = saleGeometry(seq, p);
+  const { blockQ: bq, blockK: bk, sinkBlocks } = p;
+  const scale = effectiveScale(p.scale, d);
+  const out = new Float32Array(H * qBlocks * kBlocks);
+  const g = H / Hk;
+  const cq = unpackCodes(qq, H * seq * d), ck = unpackCodes(kq, Hk * seq * d);
+  const kt = new Float32Array(Hk * seq * d);
+  for (let h = 0; h < Hk; h++) {
+    for (let j = 0; j < seq; j++) {
+      for (let x = 0; x < d; x++) kt[(h * seq + j) * d + x] = k[(h * seq + j) * d + x] - kMean[h * d + x];
+    }
+  }
+  const S = new Float32Array(bq * seq);
+  for (let h = 0; h < H; h++) {
+    const kh = Math.floor(h / g), kb0 = kh * seq * d;
+    for (let r = 0; r < qBlocks; r++) {
+      const nMax = causalKBlocks(r, seq, bq, bk);
+      const base = (h * qBlocks + r) * kBlocks;
+      let free = 0;
+      for (let kb = 0; kb < kBlocks; kb++) {
+        const forced = kb < nMax && isForced(kb, nMax, sinkBlocks, localBlocks);
+        out[base + kb] = kb >= nMax ? -Infinity : forced ? FORCED : 0;
+        if (kb < nMax && !forced) free++;
+      }
+      if (free === 0) continue;
+      const i0 = r * bq, rows = Math.min(seq, i0 + bq) - i0;
+      const qBlk = q.subarray((h * seq + i0) * d, (h * seq + i0 + rows) * d);
+      // exact scores over the forced keys: sinks [0, s1) and the local window [l0, l1)
+      const s1 = Math.min(sinkBlocks * bk, seq);
+      const loc = Math.max(sinkBlocks, nMax - localBlocks);
+      const l0 = loc * bk, l1 = Math.min(seq, nMax * bk);
+      const L = new Float64Array(rows);
+      if (s1 > 0) gemm(false, true, rows, s1, d, scale, qBlk, d, kt.subarray(kb0), d, 0, S, seq);
+      if (l1 > l0) {
+        gemm(
+          false,
+          true,
+          rows,
+          l1 - l0,
+          d,
+          scale,
+          qBlk,
+          d,
+          kt.subarray(kb0 + l0 * d),
+          d,
+          0,
+          S.subarray(s1),
+          seq,
+        );
+      }
+      for (let x = 0; x < rows; x++) {
+        const i = i0 + x, row = x * seq;
+        let m = -Infinity;
+        for (let j = 0; j < s1 && j <= i; j++) m = Math.max(m, S[row + j]);
+        for (let j = l0; j < l1 && j <= i; j++) m = Math.max(m, S[row + s1 + j - l0]);
+        let l = 0;
+        for (let j = 0; j < s1 && j <= i; j++) l += Math.exp(S[row + j] - m);
+        for (let j = l0; j < l1 && j <= i; j++) l += Math.exp(S[row + s1 + j - l0] - m);
+        L[x] = m + Math.log(l);
+      }
+      // 4-bit estimates of the free (middle) blocks [m0, l0): exact integer products as an f32 GEMM
+      const m0 = s1, mN = l0 - m0;
+      if (mN <= 0) continue;
+      gemm(
+        false,
+        true,
+        rows,
+        mN,
+        d,
+        1,
+        cq.subarray((h * seq + i0) * d),
+        d,
+        ck.subarray(kb0 + m0 * d),
+        d,
+        0,
+        S,
+        seq,
+      );
+      const sq = qScale[h * qBlocks + r];
+      for (let kb = sinkBlocks; kb < loc; kb++) {
+        const sk = kScale[kh * kBlocks + kb];
+        let best = -Infinity;
+        for (let x = 0; x < rows; x++) {
+          const i = i0 + x;
+          for (let j = kb * bk; j < Math.min(seq, (kb + 1) * bk) && j <= i; j++) {
+            const est = S[x * seq + j - m0] * sq * sk + qmk[h * seq + j];
+            best = Math.max(best, est * scale - L[x]);
           }
         }
         out[base + kb] = Math.exp(best);
@@ -337,24 +462,28 @@ export const makeSaleEstimate = <D extends "f32" | "f16">(dtype: D): Operator<Sa
         );
         return { scores: { ...pt.outputs.scores, shape: [s.heads, g.qBlocks, g.kBlocks] } } as DescsOf<Out>;
       }),
-    cpu: (p, i) => {
+    cpu: (p, i, ctx) => {
       const [H, seq, d] = i.q.desc.shape as [number, number, number];
       const Hk = i.k.desc.shape[0];
-      const s = estimateReference(
-        p,
-        asF32(i.q as HostTensor),
-        asF32(i.k as HostTensor),
-        i.qq.data as Uint32Array,
-        i.qScales.data as Float32Array,
-        i.kq.data as Uint32Array,
-        i.kScales.data as Float32Array,
-        i.kMean.data as Float32Array,
-        i.qmk.data as Float32Array,
-        H,
-        Hk,
-        seq,
-        d,
-      );
+      // With the backend's GEMM: the same arithmetic as GEMMs (exact integer code products, f32 dot products).
+      const s =
+        (ctx?.gemm
+          ? (...a: Parameters<typeof estimateReference>) => estimateGemm(ctx.gemm!, ...a)
+          : estimateReference)(
+            p,
+            asF32(i.q as HostTensor),
+            asF32(i.k as HostTensor),
+            i.qq.data as Uint32Array,
+            i.qScales.data as Float32Array,
+            i.kq.data as Uint32Array,
+            i.kScales.data as Float32Array,
+            i.kMean.data as Float32Array,
+            i.qmk.data as Float32Array,
+            H,
+            Hk,
+            seq,
+            d,
+          );
       const g = saleGeometry(seq, p);
       const scores = allocHost({ ...pt.outputs.scores, shape: [H, g.qBlocks, g.kBlocks] });
       scores.data.set(s);

@@ -8,7 +8,7 @@
  */
 import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
-import type { DescsOf, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
+import type { DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
 import { asF32, checkQKV, need } from "../dense/common.ts";
 import { attentionReference, flashCost } from "../dense/attn.ts";
 import { effectiveScale } from "../dense/common.ts";
@@ -58,6 +58,76 @@ export const bsrKeep = (
   };
 };
 
+/**
+ * `sale.sparseAttn`'s output through `gemm`: per head and query block, the kept key blocks of the BSR list
+ * (`indptr [H, qBlocks + 1]`, `indices [H, nnzCap]`) gathered into contiguous K and V, scores as one GEMM,
+ * the causal mask and the softmax in float64, `P·V` as one GEMM. Returns `o [H, seq, d]` and `lse [H, seq]`
+ * (−∞ and o = 0 for a row that sees no key).
+ */
+export const sparseAttnGemm = (
+  gemm: Gemm,
+  p: SaleParams,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  indptr: Int32Array,
+  indices: Int32Array,
+  H: number,
+  Hk: number,
+  seq: number,
+  d: number,
+): { o: Float32Array; lse: Float32Array } => {
+  const { qBlocks, nnzCap } = saleGeometry(seq, p);
+  const { blockQ: bq, blockK: bk } = p;
+  const scale = effectiveScale(p.scale, d);
+  const g = H / Hk;
+  const o = new Float32Array(H * seq * d), lse = new Float32Array(H * seq);
+  const kSel = new Float32Array(seq * d), vSel = new Float32Array(seq * d);
+  const S = new Float32Array(bq * seq), oBlk = new Float32Array(bq * d);
+  const keyOf = new Int32Array(seq);
+  for (let h = 0; h < H; h++) {
+    const kb0 = Math.floor(h / g) * seq * d;
+    for (let r = 0; r < qBlocks; r++) {
+      const i0 = r * bq, rows = Math.min(seq, i0 + bq) - i0;
+      let n = 0;
+      for (let e = indptr[h * (qBlocks + 1) + r]; e < indptr[h * (qBlocks + 1) + r + 1]; e++) {
+        const kb = indices[h * nnzCap + e];
+        const a = kb * bk, b = Math.min(seq, a + bk);
+        kSel.set(k.subarray(kb0 + a * d, kb0 + b * d), n * d);
+        vSel.set(v.subarray(kb0 + a * d, kb0 + b * d), n * d);
+        for (let j = a; j < b; j++) keyOf[n + j - a] = j;
+        n += b - a;
+      }
+      if (n === 0) {
+        for (let x = 0; x < rows; x++) lse[h * seq + i0 + x] = -Infinity;
+        continue;
+      }
+      gemm(false, true, rows, n, d, scale, q.subarray((h * seq + i0) * d), d, kSel, d, 0, S, seq);
+      for (let x = 0; x < rows; x++) {
+        const i = i0 + x, row = x * seq;
+        let m = -Infinity;
+        for (let c = 0; c < n; c++) if (keyOf[c] <= i) m = Math.max(m, S[row + c]);
+        if (m === -Infinity) {
+          S.fill(0, row, row + n);
+          lse[h * seq + i] = -Infinity;
+          continue;
+        }
+        let l = 0;
+        for (let c = 0; c < n; c++) {
+          const e = keyOf[c] <= i ? Math.exp(S[row + c] - m) : 0;
+          S[row + c] = e;
+          l += e;
+        }
+        for (let c = 0; c < n; c++) S[row + c] /= l;
+        lse[h * seq + i] = m + Math.log(l);
+      }
+      gemm(false, false, rows, d, n, 1, S, seq, vSel, d, 0, oBlk, d);
+      o.set(oBlk.subarray(0, rows * d), (h * seq + i0) * d);
+    }
+  }
+  return { o, lse };
+};
+
 /** Build `sale.sparseAttn` for inputs of dtype `dtype`. */
 export const makeSaleSparseAttn = <D extends "f32" | "f16">(dtype: D): Operator<SaleParams, In<D>, Out> => {
   const pt = ports(dtype);
@@ -91,10 +161,31 @@ export const makeSaleSparseAttn = <D extends "f32" | "f16">(dtype: D): Operator<
           lse: { ...pt.outputs.lse, shape: [s.heads, s.seq] },
         } as DescsOf<Out>;
       }),
-    cpu: (p, i) => {
+    cpu: (p, i, ctx) => {
       const [H, seq, d] = i.q.desc.shape as [number, number, number];
       const Hk = i.k.desc.shape[0];
       const g = saleGeometry(seq, p);
+      if (ctx?.gemm) {
+        // With the backend's GEMM: gathered kept blocks, f32 GEMMs, float64 softmax.
+        const r = sparseAttnGemm(
+          ctx.gemm,
+          p,
+          asF32(i.q as HostTensor),
+          asF32(i.k as HostTensor),
+          asF32(i.v as HostTensor),
+          i.indptr.data as Int32Array,
+          i.indices.data as Int32Array,
+          H,
+          Hk,
+          seq,
+          d,
+        );
+        const o = allocHost({ ...pt.outputs.o, shape: [H, seq, d] });
+        o.data.set(r.o);
+        const lse = allocHost({ ...pt.outputs.lse, shape: [H, seq] });
+        lse.data.set(r.lse);
+        return { o, lse } as HostOf<Out>;
+      }
       const keep = bsrKeep(
         i.indptr.data as Int32Array,
         i.indices.data as Int32Array,

@@ -14,6 +14,8 @@
  */
 import { Effect } from "effect";
 import { assert, test } from "../harness.ts";
+import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
+import { loadSgemm } from "../../runtime/src/model/blas.ts";
 import { availableBackends } from "../backends/cases.ts";
 import { registeredOperators } from "./discover.ts";
 import { caseGenerators } from "./cases.ts";
@@ -37,6 +39,10 @@ test("conformance: every operator × backend × shape against its CPU reference,
     const why = skipped.find((s) => s.startsWith(`${kind}:`));
     return backend ? { kind, backend } : { kind, absent: why?.slice(kind.length + 1).trim() ?? "not opened" };
   });
+  // The cpu backend with OpenBLAS's GEMM: the operators' GEMM paths, which the model forward runs on the CPU.
+  const blas = await Effect.runPromise(makeCpuBackend({ gemm: (await loadSgemm()).gemm }));
+  backends.push(blas);
+  slots.splice(1, 0, { kind: "cpu", label: "cpu+blas", backend: blas });
   for (const s of slots) {
     console.log(
       s.backend ? `backend ${s.kind}: ${s.backend.adapter.name}` : `backend ${s.kind}: skipped (${s.absent})`,

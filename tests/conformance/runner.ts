@@ -71,6 +71,8 @@ export interface Report {
 /** A backend to run on, or why it is absent. */
 export type BackendSlot = {
   readonly kind: BackendKind;
+  /** Row label when two slots share a kind (default: the kind), e.g. `cpu+blas`. */
+  readonly label?: string;
   readonly backend?: Backend;
   readonly absent?: string;
 };
@@ -119,7 +121,7 @@ export const runConformance = async (
       return r;
     };
     const ref = row(REF64);
-    const bRows = new Map(slots.map((s) => [s.kind, row(s.kind)]));
+    const bRows = new Map(slots.map((s) => [s.label ?? s.kind, row(s.label ?? s.kind)]));
     const all = [ref, ...bRows.values()];
     const skip = (r: Row, reason: string) => r.skipped.set(reason, (r.skipped.get(reason) ?? 0) + 1);
     const fail = (r: Row, c: ConfCase | undefined, b: Built | undefined, message: string) => {
@@ -212,7 +214,7 @@ export const runConformance = async (
         fail(ref, c, built, `float64 check threw: ${describe(e)}`);
       }
       for (const slot of slots) {
-        const r = bRows.get(slot.kind)!;
+        const r = bRows.get(slot.label ?? slot.kind)!;
         if (!slot.backend) {
           skip(r, `backend absent: ${slot.absent}`);
           continue;
