@@ -324,3 +324,39 @@ ${ENTRY256}
     ["read", "read_write", "uniform"],
   );
 };
+
+/**
+ * `out = [Σ (a − b)², Σ b²]` over `n` f32 elements (f32 partial sums per invocation, reduced in workgroup
+ * memory). Bindings: `a`, `b`, `out [2]` (out), uniform `{ n }`. One workgroup of 256.
+ */
+export const sqDiffKernel = (): Kernel =>
+  kernel(
+    "sqdiff.f32",
+    `struct U { n: u32, a: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> OUT: array<f32>;
+@group(0) @binding(3) var<uniform> P: U;
+var<workgroup> r0: array<f32, 256>;
+var<workgroup> r1: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var d = 0.0;
+  var s = 0.0;
+  for (var i = lid; i < P.n; i += 256u) {
+    let x = A[i] - B[i];
+    d += x * x;
+    s += B[i] * B[i];
+  }
+  r0[lid] = d;
+  r1[lid] = s;
+  workgroupBarrier();
+  for (var w = 128u; w > 0u; w >>= 1u) {
+    if (lid < w) { r0[lid] += r0[lid + w]; r1[lid] += r1[lid + w]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { OUT[0] = r0[0]; OUT[1] = r1[0]; }
+}
+`,
+    ["read", "read", "read_write", "uniform"],
+  );

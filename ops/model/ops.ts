@@ -34,6 +34,7 @@ import {
   kvReadKernel,
   ropeKernel,
   sliceRowsKernel,
+  sqDiffKernel,
   swigluKernel,
 } from "./kernels.ts";
 
@@ -669,6 +670,48 @@ export const sliceRows: Operator<
   }),
 };
 
+// ---- model.sqDiff
+
+const sqDiffPorts = { inputs: { a: F32, b: F32 }, outputs: { sums: F32 } };
+/**
+ * `model.sqDiff`: `sums = [Σ (a − b)², Σ b²]` (`f32 [2]`) over two tensors of one shape — the relative error
+ * `‖a − b‖ / ‖b‖ = sqrt(sums[0] / sums[1])` of a layer's attention output against a reference, computed where
+ * the tensors live (8 bytes read back instead of both tensors).
+ */
+export const sqDiff: Operator<typeof NoParams.Type, typeof sqDiffPorts.inputs, typeof sqDiffPorts.outputs> = {
+  name: "model.sqDiff",
+  kind: "elementwise",
+  reference: "relative L2 error ‖a − b‖ / ‖b‖ (its two sums)",
+  params: NoParams,
+  ...sqDiffPorts,
+  infer: (_p, i) =>
+    i.a.shape.join() !== i.b.shape.join()
+      ? bad(`a [${i.a.shape}] vs b [${i.b.shape}]`, "compare tensors of one shape")
+      : Effect.succeed({ sums: desc([2], ["two"]) }),
+  cpu: (_p, i) => {
+    const a = i.a.data as Float32Array, b = i.b.data as Float32Array;
+    let d = 0, s = 0;
+    for (let k = 0; k < b.length; k++) {
+      d += (a[k] - b[k]) ** 2;
+      s += b[k] ** 2;
+    }
+    const sums = f32Out([2]);
+    sums.data[0] = d;
+    sums.data[1] = s;
+    return { sums };
+  },
+  gpu: (_p, i) => ({
+    workspaces: { u: 16 },
+    launches: [{
+      kernel: sqDiffKernel(),
+      buffers: ["in:a", "in:b", "out:sums", "ws:u"],
+      workgroups: [1, 1, 1],
+      uniforms: { u: u32Uniform(i.b.shape.reduce((x, y) => x * y, 1)) },
+    }],
+  }),
+  cost: (_p, i) => ({ ...none, flops: 4 * bytes(i.b) / 4, bytesRead: 2 * bytes(i.b) }),
+};
+
 /** Every `model.*` operator. */
 export const MODEL_OPERATORS: readonly Operator<never, Ports, Ports>[] = [
   embed,
@@ -681,4 +724,5 @@ export const MODEL_OPERATORS: readonly Operator<never, Ports, Ports>[] = [
   swiglu,
   argmax,
   sliceRows,
+  sqDiff,
 ] as unknown as readonly Operator<never, Ports, Ports>[];

@@ -1022,6 +1022,32 @@ const swigluCases: CaseGenerator = (op) =>
     })
   );
 
+/** `model.sqDiff`: float64 sums Σ(a − b)², Σ b² (stored as f32); the GPU sums in f32 (256 partials, a tree). */
+const SQDIFF_TOL = { ref64: 6e-8, backend: 2e-5 } as const; // ref64: one f32 rounding of each sum
+const sqDiffCases: CaseGenerator = (op) =>
+  ([[1, 64], [9, 37, 64], [3, 257, 64], [4, 100, 128]] as const).map((shape, n) =>
+    modelCase(op, {
+      shape: `[${shape.join(",")}]`,
+      shapes: { a: [...shape], b: [...shape] },
+      build: () => {
+        const len = shape.reduce((x: number, y: number) => x * y, 1);
+        const b = normals(len, 301 + n, 1);
+        const a = Float32Array.from(normals(len, 311 + n, 0.01), (x, k) => b[k] + x);
+        let d = 0, q = 0;
+        for (let k = 0; k < len; k++) {
+          d += (a[k] - b[k]) ** 2;
+          q += b[k] ** 2;
+        }
+        const want = Float64Array.of(d, q);
+        return {
+          data: { a, b },
+          ref64: (cpu) => [maxRel("sums", values(cpu.sums), want, SQDIFF_TOL.ref64)],
+          compare: (got, cpu) => [maxRel("sums", values(got.sums), values(cpu.sums), SQDIFF_TOL.backend)],
+        };
+      },
+    })
+  );
+
 interface ArgmaxCfg {
   readonly rows: number;
   readonly V: number;
@@ -1106,6 +1132,7 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "model.kvRead": kvReadCases,
   "model.headsToRows": headsToRowsCases,
   "model.swiglu": swigluCases,
+  "model.sqDiff": sqDiffCases,
   "model.argmax": argmaxCases,
   "model.sliceRows": sliceRowsCases,
 };

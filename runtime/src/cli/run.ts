@@ -4,7 +4,7 @@
  * ```sh
  * deno run -A runtime/src/cli/run.ts --model smollm2-135m --input <file | bundled document name>
  *     [--question "…"] [--plant WORD] [--pipeline auto|<technique>] [--context 1024] [--truncate]
- *     [--max-new 24] [--backend auto|wgpu|cpu] [--json out.json | --json -] [--chart out.svg] [--verbose]
+ *     [--max-new 24] [--backend auto|wgpu|webgpu|dawn|cpu] [--json out.json | --json -] [--chart out.svg] [--verbose]
  * ```
  * Loads the model (GGUF), tokenises the document inside SmolLM2's chat template (document + question), fits it
  * into `--context` tokens (prompt + answer; a one-line error beyond, or `--truncate` to keep its first tokens),
@@ -14,9 +14,10 @@
  * and adapter, time per phase, speedup, density, perplexity over the document tokens (dense and pipeline),
  * KL(dense ‖ pipeline), top-1 agreement, per-layer density and output error, and both answers.
  *
- * With a GPU backend the forward runs as one graph on it (`llama_graph.ts`: SALE layers run SALE's operators
- * inlined); with `--backend cpu`, or `--backend auto` on a software adapter (lavapipe), it runs on the CPU
- * (`llama.ts`, f32, OpenBLAS GEMMs). `--backend` also picks the device profile the planner plans with. Runs under Deno and Bun. Bad input prints one
+ * The forward runs as one graph of operators (`llama_graph.ts`: SALE layers run SALE's operators inlined) on the
+ * selected GPU backend, or on the cpu backend (OpenBLAS GEMMs) with `--backend cpu` and with `--backend auto` on
+ * a software adapter (lavapipe, where the cpu backend is ~10× faster). `--backend` also picks the device
+ * profile the planner plans with. Runs under Deno and Bun. Bad input prints one
  * `error: … — fix: …` line and exits with 1 (`--verbose` adds the stack).
  * @module
  */
@@ -41,15 +42,10 @@ import { modelPath } from "../paths.ts";
 import { loadLlama } from "../model/llama.ts";
 import { loadLlamaGraph } from "../model/llama_graph.ts";
 import { type BackendChoice, describeBackend, selectBackend } from "../backends/select.ts";
+import { makeCpuBackend } from "../backends/cpu.ts";
 import { parseTokens } from "./plan.ts";
 import { buildPrompt, readInput } from "./run/prompt.ts";
-import {
-  compareOverDocument,
-  type LayerChoice,
-  type PassResult,
-  runPass,
-  runPassGraph,
-} from "./run/execute.ts";
+import { compareOverDocument, type LayerChoice, type PassResult, runPassGraph } from "./run/execute.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
 
@@ -57,9 +53,9 @@ import { makeProgress } from "./run/progress.ts";
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
 /** `--pipeline`: the planner's choice, or any registered technique (`TECHNIQUES` of `@longctx/ops`). */
 const PIPELINES = ["auto", ...techniqueNames()];
-/** The techniques this command's CPU forward executes (`LayerChoice` of `run/execute.ts`). */
-const CPU_FORWARD: readonly string[] = ["dense", "sale"];
-const BACKENDS = ["auto", "wgpu", "cpu"] as const;
+/** The techniques whose per-layer choice this command builds today (`LayerChoice` of `run/execute.ts`). */
+const RUN_TECHNIQUES: readonly string[] = ["dense", "sale"];
+const BACKENDS = ["auto", "wgpu", "webgpu", "dawn", "cpu"] as const;
 /** Default context (prompt + answer tokens): the demo finishes in under 2 minutes on 2 CPU cores. */
 export const DEFAULT_CONTEXT = 1024;
 const DEFAULT_MAX_NEW = 24;
@@ -103,7 +99,10 @@ const flags = {
     Flag.withDescription(`answer tokens at most (default ${DEFAULT_MAX_NEW})`),
     Flag.withDefault(String(DEFAULT_MAX_NEW)),
   ),
-  backend: Flag.String("backend").pipe(Flag.withDescription("auto, wgpu or cpu"), Flag.withDefault("auto")),
+  backend: Flag.String("backend").pipe(
+    Flag.withDescription("auto, wgpu, webgpu, dawn or cpu"),
+    Flag.withDefault("auto"),
+  ),
   json: Flag.String("json").pipe(
     Flag.withDescription("write the whole report as JSON (- for stdout)"),
     Flag.optional,
@@ -201,12 +200,15 @@ const main = (i: Input) =>
     const warnings: string[] = [];
     // ---- validate flags (fast, before anything is loaded)
     const pipeline = yield* oneOf("pipeline", i.pipeline, PIPELINES);
-    if (pipeline !== "auto" && !CPU_FORWARD.includes(pipeline)) {
+    if (pipeline !== "auto" && !RUN_TECHNIQUES.includes(pipeline)) {
       return yield* new InputError({
-        message: `--pipeline ${pipeline} is a registered technique, but run's CPU forward executes only ` +
-          CPU_FORWARD.join(" and "),
-        hint: `use --pipeline ${CPU_FORWARD.join(" or ")}, or run ${pipeline}'s graph on the GPU forward ` +
-          "(runtime/src/model/llama_gpu.ts plugs in any technique's graph)",
+        message: `--pipeline ${pipeline} is a registered technique, but run builds layer choices only for ` +
+          RUN_TECHNIQUES.join(" and "),
+        hint:
+          `use --pipeline ${
+            RUN_TECHNIQUES.join(" or ")
+          }; the graph forward (runtime/src/model/llama_graph.ts) ` +
+          `runs ${pipeline}'s prefill graph through its attentionGraph option`,
       });
     }
     const backendChoice = yield* oneOf("backend", i.backend, BACKENDS);
@@ -337,12 +339,13 @@ const main = (i: Input) =>
     // `--backend auto` on a software adapter such as lavapipe, where the CPU forward is ~10× faster)
     const software = isSoftwareAdapter(selection.backend.adapter.name);
     const onGpu = selection.backend.kind !== "cpu" && (backendChoice !== "auto" || !software);
-    const graphModel = onGpu ? yield* loadLlamaGraph(model, selection.backend) : undefined;
-    const compute = graphModel
+    const computeBackend = onGpu ? selection.backend : yield* makeCpuBackend({ gemm: model.sgemm.gemm });
+    const graphModel = yield* loadLlamaGraph(model, computeBackend);
+    const compute = onGpu
       ? `${selection.backend.kind}: graph forward on ${selection.backend.adapter.name} (f32; runtime/src/model/llama_graph.ts)`
-      : `cpu: f32 forward pass, GEMMs by ${model.sgemm.name}` +
+      : `cpu: graph forward on the cpu backend (f32, GEMMs by ${model.sgemm.name})` +
         (selection.backend.kind !== "cpu"
-          ? ` (${selection.backend.adapter.name} is a software adapter: pass --backend ${selection.backend.kind} to run the graph forward on it)`
+          ? ` — ${selection.backend.adapter.name} is a software adapter: pass --backend ${selection.backend.kind} to run the graph forward on it`
           : "");
 
     // ---- dense pass, then the pipeline pass
@@ -351,10 +354,7 @@ const main = (i: Input) =>
       Effect.gen(function* () {
         progress.phase(`prefill ${label}`, cfg.nLayer, "layers");
         let decoding = false;
-        const go = graphModel
-          ? (p: Parameters<typeof runPass>[4]) => runPassGraph(graphModel, model, prompt.ids, ch, maxNew, p)
-          : (p: Parameters<typeof runPass>[4]) => runPass(model, prompt.ids, ch, maxNew, p);
-        const r = yield* go({
+        const r = yield* runPassGraph(graphModel, model, prompt.ids, ch, maxNew, {
           layer: (l) => progress.update(l + 1),
           token: (k) => {
             if (!decoding) {
@@ -379,7 +379,8 @@ const main = (i: Input) =>
       rPipe,
     );
     phases.metricsMs = performance.now() - t;
-    graphModel?.release();
+    graphModel.release();
+    if (computeBackend !== selection.backend) yield* computeBackend.close();
     yield* Effect.promise(() => selection.backend.close().pipe(Effect.runPromise));
 
     // ---- report
@@ -494,7 +495,7 @@ const main = (i: Input) =>
       `prefill                    ${fmtMs(rDense.prefillMs).padEnd(20)} ${fmtMs(rPipe.prefillMs)}`,
       `  of which attention       ${
         rDense.attentionMs === null || rPipe.attentionMs === null
-          ? "not measured (one command buffer per forward)"
+          ? "not measured (the forward runs as one program)"
           : `${fmtMs(rDense.attentionMs).padEnd(20)} ${fmtMs(rPipe.attentionMs)}`
       }`,
       `decode                     ${

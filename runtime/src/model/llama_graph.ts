@@ -78,6 +78,12 @@ export interface GraphForwardOptions {
   readonly attentionGraph?: AttentionGraphFn;
   /** Per-layer densities (`f32 [heads]`) of the attention graphs that output one (read back after the call). */
   readonly onDensity?: (density: readonly (Float32Array | undefined)[]) => void;
+  /**
+   * With attention graphs: also run `dense.attn` on each such layer's own Q/K/V in the same forward and report
+   * `‖o − o_dense‖ / ‖o_dense‖` per layer (`model.sqDiff`, 8 bytes read back per layer; `undefined` for layers
+   * without a graph). Doubles those layers' attention work: time such a call separately.
+   */
+  readonly onLayerError?: (relErr: readonly (number | undefined)[]) => void;
 }
 
 /** What a forward call did (program reuse, time). */
@@ -241,15 +247,19 @@ export const loadLlamaGraph = (
       fromZero: boolean,
       mode: "last" | "all" | "none",
       attention: readonly (Graph | undefined)[],
+      reference: boolean,
     ) =>
       Effect.gen(function* () {
-        const g: GraphBuilder = graph(`llama.${seq}x${capacity}${fromZero ? ".0" : ""}.${mode}`);
+        const g: GraphBuilder = graph(
+          `llama.${seq}x${capacity}${fromZero ? ".0" : ""}.${mode}${reference ? ".ref" : ""}`,
+        );
         const inp = (name: string) => g.input(name, F32, shapes[name]);
         const tokens = g.input("tokens", anyDims("u32"), [seq]);
         const cos = inp("rope_cos"), sin = inp("rope_sin");
         let x: Port<"f32"> = g.add(ops.embed, {}, { tokens, table: inp("tok_embd") }, "embed").x;
         let t: Port<"f32"> | undefined;
         const densities: string[] = [];
+        const errors: string[] = [];
         for (let l = 0; l < nLayer; l++) {
           const p = `l${l}.`;
           const norm1 = t
@@ -290,6 +300,15 @@ export const loadLlamaGraph = (
               } as never, `${p}attn`).o;
             } else {
               oh = (yield* inline(g, sub, p, { q: r.q, k: kv.k, v: kv.v }, densities, l)) as Port<"f32">;
+              if (reference) {
+                const ref = g.add(dense.denseAttn, { scale: 0, blockQ: 64, ...denseParams }, {
+                  q: r.q,
+                  k: kv.k,
+                  v: kv.v,
+                } as never, `${p}attn_ref`).o;
+                g.output(`err.${l}`, g.add(ops.sqDiff, {}, { a: oh, b: ref }, `${p}attn_err`).sums);
+                errors[l] = `err.${l}`;
+              }
             }
             o = g.add(ops.headsToRows, {}, { a: oh }, `${p}h2r`).o;
           }
@@ -315,7 +334,7 @@ export const loadLlamaGraph = (
           // Only the K/V appends matter; the last layer's output is an output so nothing is pruned.
           g.output("t", t!);
         }
-        return { graph: yield* g.build(), densities };
+        return { graph: yield* g.build(), densities, errors };
       });
 
     /** Inline an attention sub-graph: its nodes get the layer's prefix; returns its `o`. */
@@ -382,7 +401,7 @@ export const loadLlamaGraph = (
       });
 
     // Programs, by shape key.
-    const programs = new Map<string, { program: Program; densities: string[] }>();
+    const programs = new Map<string, { program: Program; densities: string[]; errors: string[] }>();
     let lowered = 0;
     let reused = false;
     const structKeys = new WeakMap<Graph, string>();
@@ -409,7 +428,10 @@ export const loadLlamaGraph = (
         const fromZero = cache.length === 0 && seq > 1;
         const attention: (Graph | undefined)[] = [];
         for (let l = 0; l < nLayer; l++) attention.push(fromZero ? opts.attentionGraph?.(l) : undefined);
-        const key = `${seq}|${cache.capacity}|${fromZero}|${mode}|${attention.map(structKey).join(";")}`;
+        const reference = opts.onLayerError !== undefined && attention.some((a) => a !== undefined);
+        const key = `${seq}|${cache.capacity}|${fromZero}|${mode}|${reference}|${
+          attention.map(structKey).join(";")
+        }`;
         const have = programs.get(key);
         if (have) {
           reused = true;
@@ -424,7 +446,14 @@ export const loadLlamaGraph = (
             }
           }
         }
-        const { graph: gr, densities } = yield* buildGraph(seq, cache.capacity, fromZero, mode, attention);
+        const { graph: gr, densities, errors } = yield* buildGraph(
+          seq,
+          cache.capacity,
+          fromZero,
+          mode,
+          attention,
+          reference,
+        );
         const all: Record<string, DeviceBuffer> = { ...w };
         for (let l = 0; l < nLayer; l++) {
           all[`kv.k.${l}`] = cache.k[l];
@@ -442,7 +471,7 @@ export const loadLlamaGraph = (
         });
         lowered++;
         reused = false;
-        const entry = { program, densities };
+        const entry = { program, densities, errors };
         programs.set(key, entry);
         return entry;
       });
@@ -482,7 +511,7 @@ export const loadLlamaGraph = (
           boundCache = cache;
         }
         const seq = tokens.length;
-        const { program, densities } = yield* programFor(seq, cache, mode, opts);
+        const { program, densities, errors } = yield* programFor(seq, cache, mode, opts);
         yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
         yield* program.run({ scalars: { pos: cache.length } });
         cache.length += seq;
@@ -492,6 +521,18 @@ export const loadLlamaGraph = (
             out.push(densities[l] ? (yield* program.read(densities[l])).data as Float32Array : undefined);
           }
           opts.onDensity(out);
+        }
+        if (opts.onLayerError && errors.length > 0) {
+          const out: (number | undefined)[] = [];
+          for (let l = 0; l < nLayer; l++) {
+            if (!errors[l]) {
+              out.push(undefined);
+              continue;
+            }
+            const s = (yield* program.read(errors[l])).data as Float32Array;
+            out.push(s[1] > 0 ? Math.sqrt(s[0] / s[1]) : 0);
+          }
+          opts.onLayerError(out);
         }
         return program;
       });

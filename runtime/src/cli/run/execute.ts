@@ -67,85 +67,6 @@ const relErr = (a: Float32Array, b: Float32Array): number => {
   return den > 0 ? Math.sqrt(num / den) : 0;
 };
 
-/**
- * Prefill `prompt` in one forward call with `choices[layer]` as each layer's attention, then greedily decode
- * up to `maxNew` tokens (stopping at EOS / `<|im_end|>`). Times in ms. Fails with `ShapeError` as
- * `LlamaModel.forward` (empty prompt, out-of-range ids, cache overflow).
- */
-export const runPass = (
-  model: LlamaModel,
-  prompt: readonly number[],
-  choices: readonly LayerChoice[],
-  maxNew: number,
-  progress: PassProgress = {},
-): Effect.Effect<PassResult, ShapeError> =>
-  Effect.gen(function* () {
-    const layers: LayerStats[] = [];
-    let referenceMs = 0;
-    let inPrefill = true;
-    const gemm = (...a: Parameters<LlamaModel["sgemm"]["gemm"]>) => model.sgemm.gemm(...a);
-    const attention: AttentionFn = (q, k, v, ctx) => {
-      const choice = choices[ctx.layer];
-      if (!inPrefill || ctx.offset !== 0) return denseCausalAttention(q, k, v, ctx);
-      const t0 = performance.now();
-      let o: Float32Array;
-      let density = 1, outRelErr = 0, attentionMs: number;
-      if (choice.kind === "sale") {
-        const r = sale.saleAttentionBlas(
-          gemm,
-          choice.params,
-          q,
-          k,
-          v,
-          ctx.heads,
-          ctx.kvHeads,
-          ctx.seq,
-          ctx.headDim,
-          ctx.kvStride,
-        );
-        o = r.o;
-        attentionMs = performance.now() - t0;
-        density = r.density.reduce((a, b) => a + b, 0) / r.density.length;
-        const t1 = performance.now();
-        outRelErr = relErr(o, denseCausalAttention(q, k, v, ctx));
-        referenceMs += performance.now() - t1;
-      } else {
-        o = denseCausalAttention(q, k, v, ctx);
-        attentionMs = performance.now() - t0;
-      }
-      layers.push({ layer: ctx.layer, pipeline: choice.kind, density, outRelErr, attentionMs });
-      progress.layer?.(ctx.layer);
-      return o;
-    };
-    const cache = model.newCache(prompt.length + maxNew);
-    const t0 = performance.now();
-    const hidden = yield* model.forward(prompt, cache, { attention });
-    const prefillMs = performance.now() - t0 - referenceMs;
-    inPrefill = false;
-    const tok = model.tokenizer;
-    const t1 = performance.now();
-    const ids: number[] = [];
-    let next = argmax(model.logits(hidden, prompt.length - 1, 1));
-    while (ids.length < maxNew) {
-      if (next === tok.eosId || tok.controlIds.has(next)) break;
-      ids.push(next);
-      progress.token?.(ids.length);
-      if (ids.length === maxNew) break;
-      const h = yield* model.forward([next], cache, { attention });
-      next = argmax(model.logits(h, 0, 1));
-    }
-    return {
-      logitsRows: (r0: number, rows: number) => model.logits(hidden, r0, rows),
-      prefillMs,
-      attentionMs: layers.reduce((a, l) => a + (l.attentionMs ?? 0), 0),
-      referenceMs,
-      layers,
-      answerIds: ids,
-      answer: tok.decode(ids, true).trim(),
-      decodeMs: performance.now() - t1,
-    };
-  });
-
 /** Document-level comparison of two passes over the same prompt. */
 export interface Comparison {
   /** Perplexity of the document tokens under each pass (natural log, per token). */
@@ -220,8 +141,9 @@ export const saleLayerGraph = (params: sale.SaleParams): Effect.Effect<Graph, Co
  * The same pass on the graph forward (`llama_graph.ts`, any backend, e.g. the GPU): one prefill with
  * `choices[layer]` as each layer's attention (SALE layers run SALE's operator graph inlined into the forward;
  * dense layers `dense.attn`), all-position logits kept for the comparison, then greedy decoding on the KV cache
- * state. Per-layer attention time and output error are not measured here (`null`): the layers run in one
- * command buffer. Fails with the forward's typed errors.
+ * state; with `layerErrors`, a second untimed prefill measures each sparse layer's output error against
+ * `dense.attn` on its own inputs (`referenceMs`). Per-layer attention time is not measured (`null`): the layers
+ * run as one program. Fails with the forward's typed errors.
  */
 export const runPassGraph = (
   g: GraphLlama,
@@ -230,6 +152,7 @@ export const runPassGraph = (
   choices: readonly LayerChoice[],
   maxNew: number,
   progress: PassProgress = {},
+  layerErrors = true,
 ): Effect.Effect<PassResult, LongctxError | CompileError> =>
   Effect.gen(function* () {
     const graphs = new Map<string, Graph>();
@@ -267,13 +190,28 @@ export const runPassGraph = (
     }
     const decodeMs = performance.now() - t1;
     cache.release();
+    // Per-layer output error against dense on each layer's own inputs: a second, untimed prefill that runs
+    // dense.attn beside every sparse layer's graph (model.sqDiff reduces the difference on the backend).
+    let errors: readonly (number | undefined)[] = [];
+    let referenceMs = 0;
+    if (layerErrors && perLayer.some((x) => x !== undefined)) {
+      const t2 = performance.now();
+      const c2 = yield* g.newCache(prompt.length);
+      yield* g.forward(prompt, c2, {
+        logits: "none",
+        attentionGraph: (l) => perLayer[l],
+        onLayerError: (e) => (errors = e),
+      });
+      c2.release();
+      referenceMs = performance.now() - t2;
+    }
     const layers: LayerStats[] = choices.map((c, l) => {
       const d = density[l];
       return {
         layer: l,
         pipeline: c.kind,
         density: d ? d.reduce((a, b) => a + b, 0) / d.length : 1,
-        outRelErr: c.kind === "dense" ? 0 : null,
+        outRelErr: c.kind === "dense" ? 0 : errors[l] ?? null,
         attentionMs: null,
       };
     });
@@ -281,7 +219,7 @@ export const runPassGraph = (
       logitsRows: (r0: number, rows: number) => logits.subarray(r0 * V, (r0 + rows) * V),
       prefillMs,
       attentionMs: null,
-      referenceMs: 0,
+      referenceMs,
       layers,
       answerIds: ids,
       answer: tok.decode(ids, true).trim(),
