@@ -86,3 +86,46 @@ test("run CLI: happy path, SALE against dense with a planted passphrase, JSON an
   const chart = readFileSync(svg, "utf8");
   assert.ok(chart.startsWith("<svg") && chart.includes("density"), "chart is not an SVG with a density axis");
 });
+
+test("run CLI: --backend wgpu runs the graph forward on that device; same answers and metrics as the cpu backend", () => {
+  const dir = tempDir();
+  const report = (backend: string) => {
+    const json = join(dir, `${backend}.json`);
+    const r = runCli([
+      "--input",
+      "alice-in-wonderland",
+      "--plant",
+      "periwinkle",
+      "--truncate",
+      "--context",
+      "160",
+      "--max-new",
+      "6",
+      "--pipeline",
+      "dense",
+      "--backend",
+      backend,
+      "--json",
+      json,
+    ]);
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(readFileSync(json, "utf8"));
+  };
+  const gpu = report("wgpu");
+  if (!gpu.backend.selected.startsWith("wgpu")) {
+    console.log(`skipped: no wgpu adapter (${gpu.backend.selected})`);
+    return;
+  }
+  const cpu = report("cpu");
+  assert.ok(gpu.backend.compute.startsWith("wgpu: graph forward on"), gpu.backend.compute);
+  assert.ok(cpu.backend.compute.startsWith("cpu: graph forward on the cpu backend"), cpu.backend.compute);
+  assert.equal(gpu.dense.answer, cpu.dense.answer);
+  // Perplexity over the document tokens from all-position logits of each device: equal to f32 rounding.
+  const rel = Math.abs(gpu.perplexity.dense / cpu.perplexity.dense - 1);
+  console.log(
+    `  perplexity wgpu ${gpu.perplexity.dense} vs cpu ${cpu.perplexity.dense} (relative ${
+      rel.toExponential(2)
+    })`,
+  );
+  assert.ok(rel < 1e-4, `perplexity wgpu ${gpu.perplexity.dense} vs cpu ${cpu.perplexity.dense}`);
+});
