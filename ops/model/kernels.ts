@@ -360,3 +360,41 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 `,
     ["read", "read", "read_write", "uniform"],
   );
+
+/**
+ * Attention-mass recall statistics over `n` rows: `out = [Σ exp(lse − lseRef), min exp(lse − lseRef)]` (rows
+ * where the reference is −∞ count as 1). Bindings: `lse`, `lseRef`, `out [2]` (out), uniform `{ n }`. One
+ * workgroup of 256.
+ */
+export const lseRecallKernel = (): Kernel =>
+  kernel(
+    "lserecall.f32",
+    `struct U { n: u32, a: u32, b: u32, c: u32 }
+@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> OUT: array<f32>;
+@group(0) @binding(3) var<uniform> P: U;
+var<workgroup> rs: array<f32, 256>;
+var<workgroup> rm: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var s = 0.0;
+  var m = 3.0e38;
+  for (var i = lid; i < P.n; i += 256u) {
+    var r = 1.0;
+    if (B[i] > -1.0e38) { r = exp(max(A[i], -1.0e30) - B[i]); }
+    s += r;
+    m = min(m, r);
+  }
+  rs[lid] = s;
+  rm[lid] = m;
+  workgroupBarrier();
+  for (var w = 128u; w > 0u; w >>= 1u) {
+    if (lid < w) { rs[lid] += rs[lid + w]; rm[lid] = min(rm[lid], rm[lid + w]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { OUT[0] = rs[0]; OUT[1] = rm[0]; }
+}
+`,
+    ["read", "read", "read_write", "uniform"],
+  );

@@ -32,6 +32,7 @@ import {
   gemvKernel,
   headsToRowsKernel,
   kvReadKernel,
+  lseRecallKernel,
   ropeKernel,
   sliceRowsKernel,
   sqDiffKernel,
@@ -712,6 +713,54 @@ export const sqDiff: Operator<typeof NoParams.Type, typeof sqDiffPorts.inputs, t
   cost: (_p, i) => ({ ...none, flops: 4 * bytes(i.b) / 4, bytesRead: 2 * bytes(i.b) }),
 };
 
+// ---- model.lseRecall
+
+const recallPorts = { inputs: { lse: F32, lseRef: F32 }, outputs: { stats: F32 } };
+/**
+ * `model.lseRecall`: attention-mass recall of a sparse attention against the dense one over the same rows:
+ * with `lse` the sparse and `lseRef` the dense log-sum-exp of each query row (`f32 [heads, seq]`), the share of
+ * the row's exact attention mass inside the kept keys is `exp(lse − lseRef)`; `stats = [Σ, min]` of it over
+ * the rows (`f32 [2]`; a row with no key in the reference counts as 1). Mean recall = `stats[0] / rows`.
+ */
+export const lseRecall: Operator<
+  typeof NoParams.Type,
+  typeof recallPorts.inputs,
+  typeof recallPorts.outputs
+> = {
+  name: "model.lseRecall",
+  kind: "elementwise",
+  reference: "attention-mass recall exp(lse_sparse − lse_dense), as the SALE/HiP papers' recall",
+  params: NoParams,
+  ...recallPorts,
+  infer: (_p, i) =>
+    i.lse.shape.join() !== i.lseRef.shape.join()
+      ? bad(`lse [${i.lse.shape}] vs lseRef [${i.lseRef.shape}]`, "compare LSEs of the same rows")
+      : Effect.succeed({ stats: desc([2], ["two"]) }),
+  cpu: (_p, i) => {
+    const a = i.lse.data as Float32Array, b = i.lseRef.data as Float32Array;
+    let s = 0, m = Infinity;
+    for (let k = 0; k < b.length; k++) {
+      const r = b[k] === -Infinity || b[k] < -1e38 ? 1 : Math.exp(Math.max(a[k], -1e30) - b[k]);
+      s += r;
+      m = Math.min(m, r);
+    }
+    const stats = f32Out([2]);
+    stats.data[0] = s;
+    stats.data[1] = b.length > 0 ? m : 1;
+    return { stats };
+  },
+  gpu: (_p, i) => ({
+    workspaces: { u: 16 },
+    launches: [{
+      kernel: lseRecallKernel(),
+      buffers: ["in:lse", "in:lseRef", "out:stats", "ws:u"],
+      workgroups: [1, 1, 1],
+      uniforms: { u: u32Uniform(i.lseRef.shape.reduce((x, y) => x * y, 1)) },
+    }],
+  }),
+  cost: (_p, i) => ({ ...none, flops: 4 * bytes(i.lse) / 4, bytesRead: 2 * bytes(i.lse) }),
+};
+
 /** Every `model.*` operator. */
 export const MODEL_OPERATORS: readonly Operator<never, Ports, Ports>[] = [
   embed,
@@ -725,4 +774,5 @@ export const MODEL_OPERATORS: readonly Operator<never, Ports, Ports>[] = [
   argmax,
   sliceRows,
   sqDiff,
+  lseRecall,
 ] as unknown as readonly Operator<never, Ports, Ports>[];

@@ -1048,6 +1048,35 @@ const sqDiffCases: CaseGenerator = (op) =>
     })
   );
 
+/** `model.lseRecall`: float64 Σ exp(lse − lseRef) and its min (stored as f32); GPU: f32 exp and sums. */
+const RECALL_TOL = { ref64: 6e-8, backend: 2e-5 } as const;
+const lseRecallCases: CaseGenerator = (op) =>
+  ([[1, 1], [9, 37], [3, 257], [32, 100]] as const).map((shape, n) =>
+    modelCase(op, {
+      shape: `[${shape.join(",")}]`,
+      shapes: { lse: [...shape], lseRef: [...shape] },
+      build: () => {
+        const len = shape[0] * shape[1];
+        const lseRef = Float32Array.from(normals(len, 401 + n, 3), (x) => x + 5);
+        // a sparse LSE is at most the dense one: subtract a non-negative gap (some rows exactly 0)
+        const gap = normals(len, 411 + n, 0.05);
+        const lse = Float32Array.from(lseRef, (x, k) => (k % 5 === 0 ? x : x - Math.abs(gap[k])));
+        let sum = 0, min = Infinity;
+        for (let k = 0; k < len; k++) {
+          const r = Math.exp(lse[k] - lseRef[k]);
+          sum += r;
+          min = Math.min(min, r);
+        }
+        const want = Float64Array.of(sum, min);
+        return {
+          data: { lse, lseRef },
+          ref64: (cpu) => [maxRel("stats", values(cpu.stats), want, RECALL_TOL.ref64)],
+          compare: (got, cpu) => [maxRel("stats", values(got.stats), values(cpu.stats), RECALL_TOL.backend)],
+        };
+      },
+    })
+  );
+
 interface ArgmaxCfg {
   readonly rows: number;
   readonly V: number;
@@ -1133,6 +1162,7 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "model.headsToRows": headsToRowsCases,
   "model.swiglu": swigluCases,
   "model.sqDiff": sqDiffCases,
+  "model.lseRecall": lseRecallCases,
   "model.argmax": argmaxCases,
   "model.sliceRows": sliceRowsCases,
 };

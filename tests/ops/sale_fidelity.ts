@@ -8,8 +8,11 @@
  * 2. SALE pass: the model's pluggable attention replaced by SALE in every layer; perplexity change against
  *    the dense pass, KL(dense ‖ SALE) and top-1 agreement of the next-token distributions.
  *
- * SALE runs as `ops/sale/gemm_attention.ts` (the `sale.*` CPU-reference arithmetic organised as OpenBLAS GEMMs,
- * checked against `saleCpu` by `tests/ops/sale_blas_test.ts`), so the whole run stays on the CPU.
+ * Both passes are the graph forward (`runtime/src/model/llama_graph.ts`) on the cpu backend with OpenBLAS: SALE is
+ * the registry's `sale` technique graph (`sale.quantize → sale.estimate → sale.select → sale.sparseAttn`, whose
+ * CPU references run as GEMMs there), pass 1 runs it as a shadow of each layer's dense attention
+ * (`shadowGraph`, `onCompare`: recall and error computed by `model.lseRecall` / `model.sqDiff`), pass 2 as each
+ * layer's attention.
  *
  * Run: `deno run -A tests/ops/sale_fidelity.ts [--doc alice-in-wonderland] [--tokens 8192]
  *   [--threshold 0.004] [--out benchmarks/results/sale_fidelity.json]`
@@ -19,16 +22,13 @@
  */
 import { parseArgs } from "node:util";
 import { Effect } from "effect";
+import type { Graph } from "@longctx/graph";
+import { sale } from "@longctx/ops";
 import { loadLlama } from "../../runtime/src/model/llama.ts";
-import {
-  compareHidden,
-  documentHidden,
-  logProbsFromHidden,
-  perplexity,
-} from "../../runtime/src/model/metrics.ts";
+import { type AttnComparison, loadLlamaGraph } from "../../runtime/src/model/llama_graph.ts";
+import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
+import { compareLogits, logSumExp, perplexity } from "../../runtime/src/model/metrics.ts";
 import { modelPath, readDocument } from "../../runtime/src/paths.ts";
-import { saleParams } from "../../ops/sale/params.ts";
-import { type Gemm, saleAttentionBlas } from "../../ops/sale/gemm_attention.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -48,11 +48,15 @@ const all = model.tokenizer.encode(text);
 const N = Math.min(Number(args.tokens), all.length);
 if (N < 8192 && Number(args.tokens) >= 8192) console.error(`warning: document has only ${all.length} tokens`);
 const tokens = all.slice(0, N);
-const p = saleParams({ threshold: Number(args.threshold) });
-const gemm: Gemm = (...a) => model.sgemm.gemm(...a);
+const p = sale.saleParams({ threshold: Number(args.threshold) });
+const backend = await Effect.runPromise(makeCpuBackend({ gemm: model.sgemm.gemm }));
+const g = await Effect.runPromise(loadLlamaGraph(model, backend));
+const dims = { heads: cfg.nHead, kvHeads: cfg.nKvHead, headDim: cfg.headDim, seq: N, kvSeq: N };
+const saleGraph: Graph = await Effect.runPromise(sale.saleTechnique.graph(p, dims, "prefill", "f32"));
 console.error(
   `model ${modelPath()} (${cfg.nLayer} layers, ${cfg.nHead}/${cfg.nKvHead} heads), doc ${args.doc}: ${N} of ${all.length} tokens, ` +
-    `GEMM ${model.sgemm.name}, SALE blockQ ${p.blockQ} blockK ${p.blockK} local ${p.localWindow} sink ${p.sinkBlocks} τ ${p.threshold}`,
+    `graph forward on the cpu backend, GEMM ${model.sgemm.name}, SALE blockQ ${p.blockQ} blockK ${p.blockK} ` +
+    `local ${p.localWindow} sink ${p.sinkBlocks} τ ${p.threshold}`,
 );
 
 interface LayerRow {
@@ -62,56 +66,57 @@ interface LayerRow {
   minRecall: number;
   outRelErr: number;
 }
-const layers: LayerRow[] = [];
-const capture = (layer: number, q: Float32Array, k: Float32Array, v: Float32Array, offset: number) => {
-  if (offset !== 0) throw new Error("capture expects one prefill chunk");
-  const H = cfg.nHead, HK = cfg.nKvHead, D = q.length / (H * N);
-  const dense = saleAttentionBlas(gemm, p, q, k, v, H, HK, N, D, N, true);
-  const sale = saleAttentionBlas(gemm, p, q, k, v, H, HK, N, D, N, false);
-  let rec = 0, minRec = 1, num = 0, den = 0;
-  for (let i = 0; i < sale.lse.length; i++) {
-    const r = Math.exp(sale.lse[i] - dense.lse[i]);
-    rec += r;
-    minRec = Math.min(minRec, r);
-  }
-  for (let i = 0; i < sale.o.length; i++) {
-    num += (sale.o[i] - dense.o[i]) ** 2;
-    den += dense.o[i] ** 2;
-  }
+const V = cfg.vocab;
+/** Log-probabilities of the next document token at every position (from all-position logits). */
+const logProbs = (logits: Float32Array) => {
+  const lp: number[] = [];
+  for (let i = 0; i + 1 < N; i++) lp.push(logits[i * V + tokens[i + 1]] - logSumExp(logits, i * V, V));
+  return lp;
+};
+
+// Pass 1: dense, with SALE run as a shadow of every layer on that layer's own Q/K/V.
+let cmp1: readonly (AttnComparison | undefined)[] = [];
+let dens1: readonly (Float32Array | undefined)[] = [];
+const c1 = await Effect.runPromise(g.newCache(N));
+const logitsDense = await Effect.runPromise(g.forward(tokens, c1, {
+  logits: "all",
+  shadowGraph: () => saleGraph,
+  onCompare: (c) => (cmp1 = c),
+  onDensity: (d) => (dens1 = d),
+}));
+c1.release();
+const layers: LayerRow[] = cmp1.map((c, layer) => {
+  const d = dens1[layer]!;
   const row = {
     layer,
-    density: sale.density.reduce((a, b) => a + b, 0) / H,
-    recall: rec / sale.lse.length,
-    minRecall: minRec,
-    outRelErr: Math.sqrt(num / den),
+    density: d.reduce((a, b) => a + b, 0) / d.length,
+    recall: c!.recall,
+    minRecall: c!.minRecall,
+    outRelErr: c!.relErr,
   };
-  layers.push(row);
   console.error(
     `layer ${String(layer).padStart(2)}: density ${row.density.toFixed(4)}, recall ${
       row.recall.toFixed(5)
     } (min ${row.minRecall.toFixed(4)}), out rel err ${row.outRelErr.toExponential(3)}`,
   );
-};
-
-const hDense = await Effect.runPromise(documentHidden(model, tokens, { chunk: N, capture }));
-const pplDense = perplexity(logProbsFromHidden(model, hDense, tokens));
+  return row;
+});
+const pplDense = perplexity(logProbs(logitsDense));
 console.error(`dense pass: ppl ${pplDense.toFixed(4)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
 
-let calls = 0;
-const hSale = await Effect.runPromise(documentHidden(model, tokens, {
-  chunk: N,
-  attention: (q, k, v, ctx) => {
-    if (ctx.offset !== 0) throw new Error("SALE attention runs whole-prefill chunks");
-    calls++;
-    return saleAttentionBlas(gemm, p, q, k, v, ctx.heads, ctx.kvHeads, ctx.seq, ctx.headDim, ctx.kvStride).o;
-  },
-}));
-const pplSale = perplexity(logProbsFromHidden(model, hSale, tokens));
-const cmp = await Effect.runPromise(compareHidden(model, hDense, hSale));
+// Pass 2: SALE as every layer's attention.
+const c2 = await Effect.runPromise(g.newCache(N));
+const logitsSale = await Effect.runPromise(
+  g.forward(tokens, c2, { logits: "all", attentionGraph: () => saleGraph }),
+);
+c2.release();
+g.release();
+const pplSale = perplexity(logProbs(logitsSale));
+const cmp = compareLogits(logitsDense, logitsSale, V);
 const change = (pplSale - pplDense) / pplDense * 100;
 const meanDensity = layers.reduce((a, b) => a + b.density, 0) / layers.length;
 console.error(
-  `SALE pass (${calls} layers replaced): ppl ${pplSale.toFixed(4)} vs dense ${pplDense.toFixed(4)}: ${
+  `SALE pass (${cfg.nLayer} layers replaced): ppl ${pplSale.toFixed(4)} vs dense ${pplDense.toFixed(4)}: ${
     change >= 0 ? "+" : ""
   }${change.toFixed(3)} %, mean density ${meanDensity.toFixed(4)}, mean KL ${
     cmp.meanKl.toExponential(3)
@@ -126,6 +131,7 @@ const common = {
   tokens: N,
   threshold: p.threshold,
   backend: `cpu (${model.sgemm.name})`,
+  path: "graph forward (llama_graph.ts) on the cpu backend; SALE = the registry's sale technique graph",
   date: new Date().toISOString(),
   command: `deno run -A tests/ops/sale_fidelity.ts ${Deno.args.join(" ")}`.trim(),
 };

@@ -79,11 +79,29 @@ export interface GraphForwardOptions {
   /** Per-layer densities (`f32 [heads]`) of the attention graphs that output one (read back after the call). */
   readonly onDensity?: (density: readonly (Float32Array | undefined)[]) => void;
   /**
-   * With attention graphs: also run `dense.attn` on each such layer's own Q/K/V in the same forward and report
-   * `‖o − o_dense‖ / ‖o_dense‖` per layer (`model.sqDiff`, 8 bytes read back per layer; `undefined` for layers
-   * without a graph). Doubles those layers' attention work: time such a call separately.
+   * A graph run beside a layer's dense attention on the same Q/K/V, its outputs used only for
+   * {@link GraphForwardOptions.onCompare} (and `onDensity`): measures a technique on the dense run's own inputs.
+   * Ignored for layers with an `attentionGraph`. Prefill from position 0 only.
    */
-  readonly onLayerError?: (relErr: readonly (number | undefined)[]) => void;
+  readonly shadowGraph?: AttentionGraphFn;
+  /**
+   * Per layer, the sparse attention against dense on that layer's own inputs: for a layer with an
+   * `attentionGraph`, its output against `dense.attn` run beside it; for a layer with a `shadowGraph`, the
+   * shadow's output against the layer's dense attention. Computed on the backend (`model.sqDiff`,
+   * `model.lseRecall`; 16 bytes read back per layer); `undefined` for other layers. The extra dense (or
+   * shadow) attention costs time: time such a call separately.
+   */
+  readonly onCompare?: (layers: readonly (AttnComparison | undefined)[]) => void;
+}
+
+/** One layer's sparse attention against dense on the same inputs. */
+export interface AttnComparison {
+  /** `‖o − o_dense‖ / ‖o_dense‖`. */
+  readonly relErr: number;
+  /** Mean over heads and query rows of the attention mass inside the kept keys, `exp(lse − lse_dense)`. */
+  readonly recall: number;
+  /** The smallest row's recall. */
+  readonly minRecall: number;
 }
 
 /** What a forward call did (program reuse, time). */
@@ -247,11 +265,12 @@ export const loadLlamaGraph = (
       fromZero: boolean,
       mode: "last" | "all" | "none",
       attention: readonly (Graph | undefined)[],
-      reference: boolean,
+      shadow: readonly (Graph | undefined)[],
+      compare: boolean,
     ) =>
       Effect.gen(function* () {
         const g: GraphBuilder = graph(
-          `llama.${seq}x${capacity}${fromZero ? ".0" : ""}.${mode}${reference ? ".ref" : ""}`,
+          `llama.${seq}x${capacity}${fromZero ? ".0" : ""}.${mode}${compare ? ".cmp" : ""}`,
         );
         const inp = (name: string) => g.input(name, F32, shapes[name]);
         const tokens = g.input("tokens", anyDims("u32"), [seq]);
@@ -291,24 +310,38 @@ export const loadLlamaGraph = (
               `${p}kv`,
             );
             const sub = attention[l];
+            const qkvIn = { q: r.q, k: kv.k, v: kv.v };
+            const denseAttn = (name: string) =>
+              g.add(dense.denseAttn, { scale: 0, blockQ: 64, ...denseParams }, qkvIn as never, `${p}${name}`);
+            /** Compare a sparse attention's (o, lse) with dense's; outputs the stats as `cmp.<layer>`. */
+            const compareWith = (
+              sparse: { o: Port; lse?: Port },
+              ref: { o: Port; lse: Port },
+            ) => {
+              const err = g.add(ops.sqDiff, {}, { a: sparse.o, b: ref.o } as never, `${p}cmp_err`).sums;
+              g.output(`cmp.err.${l}`, err);
+              if (sparse.lse) {
+                g.output(
+                  `cmp.recall.${l}`,
+                  g.add(ops.lseRecall, {}, { lse: sparse.lse, lseRef: ref.lse } as never, `${p}cmp_recall`)
+                    .stats,
+                );
+              }
+              errors[l] = String(l);
+            };
             let oh: Port<"f32">;
             if (!sub) {
-              oh = g.add(dense.denseAttn, { scale: 0, blockQ: 64, ...denseParams }, {
-                q: r.q,
-                k: kv.k,
-                v: kv.v,
-              } as never, `${p}attn`).o;
-            } else {
-              oh = (yield* inline(g, sub, p, { q: r.q, k: kv.k, v: kv.v }, densities, l)) as Port<"f32">;
-              if (reference) {
-                const ref = g.add(dense.denseAttn, { scale: 0, blockQ: 64, ...denseParams }, {
-                  q: r.q,
-                  k: kv.k,
-                  v: kv.v,
-                } as never, `${p}attn_ref`).o;
-                g.output(`err.${l}`, g.add(ops.sqDiff, {}, { a: oh, b: ref }, `${p}attn_err`).sums);
-                errors[l] = `err.${l}`;
+              const d = denseAttn("attn");
+              oh = d.o;
+              const sh = shadow[l];
+              if (sh) {
+                const probe = yield* inline(g, sh, `${p}shadow.`, qkvIn, densities, l);
+                if (compare) compareWith(probe, d);
               }
+            } else {
+              const main = yield* inline(g, sub, p, qkvIn, densities, l);
+              oh = main.o as Port<"f32">;
+              if (compare) compareWith(main, denseAttn("attn_ref"));
             }
             o = g.add(ops.headsToRows, {}, { a: oh }, `${p}h2r`).o;
           }
@@ -345,7 +378,7 @@ export const loadLlamaGraph = (
       bind: Readonly<Record<string, Port>>,
       densities: string[],
       layer: number,
-    ): Effect.Effect<Port, ShapeError> =>
+    ): Effect.Effect<{ o: Port; lse?: Port }, ShapeError> =>
       Effect.gen(function* () {
         const where = `attention graph "${sub.name}" of layer ${layer}`;
         for (const i of sub.inputs) {
@@ -397,7 +430,8 @@ export const loadLlamaGraph = (
           g.output(name, resolve(dRef));
           densities[layer] = name;
         }
-        return resolve(oRef.ref);
+        const lseRef = sub.outputs.find((o) => o.name === "lse");
+        return { o: resolve(oRef.ref), ...(lseRef ? { lse: resolve(lseRef.ref) } : {}) };
       });
 
     // Programs, by shape key.
@@ -428,10 +462,13 @@ export const loadLlamaGraph = (
         const fromZero = cache.length === 0 && seq > 1;
         const attention: (Graph | undefined)[] = [];
         for (let l = 0; l < nLayer; l++) attention.push(fromZero ? opts.attentionGraph?.(l) : undefined);
-        const reference = opts.onLayerError !== undefined && attention.some((a) => a !== undefined);
-        const key = `${seq}|${cache.capacity}|${fromZero}|${mode}|${reference}|${
+        const shadow: (Graph | undefined)[] = [];
+        for (let l = 0; l < nLayer; l++) shadow.push(fromZero ? opts.shadowGraph?.(l) : undefined);
+        const compare = opts.onCompare !== undefined &&
+          (attention.some((a) => a !== undefined) || shadow.some((a) => a !== undefined));
+        const key = `${seq}|${cache.capacity}|${fromZero}|${mode}|${compare}|${
           attention.map(structKey).join(";")
-        }`;
+        }|${shadow.map(structKey).join(";")}`;
         const have = programs.get(key);
         if (have) {
           reused = true;
@@ -452,7 +489,8 @@ export const loadLlamaGraph = (
           fromZero,
           mode,
           attention,
-          reference,
+          shadow,
+          compare,
         );
         const all: Record<string, DeviceBuffer> = { ...w };
         for (let l = 0; l < nLayer; l++) {
@@ -522,17 +560,24 @@ export const loadLlamaGraph = (
           }
           opts.onDensity(out);
         }
-        if (opts.onLayerError && errors.length > 0) {
-          const out: (number | undefined)[] = [];
+        if (opts.onCompare && errors.length > 0) {
+          const out: (AttnComparison | undefined)[] = [];
           for (let l = 0; l < nLayer; l++) {
             if (!errors[l]) {
               out.push(undefined);
               continue;
             }
-            const s = (yield* program.read(errors[l])).data as Float32Array;
-            out.push(s[1] > 0 ? Math.sqrt(s[0] / s[1]) : 0);
+            const e = (yield* program.read(`cmp.err.${l}`)).data as Float32Array;
+            const hasRecall = program.graph.outputs.some((o) => o.name === `cmp.recall.${l}`);
+            const r = hasRecall ? (yield* program.read(`cmp.recall.${l}`)).data as Float32Array : undefined;
+            const rows = H * seq;
+            out.push({
+              relErr: e[1] > 0 ? Math.sqrt(e[0] / e[1]) : 0,
+              recall: r ? r[0] / rows : NaN,
+              minRecall: r ? r[1] : NaN,
+            });
           }
-          opts.onLayerError(out);
+          opts.onCompare(out);
         }
         return program;
       });

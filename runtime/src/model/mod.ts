@@ -28,6 +28,7 @@ export {
 } from "./llama.ts";
 export {
   type AttentionGraphFn,
+  type AttnComparison,
   type ForwardStats,
   generateGreedyGraph,
   type GraphForwardOptions,

@@ -200,7 +200,7 @@ export const runPassGraph = (
       yield* g.forward(prompt, c2, {
         logits: "none",
         attentionGraph: (l) => perLayer[l],
-        onLayerError: (e) => (errors = e),
+        onCompare: (c) => (errors = c.map((x) => x?.relErr)),
       });
       c2.release();
       referenceMs = performance.now() - t2;
