@@ -33,6 +33,7 @@ import { Arena } from "../wgpu/structs.ts";
 import { WgpuDevice, WgpuFailure } from "../wgpu/native.ts";
 import { wgpuLibPath } from "../paths.ts";
 import type { Ptr } from "../wgpu/ffi.ts";
+import { workgroupLimitViolation } from "../wgpu/wgsl_limits.ts";
 
 /** Options of `makeWgpuBackend`. */
 export interface WgpuBackendOptions {
@@ -202,6 +203,48 @@ const build = (dev: WgpuDevice): WgpuBackend => {
     c.wgpuBufferRelease(h);
   };
 
+  // Limits wgpu-native either does not check (workgroup memory on lavapipe) or reports without the numbers.
+  const checkKernelLimits = (kernel: Kernel) => {
+    const storage = kernel.bindings.filter((b) => b !== "uniform").length;
+    const uniform = kernel.bindings.length - storage;
+    const tooMany = (what: string, n: number, limit: string, max: number) =>
+      new KernelCompileError({
+        kernel: kernel.key,
+        message: `kernel ${kernel.key} binds ${n} ${what}, more than ${adapter.name}'s ${limit} ${max}`,
+        hint: "split the kernel into launches that bind fewer buffers, or pack tensors into one buffer",
+      });
+    if (storage > L.maxStorageBuffersPerShaderStage) {
+      throw tooMany(
+        "storage buffers",
+        storage,
+        "maxStorageBuffersPerShaderStage",
+        L.maxStorageBuffersPerShaderStage,
+      );
+    }
+    if (uniform > L.maxUniformBuffersPerShaderStage) {
+      throw tooMany(
+        "uniform buffers",
+        uniform,
+        "maxUniformBuffersPerShaderStage",
+        L.maxUniformBuffersPerShaderStage,
+      );
+    }
+    if (kernel.bindings.length > L.maxBindingsPerBindGroup) {
+      throw tooMany("bindings", kernel.bindings.length, "maxBindingsPerBindGroup", L.maxBindingsPerBindGroup);
+    }
+    if (kernel.wgsl !== "") {
+      const v = workgroupLimitViolation(kernel.key, kernel.wgsl, kernel.entryPoint, L as never);
+      if (v) {
+        throw new KernelCompileError({
+          kernel: kernel.key,
+          message: v,
+          hint:
+            "pick smaller tiles for this device (e.g. the operator's workgroupMemory parameter = backend.limits.maxComputeWorkgroupStorageSize)",
+        });
+      }
+    }
+  };
+
   const compileNow = (kernel: Kernel, spirv?: { words: Uint32Array; passthrough: boolean }): Compiled => {
     const hit = pipelines.get(kernel.key);
     if (hit) return hit;
@@ -214,6 +257,7 @@ const build = (dev: WgpuDevice): WgpuBackend => {
         throw fail("unsupported", `kernel ${kernel.key} needs "${f}", which ${adapter.name} lacks`);
       }
     }
+    checkKernelLimits(kernel);
     const arena = new Arena(dev.ffi);
     const made: { -readonly [K in keyof Compiled]?: Compiled[K] } = {};
     // Two error-scoped phases: wgpu-native aborts the process when an invalid shader module (e.g. from
@@ -323,15 +367,13 @@ const build = (dev: WgpuDevice): WgpuBackend => {
     pendingBytes = 0;
   };
 
-  const submit = (encoder: Ptr) => {
+  const submitCommands = (cmd: Ptr) => {
     pendingWrites = 0;
     pendingBytes = 0;
-    const cmd = c.wgpuCommandEncoderFinish(encoder, 0) as number;
     const arena = new Arena(dev.ffi);
     c.wgpuQueueSubmit(dev.queue, 1, arena.ptrs([cmd]));
     arena.free();
     c.wgpuCommandBufferRelease(cmd);
-    c.wgpuCommandEncoderRelease(encoder);
     // Non-blocking poll: lets wgpu-native retire finished submissions (and free their resources).
     c.wgpuDevicePoll(dev.device, 0, 0);
   };
@@ -346,7 +388,9 @@ const build = (dev: WgpuDevice): WgpuBackend => {
     try {
       const enc = c.wgpuDeviceCreateCommandEncoder(dev.device, 0) as number;
       c.wgpuCommandEncoderCopyBufferToBuffer(enc, src, offset, staging, 0, size);
-      submit(enc);
+      const cmd = c.wgpuCommandEncoderFinish(enc, 0) as number;
+      c.wgpuCommandEncoderRelease(enc);
+      submitCommands(cmd);
       dev.check();
       return dev.readMapped(staging, 0, size).subarray(0, bytes);
     } finally {
@@ -380,6 +424,20 @@ const build = (dev: WgpuDevice): WgpuBackend => {
               "out-of-memory",
               `allocate(${size}) exceeds maxBufferSize ${limits.maxBufferSize} on ${adapter.name}`,
             ),
+          );
+        }
+        if (size > limits.maxStorageBufferBindingSize) {
+          // Kernels bind whole buffers (the Backend contract), and binding a buffer larger than this limit
+          // makes wgpu-native abort the process at submit: refuse it here, before any work is done.
+          return Effect.fail(
+            new BackendError({
+              backend: "wgpu",
+              reason: "out-of-memory",
+              message:
+                `allocate(${size}) "${label}" exceeds maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize} on ${adapter.name} (kernels bind whole buffers)`,
+              hint:
+                "split the tensor (fewer tokens or heads per launch, a shorter context) so each buffer fits backend.limits.maxStorageBufferBindingSize",
+            }),
           );
         }
         return guard(() => {
@@ -486,6 +544,30 @@ const build = (dev: WgpuDevice): WgpuBackend => {
                 );
               }
             }
+            const writable = new Set<number>();
+            l.kernel.bindings.forEach((access, i) => {
+              if (access === "read_write") writable.add(l.buffers[i].id);
+            });
+            l.kernel.bindings.forEach((access, i) => {
+              const b = l.buffers[i];
+              const max = access === "uniform" ? uniformMax : limits.maxStorageBufferBindingSize;
+              if (b.bytes > max) {
+                throw fail(
+                  "validation",
+                  `kernel ${l.kernel.key} binding ${i} (${access}): buffer #${b.id} "${b.label}" has ${b.bytes} bytes, more than the ${
+                    access === "uniform"
+                      ? `uniform binding limit ${uniformMax}`
+                      : `maxStorageBufferBindingSize ${max}`
+                  }`,
+                );
+              }
+              if (access !== "read_write" && writable.has(b.id)) {
+                throw fail(
+                  "validation",
+                  `kernel ${l.kernel.key} binds buffer #${b.id} "${b.label}" both read_write and ${access} in one launch (a WebGPU usage conflict)`,
+                );
+              }
+            });
             return {
               launch: l,
               compiled: compileNow(l.kernel),
@@ -498,7 +580,49 @@ const build = (dev: WgpuDevice): WgpuBackend => {
           let querySet = 0;
           let resolve = 0;
           try {
-            const enc = c.wgpuDeviceCreateCommandEncoder(dev.device, 0) as number;
+            const groupOf = (p: typeof plans[number]): Ptr => {
+              const hit = bindGroups.get(p.groupKey);
+              if (hit !== undefined) return hit.group;
+              const made = dev.scoped(() =>
+                c.wgpuDeviceCreateBindGroup(
+                  dev.device,
+                  arena.struct("WGPUBindGroupDescriptor", {
+                    layout: p.compiled.bgl,
+                    entryCount: p.handles.length,
+                    entries: arena.array(
+                      "WGPUBindGroupEntry",
+                      p.handles.map((h, b) => ({
+                        binding: b,
+                        buffer: h,
+                        offset: 0,
+                        size: 0xffffffffffffffffn,
+                      })),
+                    ),
+                  }).ptr,
+                ) as number
+              );
+              const group = made.value;
+              if (made.error || !group) {
+                // An invalid bind group reaching wgpuQueueSubmit aborts the process: fail here instead.
+                if (group) c.wgpuBindGroupRelease(group);
+                throw fail(
+                  made.error?.type === "out-of-memory" ? "out-of-memory" : "validation",
+                  `kernel ${p.launch.kernel.key}: bind group refused: ${made.error?.message ?? "NULL"}`,
+                );
+              }
+              const ids = p.launch.buffers.map((b) => b.id);
+              bindGroups.set(p.groupKey, { group, ids });
+              for (const id of ids) {
+                const keys = groupsOfBuffer.get(id);
+                if (keys) keys.add(p.groupKey);
+                else groupsOfBuffer.set(id, new Set([p.groupKey]));
+              }
+              return group;
+            };
+            // Bind groups first (each inside error scopes), then the whole encoding inside error scopes too:
+            // an invalid command buffer reaching wgpuQueueSubmit aborts the process (wgpu-native's
+            // handle_error_fatal), so a command buffer is submitted only when its encoding raised nothing.
+            const groups = plans.map(groupOf);
             if (timed) {
               querySet = c.wgpuDeviceCreateQuerySet(
                 dev.device,
@@ -513,63 +637,52 @@ const build = (dev: WgpuDevice): WgpuBackend => {
                 "timestamps",
               );
             }
-            let pass = 0;
-            const groupOf = (p: typeof plans[number]): Ptr => {
-              const hit = bindGroups.get(p.groupKey);
-              if (hit !== undefined) return hit.group;
-              const group = c.wgpuDeviceCreateBindGroup(
-                dev.device,
-                arena.struct("WGPUBindGroupDescriptor", {
-                  layout: p.compiled.bgl,
-                  entryCount: p.handles.length,
-                  entries: arena.array(
-                    "WGPUBindGroupEntry",
-                    p.handles.map((h, b) => ({
-                      binding: b,
-                      buffer: h,
-                      offset: 0,
-                      size: 0xffffffffffffffffn,
-                    })),
-                  ),
-                }).ptr,
-              ) as number;
-              const ids = p.launch.buffers.map((b) => b.id);
-              bindGroups.set(p.groupKey, { group, ids });
-              for (const id of ids) {
-                const keys = groupsOfBuffer.get(id);
-                if (keys) keys.add(p.groupKey);
-                else groupsOfBuffer.set(id, new Set([p.groupKey]));
+            const encoded = dev.scoped(() => {
+              const enc = c.wgpuDeviceCreateCommandEncoder(dev.device, 0) as number;
+              let pass = 0;
+              plans.forEach((p, i) => {
+                const group = groups[i];
+                if (timed || pass === 0) {
+                  const desc = timed
+                    ? arena.struct("WGPUComputePassDescriptor", {
+                      timestampWrites: arena.struct("WGPUPassTimestampWrites", {
+                        querySet,
+                        beginningOfPassWriteIndex: 2 * i,
+                        endOfPassWriteIndex: 2 * i + 1,
+                      }).ptr,
+                    }).ptr
+                    : 0;
+                  pass = c.wgpuCommandEncoderBeginComputePass(enc, desc) as number;
+                }
+                c.wgpuComputePassEncoderSetPipeline(pass, p.compiled.pipeline);
+                c.wgpuComputePassEncoderSetBindGroup(pass, 0, group, 0, 0);
+                const [x, y, z] = p.launch.workgroups;
+                c.wgpuComputePassEncoderDispatchWorkgroups(pass, x, y, z);
+                if (timed || i === plans.length - 1) {
+                  c.wgpuComputePassEncoderEnd(pass);
+                  c.wgpuComputePassEncoderRelease(pass);
+                  pass = 0;
+                }
+              });
+              if (timed) {
+                c.wgpuCommandEncoderResolveQuerySet(enc, querySet, 0, 2 * plans.length, resolve, 0);
               }
-              return group;
-            };
-            plans.forEach((p, i) => {
-              const group = groupOf(p);
-              if (timed || pass === 0) {
-                const desc = timed
-                  ? arena.struct("WGPUComputePassDescriptor", {
-                    timestampWrites: arena.struct("WGPUPassTimestampWrites", {
-                      querySet,
-                      beginningOfPassWriteIndex: 2 * i,
-                      endOfPassWriteIndex: 2 * i + 1,
-                    }).ptr,
-                  }).ptr
-                  : 0;
-                pass = c.wgpuCommandEncoderBeginComputePass(enc, desc) as number;
-              }
-              c.wgpuComputePassEncoderSetPipeline(pass, p.compiled.pipeline);
-              c.wgpuComputePassEncoderSetBindGroup(pass, 0, group, 0, 0);
-              const [x, y, z] = p.launch.workgroups;
-              c.wgpuComputePassEncoderDispatchWorkgroups(pass, x, y, z);
-              if (timed || i === plans.length - 1) {
-                c.wgpuComputePassEncoderEnd(pass);
-                c.wgpuComputePassEncoderRelease(pass);
-                pass = 0;
-              }
+              const cmd = c.wgpuCommandEncoderFinish(enc, 0) as number;
+              c.wgpuCommandEncoderRelease(enc);
+              return cmd;
             });
-            if (timed) {
-              c.wgpuCommandEncoderResolveQuerySet(enc, querySet, 0, 2 * plans.length, resolve, 0);
+            if (encoded.error || !encoded.value) {
+              if (encoded.value) c.wgpuCommandBufferRelease(encoded.value);
+              throw fail(
+                encoded.error?.type === "out-of-memory" ? "out-of-memory" : "validation",
+                `dispatch of ${plans.length} launch(es) (${
+                  [...new Set(plans.map((p) => p.launch.kernel.key))].slice(0, 4).join(", ")
+                }) refused before submit: ${
+                  encoded.error?.message ?? "wgpuCommandEncoderFinish returned NULL"
+                }`,
+              );
             }
-            submit(enc);
+            submitCommands(encoded.value);
             dev.check();
             if (!timed) return undefined;
             const raw = readBack(resolve, 0, 16 * plans.length);
