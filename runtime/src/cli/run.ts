@@ -375,6 +375,7 @@ const main = (i: Input) =>
         name: source.name,
         ...(source.title ? { title: source.title } : {}),
         tokensTotal: prompt.docTokensTotal,
+        tokensTotalIsLowerBound: prompt.docTokensTotalIsLowerBound,
         tokensKept: prompt.docTokensKept,
         tokensUsed: prompt.docTokens,
         truncated: prompt.truncated,
@@ -428,7 +429,7 @@ const main = (i: Input) =>
       `longctx run — ${report.runtime}`,
       `model     ${modelId}: ${cfg.nLayer} layers, ${cfg.nHead}/${cfg.nKvHead} heads, d=${cfg.headDim} (${file})`,
       `document  ${source.kind === "bundled" ? `${source.name} — ${source.title}` : source.name}: ` +
-      `${prompt.docTokensTotal} tokens` +
+      `${prompt.docTokensTotalIsLowerBound ? "more than " : ""}${prompt.docTokensTotal} tokens` +
       (prompt.truncated ? `, first ${prompt.docTokensKept} kept (--truncate)` : ", all kept"),
       ...(prompt.planted
         ? [
