@@ -177,7 +177,11 @@ export const tinyKv = (over: Record<string, Kv | null> = {}): Kv[] => {
 };
 
 /** The tiny llama's tensors (seeded values), with optional per-name replacement. */
-export const tinyTensors = (over: Record<string, Partial<TensorSpec>> = {}, seed = 1): TensorSpec[] => {
+export const tinyTensors = (
+  over: Record<string, Partial<TensorSpec>> = {},
+  seed = 1,
+  layers = 1,
+): TensorSpec[] => {
   const { E, H, KH, D, F, V } = TINY;
   const rnd = mulberry32(seed);
   const t = (name: string, shape: number[]): TensorSpec => {
@@ -186,19 +190,21 @@ export const tinyTensors = (over: Record<string, Partial<TensorSpec>> = {}, seed
     for (let i = 0; i < n; i++) data[i] = (rnd() - 0.5) * 0.2 + (name.includes("norm") ? 1 : 0);
     return { name, shape, data, ...over[name] };
   };
-  return [
-    t("token_embd.weight", [E, V]),
-    t("output_norm.weight", [E]),
-    t("blk.0.attn_norm.weight", [E]),
-    t("blk.0.attn_q.weight", [E, H * D]),
-    t("blk.0.attn_k.weight", [E, KH * D]),
-    t("blk.0.attn_v.weight", [E, KH * D]),
-    t("blk.0.attn_output.weight", [H * D, E]),
-    t("blk.0.ffn_norm.weight", [E]),
-    t("blk.0.ffn_gate.weight", [E, F]),
-    t("blk.0.ffn_up.weight", [E, F]),
-    t("blk.0.ffn_down.weight", [F, E]),
-  ];
+  const out = [t("token_embd.weight", [E, V]), t("output_norm.weight", [E])];
+  for (let l = 0; l < layers; l++) {
+    out.push(
+      t(`blk.${l}.attn_norm.weight`, [E]),
+      t(`blk.${l}.attn_q.weight`, [E, H * D]),
+      t(`blk.${l}.attn_k.weight`, [E, KH * D]),
+      t(`blk.${l}.attn_v.weight`, [E, KH * D]),
+      t(`blk.${l}.attn_output.weight`, [H * D, E]),
+      t(`blk.${l}.ffn_norm.weight`, [E]),
+      t(`blk.${l}.ffn_gate.weight`, [E, F]),
+      t(`blk.${l}.ffn_up.weight`, [E, F]),
+      t(`blk.${l}.ffn_down.weight`, [F, E]),
+    );
+  }
+  return out;
 };
 
 /** A valid tiny llama GGUF. */

@@ -42,6 +42,7 @@ import { type BackendChoice, describeBackend, selectBackend } from "../backends/
 import { parseTokens } from "./plan.ts";
 import { buildPrompt, readInput } from "./run/prompt.ts";
 import { compareOverDocument, type LayerChoice, type PassResult, runPass } from "./run/execute.ts";
+import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
 
@@ -331,13 +332,9 @@ const main = (i: Input) =>
     const rDense: PassResult = yield* pass("dense", dense);
     const rPipe: PassResult = sparse ? yield* pass("pipeline", choices) : rDense;
     t = performance.now();
-    const cmp = compareOverDocument(
-      model,
-      prompt.ids,
-      prompt.docStart,
-      prompt.docTokens,
-      rDense.hidden,
-      rPipe.hidden,
+    const cmp = yield* assertFiniteMetrics(
+      compareOverDocument(model, prompt.ids, prompt.docStart, prompt.docTokens, rDense.hidden, rPipe.hidden),
+      "document comparison",
     );
     phases.metricsMs = performance.now() - t;
     yield* Effect.promise(() => selection.backend.close().pipe(Effect.runPromise));

@@ -12,7 +12,13 @@ import { Effect } from "effect";
 import type { ShapeError } from "@longctx/graph";
 import { sale } from "@longctx/ops";
 import { argmax, type AttentionFn, denseCausalAttention, type LlamaModel } from "../../model/llama.ts";
-import { compareLogits, logSumExp } from "../../model/metrics.ts";
+import {
+  assertFinite,
+  compareLogits,
+  finiteAttention,
+  logSumExp,
+  type NonFiniteError,
+} from "../../model/metrics.ts";
 
 /** The attention of one layer. */
 export type LayerChoice = { readonly kind: "dense" } | {
@@ -65,7 +71,8 @@ const relErr = (a: Float32Array, b: Float32Array): number => {
 /**
  * Prefill `prompt` in one forward call with `choices[layer]` as each layer's attention, then greedily decode
  * up to `maxNew` tokens (stopping at EOS / `<|im_end|>`). Times in ms. Fails with `ShapeError` as
- * `LlamaModel.forward` (empty prompt, out-of-range ids, cache overflow).
+ * `LlamaModel.forward` (empty prompt, out-of-range ids, cache overflow), and with `NonFiniteError` naming the
+ * layer and step when an attention input or output, the final hidden states or a step's logits hold NaN/∞.
  */
 export const runPass = (
   model: LlamaModel,
@@ -73,9 +80,10 @@ export const runPass = (
   choices: readonly LayerChoice[],
   maxNew: number,
   progress: PassProgress = {},
-): Effect.Effect<PassResult, ShapeError> =>
+): Effect.Effect<PassResult, ShapeError | NonFiniteError> =>
   Effect.gen(function* () {
     const layers: LayerStats[] = [];
+    let step = "prefill";
     let referenceMs = 0;
     let inPrefill = true;
     const gemm = (...a: Parameters<LlamaModel["sgemm"]["gemm"]>) => model.sgemm.gemm(...a);
@@ -112,22 +120,37 @@ export const runPass = (
       progress.layer?.(ctx.layer);
       return o;
     };
+    const finite = finiteAttention(attention, () => step);
+    const checked = (h: Float32Array) =>
+      Effect.gen(function* () {
+        const bad = finite.take();
+        if (bad) return yield* bad;
+        yield* assertFinite(h, `${step} final hidden states`);
+        return h;
+      });
     const cache = model.newCache(prompt.length + maxNew);
     const t0 = performance.now();
-    const hidden = yield* model.forward(prompt, cache, { attention });
+    const hidden = yield* checked(yield* model.forward(prompt, cache, { attention: finite.attention }));
     const prefillMs = performance.now() - t0 - referenceMs;
     inPrefill = false;
     const tok = model.tokenizer;
     const t1 = performance.now();
     const ids: number[] = [];
-    let next = argmax(model.logits(hidden, prompt.length - 1, 1));
+    const nextOf = (h: Float32Array, row: number) =>
+      Effect.gen(function* () {
+        const lg = model.logits(h, row, 1);
+        yield* assertFinite(lg, `${step} logits`);
+        return argmax(lg);
+      });
+    let next = yield* nextOf(hidden, prompt.length - 1);
     while (ids.length < maxNew) {
       if (next === tok.eosId || tok.controlIds.has(next)) break;
       ids.push(next);
       progress.token?.(ids.length);
       if (ids.length === maxNew) break;
-      const h = yield* model.forward([next], cache, { attention });
-      next = argmax(model.logits(h, 0, 1));
+      step = `decode step ${ids.length}`;
+      const h = yield* checked(yield* model.forward([next], cache, { attention: finite.attention }));
+      next = yield* nextOf(h, 0);
     }
     return {
       hidden,
