@@ -14,11 +14,15 @@ import { InputError } from "@longctx/graph";
 import { openGguf, parseGguf, tensorF32 } from "../../runtime/src/model/gguf.ts";
 import { loadLlama } from "../../runtime/src/model/llama.ts";
 import { type Kv, T, TINY, tinyGguf, tinyKv, tinyTensors, writeGguf } from "./gguf_writer.ts";
+import { loadSgemm } from "../../runtime/src/model/blas.ts";
+// OpenBLAS is loaded once per process and kept (runtime/src/model/blas.ts): load it before any test, so the
+// resource sanitizer sees a library held for the process, not one a test forgot to close.
+await loadSgemm();
 
 const refused = async (bytes: Uint8Array, pattern: RegExp) => {
   const r = await Effect.runPromise(Effect.result(parseGguf(bytes, "hostile.gguf")));
   assert.equal(r._tag, "Failure", `accepted; expected ${pattern}`);
-  const e = (r as { failure: unknown }).failure;
+  const e = (r as { failure: unknown }).failure as InputError;
   assert.ok(e instanceof InputError, String(e));
   assert.match(e.message, pattern);
   assert.ok(e.hint.length > 0);

@@ -13,6 +13,10 @@ import { loadLlama } from "../../runtime/src/model/llama.ts";
 import { assertFiniteMetrics, compareLogits, NonFiniteError } from "../../runtime/src/model/metrics.ts";
 import { compareOverDocument, runPass } from "../../runtime/src/cli/run/execute.ts";
 import { T, tinyKv, tinyTensors, writeGguf } from "./gguf_writer.ts";
+import { loadSgemm } from "../../runtime/src/model/blas.ts";
+// OpenBLAS is loaded once per process and kept (runtime/src/model/blas.ts): load it before any test, so the
+// resource sanitizer sees a library held for the process, not one a test forgot to close.
+await loadSgemm();
 
 const tinyModel = async (edit: (name: string, data: Float32Array) => void) => {
   const tensors = tinyTensors({}, 7, 2);
@@ -37,7 +41,7 @@ test("overflowing (finite) layer-0 FFN weights: NonFiniteError names layer 1's i
   const m = await tinyModel((name, d) => {
     if (name === "blk.0.ffn_gate.weight" || name === "blk.0.ffn_up.weight") d.fill(1e30); // gate·up overflows f32
   });
-  const e = await Effect.runPromise(Effect.flip(runPass(m, prompt, dense2, 3)));
+  const e = (await Effect.runPromise(Effect.flip(runPass(m, prompt, dense2, 3)))) as NonFiniteError;
   assert.ok(e instanceof NonFiniteError, String(e));
   assert.equal(e.layer, 1);
   assert.match(e.where, /prefill, layer 1 attention input q \(produced by layer 0\)/);
@@ -48,7 +52,7 @@ test("overflow in the last layer's FFN is caught at the final hidden states", as
   const m = await tinyModel((name, d) => {
     if (name === "blk.1.ffn_gate.weight" || name === "blk.1.ffn_up.weight") d.fill(1e30);
   });
-  const e = await Effect.runPromise(Effect.flip(runPass(m, prompt, dense2, 3)));
+  const e = (await Effect.runPromise(Effect.flip(runPass(m, prompt, dense2, 3)))) as NonFiniteError;
   assert.ok(e instanceof NonFiniteError, String(e));
   assert.match(e.where, /prefill final hidden states/);
 });

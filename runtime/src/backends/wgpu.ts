@@ -41,6 +41,11 @@ export interface WgpuBackendOptions {
   readonly libPath?: string;
   /** Prefer a low-power adapter (default: high performance). */
   readonly lowPower?: boolean;
+  /**
+   * Device limits to request instead of the adapter's own (WGPULimits names, e.g. `maxStorageBufferBindingSize`),
+   * e.g. lower ones to test a smaller device. A request beyond the adapter fails with `unsupported`.
+   */
+  readonly limits?: Readonly<Record<string, number>>;
 }
 
 /** The `wgpu` backend plus native facts and a test hook. */
@@ -125,13 +130,28 @@ const enableFeature = {
  * the adapter's limits and the features in `WANTED_FEATURES` it has (timestamp queries, shader-f16,
  * subgroups, cooperative matrix, immediates, …).
  *
- * Fails with `BackendError` reason `library-missing` (library not found or not loadable) or `no-adapter`
- * (no Vulkan/Metal/DX12 adapter, or device creation refused).
+ * Fails with `BackendError` reason `library-missing` (library not found or not loadable), `no-adapter` (no
+ * Vulkan/Metal/DX12/GL adapter at all) or `unsupported` (the adapter refused the device: limits or features).
  */
 export const makeWgpuBackend = (options: WgpuBackendOptions = {}): Effect.Effect<WgpuBackend, BackendError> =>
   Effect.tryPromise({
-    try: () => WgpuDevice.open({ libPath: options.libPath ?? wgpuLibPath(), lowPower: options.lowPower }),
-    catch: toBackendError,
+    try: () =>
+      WgpuDevice.open({
+        libPath: options.libPath ?? wgpuLibPath(),
+        lowPower: options.lowPower,
+        limits: options.limits,
+      }),
+    catch: (e) =>
+      e instanceof WgpuFailure && e.reason === "unsupported" && e.message.startsWith("device request refused")
+        ? new BackendError({
+          backend: "wgpu",
+          reason: "unsupported",
+          message: e.message,
+          hint:
+            "the adapter cannot give the requested limits or features (the message names them): request " +
+            "less (WgpuBackendOptions.limits) or use a larger device; the driver itself is installed",
+        })
+        : toBackendError(e),
   }).pipe(Effect.map(build));
 
 const build = (dev: WgpuDevice): WgpuBackend => {

@@ -38,7 +38,12 @@ import {
 } from "@longctx/plans";
 import { modelPath } from "../paths.ts";
 import { loadLlama } from "../model/llama.ts";
-import { type BackendChoice, describeBackend, selectBackend } from "../backends/select.ts";
+import {
+  type BackendChoice,
+  describeBackend,
+  plannerProfileName,
+  selectBackend,
+} from "../backends/select.ts";
 import { parseTokens } from "./plan.ts";
 import { buildPrompt, readInput } from "./run/prompt.ts";
 import { compareOverDocument, type LayerChoice, type PassResult, runPass } from "./run/execute.ts";
@@ -170,15 +175,6 @@ const choicesFromPlan = (p: Plan, nLayer: number): { choices: LayerChoice[]; war
 };
 
 /** The planner profile for a backend: h200 / lavapipe for wgpu by adapter name, cpu for the cpu backend. */
-const profileNameFor = (kind: string, adapter: string): string =>
-  kind === "cpu"
-    ? "cpu"
-    : /h200/i.test(adapter)
-    ? "h200"
-    : /llvmpipe|lavapipe/i.test(adapter)
-    ? "lavapipe"
-    : kind;
-
 const main = (i: Input) =>
   Effect.gen(function* () {
     const tStart = performance.now();
@@ -254,7 +250,7 @@ const main = (i: Input) =>
     let choices: LayerChoice[];
     let planSource: string;
     let planJson: Plan | undefined;
-    const profileName = profileNameFor(selection.backend.kind, selection.backend.adapter.name);
+    const profileName = plannerProfileName(selection.backend);
     // The planner is always asked (≈1 ms); `--pipeline dense|sale` overrides its choice.
     const names = builtinProfileNames();
     const useProfile = names.includes(profileName) ? profileName : names[0];

@@ -110,3 +110,49 @@ test(
   },
   { ignore: !existsSync(wgpuLibPath()), timeout: 300_000 },
 );
+
+test(
+  `wgpu (${runtimeName()}): ${CYCLES} refused dispatches (error scopes, invalid encodings) leak nothing`,
+  async () => {
+    const b = await Effect.runPromise(makeWgpuBackend());
+    try {
+      // Needs 4096 bytes of binding; a 4-byte buffer makes wgpu refuse the encoding (late binding-size check),
+      // which goes through the error-scoped path that releases the command buffer without submitting it.
+      const fixed: Kernel = {
+        key: "test.fixed",
+        entryPoint: "main",
+        bindings: ["read_write"],
+        wgsl: `@group(0) @binding(0) var<storage, read_write> v: array<u32, 1024>;
+@compute @workgroup_size(1) fn main() { v[0] = 1u; }`,
+      };
+      const refused = Effect.gen(function* () {
+        const buf = yield* b.allocate(4, "tiny");
+        const r = yield* Effect.result(
+          b.dispatch([{ kernel: fixed, buffers: [buf], workgroups: [1, 1, 1] }]),
+        );
+        b.release(buf);
+        if (r._tag === "Success") throw new Error("the invalid dispatch was accepted");
+      });
+      const run = (n: number) => Effect.runSync(Effect.repeat(refused, { times: n - 1 }));
+      run(2_000);
+      collect();
+      const rss0 = process.memoryUsage().rss;
+      const t0 = performance.now();
+      run(CYCLES);
+      await Effect.runPromise(b.sync());
+      collect();
+      const grow = (process.memoryUsage().rss - rss0) / 2 ** 20;
+      console.log(
+        `${runtimeName()}: ${CYCLES} refused dispatches ${
+          (performance.now() - t0).toFixed(0)
+        } ms, RSS growth ${grow.toFixed(1)} MiB (bound ${RSS_BOUND_MIB}), live ${JSON.stringify(b.live())}`,
+      );
+      assert.deepEqual(b.live(), { buffers: 0, bytes: 0 });
+      assert.equal((b as { cachedBindGroups(): number }).cachedBindGroups(), 0);
+      assert.ok(grow < RSS_BOUND_MIB, `RSS grew ${grow.toFixed(1)} MiB`);
+    } finally {
+      await Effect.runPromise(b.close());
+    }
+  },
+  { ignore: !existsSync(wgpuLibPath()), timeout: 300_000 },
+);

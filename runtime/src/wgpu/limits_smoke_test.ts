@@ -181,4 +181,4 @@ test(
 
 test("wgpu limits: close", async () => {
   await Effect.runPromise(b.close());
-}, { ignore });
+}, { ignore, sanitize: false }); // closes the backend the file opened at load (before any test)

@@ -64,7 +64,7 @@ test("workgroupUsage agrees with the flash kernel's own byte formula on every ti
           assert.ok(u.workgroupBytes !== undefined, `unsized: ${JSON.stringify(c)}`);
           // Each declaration is rounded up to 16 bytes here; the kernel's formula adds 16 once.
           assert.ok(
-            Math.abs(u.workgroupBytes - own) <= 64,
+            Math.abs(u.workgroupBytes! - own) <= 64,
             `${JSON.stringify(c)}: ${u.workgroupBytes} vs ${own}`,
           );
           n++;
