@@ -33,7 +33,7 @@ import { Arena } from "../wgpu/structs.ts";
 import { WgpuDevice, WgpuFailure } from "../wgpu/native.ts";
 import { wgpuLibPath } from "../paths.ts";
 import type { Ptr } from "../wgpu/ffi.ts";
-import { workgroupLimitViolation } from "../wgpu/wgsl_limits.ts";
+import { bindingMinSizes, workgroupLimitViolation } from "../wgpu/wgsl_limits.ts";
 
 /** Options of `makeWgpuBackend`. */
 export interface WgpuBackendOptions {
@@ -160,6 +160,12 @@ const build = (dev: WgpuDevice): WgpuBackend => {
   const uniformMax = Math.min(65536, L.maxUniformBufferBindingSize);
   const buffers = new Map<number, BufRec>();
   const pipelines = new Map<string, Compiled>();
+  const minSizes = new Map<string, Map<number, number>>();
+  const minSizesOf = (k: Kernel) => {
+    let m = minSizes.get(k.key);
+    if (!m) minSizes.set(k.key, m = k.wgsl === "" ? new Map() : bindingMinSizes(k.wgsl));
+    return m;
+  };
   // Bind groups, cached per (kernel, buffer ids): a model's forward re-dispatches the same kernels on the same
   // buffers every call, and creating a bind group costs wgpu-native validation and tracking on every launch.
   // Buffer ids are never reused, so a key never refers to a different buffer; releasing a buffer drops (and
@@ -581,6 +587,13 @@ const build = (dev: WgpuDevice): WgpuBackend => {
                   }`,
                 );
               }
+              const need = minSizesOf(l.kernel).get(i);
+              if (need !== undefined && b.bytes < need) {
+                throw fail(
+                  "validation",
+                  `kernel ${l.kernel.key} binding ${i} (${access}) needs at least ${need} bytes (its declared type), buffer #${b.id} "${b.label}" has ${b.bytes}`,
+                );
+              }
               if (access !== "read_write" && writable.has(b.id)) {
                 throw fail(
                   "validation",
@@ -603,31 +616,32 @@ const build = (dev: WgpuDevice): WgpuBackend => {
             const groupOf = (p: typeof plans[number]): Ptr => {
               const hit = bindGroups.get(p.groupKey);
               if (hit !== undefined) return hit.group;
-              const made = dev.scoped(() =>
-                c.wgpuDeviceCreateBindGroup(
-                  dev.device,
-                  arena.struct("WGPUBindGroupDescriptor", {
-                    layout: p.compiled.bgl,
-                    entryCount: p.handles.length,
-                    entries: arena.array(
-                      "WGPUBindGroupEntry",
-                      p.handles.map((h, b) => ({
-                        binding: b,
-                        buffer: h,
-                        offset: 0,
-                        size: 0xffffffffffffffffn,
-                      })),
-                    ),
-                  }).ptr,
-                ) as number
-              );
-              const group = made.value;
-              if (made.error || !group) {
+              const group = c.wgpuDeviceCreateBindGroup(
+                dev.device,
+                arena.struct("WGPUBindGroupDescriptor", {
+                  layout: p.compiled.bgl,
+                  entryCount: p.handles.length,
+                  entries: arena.array(
+                    "WGPUBindGroupEntry",
+                    p.handles.map((h, b) => ({
+                      binding: b,
+                      buffer: h,
+                      offset: 0,
+                      size: 0xffffffffffffffffn,
+                    })),
+                  ),
+                }).ptr,
+              ) as number;
+              // wgpu-native reports a bad bind group through the uncaptured-error callback, synchronously,
+              // inside the call (dispatch starts with no pending error: `dev.check()` above). Cheaper than an
+              // error scope per call, whose push/pop cost ~370 B of native memory per call under Deno 2.9's FFI.
+              const errs = dev.takeErrors();
+              if (errs.length > 0 || !group) {
                 // An invalid bind group reaching wgpuQueueSubmit aborts the process: fail here instead.
                 if (group) c.wgpuBindGroupRelease(group);
                 throw fail(
-                  made.error?.type === "out-of-memory" ? "out-of-memory" : "validation",
-                  `kernel ${p.launch.kernel.key}: bind group refused: ${made.error?.message ?? "NULL"}`,
+                  errs[0]?.type === "out-of-memory" ? "out-of-memory" : "validation",
+                  `kernel ${p.launch.kernel.key}: bind group refused: ${errs[0]?.message ?? "NULL"}`,
                 );
               }
               const ids = p.launch.buffers.map((b) => b.id);
@@ -639,9 +653,9 @@ const build = (dev: WgpuDevice): WgpuBackend => {
               }
               return group;
             };
-            // Bind groups first (each inside error scopes), then the whole encoding inside error scopes too:
-            // an invalid command buffer reaching wgpuQueueSubmit aborts the process (wgpu-native's
-            // handle_error_fatal), so a command buffer is submitted only when its encoding raised nothing.
+            // Bind groups first, then the whole encoding, each followed by a check of the errors wgpu-native
+            // raised meanwhile: an invalid command buffer reaching wgpuQueueSubmit aborts the process
+            // (wgpu-native's handle_error_fatal), so a command buffer is submitted only when nothing was raised.
             const groups = plans.map(groupOf);
             if (timed) {
               querySet = c.wgpuDeviceCreateQuerySet(
@@ -657,7 +671,7 @@ const build = (dev: WgpuDevice): WgpuBackend => {
                 "timestamps",
               );
             }
-            const encoded = dev.scoped(() => {
+            const encoded = (() => {
               const enc = c.wgpuDeviceCreateCommandEncoder(dev.device, 0) as number;
               let pass = 0;
               plans.forEach((p, i) => {
@@ -689,10 +703,13 @@ const build = (dev: WgpuDevice): WgpuBackend => {
               }
               const cmd = c.wgpuCommandEncoderFinish(enc, 0) as number;
               c.wgpuCommandEncoderRelease(enc);
-              return cmd;
-            });
+              return { value: cmd, error: dev.takeErrors()[0] };
+            })();
             if (encoded.error || !encoded.value) {
               if (encoded.value) c.wgpuCommandBufferRelease(encoded.value);
+              // Let wgpu-native free what this dispatch and the caller released (it frees on poll; a loop of
+              // refused dispatches would otherwise never poll).
+              c.wgpuDevicePoll(dev.device, 0, 0);
               throw fail(
                 encoded.error?.type === "out-of-memory" ? "out-of-memory" : "validation",
                 `dispatch of ${plans.length} launch(es) (${

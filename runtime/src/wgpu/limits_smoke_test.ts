@@ -82,7 +82,17 @@ test(
     );
     const e3 = await failure(b.dispatch([{ kernel: fixed, buffers: [tiny], workgroups: [1, 1, 1] }]));
     assert.ok(e3 instanceof BackendError && e3.reason === "validation", String(e3));
-    assert.match(e3.message, /refused before submit|bind group refused/);
+    assert.match(e3.message, /binding 0 \(read_write\) needs at least 4096 bytes .* has 4/);
+    // The same size rule through wgpu's own validation (the static check does not model @size): the encoding is
+    // refused before submit and the backend keeps working.
+    const sized = kernel(
+      "limits-min-binding-sized",
+      "struct S { @size(4096) a: u32 }\n@group(0) @binding(0) var<storage, read_write> s: S;\n@compute @workgroup_size(1) fn main() { s.a = 1u; }",
+      ["read_write"],
+    );
+    const e4 = await failure(b.dispatch([{ kernel: sized, buffers: [tiny], workgroups: [1, 1, 1] }]));
+    assert.ok(e4 instanceof BackendError && e4.reason === "validation", String(e4));
+    assert.match(e4.message, /refused before submit|bind group refused/);
     b.release(big);
     b.release(tiny);
     await stillWorks();

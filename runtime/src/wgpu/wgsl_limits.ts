@@ -97,6 +97,63 @@ export const wgslTypeLayout = (type: string, consts: Map<string, number> = new M
   return undefined;
 };
 
+/** The element type of a runtime-sized `array<T>` (one type argument), else undefined. */
+const runtimeElement = (t: string): string | undefined => {
+  const m = /^array\s*<(.*)>$/s.exec(t.trim());
+  if (!m) return undefined;
+  const args = splitTop(m[1]);
+  return args.length === 1 ? args[0] : undefined;
+};
+
+/** Module-scope structs (`struct S { a: f32, b: array<u32, 4> }`) with their layouts, in declaration order. */
+const moduleStructs = (src: string, consts: Map<string, number>): Map<string, Layout> => {
+  const out = new Map<string, Layout>();
+  for (const r of src.matchAll(/struct\s+([A-Za-z_]\w*)\s*\{([^}]*)\}/g)) {
+    let off = 0, align = 1, ok = true;
+    for (const field of splitTop(r[2].replace(/@\w+(\([^)]*\))?/g, ""))) {
+      const m = /^[A-Za-z_]\w*\s*:\s*(.+)$/s.exec(field.trim());
+      if (!m) continue;
+      const t = m[1].trim();
+      const runtime = runtimeElement(t);
+      const l = runtime !== undefined ? layoutIn(runtime, consts, out) : layoutIn(t, consts, out);
+      if (!l) {
+        ok = false;
+        break;
+      }
+      off = roundUp(l.align, off) + (runtime !== undefined ? roundUp(l.align, l.size) : l.size);
+      align = Math.max(align, l.align);
+    }
+    if (ok) out.set(r[1], { size: roundUp(align, off), align });
+  }
+  return out;
+};
+
+const layoutIn = (t: string, consts: Map<string, number>, structs: Map<string, Layout>): Layout | undefined =>
+  structs.get(t.trim()) ?? wgslTypeLayout(t, consts);
+
+/**
+ * The minimum bytes each `@group(0) @binding(i)` buffer must hold for a kernel: the size of its declared type,
+ * with a runtime-sized array (`array<T>`, alone or as a struct's last member) counted as one element — WebGPU's
+ * minimum binding size. A buffer below it makes wgpu refuse the encoding, and each error wgpu-native reports
+ * costs native memory it never returns (see docs/RELIABILITY.md), so backends check this first. Bindings whose
+ * type cannot be sized are absent from the map.
+ */
+export const bindingMinSizes = (wgsl: string): Map<number, number> => {
+  const src = wgsl.replace(/\/\/[^\n]*/g, "").replace(/\/\*[\s\S]*?\*\//g, "");
+  const consts = moduleConsts(src);
+  const structs = moduleStructs(src, consts);
+  const out = new Map<number, number>();
+  const re =
+    /@group\s*\(\s*0\s*\)\s*@binding\s*\(\s*(\d+)\s*\)\s*var\s*<\s*(?:storage|uniform)[^>]*>\s*[A-Za-z_]\w*\s*:\s*([^;]+);/g;
+  for (const r of src.matchAll(re)) {
+    const t = r[2].trim();
+    const runtime = runtimeElement(t);
+    const l = runtime !== undefined ? layoutIn(runtime, consts, structs) : layoutIn(t, consts, structs);
+    if (l) out.set(Number(r[1]), runtime !== undefined ? roundUp(l.align, l.size) : l.size);
+  }
+  return out;
+};
+
 /** Workgroup facts of a compute shader. */
 export interface WorkgroupUsage {
   /** Bytes of `var<workgroup>` declarations (each rounded up to 16, as WebGPU counts them); `undefined` if unknown. */

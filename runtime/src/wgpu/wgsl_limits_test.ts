@@ -5,7 +5,7 @@
  */
 import { assert, test } from "../../../tests/harness.ts";
 import { dense } from "@longctx/ops";
-import { wgslTypeLayout, workgroupLimitViolation, workgroupUsage } from "./wgsl_limits.ts";
+import { bindingMinSizes, wgslTypeLayout, workgroupLimitViolation, workgroupUsage } from "./wgsl_limits.ts";
 
 test("wgslTypeLayout: scalars, vectors (vec3 aligned to 16), matrices, nested arrays, consts", () => {
   assert.deepEqual(wgslTypeLayout("f16"), { size: 2, align: 2 });
@@ -73,4 +73,22 @@ test("workgroupUsage agrees with the flash kernel's own byte formula on every ti
     }
   }
   assert.equal(n, 32);
+});
+
+test("bindingMinSizes: declared binding sizes (fixed arrays, structs, runtime arrays as one element)", () => {
+  const src = `struct P { n: u32, scale: f32, dims: vec3<u32> }
+struct R { count: u32, data: array<vec2<f32>> }
+const N = 12u;
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b: array<u32, N>;
+@group(0) @binding(3) var<storage, read> r: R;
+@group(0) @binding(4) var<storage, read> u: Unknown;
+@compute @workgroup_size(1) fn main() {}`;
+  const m = bindingMinSizes(src);
+  assert.equal(m.get(0), 32); // n@0, scale@4, dims@16 (vec3 aligned to 16) → 28, struct align 16 → 32
+  assert.equal(m.get(1), 4);
+  assert.equal(m.get(2), 48);
+  assert.equal(m.get(3), 16); // count@0, data@8 (vec2 align 8), one element → 16
+  assert.equal(m.has(4), false);
 });
