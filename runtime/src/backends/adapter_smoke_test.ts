@@ -14,7 +14,7 @@ import { makeWgpuBackend } from "./wgpu.ts";
 import { adapterWarning, plannerProfileName } from "./select.ts";
 
 const probe = (env: Record<string, string>) => {
-  const script = fileURLToPath(new URL("./adapter_probe.ts", import.meta.url));
+  const script = fileURLToPath(new URL("../../../tests/backends/adapter_probe.ts", import.meta.url));
   const args = runtimeName() === "deno" ? ["run", "-A", "--no-check", script] : [script];
   const r = spawnSync(process.execPath, args, {
     env: { ...process.env, ...env },
