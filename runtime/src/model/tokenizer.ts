@@ -48,6 +48,17 @@ export interface TextTokenizer {
    * `<|im_start|>assistant\n` when `addGenerationPrompt`.
    */
   applyChatTemplate(messages: readonly ChatMessage[], addGenerationPrompt?: boolean): string;
+  /**
+   * The ids of {@link applyChatTemplate}'s text with the control tokens coming only from the template: each
+   * turn is `<|im_start|>` + `encodeOrdinary(role + "\n" + content)` + `<|im_end|>` + `encodeOrdinary("\n")`,
+   * which equals `encode(applyChatTemplate(…))` whenever the messages hold no special token (specials split the
+   * text into pieces encoded independently), and keeps a `<|im_end|>` written in a message as text otherwise.
+   * Fails with `InputError` when the vocabulary has no `<|im_start|>`/`<|im_end|>` (not a ChatML model).
+   */
+  encodeChat(
+    messages: readonly ChatMessage[],
+    addGenerationPrompt?: boolean,
+  ): Effect.Effect<number[], InputError>;
 }
 
 const DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
@@ -147,6 +158,25 @@ export const tokenizerFromGguf = (file: GgufFile): Effect.Effect<TextTokenizer, 
             ? ""
             : tk.decode([...ids], { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false }),
         idToToken: (id) => tokens[id],
+        encodeChat: (messages, addGenerationPrompt = false) => {
+          const start = vocab["<|im_start|>"], end = vocab["<|im_end|>"];
+          if (start === undefined || end === undefined) {
+            return Effect.fail(
+              new InputError({
+                message: "the vocabulary has no <|im_start|>/<|im_end|> tokens: not a ChatML model",
+                hint: "encode the prompt with encodeOrdinary and this model's own template",
+              }),
+            );
+          }
+          const ord = (t: string) => plain.encode(t, { add_special_tokens: false }).ids;
+          const all = messages.length > 0 && messages[0].role !== "system"
+            ? [{ role: "system", content: DEFAULT_SYSTEM }, ...messages]
+            : messages;
+          const ids: number[] = [];
+          for (const m of all) ids.push(start, ...ord(`${m.role}\n${m.content}`), end, ...ord("\n"));
+          if (addGenerationPrompt) ids.push(start, ...ord("assistant\n"));
+          return Effect.succeed(ids);
+        },
         applyChatTemplate: (messages, addGenerationPrompt = false) => {
           let s = "";
           if (messages.length > 0 && messages[0].role !== "system") {
