@@ -174,7 +174,6 @@ const choicesFromPlan = (p: Plan, nLayer: number): { choices: LayerChoice[]; war
   return { choices, warnings };
 };
 
-/** The planner profile for a backend: h200 / lavapipe for wgpu by adapter name, cpu for the cpu backend. */
 const main = (i: Input) =>
   Effect.gen(function* () {
     const tStart = performance.now();
