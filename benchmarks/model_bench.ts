@@ -97,7 +97,7 @@ const realModel = async () => {
     documents: { name: string; file: string }[];
   };
   const doc = manifest.documents.find((d) => d.name === docName) ?? manifest.documents[0];
-  const ids = model.tokenizer.encode(readFileSync(`${docsDir()}/${doc.file}`, "utf8"));
+  const ids = model.tokenizer.encodeOrdinary(readFileSync(`${docsDir()}/${doc.file}`, "utf8"));
   if (ids.length < context) die(`document ${doc.name} has ${ids.length} tokens < --context ${context}`);
   return { model, loadMs, doc, prompt: ids.slice(0, context) };
 };

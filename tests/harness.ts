@@ -12,6 +12,12 @@ interface TestOptions {
   readonly ignore?: boolean;
   /** Milliseconds (Bun only; Deno has no per-test timeout). */
   readonly timeout?: number;
+  /**
+   * Deno's op and resource sanitizers (on by default: a test that leaves a timer, a pending op, an open file or
+   * an FFI library behind fails). Set `false` only with a reason, for tests that hold a resource on purpose
+   * across tests (a backend opened once per file and closed by the file's last test).
+   */
+  readonly sanitize?: boolean;
 }
 
 const bunTest = "Bun" in globalThis ? (await import("bun:test" as string)).test : undefined;
@@ -23,7 +29,14 @@ export const test = (name: string, fn: TestFn, options: TestOptions = {}): void 
     else bunTest(name, fn, options.timeout ?? 120_000);
     return;
   }
-  Deno.test({ name, fn, ignore: options.ignore ?? false, sanitizeOps: false, sanitizeResources: false });
+  const sanitize = options.sanitize ?? true;
+  Deno.test({
+    name,
+    fn,
+    ignore: options.ignore ?? false,
+    sanitizeOps: sanitize,
+    sanitizeResources: sanitize,
+  });
 };
 
 /** Which runtime runs this file. */

@@ -187,6 +187,7 @@ export const makeDenseAttn = <D extends "f32" | "f16">(
       if (dtype === "f16" && !features.has("shader-f16")) {
         throw new RangeError("dense.attn.f16 needs the shader-f16 feature");
       }
+      if (headDim % 32 !== 0) throw new RangeError(`the flash kernel needs headDim % 32 = 0, got ${headDim}`);
       const kvSeq = i.k.shape[1];
       if (kvSeq !== seq) {
         // q ≠ k (decode, later chunks): the split-KV kernels of dense.cacheAttn at the fixed offset kvSeq − seq.

@@ -332,6 +332,9 @@ export const splitKvLowering = (
   pos: number | "pos",
   kvPorts: readonly [string, string] = ["kCache", "vCache"],
 ): GpuLowering => {
+  if (s.headDim % 64 !== 0) {
+    throw new RangeError(`the split-KV kernels need headDim % 64 = 0, got ${s.headDim}`);
+  }
   const { splitLen, maxSplit } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, splitKeys);
   const uniform = (at: number) =>
     new Uint8Array(
@@ -386,8 +389,9 @@ const shapes = (i: DescsOf<In>): SplitKvShape => {
  * `dense.cacheAttn` (see the module doc). Inputs `q f32 [heads, seq, headDim]` (after RoPE), `kCache`,
  * `vCache f32 [kvHeads, capacity, headDim]` holding `pos + seq` valid rows; runtime scalar `pos`. Outputs
  * `o f32` (`[heads, seq, headDim]`, or `[seq, heads·headDim]` with `layout: "rows"`) and `lse f32 [heads, seq]`.
- * Shape errors: rank, heads not a multiple of kvHeads, headDim not a multiple of 64 (GPU tiling) or caches
- * of different shapes; a `pos` past the capacity fails the run.
+ * Shape errors: rank, heads not a multiple of kvHeads, headDim not a multiple of 4, or caches of different
+ * shapes; the GPU lowering needs headDim a multiple of 64 (else `unsupported`); a `pos` past the capacity fails
+ * the run.
  */
 export const cacheAttn: Operator<CacheAttnParams, In, Out> = {
   name: "dense.cacheAttn",
@@ -418,7 +422,7 @@ export const cacheAttn: Operator<CacheAttnParams, In, Out> = {
         "heads a multiple of kvHeads, 1 ≤ seq ≤ capacity",
       );
     }
-    if (s.headDim % 64 !== 0) return bad(`headDim ${s.headDim} is not a multiple of 64`, "pad headDim to 64");
+    if (s.headDim % 4 !== 0) return bad(`headDim ${s.headDim} is not a multiple of 4`, "pad headDim to 4");
     const o: TensorDesc = p.layout === "rows"
       ? { dtype: "f32", dims: ["seq", "hidden"], shape: [s.seq, s.heads * s.headDim] }
       : { dtype: "f32", dims: ["heads", "seq", "headDim"], shape: [s.heads, s.seq, s.headDim] };

@@ -110,7 +110,7 @@ export const checkQKVCross = (
       `heads ${heads} not a multiple of kvHeads ${kvHeads}`,
       "GQA groups",
     );
-    yield* need(headDim % 8 === 0, "q", `headDim ${headDim} not a multiple of 8`, "pad headDim to 8");
+    yield* need(headDim % 4 === 0, "q", `headDim ${headDim} not a multiple of 4`, "pad headDim to 4");
     return { heads, kvHeads, seq, headDim, kvSeq: kSeq };
   });
 

@@ -168,8 +168,10 @@ export const fitSamples = (samples: readonly KernelSample[]): KernelFit => {
     }, 0);
     if (!best || err < best.err) best = { coef, err };
   }
-  // Mask {a} alone always has a positive solution (weighted mean of ms > 0), so `best` is set.
-  const coef = best!.coef;
+  // Mask {a} alone has a positive solution (weighted mean of ms > 0) unless the weights 1/ms² overflow
+  // (ms below ~1e-154): then no fit exists, and `indexProfile` refuses the profile.
+  if (!best) return { a: NaN, b: NaN, c: NaN, maxRelError: NaN };
+  const coef = best.coef;
   const maxRelError = Math.max(
     0,
     ...samples.map((s, i) => Math.abs(coef[0] + coef[1] * feats[i][1] + coef[2] * feats[i][2] - s.ms) / s.ms),
@@ -209,7 +211,22 @@ export const indexProfile = (profile: DeviceProfile): Effect.Effect<LoadedProfil
           hint: `re-run calibrate for ${k.operator} or remove its entry`,
         });
       }
-      fits.set(k.operator, k.fit ?? fitSamples(k.samples));
+      const fit = k.fit ?? fitSamples(k.samples);
+      // A fit whose prediction overflows (finite numbers too large, or samples no fit can weigh) would make
+      // every latency the planner compares Infinity or NaN: refuse it with the numbers.
+      const probe = predictMs(fit, 1e30, 1e30);
+      const worst = k.samples.map((s) => predictMs(fit, s.flops, s.bytes)).find((v) => !Number.isFinite(v));
+      if (!Number.isFinite(probe) || worst !== undefined || !Number.isFinite(fit.maxRelError)) {
+        return yield* new PlanError({
+          reason: "bad-profile",
+          message:
+            `profile "${profile.name}": operator ${k.operator}'s latency model overflows (a=${fit.a}, b=${fit.b}, c=${fit.c}; ` +
+            `prediction at 1e30 FLOPs and bytes = ${probe})`,
+          hint:
+            "the samples or fit hold out-of-range numbers (ms must be ≥ 1e-100, coefficients small): re-run calibrate",
+        });
+      }
+      fits.set(k.operator, fit);
       maxFlops.set(k.operator, Math.max(0, ...k.samples.map((s) => s.flops)));
     }
     return { profile, fits, maxFlops };

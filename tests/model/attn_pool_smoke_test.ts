@@ -8,6 +8,9 @@ import { denseCausalAttention, setAttentionThreads, setWasmSoftmax } from "../..
 import { loadSgemm } from "../../runtime/src/model/blas.ts";
 import { newSoftmaxKernel } from "../../runtime/src/model/attn_wasm.ts";
 import { fastExp } from "../../runtime/src/model/attn_block.ts";
+// OpenBLAS is loaded once per process and kept (runtime/src/model/blas.ts): load it before any test, so the
+// resource sanitizer sees a library held for the process, not one a test forgot to close.
+await loadSgemm();
 
 const rand = (n: number, seed: number, shared: boolean) => {
   let s = seed >>> 0;

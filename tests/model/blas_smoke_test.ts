@@ -5,6 +5,9 @@
  */
 import { assert, test } from "../harness.ts";
 import { loadSgemm, tsSgemm } from "../../runtime/src/model/blas.ts";
+// OpenBLAS is loaded once per process and kept (runtime/src/model/blas.ts): load it before any test, so the
+// resource sanitizer sees a library held for the process, not one a test forgot to close.
+await loadSgemm();
 
 const rand = (n: number, seed: number) => {
   let s = seed >>> 0;

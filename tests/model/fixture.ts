@@ -6,6 +6,10 @@ import { Effect } from "effect";
 import { existsSync, readFileSync } from "node:fs";
 import { modelPath } from "../../runtime/src/paths.ts";
 import { type LlamaModel, loadLlama } from "../../runtime/src/model/llama.ts";
+import { loadSgemm } from "../../runtime/src/model/blas.ts";
+// OpenBLAS is loaded once per process and kept (runtime/src/model/blas.ts): load it before any test, so the
+// resource sanitizer sees a library held for the process, not one a test forgot to close.
+await loadSgemm();
 
 /** One reference prompt of the fixture. */
 export interface FixturePrompt {

@@ -78,6 +78,35 @@ const factory = (kind: Kind): Effect.Effect<Factory, BackendError> =>
 const make = (kind: Kind, o: SelectOptions): Effect.Effect<Backend, BackendError> =>
   Effect.flatMap(factory(kind), (f) => f(o[kind] as never));
 
+/**
+ * A warning when the wgpu backend is not on the API it is meant for: wgpu-native falls back to OpenGL (or
+ * GLES) when no Vulkan driver is found (seen here: "llvmpipe" through OpenGL 4.5, with half the storage
+ * buffers per stage of lavapipe), so the adapter name alone can mislead. Undefined when all is as intended.
+ */
+export const adapterWarning = (b: Backend): string | undefined => {
+  if (b.kind !== "wgpu") return undefined;
+  const api = b.adapter.api;
+  if (api === "vulkan" || api === "metal" || api === "d3d12") return undefined;
+  return `wgpu is running on ${api} (${b.adapter.name}${
+    b.adapter.driver ? `, ${b.adapter.driver}` : ""
+  }), not Vulkan: no Vulkan driver was found and wgpu fell back to ${api}; install one ` +
+    "(`apt-get install mesa-vulkan-drivers` for lavapipe, or your GPU's driver) or set LONGCTX_BACKEND=cpu";
+};
+
+/**
+ * The built-in planner profile that describes the adapter actually in use: `cpu` for the cpu backend, `h200`
+ * or `lavapipe` only for those devices on Vulkan (the API they were measured through), otherwise
+ * `<kind>-<api>` (e.g. `wgpu-opengl`), which has no built-in profile, so callers say so instead of planning
+ * with a profile of another device.
+ */
+export const plannerProfileName = (b: Backend): string => {
+  if (b.kind === "cpu") return "cpu";
+  const vulkan = b.adapter.api === "vulkan" || b.kind === "webgpu";
+  if (vulkan && /h200/i.test(b.adapter.name)) return "h200";
+  if (vulkan && /llvmpipe|lavapipe/i.test(b.adapter.name)) return "lavapipe";
+  return `${b.kind}-${b.adapter.api}`;
+};
+
 /** One line describing a backend's adapter. */
 export const describeBackend = (b: Backend): string =>
   `${b.kind}: ${b.adapter.name} (${b.adapter.api}${b.adapter.driver ? `, ${b.adapter.driver}` : ""})`;
@@ -100,9 +129,13 @@ export const selectBackend = (
 ): Effect.Effect<Selection, BackendError | InputError> =>
   Effect.gen(function* () {
     const choice = yield* parseBackendChoice(options.backend ?? process.env.LONGCTX_BACKEND ?? "auto");
+    const withWarning = (b: Backend) => {
+      const w = adapterWarning(b);
+      return w === undefined ? describeBackend(b) : `${describeBackend(b)} — warning: ${w}`;
+    };
     if (choice !== "auto") {
       const backend = yield* make(choice, options);
-      return { backend, report: describeBackend(backend), fallbacks: [] };
+      return { backend, report: withWarning(backend), fallbacks: [] };
     }
     const fallbacks: string[] = [];
     const wgpu = yield* Effect.result(make("wgpu", options));
@@ -120,7 +153,7 @@ export const selectBackend = (
           yield* dawn.success.close();
         } else fallbacks.push(`dawn unavailable (${dawn.failure.reason}): ${dawn.failure.message}`);
       }
-      return { backend: wgpu.success, report: describeBackend(wgpu.success), fallbacks };
+      return { backend: wgpu.success, report: withWarning(wgpu.success), fallbacks };
     }
     const why = `wgpu unavailable (${wgpu.failure.reason}): ${wgpu.failure.message}`;
     fallbacks.push(why);

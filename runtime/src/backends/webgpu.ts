@@ -15,6 +15,7 @@
  * @module
  */
 import { Effect } from "effect";
+import { workgroupLimitViolation } from "../wgpu/wgsl_limits.ts";
 import {
   type AdapterInfo,
   type Backend,
@@ -232,6 +233,17 @@ const build = (
     const hit = pipelines.get(kernel.key);
     if (hit) return hit;
     alive();
+    const storageBindings = kernel.bindings.filter((b) => b !== "uniform").length;
+    const tooBig = storageBindings > lim.maxStorageBuffersPerShaderStage
+      ? `kernel ${kernel.key} binds ${storageBindings} storage buffers, more than maxStorageBuffersPerShaderStage ${lim.maxStorageBuffersPerShaderStage}`
+      : workgroupLimitViolation(kernel.key, kernel.wgsl, kernel.entryPoint, lim);
+    if (tooBig) {
+      throw new KernelCompileError({
+        kernel: kernel.key,
+        message: tooBig,
+        hint: "pick a kernel variant (tiles, bindings) within backend.limits for this device",
+      });
+    }
     for (const e of kernel.enables ?? []) {
       const f = featureOf(e);
       if (!f || !features.has(f)) {
@@ -320,6 +332,13 @@ const build = (
             "split the tensor or use a device with a larger maxBufferSize",
           );
         }
+        if (size > limits.maxStorageBufferBindingSize) {
+          throw err(
+            "out-of-memory",
+            `allocate(${bytes}) "${label}" exceeds maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize} (kernels bind whole buffers)`,
+            "split the tensor (fewer tokens or heads per launch) so each buffer fits backend.limits.maxStorageBufferBindingSize",
+          );
+        }
         const gpu = await scoped(`allocate(${bytes}, ${label})`, () =>
           device.createBuffer({ size, usage: STORAGE | UNIFORM | COPY_SRC | COPY_DST, label }));
         const id = nextId++;
@@ -403,6 +422,19 @@ const build = (
               "split the launch",
             );
           }
+          l.kernel.bindings.forEach((access, j) => {
+            const b = l.buffers[j];
+            const max = access === "uniform"
+              ? lim.maxUniformBufferBindingSize
+              : lim.maxStorageBufferBindingSize;
+            if (b.bytes > max) {
+              throw err(
+                "validation",
+                `kernel ${l.kernel.key} binding ${j} (${access}): buffer "${b.label}" has ${b.bytes} bytes, more than the binding limit ${max}`,
+                "bind a smaller buffer (kernels bind large tensors only as storage)",
+              );
+            }
+          });
           return device.createBindGroup({
             layout: compiled[i].layout,
             entries: l.buffers.map((b, j) => ({ binding: j, resource: { buffer: get(b).gpu } })),

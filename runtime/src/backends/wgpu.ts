@@ -33,6 +33,7 @@ import { Arena } from "../wgpu/structs.ts";
 import { WgpuDevice, WgpuFailure } from "../wgpu/native.ts";
 import { wgpuLibPath } from "../paths.ts";
 import type { Ptr } from "../wgpu/ffi.ts";
+import { bindingMinSizes, workgroupLimitViolation } from "../wgpu/wgsl_limits.ts";
 
 /** Options of `makeWgpuBackend`. */
 export interface WgpuBackendOptions {
@@ -40,6 +41,11 @@ export interface WgpuBackendOptions {
   readonly libPath?: string;
   /** Prefer a low-power adapter (default: high performance). */
   readonly lowPower?: boolean;
+  /**
+   * Device limits to request instead of the adapter's own (WGPULimits names, e.g. `maxStorageBufferBindingSize`),
+   * e.g. lower ones to test a smaller device. A request beyond the adapter fails with `unsupported`.
+   */
+  readonly limits?: Readonly<Record<string, number>>;
 }
 
 /** The `wgpu` backend plus native facts and a test hook. */
@@ -125,13 +131,28 @@ const enableFeature = {
  * the adapter's limits and the features in `WANTED_FEATURES` it has (timestamp queries, shader-f16,
  * subgroups, cooperative matrix, immediates, …).
  *
- * Fails with `BackendError` reason `library-missing` (library not found or not loadable) or `no-adapter`
- * (no Vulkan/Metal/DX12 adapter, or device creation refused).
+ * Fails with `BackendError` reason `library-missing` (library not found or not loadable), `no-adapter` (no
+ * Vulkan/Metal/DX12/GL adapter at all) or `unsupported` (the adapter refused the device: limits or features).
  */
 export const makeWgpuBackend = (options: WgpuBackendOptions = {}): Effect.Effect<WgpuBackend, BackendError> =>
   Effect.tryPromise({
-    try: () => WgpuDevice.open({ libPath: options.libPath ?? wgpuLibPath(), lowPower: options.lowPower }),
-    catch: toBackendError,
+    try: () =>
+      WgpuDevice.open({
+        libPath: options.libPath ?? wgpuLibPath(),
+        lowPower: options.lowPower,
+        limits: options.limits,
+      }),
+    catch: (e) =>
+      e instanceof WgpuFailure && e.reason === "unsupported" && e.message.startsWith("device request refused")
+        ? new BackendError({
+          backend: "wgpu",
+          reason: "unsupported",
+          message: e.message,
+          hint:
+            "the adapter cannot give the requested limits or features (the message names them): request " +
+            "less (WgpuBackendOptions.limits) or use a larger device; the driver itself is installed",
+        })
+        : toBackendError(e),
   }).pipe(Effect.map(build));
 
 const build = (dev: WgpuDevice): WgpuBackend => {
@@ -140,6 +161,12 @@ const build = (dev: WgpuDevice): WgpuBackend => {
   const uniformMax = Math.min(65536, L.maxUniformBufferBindingSize);
   const buffers = new Map<number, BufRec>();
   const pipelines = new Map<string, Compiled>();
+  const minSizes = new Map<string, Map<number, number>>();
+  const minSizesOf = (k: Kernel) => {
+    let m = minSizes.get(k.key);
+    if (!m) minSizes.set(k.key, m = k.wgsl === "" ? new Map() : bindingMinSizes(k.wgsl));
+    return m;
+  };
   // Bind groups, cached per (kernel, buffer ids): a model's forward re-dispatches the same kernels on the same
   // buffers every call, and creating a bind group costs wgpu-native validation and tracking on every launch.
   // Buffer ids are never reused, so a key never refers to a different buffer; releasing a buffer drops (and
@@ -203,6 +230,48 @@ const build = (dev: WgpuDevice): WgpuBackend => {
     c.wgpuBufferRelease(h);
   };
 
+  // Limits wgpu-native either does not check (workgroup memory on lavapipe) or reports without the numbers.
+  const checkKernelLimits = (kernel: Kernel) => {
+    const storage = kernel.bindings.filter((b) => b !== "uniform").length;
+    const uniform = kernel.bindings.length - storage;
+    const tooMany = (what: string, n: number, limit: string, max: number) =>
+      new KernelCompileError({
+        kernel: kernel.key,
+        message: `kernel ${kernel.key} binds ${n} ${what}, more than ${adapter.name}'s ${limit} ${max}`,
+        hint: "split the kernel into launches that bind fewer buffers, or pack tensors into one buffer",
+      });
+    if (storage > L.maxStorageBuffersPerShaderStage) {
+      throw tooMany(
+        "storage buffers",
+        storage,
+        "maxStorageBuffersPerShaderStage",
+        L.maxStorageBuffersPerShaderStage,
+      );
+    }
+    if (uniform > L.maxUniformBuffersPerShaderStage) {
+      throw tooMany(
+        "uniform buffers",
+        uniform,
+        "maxUniformBuffersPerShaderStage",
+        L.maxUniformBuffersPerShaderStage,
+      );
+    }
+    if (kernel.bindings.length > L.maxBindingsPerBindGroup) {
+      throw tooMany("bindings", kernel.bindings.length, "maxBindingsPerBindGroup", L.maxBindingsPerBindGroup);
+    }
+    if (kernel.wgsl !== "") {
+      const v = workgroupLimitViolation(kernel.key, kernel.wgsl, kernel.entryPoint, L as never);
+      if (v) {
+        throw new KernelCompileError({
+          kernel: kernel.key,
+          message: v,
+          hint:
+            "pick smaller tiles for this device (e.g. the operator's workgroupMemory parameter = backend.limits.maxComputeWorkgroupStorageSize)",
+        });
+      }
+    }
+  };
+
   const compileNow = (kernel: Kernel, spirv?: { words: Uint32Array; passthrough: boolean }): Compiled => {
     const hit = pipelines.get(kernel.key);
     if (hit) return hit;
@@ -215,6 +284,7 @@ const build = (dev: WgpuDevice): WgpuBackend => {
         throw fail("unsupported", `kernel ${kernel.key} needs "${f}", which ${adapter.name} lacks`);
       }
     }
+    checkKernelLimits(kernel);
     const arena = new Arena(dev.ffi);
     const made: { -readonly [K in keyof Compiled]?: Compiled[K] } = {};
     // Two error-scoped phases: wgpu-native aborts the process when an invalid shader module (e.g. from
@@ -324,15 +394,13 @@ const build = (dev: WgpuDevice): WgpuBackend => {
     pendingBytes = 0;
   };
 
-  const submit = (encoder: Ptr) => {
+  const submitCommands = (cmd: Ptr) => {
     pendingWrites = 0;
     pendingBytes = 0;
-    const cmd = c.wgpuCommandEncoderFinish(encoder, 0) as number;
     const arena = new Arena(dev.ffi);
     c.wgpuQueueSubmit(dev.queue, 1, arena.ptrs([cmd]));
     arena.free();
     c.wgpuCommandBufferRelease(cmd);
-    c.wgpuCommandEncoderRelease(encoder);
     // Non-blocking poll: lets wgpu-native retire finished submissions (and free their resources).
     c.wgpuDevicePoll(dev.device, 0, 0);
   };
@@ -347,7 +415,9 @@ const build = (dev: WgpuDevice): WgpuBackend => {
     try {
       const enc = c.wgpuDeviceCreateCommandEncoder(dev.device, 0) as number;
       c.wgpuCommandEncoderCopyBufferToBuffer(enc, src, offset, staging, 0, size);
-      submit(enc);
+      const cmd = c.wgpuCommandEncoderFinish(enc, 0) as number;
+      c.wgpuCommandEncoderRelease(enc);
+      submitCommands(cmd);
       dev.check();
       return dev.readMapped(staging, 0, size).subarray(0, bytes);
     } finally {
@@ -381,6 +451,20 @@ const build = (dev: WgpuDevice): WgpuBackend => {
               "out-of-memory",
               `allocate(${size}) exceeds maxBufferSize ${limits.maxBufferSize} on ${adapter.name}`,
             ),
+          );
+        }
+        if (size > limits.maxStorageBufferBindingSize) {
+          // Kernels bind whole buffers (the Backend contract), and binding a buffer larger than this limit
+          // makes wgpu-native abort the process at submit: refuse it here, before any work is done.
+          return Effect.fail(
+            new BackendError({
+              backend: "wgpu",
+              reason: "out-of-memory",
+              message:
+                `allocate(${size}) "${label}" exceeds maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize} on ${adapter.name} (kernels bind whole buffers)`,
+              hint:
+                "split the tensor (fewer tokens or heads per launch, a shorter context) so each buffer fits backend.limits.maxStorageBufferBindingSize",
+            }),
           );
         }
         return guard(() => {
@@ -487,6 +571,37 @@ const build = (dev: WgpuDevice): WgpuBackend => {
                 );
               }
             }
+            const writable = new Set<number>();
+            l.kernel.bindings.forEach((access, i) => {
+              if (access === "read_write") writable.add(l.buffers[i].id);
+            });
+            l.kernel.bindings.forEach((access, i) => {
+              const b = l.buffers[i];
+              const max = access === "uniform" ? uniformMax : limits.maxStorageBufferBindingSize;
+              if (b.bytes > max) {
+                throw fail(
+                  "validation",
+                  `kernel ${l.kernel.key} binding ${i} (${access}): buffer #${b.id} "${b.label}" has ${b.bytes} bytes, more than the ${
+                    access === "uniform"
+                      ? `uniform binding limit ${uniformMax}`
+                      : `maxStorageBufferBindingSize ${max}`
+                  }`,
+                );
+              }
+              const need = minSizesOf(l.kernel).get(i);
+              if (need !== undefined && b.bytes < need) {
+                throw fail(
+                  "validation",
+                  `kernel ${l.kernel.key} binding ${i} (${access}) needs at least ${need} bytes (its declared type), buffer #${b.id} "${b.label}" has ${b.bytes}`,
+                );
+              }
+              if (access !== "read_write" && writable.has(b.id)) {
+                throw fail(
+                  "validation",
+                  `kernel ${l.kernel.key} binds buffer #${b.id} "${b.label}" both read_write and ${access} in one launch (a WebGPU usage conflict)`,
+                );
+              }
+            });
             return {
               launch: l,
               compiled: compileNow(l.kernel),
@@ -499,22 +614,6 @@ const build = (dev: WgpuDevice): WgpuBackend => {
           let querySet = 0;
           let resolve = 0;
           try {
-            const enc = c.wgpuDeviceCreateCommandEncoder(dev.device, 0) as number;
-            if (timed) {
-              querySet = c.wgpuDeviceCreateQuerySet(
-                dev.device,
-                arena.struct("WGPUQuerySetDescriptor", {
-                  type: enums.WGPUQueryType.Timestamp,
-                  count: 2 * plans.length,
-                }).ptr,
-              ) as number;
-              resolve = dev.createBuffer(
-                16 * plans.length,
-                flags.WGPUBufferUsage.QueryResolve | flags.WGPUBufferUsage.CopySrc,
-                "timestamps",
-              );
-            }
-            let pass = 0;
             const groupOf = (p: typeof plans[number]): Ptr => {
               const hit = bindGroups.get(p.groupKey);
               if (hit !== undefined) return hit.group;
@@ -534,6 +633,18 @@ const build = (dev: WgpuDevice): WgpuBackend => {
                   ),
                 }).ptr,
               ) as number;
+              // wgpu-native reports a bad bind group through the uncaptured-error callback, synchronously,
+              // inside the call (dispatch starts with no pending error: `dev.check()` above). Cheaper than an
+              // error scope per call, whose push/pop cost ~370 B of native memory per call under Deno 2.9's FFI.
+              const errs = dev.takeErrors();
+              if (errs.length > 0 || !group) {
+                // An invalid bind group reaching wgpuQueueSubmit aborts the process: fail here instead.
+                if (group) c.wgpuBindGroupRelease(group);
+                throw fail(
+                  errs[0]?.type === "out-of-memory" ? "out-of-memory" : "validation",
+                  `kernel ${p.launch.kernel.key}: bind group refused: ${errs[0]?.message ?? "NULL"}`,
+                );
+              }
               const ids = p.launch.buffers.map((b) => b.id);
               bindGroups.set(p.groupKey, { group, ids });
               for (const id of ids) {
@@ -543,34 +654,73 @@ const build = (dev: WgpuDevice): WgpuBackend => {
               }
               return group;
             };
-            plans.forEach((p, i) => {
-              const group = groupOf(p);
-              if (timed || pass === 0) {
-                const desc = timed
-                  ? arena.struct("WGPUComputePassDescriptor", {
-                    timestampWrites: arena.struct("WGPUPassTimestampWrites", {
-                      querySet,
-                      beginningOfPassWriteIndex: 2 * i,
-                      endOfPassWriteIndex: 2 * i + 1,
-                    }).ptr,
-                  }).ptr
-                  : 0;
-                pass = c.wgpuCommandEncoderBeginComputePass(enc, desc) as number;
-              }
-              c.wgpuComputePassEncoderSetPipeline(pass, p.compiled.pipeline);
-              c.wgpuComputePassEncoderSetBindGroup(pass, 0, group, 0, 0);
-              const [x, y, z] = p.launch.workgroups;
-              c.wgpuComputePassEncoderDispatchWorkgroups(pass, x, y, z);
-              if (timed || i === plans.length - 1) {
-                c.wgpuComputePassEncoderEnd(pass);
-                c.wgpuComputePassEncoderRelease(pass);
-                pass = 0;
-              }
-            });
+            // Bind groups first, then the whole encoding, each followed by a check of the errors wgpu-native
+            // raised meanwhile: an invalid command buffer reaching wgpuQueueSubmit aborts the process
+            // (wgpu-native's handle_error_fatal), so a command buffer is submitted only when nothing was raised.
+            const groups = plans.map(groupOf);
             if (timed) {
-              c.wgpuCommandEncoderResolveQuerySet(enc, querySet, 0, 2 * plans.length, resolve, 0);
+              querySet = c.wgpuDeviceCreateQuerySet(
+                dev.device,
+                arena.struct("WGPUQuerySetDescriptor", {
+                  type: enums.WGPUQueryType.Timestamp,
+                  count: 2 * plans.length,
+                }).ptr,
+              ) as number;
+              resolve = dev.createBuffer(
+                16 * plans.length,
+                flags.WGPUBufferUsage.QueryResolve | flags.WGPUBufferUsage.CopySrc,
+                "timestamps",
+              );
             }
-            submit(enc);
+            const encoded = (() => {
+              const enc = c.wgpuDeviceCreateCommandEncoder(dev.device, 0) as number;
+              let pass = 0;
+              plans.forEach((p, i) => {
+                const group = groups[i];
+                if (timed || pass === 0) {
+                  const desc = timed
+                    ? arena.struct("WGPUComputePassDescriptor", {
+                      timestampWrites: arena.struct("WGPUPassTimestampWrites", {
+                        querySet,
+                        beginningOfPassWriteIndex: 2 * i,
+                        endOfPassWriteIndex: 2 * i + 1,
+                      }).ptr,
+                    }).ptr
+                    : 0;
+                  pass = c.wgpuCommandEncoderBeginComputePass(enc, desc) as number;
+                }
+                c.wgpuComputePassEncoderSetPipeline(pass, p.compiled.pipeline);
+                c.wgpuComputePassEncoderSetBindGroup(pass, 0, group, 0, 0);
+                const [x, y, z] = p.launch.workgroups;
+                c.wgpuComputePassEncoderDispatchWorkgroups(pass, x, y, z);
+                if (timed || i === plans.length - 1) {
+                  c.wgpuComputePassEncoderEnd(pass);
+                  c.wgpuComputePassEncoderRelease(pass);
+                  pass = 0;
+                }
+              });
+              if (timed) {
+                c.wgpuCommandEncoderResolveQuerySet(enc, querySet, 0, 2 * plans.length, resolve, 0);
+              }
+              const cmd = c.wgpuCommandEncoderFinish(enc, 0) as number;
+              c.wgpuCommandEncoderRelease(enc);
+              return { value: cmd, error: dev.takeErrors()[0] };
+            })();
+            if (encoded.error || !encoded.value) {
+              if (encoded.value) c.wgpuCommandBufferRelease(encoded.value);
+              // Let wgpu-native free what this dispatch and the caller released (it frees on poll; a loop of
+              // refused dispatches would otherwise never poll).
+              c.wgpuDevicePoll(dev.device, 0, 0);
+              throw fail(
+                encoded.error?.type === "out-of-memory" ? "out-of-memory" : "validation",
+                `dispatch of ${plans.length} launch(es) (${
+                  [...new Set(plans.map((p) => p.launch.kernel.key))].slice(0, 4).join(", ")
+                }) refused before submit: ${
+                  encoded.error?.message ?? "wgpuCommandEncoderFinish returned NULL"
+                }`,
+              );
+            }
+            submitCommands(encoded.value);
             dev.check();
             if (!timed) return undefined;
             const raw = readBack(resolve, 0, 16 * plans.length);

@@ -41,11 +41,17 @@ import {
 import { modelPath } from "../paths.ts";
 import { loadLlama } from "../model/llama.ts";
 import { loadLlamaGraph } from "../model/llama_graph.ts";
-import { type BackendChoice, describeBackend, selectBackend } from "../backends/select.ts";
+import {
+  type BackendChoice,
+  describeBackend,
+  plannerProfileName,
+  selectBackend,
+} from "../backends/select.ts";
 import { makeCpuBackend } from "../backends/cpu.ts";
 import { parseTokens } from "./plan.ts";
 import { buildPrompt, readInput } from "./run/prompt.ts";
 import { compareOverDocument, type LayerChoice, type PassResult, runPassGraph } from "./run/execute.ts";
+import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
 
@@ -183,16 +189,6 @@ const choicesFromPlan = (p: Plan, nLayer: number): { choices: LayerChoice[]; war
 /** Whether an adapter is a CPU rasterizer (Mesa's lavapipe/llvmpipe, SwiftShader) rather than a GPU. */
 const isSoftwareAdapter = (name: string): boolean => /llvmpipe|lavapipe|swiftshader|software/i.test(name);
 
-/** The planner profile for a backend: h200 / lavapipe for wgpu by adapter name, cpu for the cpu backend. */
-const profileNameFor = (kind: string, adapter: string): string =>
-  kind === "cpu"
-    ? "cpu"
-    : /h200/i.test(adapter)
-    ? "h200"
-    : /llvmpipe|lavapipe/i.test(adapter)
-    ? "lavapipe"
-    : kind;
-
 const main = (i: Input) =>
   Effect.gen(function* () {
     const tStart = performance.now();
@@ -279,7 +275,7 @@ const main = (i: Input) =>
     let choices: LayerChoice[];
     let planSource: string;
     let planJson: Plan | undefined;
-    const profileName = profileNameFor(selection.backend.kind, selection.backend.adapter.name);
+    const profileName = plannerProfileName(selection.backend);
     // The planner is always asked (≈1 ms); `--pipeline dense|sale` overrides its choice.
     const names = builtinProfileNames();
     const useProfile = names.includes(profileName) ? profileName : names[0];
@@ -370,13 +366,9 @@ const main = (i: Input) =>
     const rDense: PassResult = yield* pass("dense", dense);
     const rPipe: PassResult = sparse ? yield* pass("pipeline", choices) : rDense;
     t = performance.now();
-    const cmp = compareOverDocument(
-      cfg.vocab,
-      prompt.ids,
-      prompt.docStart,
-      prompt.docTokens,
-      rDense,
-      rPipe,
+    const cmp = yield* assertFiniteMetrics(
+      compareOverDocument(cfg.vocab, prompt.ids, prompt.docStart, prompt.docTokens, rDense, rPipe),
+      "document comparison",
     );
     phases.metricsMs = performance.now() - t;
     graphModel.release();
@@ -416,6 +408,7 @@ const main = (i: Input) =>
         name: source.name,
         ...(source.title ? { title: source.title } : {}),
         tokensTotal: prompt.docTokensTotal,
+        tokensTotalIsLowerBound: prompt.docTokensTotalIsLowerBound,
         tokensKept: prompt.docTokensKept,
         tokensUsed: prompt.docTokens,
         truncated: prompt.truncated,
@@ -470,7 +463,7 @@ const main = (i: Input) =>
       `longctx run — ${report.runtime}`,
       `model     ${modelId}: ${cfg.nLayer} layers, ${cfg.nHead}/${cfg.nKvHead} heads, d=${cfg.headDim} (${file})`,
       `document  ${source.kind === "bundled" ? `${source.name} — ${source.title}` : source.name}: ` +
-      `${prompt.docTokensTotal} tokens` +
+      `${prompt.docTokensTotalIsLowerBound ? "more than " : ""}${prompt.docTokensTotal} tokens` +
       (prompt.truncated ? `, first ${prompt.docTokensKept} kept (--truncate)` : ", all kept"),
       ...(prompt.planted
         ? [

@@ -104,6 +104,16 @@ export interface AttnComparison {
   readonly minRecall: number;
 }
 
+/** The first non-finite value of a prefill, see {@link GraphLlama.diagnose}. */
+export interface NonFiniteAt {
+  /** Layer, or −1 for the head. */
+  readonly layer: number;
+  /** `qkv`: the layer's attention input (from the layer before); `mlp`: its MLP output; `head`: the logits. */
+  readonly part: "qkv" | "mlp" | "head";
+  readonly index: number;
+  readonly value: number;
+}
+
 /** What a forward call did (program reuse, time). */
 export interface ForwardStats {
   /** Programs lowered so far (each lowering compiles and allocates; a reused program does neither). */
@@ -136,6 +146,16 @@ export interface GraphLlama {
     cache: KvState,
     options?: Pick<GraphForwardOptions, "attentionGraph" | "onDensity">,
   ): Effect.Effect<number, LongctxError>;
+  /**
+   * Where a prefill first produces NaN or ±∞: runs `tokens` from position 0 into a scratch cache (with the same
+   * attention graphs), keeping every layer's Q/K/V projection and MLP output, and returns the first layer whose
+   * attention input (`qkv`, produced by the layer before or the embeddings) or output (`mlp`) holds one, with
+   * the flat index and value; `"head"` when only the final norm/head does; `undefined` when all is finite.
+   */
+  diagnose(
+    tokens: ArrayLike<number>,
+    options?: Pick<GraphForwardOptions, "attentionGraph">,
+  ): Effect.Effect<NonFiniteAt | undefined, LongctxError>;
   /** Program statistics (see {@link ForwardStats}). */
   stats(): ForwardStats;
   /** Bytes the cached programs own (activations, workspaces, uniforms). */
@@ -162,12 +182,13 @@ export const loadLlamaGraph = (
   Effect.gen(function* () {
     const config = weights.config;
     const { nEmbd: E, nHead: H, nKvHead: KH, headDim: D, nFf: F, vocab: V, nLayer } = config;
-    if (D % 64 !== 0 || E % 4 !== 0 || F % 4 !== 0 || H % KH !== 0 || H * D !== E) {
+    const dStep = backend.kind === "cpu" ? 4 : 64; // the GPU attention kernels tile headDim by 64
+    if (D % dStep !== 0 || E % 4 !== 0 || F % 4 !== 0 || H % KH !== 0 || H * D !== E) {
       return yield* Effect.fail(
         shapeError(
           `unsupported shape: hidden ${E}, heads ${H}/${KH}, head dim ${D}, MLP ${F}`,
-          "the graph forward needs headDim a multiple of 64, hidden and MLP widths multiples of 4, " +
-            "heads·headDim = hidden and heads divisible by kv heads",
+          `the graph forward needs headDim a multiple of ${dStep} on a ${backend.kind} backend, hidden and ` +
+            "MLP widths multiples of 4, heads·headDim = hidden and heads divisible by kv heads",
         ),
       );
     }
@@ -457,6 +478,7 @@ export const loadLlamaGraph = (
       cache: KvState,
       mode: "last" | "all" | "none",
       opts: GraphForwardOptions,
+      keep: readonly string[] = [],
     ) =>
       Effect.gen(function* () {
         const fromZero = cache.length === 0 && seq > 1;
@@ -506,6 +528,7 @@ export const loadLlamaGraph = (
         const program = yield* lower(gr, backend, descs, {
           bind,
           lowering: backend.kind === "cpu" ? "never" : "auto",
+          ...(keep.length > 0 ? { keepAlive: keep } : {}),
         });
         lowered++;
         reused = false;
@@ -633,6 +656,52 @@ export const loadLlamaGraph = (
         return ((yield* program.read("id")).data as Uint32Array)[0];
       });
 
+    const diagnose: GraphLlama["diagnose"] = (tokens, opts = {}) =>
+      Effect.gen(function* () {
+        const bad = checkCall(tokens, { capacity: tokens.length, length: 0 } as KvState);
+        if (bad) return yield* Effect.fail(bad);
+        const seq = tokens.length;
+        const keep: string[] = [];
+        for (let l = 0; l < nLayer; l++) keep.push(`node:l${l}.qkv:y`, `node:l${l}.wdown:y`);
+        const cache = yield* newCache(seq);
+        const run = Effect.gen(function* () {
+          if (boundCache !== cache) {
+            for (const p of programs.values()) p.program.release();
+            programs.clear();
+            boundCache = cache;
+          }
+          const { program } = yield* programFor(seq, cache, "last", opts, keep);
+          yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
+          yield* program.run({ scalars: { pos: 0 } });
+          const first = (a: Float32Array) => a.findIndex((x) => !Number.isFinite(x));
+          for (let l = 0; l < nLayer; l++) {
+            for (const [part, key] of [["qkv", `node:l${l}.qkv:y`], ["mlp", `node:l${l}.wdown:y`]] as const) {
+              const a = (yield* program.read(key)).data as Float32Array;
+              const i = first(a);
+              if (i >= 0) return { layer: l, part, index: i, value: a[i] } satisfies NonFiniteAt;
+            }
+          }
+          const lg = (yield* program.read("logits")).data as Float32Array;
+          const i = first(lg);
+          return i >= 0
+            ? ({ layer: -1, part: "head", index: i, value: lg[i] } satisfies NonFiniteAt)
+            : undefined;
+        });
+        return yield* Effect.ensuring(
+          run,
+          Effect.sync(() => {
+            for (const [k, p] of programs) {
+              if (k.endsWith(keep.join(","))) {
+                p.program.release();
+                programs.delete(k);
+              }
+            }
+            cache.release();
+            boundCache = undefined;
+          }),
+        );
+      });
+
     const newCache: GraphLlama["newCache"] = (capacity) =>
       Effect.gen(function* () {
         const bytes = KH * capacity * D * 4;
@@ -685,6 +754,7 @@ export const loadLlamaGraph = (
       newCache,
       forward,
       forwardArgmax,
+      diagnose,
       stats: () => ({ programs: lowered, reused }),
       programBytes: () =>
         [...programs.values()].reduce((a, p) => a + p.program.bytes, 0) +

@@ -6,9 +6,132 @@
  * chunks, so full `[seq, vocab]` logits (1.6 GB at 8K) are never held. Sums are in f64.
  * @module
  */
-import { Effect } from "effect";
+import { Data, Effect } from "effect";
 import { ShapeError } from "@longctx/graph";
-import type { ForwardOptions, LlamaModel } from "./llama.ts";
+import type { AttentionFn, ForwardOptions, LlamaModel } from "./llama.ts";
+
+/**
+ * A NaN or infinity in the model's numbers: `where` says which step produced it (e.g. "prefill, layer 3
+ * attention inputs (q)", "decode step 2 logits", "perplexity (dense)"), `layer` the layer when one is known,
+ * `index` and `value` the first bad element. Metrics never pass on such values: they fail with this error.
+ */
+export class NonFiniteError extends Data.TaggedError("NonFiniteError")<{
+  readonly where: string;
+  readonly layer?: number;
+  readonly index: number;
+  readonly value: number;
+  readonly message: string;
+  readonly hint: string;
+}> {}
+
+/** The hint of every {@link NonFiniteError}. */
+export const NON_FINITE_HINT =
+  "the model's weights or hyper-parameters are corrupt or overflow f32 (check the file: fetch it again), or the " +
+  "attention pipeline named there is broken; rerun with --pipeline dense to tell them apart";
+
+/** Index of the first NaN or ±Infinity in `a`, or -1. */
+export const firstNonFinite = (a: ArrayLike<number>): number => {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
+  return -1;
+};
+
+/** The error for `a[index]` at `where` (see {@link NonFiniteError}). */
+export const nonFinite = (
+  where: string,
+  a: ArrayLike<number>,
+  index: number,
+  layer?: number,
+): NonFiniteError =>
+  new NonFiniteError({
+    where,
+    layer,
+    index,
+    value: a[index],
+    message: `${a[index]} at element ${index} of ${where}`,
+    hint: NON_FINITE_HINT,
+  });
+
+/** Succeed when every value of `a` is finite; else fail with {@link NonFiniteError} naming `where`. */
+export const assertFinite = (
+  a: ArrayLike<number>,
+  where: string,
+  layer?: number,
+): Effect.Effect<void, NonFiniteError> => {
+  const i = firstNonFinite(a);
+  return i < 0 ? Effect.void : Effect.fail(nonFinite(where, a, i, layer));
+};
+
+/**
+ * Wrap an attention function so each call checks its inputs (`q`, and the `kvLen` valid rows of `k`, `v` per
+ * KV head) and its output for NaN/∞, recording the first failure (the forward itself cannot fail from inside
+ * the callback). `phase()` names the step ("prefill", "decode step 3"). `take()` returns and clears the
+ * recorded error: a bad input of layer `l` was produced by layer `l − 1` (or the embeddings for layer 0), a
+ * bad output by layer `l`'s attention.
+ */
+export const finiteAttention = (
+  attention: AttentionFn,
+  phase: () => string,
+): { readonly attention: AttentionFn; take(): NonFiniteError | undefined } => {
+  let first: NonFiniteError | undefined;
+  const wrapped: AttentionFn = (q, k, v, ctx) => {
+    if (first === undefined) {
+      const at = `${phase()}, layer ${ctx.layer}`;
+      const prev = ctx.layer === 0 ? "the token embeddings" : `layer ${ctx.layer - 1}`;
+      const qi = firstNonFinite(q);
+      if (qi >= 0) first = nonFinite(`${at} attention input q (produced by ${prev})`, q, qi, ctx.layer);
+      for (let g = 0; g < ctx.kvHeads && first === undefined; g++) {
+        for (const [name, t] of [["k", k], ["v", v]] as const) {
+          const rows = t.subarray(
+            g * ctx.kvStride * ctx.headDim,
+            (g * ctx.kvStride + ctx.kvLen) * ctx.headDim,
+          );
+          const i = firstNonFinite(rows);
+          if (i >= 0 && first === undefined) {
+            first = nonFinite(`${at} attention input ${name} (produced by ${prev})`, rows, i, ctx.layer);
+          }
+        }
+      }
+    }
+    const o = attention(q, k, v, ctx);
+    if (first === undefined) {
+      const oi = firstNonFinite(o);
+      if (oi >= 0) first = nonFinite(`${phase()}, layer ${ctx.layer} attention output`, o, oi, ctx.layer);
+    }
+    return o;
+  };
+  return {
+    attention: wrapped,
+    take: () => {
+      const e = first;
+      first = undefined;
+      return e;
+    },
+  };
+};
+
+/**
+ * Fail with {@link NonFiniteError} when any number of a metrics record (perplexities, KL, agreement, …) is
+ * NaN or infinite; otherwise return it unchanged. `what` names the record ("document comparison").
+ */
+export const assertFiniteMetrics = <M extends object>(
+  metrics: M,
+  what: string,
+): Effect.Effect<M, NonFiniteError> => {
+  for (const [k, v] of Object.entries(metrics)) {
+    if (typeof v === "number" && !Number.isFinite(v)) {
+      return Effect.fail(
+        new NonFiniteError({
+          where: `${what}: ${k}`,
+          index: 0,
+          value: v,
+          message: `${k} = ${v} in the ${what}`,
+          hint: NON_FINITE_HINT,
+        }),
+      );
+    }
+  }
+  return Effect.succeed(metrics);
+};
 
 /** log Σ exp(row[start … start+n−1]) in f64. */
 export const logSumExp = (row: ArrayLike<number>, start = 0, n = row.length - start): number => {
@@ -174,7 +297,7 @@ export const compareHidden = (
     let sum = 0, mx = 0;
     for (const x of kl) {
       sum += x;
-      if (x > mx) mx = x;
+      if (x > mx || Number.isNaN(x)) mx = Number.isNaN(mx) ? mx : x;
     }
     return { meanKl: sum / rowsAll, maxKl: mx, kl, top1Agreement: agree / rowsAll };
   });
@@ -191,7 +314,7 @@ export const compareLogits = (ref: Float32Array, other: Float32Array, n: number)
   let sum = 0, mx = 0;
   for (const x of kl) {
     sum += x;
-    if (x > mx) mx = x;
+    if (x > mx || Number.isNaN(x)) mx = Number.isNaN(mx) ? mx : x; // a NaN KL stays visible in maxKl
   }
   return { meanKl: sum / rowsAll, maxKl: mx, kl, top1Agreement: agree / rowsAll };
 };

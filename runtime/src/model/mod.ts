@@ -6,7 +6,16 @@
  * @module
  */
 export { dequantize, floatToHalf, GgmlType, ggmlTypeInfo, halfToFloat } from "./dequant.ts";
-export { type GgufFile, type GgufTensorInfo, meta as ggufMeta, openGguf, tensorF32 } from "./gguf.ts";
+export {
+  checkLlamaGguf,
+  type GgufFile,
+  type GgufTensorInfo,
+  LLAMA_BOUNDS,
+  meta as ggufMeta,
+  openGguf,
+  parseGguf,
+  tensorF32,
+} from "./gguf.ts";
 export { type ChatMessage, type TextTokenizer, tokenizerFromGguf } from "./tokenizer.ts";
 export { blasNote, loadSgemm, type Sgemm, tsSgemm } from "./blas.ts";
 export {
@@ -39,14 +48,19 @@ export {
   loadLlamaGraph,
 } from "./llama_graph.ts";
 export {
+  assertFinite,
+  assertFiniteMetrics,
   compareHidden,
   compareLogits,
   documentHidden,
   type DocumentOptions,
   documentPerplexity,
+  finiteAttention,
+  firstNonFinite,
   klDivergence,
   logProbsFromHidden,
   logSumExp,
+  NonFiniteError,
   perplexity,
   type RunComparison,
 } from "./metrics.ts";

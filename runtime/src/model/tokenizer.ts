@@ -27,8 +27,17 @@ export interface TextTokenizer {
   readonly eosId: number;
   /** Ids of CONTROL tokens (`<|im_end|>` etc.): generation stops on `eosId` and on `<|im_end|>`. */
   readonly controlIds: ReadonlySet<number>;
-  /** Text → token ids. Added/control tokens written literally in `text` map to their ids. No BOS is added. */
+  /**
+   * Text → token ids. Added/control tokens written literally in `text` map to their ids. No BOS is added.
+   * Only for text the program itself writes (the chat template); never for a document or a user's question.
+   */
   encode(text: string): number[];
+  /**
+   * Untrusted text → token ids, with every special token of the vocabulary (`<|im_start|>`, `<|im_end|>`,
+   * `<|endoftext|>`, …) written literally in `text` encoded as ordinary text, never as its control id (Hugging
+   * Face's `encode_special_tokens = True`). Use it for documents and questions. No BOS is added.
+   */
+  encodeOrdinary(text: string): number[];
   /** Token ids → text (`skipSpecial` drops control tokens; default false; `[]` → ""). */
   decode(ids: readonly number[], skipSpecial?: boolean): string;
   /** One token's vocabulary string (byte-level form, e.g. "Ġthe"), or undefined. */
@@ -39,6 +48,17 @@ export interface TextTokenizer {
    * `<|im_start|>assistant\n` when `addGenerationPrompt`.
    */
   applyChatTemplate(messages: readonly ChatMessage[], addGenerationPrompt?: boolean): string;
+  /**
+   * The ids of {@link applyChatTemplate}'s text with the control tokens coming only from the template: each
+   * turn is `<|im_start|>` + `encodeOrdinary(role + "\n" + content)` + `<|im_end|>` + `encodeOrdinary("\n")`,
+   * which equals `encode(applyChatTemplate(…))` whenever the messages hold no special token (specials split the
+   * text into pieces encoded independently), and keeps a `<|im_end|>` written in a message as text otherwise.
+   * Fails with `InputError` when the vocabulary has no `<|im_start|>`/`<|im_end|>` (not a ChatML model).
+   */
+  encodeChat(
+    messages: readonly ChatMessage[],
+    addGenerationPrompt?: boolean,
+  ): Effect.Effect<number[], InputError>;
 }
 
 const DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
@@ -93,12 +113,17 @@ export const tokenizerFromGguf = (file: GgufFile): Effect.Effect<TextTokenizer, 
         }
       }
       const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
+      // Hugging Face's `Digits(individual_digits)` isolates every `char::is_numeric()` character (general
+      // category N: Nd, Nl, No — "½", "①", "Ⅻ", "３", "٣", "१", …), as llama.cpp's "\p{N}" split does.
+      // Tokenizers.js 0.2.0's Digits matches `\d`, which is ASCII-only in a JavaScript "u" regex, so it left
+      // "½" or "３００" unsplit and the ids differed from the reference: use a Split on `\p{N}` instead.
+      const digits = { type: "Split", pattern: { Regex: "\\p{N}" }, behavior: "Isolated", invert: false };
       const json = {
         added_tokens: added,
         normalizer: null,
         pre_tokenizer: pre === "smollm" || pre === "starcoder" || pre === "refact" || pre === "codeshell" ||
             pre === "exaone" || pre === "minerva"
-          ? { type: "Sequence", pretokenizers: [{ type: "Digits", individual_digits: true }, byteLevel] }
+          ? { type: "Sequence", pretokenizers: [digits, byteLevel] }
           : byteLevel,
         post_processor: null,
         decoder: byteLevel,
@@ -116,6 +141,9 @@ export const tokenizerFromGguf = (file: GgufFile): Effect.Effect<TextTokenizer, 
         },
       };
       const tk = new Tokenizer(json, { clean_up_tokenization_spaces: false });
+      // Documents and questions: the same model without added tokens, so no literal "<|im_start|>" in them can
+      // become a control token (checked against the reference's `encode_special_tokens = True` ids).
+      const plain = new Tokenizer({ ...json, added_tokens: [] }, { clean_up_tokenization_spaces: false });
       const bosId = meta<number>(file, "tokenizer.ggml.bos_token_id") ?? 1;
       const eosId = meta<number>(file, "tokenizer.ggml.eos_token_id") ?? 2;
       const tokenizer: TextTokenizer = {
@@ -124,11 +152,31 @@ export const tokenizerFromGguf = (file: GgufFile): Effect.Effect<TextTokenizer, 
         eosId,
         controlIds,
         encode: (text) => tk.encode(text, { add_special_tokens: false }).ids,
+        encodeOrdinary: (text) => plain.encode(text, { add_special_tokens: false }).ids,
         decode: (ids, skipSpecial = false) =>
           ids.length === 0
             ? ""
             : tk.decode([...ids], { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false }),
         idToToken: (id) => tokens[id],
+        encodeChat: (messages, addGenerationPrompt = false) => {
+          const start = vocab["<|im_start|>"], end = vocab["<|im_end|>"];
+          if (start === undefined || end === undefined) {
+            return Effect.fail(
+              new InputError({
+                message: "the vocabulary has no <|im_start|>/<|im_end|> tokens: not a ChatML model",
+                hint: "encode the prompt with encodeOrdinary and this model's own template",
+              }),
+            );
+          }
+          const ord = (t: string) => plain.encode(t, { add_special_tokens: false }).ids;
+          const all = messages.length > 0 && messages[0].role !== "system"
+            ? [{ role: "system", content: DEFAULT_SYSTEM }, ...messages]
+            : messages;
+          const ids: number[] = [];
+          for (const m of all) ids.push(start, ...ord(`${m.role}\n${m.content}`), end, ...ord("\n"));
+          if (addGenerationPrompt) ids.push(start, ...ord("assistant\n"));
+          return Effect.succeed(ids);
+        },
         applyChatTemplate: (messages, addGenerationPrompt = false) => {
           let s = "";
           if (messages.length > 0 && messages[0].role !== "system") {

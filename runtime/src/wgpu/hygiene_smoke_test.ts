@@ -6,7 +6,9 @@
  *
  * Measured on lavapipe (2 cores, 10,000 + 10,000 cycles): Bun 1.9 s + 0.3 s, RSS +0.6 MiB; Deno 2.0 s +
  * 0.9 s, RSS +4.1 MiB (Deno has no forced GC without --v8-flags=--expose-gc, so its figure is noisier: at
- * 30,000 + 30,000 cycles it read −105 MiB). Before the backend flushed queued uploads with an empty submit,
+ * 30,000 + 30,000 cycles it read −105 MiB). A second test runs 10,000 dispatches the backend refuses (a binding
+ * smaller than its declared type); on 2026-12-01 under Bun: −0.1 MiB at 10,000 and 40,000 (see
+ * docs/RELIABILITY.md for the refusals wgpu-native itself raises, which cost native memory per error). Before the backend flushed queued uploads with an empty submit,
  * the upload-only phase grew ~5 KiB per cycle (wgpu keeps `writeBuffer` staging until a submit); this test
  * is what caught it.
  */
@@ -104,6 +106,52 @@ test(
         return new Uint32Array(out.buffer, out.byteOffset, data.length);
       }));
       for (let i = 0; i < data.length; i++) assert.equal(check[i], data[i] + 1);
+    } finally {
+      await Effect.runPromise(b.close());
+    }
+  },
+  { ignore: !existsSync(wgpuLibPath()), timeout: 300_000 },
+);
+
+test(
+  `wgpu (${runtimeName()}): ${CYCLES} refused dispatches leak nothing`,
+  async () => {
+    const b = await Effect.runPromise(makeWgpuBackend());
+    try {
+      // Needs 4096 bytes of binding; a 4-byte buffer is refused by the backend's static check (declared binding
+      // sizes), before any wgpu-native call: the common refusal path must not grow at all.
+      const fixed: Kernel = {
+        key: "test.fixed",
+        entryPoint: "main",
+        bindings: ["read_write"],
+        wgsl: `@group(0) @binding(0) var<storage, read_write> v: array<u32, 1024>;
+@compute @workgroup_size(1) fn main() { v[0] = 1u; }`,
+      };
+      const refused = Effect.gen(function* () {
+        const buf = yield* b.allocate(4, "tiny");
+        const r = yield* Effect.result(
+          b.dispatch([{ kernel: fixed, buffers: [buf], workgroups: [1, 1, 1] }]),
+        );
+        b.release(buf);
+        if (r._tag === "Success") throw new Error("the invalid dispatch was accepted");
+      });
+      const run = (n: number) => Effect.runSync(Effect.repeat(refused, { times: n - 1 }));
+      run(2_000);
+      collect();
+      const rss0 = process.memoryUsage().rss;
+      const t0 = performance.now();
+      run(CYCLES);
+      await Effect.runPromise(b.sync());
+      collect();
+      const grow = (process.memoryUsage().rss - rss0) / 2 ** 20;
+      console.log(
+        `${runtimeName()}: ${CYCLES} refused dispatches ${
+          (performance.now() - t0).toFixed(0)
+        } ms, RSS growth ${grow.toFixed(1)} MiB (bound ${RSS_BOUND_MIB}), live ${JSON.stringify(b.live())}`,
+      );
+      assert.deepEqual(b.live(), { buffers: 0, bytes: 0 });
+      assert.equal((b as { cachedBindGroups(): number }).cachedBindGroups(), 0);
+      assert.ok(grow < RSS_BOUND_MIB, `RSS grew ${grow.toFixed(1)} MiB`);
     } finally {
       await Effect.runPromise(b.close());
     }

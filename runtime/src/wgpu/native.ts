@@ -209,6 +209,8 @@ export interface OpenOptions {
   readonly libPath: string;
   /** Prefer a low-power adapter (default high-performance). */
   readonly lowPower?: boolean;
+  /** Limits to request instead of the adapter's own (WGPULimits field names; others stay the adapter's). */
+  readonly limits?: Readonly<Record<string, number>>;
 }
 
 /** One wgpu-native instance + adapter + device + queue, with the callbacks that keep them honest. */
@@ -312,8 +314,24 @@ export class WgpuDevice {
     };
     c.wgpuAdapterInfoFreeMembers(infoS.bytes);
     // Limits and features.
-    const lim = arena.struct("WGPULimits");
+    let lim = arena.struct("WGPULimits");
     c.wgpuAdapterGetLimits(adapter, lim.ptr);
+    if (opts.limits && Object.keys(opts.limits).length > 0) {
+      const cur = readStruct("WGPULimits", lim.bytes);
+      const want: Record<string, number | bigint> = {};
+      for (const [k, v] of Object.entries(cur)) if (k !== "nextInChain") want[k] = v as number | bigint;
+      for (const [k, v] of Object.entries(opts.limits)) {
+        if (!(k in want)) {
+          closeAll();
+          c.wgpuAdapterRelease(adapter);
+          c.wgpuInstanceRelease(instance);
+          lib.close();
+          throw new WgpuFailure("validation", `unknown limit "${k}" (not a WGPULimits field)`);
+        }
+        want[k] = typeof cur[k] === "bigint" ? BigInt(v) : v;
+      }
+      lim = arena.struct("WGPULimits", want);
+    }
     const readFeatures = (fn: "wgpuAdapterGetFeatures" | "wgpuDeviceGetFeatures", obj: Ptr): Set<string> => {
       const sf = arena.struct("WGPUSupportedFeatures");
       c[fn](obj, sf.ptr);
@@ -372,7 +390,12 @@ export class WgpuDevice {
       c.wgpuAdapterRelease(adapter);
       c.wgpuInstanceRelease(instance);
       lib.close();
-      throw new WgpuFailure("no-adapter", `device request failed: ${deviceMsg}`);
+      // The adapter exists: a refused device request is about what was asked (limits, features), not a missing
+      // driver.
+      throw new WgpuFailure(
+        "unsupported",
+        `device request refused by ${info.device || info.vendor}: ${deviceMsg}`,
+      );
     }
     const dlim = arena.struct("WGPULimits");
     c.wgpuDeviceGetLimits(device, dlim.ptr);
@@ -557,5 +580,8 @@ export class WgpuDevice {
     this.closed = true;
     for (const cb of this.callbacks) cb.close();
     this.callbacks = [];
+    // Each open dlopens the library: close our handle (the OS keeps it mapped while other backends hold one),
+    // or every backend opened and closed leaks a library handle (Deno's resource sanitizer reports it).
+    this.lib.close();
   }
 }

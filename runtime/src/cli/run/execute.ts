@@ -3,18 +3,24 @@
  * SALE), per-layer statistics, greedy decoding of the answer, and the dense-vs-pipeline comparison
  * (perplexity over the document tokens, KL(dense ‖ pipeline), top-1 agreement).
  *
- * SALE (arXiv 2505.24179, §3) runs as `saleAttentionBlas` (the `sale.*` CPU-reference arithmetic as OpenBLAS
- * GEMMs, checked against `saleCpu` by the SALE tests), on the whole prompt in one prefill call; decode steps
- * use dense attention (SALE is a prefill method).
+ * Both passes run on the graph forward (`llama_graph.ts`, any backend): SALE layers (arXiv 2505.24179, §3) run
+ * SALE's four operators inlined as their attention, on the whole prompt in one prefill; decode steps run dense
+ * attention over the KV cache (SALE is a prefill method).
  * @module
  */
 import { Effect } from "effect";
-import type { Graph, LongctxError, ShapeError } from "@longctx/graph";
+import type { Graph, LongctxError } from "@longctx/graph";
 import { sale } from "@longctx/ops";
 import { buildPipelineGraph, type CompileError } from "@longctx/plans";
-import { argmax, type AttentionFn, denseCausalAttention, type LlamaModel } from "../../model/llama.ts";
+import { argmax, type LlamaModel } from "../../model/llama.ts";
 import type { GraphLlama } from "../../model/llama_graph.ts";
-import { compareLogits, logSumExp } from "../../model/metrics.ts";
+import {
+  assertFinite,
+  compareLogits,
+  logSumExp,
+  NON_FINITE_HINT,
+  NonFiniteError,
+} from "../../model/metrics.ts";
 
 /** The attention of one layer. */
 export type LayerChoice = { readonly kind: "dense" } | {
@@ -57,15 +63,6 @@ export interface PassProgress {
   readonly layer?: (l: number) => void;
   readonly token?: (i: number) => void;
 }
-
-const relErr = (a: Float32Array, b: Float32Array): number => {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return den > 0 ? Math.sqrt(num / den) : 0;
-};
 
 /** Document-level comparison of two passes over the same prompt. */
 export interface Comparison {
@@ -153,7 +150,7 @@ export const runPassGraph = (
   maxNew: number,
   progress: PassProgress = {},
   layerErrors = true,
-): Effect.Effect<PassResult, LongctxError | CompileError> =>
+): Effect.Effect<PassResult, LongctxError | CompileError | NonFiniteError> =>
   Effect.gen(function* () {
     const graphs = new Map<string, Graph>();
     const perLayer: (Graph | undefined)[] = [];
@@ -176,6 +173,25 @@ export const runPassGraph = (
       onDensity: (d) => (density = d),
     });
     const prefillMs = performance.now() - t0;
+    if (logits.some((x) => !Number.isFinite(x))) {
+      // Find the layer: a diagnostic prefill keeping every layer's Q/K/V projection and MLP output.
+      const at = yield* g.diagnose(prompt, { attentionGraph: (l) => perLayer[l] });
+      if (at && at.part !== "head") {
+        const prev = at.layer === 0 ? "the token embeddings" : `layer ${at.layer - 1}`;
+        const where = at.part === "qkv"
+          ? `prefill, layer ${at.layer} attention input q/k/v (produced by ${prev})`
+          : `prefill, layer ${at.layer} MLP output`;
+        return yield* new NonFiniteError({
+          where,
+          layer: at.layer,
+          index: at.index,
+          value: at.value,
+          message: `${at.value} at index ${at.index} of ${where}`,
+          hint: NON_FINITE_HINT,
+        });
+      }
+      yield* assertFinite(logits, "prefill final hidden states / logits");
+    }
     for (let l = 0; l < choices.length; l++) progress.layer?.(l);
     const tok = model.tokenizer;
     const t1 = performance.now();

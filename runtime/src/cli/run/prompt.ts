@@ -84,8 +84,12 @@ export interface BuiltPrompt {
   /** First document token in `ids` and the number of document tokens. */
   readonly docStart: number;
   readonly docTokens: number;
-  /** Tokens of the whole document before fitting. */
+  /**
+   * Tokens of the whole document before fitting; with `docTokensTotalIsLowerBound`, only a lower bound (the
+   * document was tokenised only as far as needed).
+   */
   readonly docTokensTotal: number;
+  readonly docTokensTotalIsLowerBound: boolean;
   readonly truncated: boolean;
   /** Tokens of the original document kept (the planted sentence excluded). */
   readonly docTokensKept: number;
@@ -107,6 +111,58 @@ export interface PromptOptions {
   readonly maxContext?: number;
 }
 
+/** Ordinary-text ids of a prefix of a document, from {@link encodeOrdinaryPrefix}. */
+export interface EncodedPrefix {
+  /** Token ids of the first pieces of the text (at least `limit + 1` of them unless `complete`). */
+  readonly ids: number[];
+  /** Whether the whole text was encoded (`ids` is then exactly `tok.encodeOrdinary(text)`). */
+  readonly complete: boolean;
+}
+
+const WS = /[\s\u0085]/;
+const LETTER = /\p{L}/u;
+
+/**
+ * The next cut at or after `from` that is a pre-token boundary of the byte-level BPE pre-tokenizer (GPT-2 regex
+ * after the `\p{N}` split), so that encoding the pieces separately gives the same ids as encoding the text
+ * whole: just after a lone "\n" between two non-spaces (a longer run of whitespace before a word splits
+ * differently at the end of a piece: "\n\n" is one pre-token there, "\n" "\n" before a word), or else
+ * between a letter and a " " followed by a letter (a word and the next " word"). `text.length` when none.
+ */
+const nextCut = (text: string, from: number, window: number): number => {
+  const end = Math.min(text.length - 1, from + window);
+  for (let p = Math.max(1, from); p < end; p++) {
+    if (text[p - 1] === "\n" && !WS.test(text[p]) && p >= 2 && !WS.test(text[p - 2])) return p;
+  }
+  for (let p = Math.max(1, from); p < end; p++) {
+    if (text[p] === " " && LETTER.test(text[p - 1]) && LETTER.test(text[p + 1])) return p;
+  }
+  return text.length;
+};
+
+/**
+ * Encode `text` as ordinary text ({@link TextTokenizer.encodeOrdinary}) piece by piece (pieces of about
+ * `chunkChars` UTF-16 units, cut at pre-token boundaries), stopping as soon as more than `limit` tokens are
+ * counted: a 20 MB document kept to its first 1000 tokens costs a few pieces, not the whole text (encoding
+ * all of it at once took 1.8 GB). Ids are identical to encoding the text whole.
+ */
+export const encodeOrdinaryPrefix = (
+  tok: TextTokenizer,
+  text: string,
+  limit: number,
+  chunkChars = 32768,
+): EncodedPrefix => {
+  const ids: number[] = [];
+  let at = 0;
+  while (at < text.length) {
+    if (ids.length > limit) return { ids, complete: false };
+    const cut = nextCut(text, at + chunkChars, Math.max(chunkChars, 1 << 20));
+    for (const id of tok.encodeOrdinary(text.slice(at, cut))) ids.push(id);
+    at = cut;
+  }
+  return { ids, complete: true };
+};
+
 /** Index near the middle of `ids` right after a token ending a line or sentence (search ±256 tokens). */
 const middleBoundary = (tok: TextTokenizer, ids: readonly number[]): number => {
   const mid = ids.length >> 1;
@@ -121,7 +177,8 @@ const middleBoundary = (tok: TextTokenizer, ids: readonly number[]): number => {
 };
 
 /**
- * Tokenise the document and the chat template around it; fit the document into `context − maxNew` tokens
+ * Tokenise the document and the chat template around it (document, question and planted word as ordinary text:
+ * a special token written in them is never encoded as a control token); fit the document into `context − maxNew` tokens
  * (with `truncate`: keep its first tokens; otherwise fail); plant the passphrase sentence at a line boundary
  * near the middle of the kept tokens.
  * Fails with `InputError` when the document does not fit and `truncate` is off, or when not even the template
@@ -133,17 +190,21 @@ export const buildPrompt = (
   o: PromptOptions,
 ): Effect.Effect<BuiltPrompt, InputError> =>
   Effect.gen(function* () {
-    const marker = "\u0000DOC\u0000";
+    // Only the chat template may emit control tokens: the document, the question and the planted word are
+    // untrusted text, encoded with `encodeOrdinary`, so a literal "<|im_end|>" in them stays text.
+    const docMarker = "\u0000DOC\u0000", questionMarker = "\u0000QUESTION\u0000";
     const chat = tok.applyChatTemplate(
-      [{ role: "user", content: `Read this document:\n\n${marker}\n\nQuestion: ${o.question}` }],
+      [{ role: "user", content: `Read this document:\n\n${docMarker}\n\nQuestion: ${questionMarker}` }],
       true,
     );
-    const [pre, post] = chat.split(marker);
+    const [pre, rest] = chat.split(docMarker);
+    const [mid, post] = rest.split(questionMarker);
     const prefix = tok.encode(pre);
-    const suffix = tok.encode(post);
-    const doc = tok.encode(text);
+    // `mid` ("\n\nQuestion: ") is ours but has no control token: encoding it with the question keeps the
+    // space before the question's first word in one token, as encoding the whole prompt at once would.
+    const suffix = [...tok.encodeOrdinary(mid + o.question), ...tok.encode(post)];
     const sentence = o.plant === undefined ? undefined : `The secret passphrase is ${o.plant}.\n`;
-    const plantIds = sentence === undefined ? [] : tok.encode(sentence);
+    const plantIds = sentence === undefined ? [] : tok.encodeOrdinary(sentence);
     const room = o.context - o.maxNew - prefix.length - suffix.length - plantIds.length;
     if (room < 16) {
       return yield* new InputError({
@@ -153,13 +214,19 @@ export const buildPrompt = (
         hint: `raise --context to at least ${o.context - room + 16}`,
       });
     }
+    // With --truncate only what is kept is tokenised (plus one piece); without it, counting stops past the
+    // model's context, which no --context can exceed.
+    const encoded = encodeOrdinaryPrefix(tok, text, o.truncate ? room : Math.max(room, o.maxContext ?? room));
+    const doc = encoded.ids;
+    const more = encoded.complete ? "" : "more than ";
     let kept = doc;
     if (doc.length > room) {
       if (!o.truncate) {
         const need = doc.length + o.context - room;
         return yield* new InputError({
-          message: `the document is ${doc.length} tokens; with the template, question and answer it needs ` +
-            `${need} > --context ${o.context}`,
+          message:
+            `the document is ${more}${doc.length} tokens; with the template, question and answer it needs ` +
+            `${more}${need} > --context ${o.context}`,
           hint: o.maxContext !== undefined && need > o.maxContext
             ? `pass --truncate to keep its first ${room} tokens (the model reads at most ${o.maxContext})`
             : `pass --truncate to keep its first ${room} tokens, or raise --context to ${need}`,
@@ -184,6 +251,7 @@ export const buildPrompt = (
       docStart: prefix.length,
       docTokens: docIds.length,
       docTokensTotal: doc.length,
+      docTokensTotalIsLowerBound: !encoded.complete,
       truncated: kept.length < doc.length,
       docTokensKept: kept.length,
       planted,
