@@ -12,19 +12,20 @@
  * `op_gpu_ms` (median of timestamp-query device times) where the backend has timestamps. Then it re-renders
  * RESULTS.md (`--no-render` to skip).
  *
- * GPU tasks time one submission of the lowering's launches plus a device sync (buffers allocated, inputs
- * and uniforms uploaded once before timing). Shapes are small on purpose: this machine has 2 cores and a
+ * GPU tasks lower the operator once as a one-node program (`lower` of `@longctx/graph`: buffers allocated,
+ * kernels compiled, inputs uploaded before timing) and time one run of it plus a device sync. Shapes are small on purpose: this machine has 2 cores and a
  * software Vulkan (lavapipe); the H200 numbers come from `benchmarks/device/suite.sh`.
  * @module
  */
 import { Effect } from "effect";
 import process from "node:process";
 import { Bench } from "tinybench";
-import type { Backend, DeviceBuffer, DispatchTiming, GpuLowering, Launch } from "@longctx/graph";
-import { descBytes } from "@longctx/graph";
+import type { Backend, DispatchTiming, Port, Ports } from "@longctx/graph";
+import { graph, lower } from "@longctx/graph";
 import { appendRows, type RowInput } from "../lib/results.ts";
 import {
   DEFAULT_DIMS,
+  DEFAULT_SCALARS,
   discoverOperators,
   prepare,
   type Prepared,
@@ -116,68 +117,35 @@ const msg = (e: unknown): string => {
   return m.split("\n")[0].slice(0, 160);
 };
 
-/** A prepared GPU run: buffers bound, `step` submits the launches once and waits. */
+/** A prepared GPU run: the operator lowered once as a one-node program; `step` runs it once and waits. */
 interface GpuRun {
   step(timed: boolean): Promise<DispatchTiming | undefined>;
   release(): void;
 }
 
-const prepareGpu = async (b: Backend, p: Prepared, low: GpuLowering): Promise<GpuRun> => {
-  const bufs = new Map<string, DeviceBuffer>();
-  const run = <A, E>(e: Effect.Effect<A, E>) => Effect.runPromise(e);
-  const alloc = async (key: string, bytes: number) => {
-    const buf = await run(b.allocate(Math.max(4, Math.ceil(bytes / 4) * 4), key));
-    bufs.set(key, buf);
-    return buf;
-  };
+const prepareGpu = async (b: Backend, p: Prepared): Promise<GpuRun> => {
+  const g = graph(p.op.name);
+  const ins: Record<string, Port> = {};
+  for (const [port, t] of Object.entries(p.op.inputs as Ports)) ins[port] = g.input(port, t);
+  const outs = g.add(p.op, p.params as never, ins as never) as Record<string, Port>;
+  for (const [port, h] of Object.entries(outs)) g.output(port, h);
+  const gr = await Effect.runPromise(g.build());
+  const prog = await Effect.runPromise(lower(gr, b, p.descs));
   try {
-    for (const [port, h] of Object.entries(p.inputs)) {
-      const buf = await alloc(`in:${port}`, descBytes(h.desc));
-      const bytes = new Uint8Array(h.data.buffer, h.data.byteOffset, descBytes(h.desc));
-      const padded = new Uint8Array(buf.bytes);
-      padded.set(bytes);
-      await run(b.upload(buf, padded));
-    }
-    for (const [port, d] of Object.entries(p.outputs)) await alloc(`out:${port}`, descBytes(d));
-    for (const [ws, bytes] of Object.entries(low.workspaces)) await alloc(`ws:${ws}`, bytes);
-    for (const l of low.launches) await run(b.compile(l.kernel));
+    for (const [port, h] of Object.entries(p.inputs)) await Effect.runPromise(prog.write(port, h));
   } catch (e) {
-    for (const buf of bufs.values()) b.release(buf);
+    prog.release();
     throw e;
   }
-  const bind = (name: string): DeviceBuffer => {
-    const buf = bufs.get(name);
-    if (!buf) throw new Error(`lowering binds ${name}, which is no port or workspace`);
-    return buf;
-  };
-  const launches = low.launches.map((l) => ({
-    launch: { kernel: l.kernel, buffers: l.buffers.map(bind), workgroups: l.workgroups } as Launch,
-    uniforms: Object.entries(l.uniforms ?? {}).map(([ws, bytes]) => [bind(`ws:${ws}`), bytes] as const),
-  }));
   return {
-    // Same order as the executor: uniforms are uploaded before their launch, launches between uploads batched.
     step: (timed) =>
-      run(Effect.gen(function* () {
-        let pending: Launch[] = [];
-        let total: number | undefined;
-        const flush = Effect.gen(function* () {
-          if (pending.length === 0) return;
-          const t = yield* b.dispatch(pending, { timed });
-          if (t) total = (total ?? 0) + t.totalMs;
-          pending = [];
-        });
-        for (const l of launches) {
-          if (l.uniforms.length) {
-            yield* flush;
-            for (const [buf, bytes] of l.uniforms) yield* b.upload(buf, bytes);
-          }
-          pending.push(l.launch);
-        }
-        yield* flush;
-        yield* b.sync();
-        return total === undefined ? undefined : { totalMs: total, perLaunchMs: [] };
-      })),
-    release: () => bufs.forEach((buf) => b.release(buf)),
+      Effect.runPromise(
+        Effect.map(
+          prog.run({ timed, scalars: DEFAULT_SCALARS }),
+          (r) => (r.gpuMs === undefined ? undefined : { totalMs: r.gpuMs, perLaunchMs: [] }),
+        ),
+      ),
+    release: () => prog.release(),
   };
 };
 
@@ -194,17 +162,16 @@ const benchOne = async (b: Backend, kind: Kind, p: Prepared, timeMs: number): Pr
   let gpu: GpuRun | undefined;
   let fn: () => unknown;
   if (kind === "cpu") {
-    fn = () => op.cpu(p.params, p.inputs as never);
+    fn = () => op.cpu(p.params, p.inputs as never, { scalars: DEFAULT_SCALARS });
   } else {
     if (!op.gpu) return { op: op.name, backend: kind, status: "skipped: no gpu lowering", rows: [] };
-    let low: GpuLowering;
     try {
-      low = op.gpu(p.params, p.descs as never, b.features);
+      op.gpu(p.params, p.descs as never, b.features);
     } catch (e) {
       return { op: op.name, backend: kind, status: `skipped: lowering: ${msg(e)}`, rows: [] };
     }
     try {
-      gpu = await prepareGpu(b, p, low);
+      gpu = await prepareGpu(b, p);
     } catch (e) {
       return { op: op.name, backend: kind, status: `failed: ${msg(e)}`, rows: [] };
     }

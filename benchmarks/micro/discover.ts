@@ -30,7 +30,17 @@ export const DEFAULT_DIMS: Readonly<Record<string, number>> = {
   hidden: 128,
   tree: 16,
   draftSeq: 64,
+  capacity: 256,
 };
+
+/** Runtime scalars given to operators that read them (`Operator.scalars`): a cache read from position 0. */
+export const DEFAULT_SCALARS: Readonly<Record<string, number>> = { pos: 0, start: 0 };
+
+/** Whether an operator has a wildcard port (`anyDims`): the model's glue, shaped per model, not per dims. */
+const hasWildcardPort = (op: AnyOperator): boolean =>
+  [...Object.values(op.inputs as Ports), ...Object.values(op.outputs as Ports)].some((t) =>
+    t.dims.length === 1 && t.dims[0] === "..."
+  );
 
 /** Whether a value has the `Operator` contract's shape. */
 export const isOperator = (x: unknown): x is AnyOperator => {
@@ -65,10 +75,13 @@ export const findOperators = (ns: unknown): AnyOperator[] => {
   return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
 };
 
-/** Import `@longctx/ops` and list its operators; an import failure is returned, not thrown. */
+/**
+ * Import `@longctx/ops` and list its operators, except those with wildcard ports (the `model.*` glue: its
+ * shapes come from a model, and `benchmarks/model_bench.ts` measures it); an import failure is returned.
+ */
 export const discoverOperators = async (): Promise<{ ops: AnyOperator[]; error?: string }> => {
   try {
-    return { ops: findOperators(await import("@longctx/ops")) };
+    return { ops: findOperators(await import("@longctx/ops")).filter((op) => !hasWildcardPort(op)) };
   } catch (e) {
     return { ops: [], error: `import @longctx/ops failed: ${e instanceof Error ? e.message : String(e)}` };
   }
@@ -157,7 +170,10 @@ export const prepare = (
       throw new PrepareError(`no base size or producer for port ${port}: ${t.dtype}[${t.dims.join(",")}]`);
     }
     const prep = prepare(producer, all, dims, depth + 1, seed);
-    const out = producer.cpu(prep.params, prep.inputs as never) as Record<string, HostTensor>;
+    const out = producer.cpu(prep.params, prep.inputs as never, { scalars: DEFAULT_SCALARS }) as Record<
+      string,
+      HostTensor
+    >;
     inputs[port] = out[port];
   }
   const descs: Record<string, TensorDesc> = {};

@@ -99,8 +99,10 @@ test("SALE's decode is planned as dense decode, with SALE's reason", () => {
   assert.deepEqual(p.groups.map((g) => g.pipeline), ["dense"]);
   assert.equal(p.groups[0].stages[0].operator, "dense.decode");
   assert.match(p.groups[0].reason, /sale decode runs dense: SALE is a prefill method \(§3\)/);
-  // without the decode operator, the delegate's own error
-  assert.match(fail({ ...req, phase: "decode", pipeline: "sale" }).message, /supports decode/);
+  // without the decode fixture, the delegate plans dense.attn (kvSeq ≥ seq, bottom-right causal)
+  const plain = run({ ...req, phase: "decode", pipeline: "sale" });
+  assert.equal(plain.groups[0].stages[0].operator, "dense.attn");
+  assert.match(plain.groups[0].reason, /sale decode runs dense/);
   // a technique with neither the phase nor a delegate
   const prefillOnly = stagedTechnique({
     ...dense.denseTechnique,

@@ -158,3 +158,69 @@ test(
   },
   { ignore: !existsSync(wgpuLibPath()), timeout: 300_000 },
 );
+
+test(
+  `wgpu (${runtimeName()}): one lowered program (attention over a KV cache at a moving position) run ${CYCLES} times: flat RSS, nothing allocated`,
+  async () => {
+    const { graph, hostTensor, lower } = await import("@longctx/graph");
+    const { dense } = await import("@longctx/ops");
+    const b = await Effect.runPromise(makeWgpuBackend());
+    try {
+      const g = graph("hygiene.decode");
+      const q = g.input("q", dense.cacheAttn.inputs.q);
+      const kc = g.input("kCache", dense.cacheAttn.inputs.kCache);
+      const vc = g.input("vCache", dense.cacheAttn.inputs.vCache);
+      g.output(
+        "o",
+        g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "heads", splitKeys: 64 }, {
+          q,
+          kCache: kc,
+          vCache: vc,
+        }).o,
+      );
+      const gr = await Effect.runPromise(g.build());
+      const cap = 300;
+      const p = await Effect.runPromise(lower(gr, b, {
+        q: { ...dense.cacheAttn.inputs.q, shape: [4, 1, 64] },
+        kCache: { ...dense.cacheAttn.inputs.kCache, shape: [2, cap, 64] },
+        vCache: { ...dense.cacheAttn.inputs.vCache, shape: [2, cap, 64] },
+      }));
+      const kv = Float32Array.from({ length: 2 * cap * 64 }, (_, i) => Math.sin(i));
+      await Effect.runPromise(
+        p.write("kCache", hostTensor("f32", ["kvHeads", "capacity", "headDim"], [2, cap, 64], kv)),
+      );
+      await Effect.runPromise(
+        p.write("vCache", hostTensor("f32", ["kvHeads", "capacity", "headDim"], [2, cap, 64], kv)),
+      );
+      await Effect.runPromise(
+        p.write("q", hostTensor("f32", ["heads", "seq", "headDim"], [4, 1, 64], kv.slice(0, 256))),
+      );
+      const live0 = b.live();
+      const loop = (n: number) =>
+        Effect.gen(function* () {
+          for (let i = 0; i < n; i++) yield* p.run({ scalars: { pos: i % cap }, sync: i % 64 === 63 });
+          yield* b.sync();
+        });
+      await Effect.runPromise(loop(2000)); // warm-up
+      collect();
+      const rss0 = process.memoryUsage().rss;
+      const t0 = performance.now();
+      await Effect.runPromise(loop(CYCLES));
+      collect();
+      const grow = (process.memoryUsage().rss - rss0) / 2 ** 20;
+      console.log(
+        `  ${CYCLES} program runs in ${(performance.now() - t0).toFixed(0)} ms, RSS growth ${
+          grow.toFixed(1)
+        } MiB ` +
+          `(bound ${RSS_BOUND_MIB}), live ${JSON.stringify(b.live())} (was ${JSON.stringify(live0)})`,
+      );
+      assert.deepEqual(b.live(), live0, "a program run allocated or freed device buffers");
+      assert.ok(grow < RSS_BOUND_MIB, `RSS grew ${grow.toFixed(1)} MiB`);
+      p.release();
+      assert.equal(b.live().buffers, 0);
+    } finally {
+      await Effect.runPromise(b.close());
+    }
+  },
+  { ignore: !existsSync(wgpuLibPath()) },
+);
