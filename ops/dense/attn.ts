@@ -238,7 +238,8 @@ export const makeDenseAttn = <D extends "f32" | "f16">(
           workspaceBytes: heads * seq * Math.ceil(kvSeq / 256) * (d + 2) * 4,
         };
       }
-      const bk = 32;
+      // The key tile the lowering picks for this device budget (chooseTiles), so cost and kernel agree.
+      const bk = chooseTiles(dtype, d, p.blockQ, 64, p.workgroupMemory).bk;
       return flashCost(
         heads,
         seq,

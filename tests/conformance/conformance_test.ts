@@ -20,6 +20,9 @@ import { availableBackends } from "../backends/cases.ts";
 import { registeredOperators } from "./discover.ts";
 import { caseGenerators } from "./cases.ts";
 import { type BackendSlot, formatFailures, formatTable, runConformance } from "./runner.ts";
+// OpenBLAS is loaded once per process and kept (runtime/src/model/blas.ts): load it before any test, so the
+// resource sanitizer sees a library held for the process.
+await loadSgemm();
 
 test("conformance: every registered operator has a case generator", () => {
   const missing = registeredOperators().map((o) => o.name).filter((n) => !(n in caseGenerators));

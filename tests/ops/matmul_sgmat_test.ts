@@ -102,7 +102,7 @@ for (const b of backends) {
 }
 test("matmul-sgmat: close backends", async () => {
   for (const b of backends) await Effect.runPromise(b.close());
-});
+}, { sanitize: false }); // closes the backends this file opened at load (for all of its tests)
 
 const dawn = await Effect.runPromise(Effect.result(makeDawnBackend()));
 const tc = dawn._tag === "Success" &&
