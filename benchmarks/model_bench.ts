@@ -11,8 +11,9 @@
  *       [--backend cpu|wgpu|webgpu] [--synthetic-weights] [--repeats 3] [--seed 1] [--attention dense|<technique>]
  *   bun benchmarks/model_bench.ts --context 4096
  *
- * `--backend cpu` (default) is the CPU forward of `llama.ts`; OpenBLAS threads: `OPENBLAS_NUM_THREADS`
- * (default: all cores). `--backend wgpu` (wgpu-native through FFI, `LONGCTX_WGPU_LIB`) or `webgpu` (Deno's
+ * `--backend cpu` (default) is the graph forward on the cpu backend (OpenBLAS GEMMs, the path `run` takes on the
+ * CPU); `--backend cpu --forward llama` the CPU forward of `llama.ts` (the fixture-checked reference); OpenBLAS
+ * threads: `OPENBLAS_NUM_THREADS` (default: all cores). `--backend wgpu` (wgpu-native through FFI, `LONGCTX_WGPU_LIB`) or `webgpu` (Deno's
  * `navigator.gpu`) run the GPU forward: GPU timings are wall clock around each forward, which ends by reading
  * back the 4-byte argmax (so the GPU work is complete), after one warm-up prefill + decode (pipeline
  * compilation); `--repeats` runs of prefill + decode, one row per run (`repeat` field). Without a GPU the
@@ -266,10 +267,12 @@ const syntheticModel = async (): Promise<{ weights: LlamaWeights; prompt: number
 
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
 
-async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
+async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void> {
   const { selectBackend } = await import("../runtime/src/backends/select.ts");
   const { loadLlamaGraph } = await import("../runtime/src/model/llama_graph.ts");
-  const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: kind })));
+  const { loadSgemm } = await import("../runtime/src/model/blas.ts");
+  const cpuGemm = kind === "cpu" ? { cpu: { gemm: (await loadSgemm()).gemm } } : {};
+  const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: kind, ...cpuGemm })));
   if (sel._tag === "Failure") {
     const e = sel.failure;
     die(`no GPU through the ${kind} backend: ${e.message} — ${e.hint}`);
@@ -421,5 +424,7 @@ async function gpuBench(kind: "wgpu" | "webgpu"): Promise<void> {
   );
 }
 
-if (backendName === "cpu") await cpuBench();
-else await gpuBench(backendName as "wgpu" | "webgpu");
+// `--backend cpu`: the graph forward on the cpu backend (OpenBLAS), the path `run` takes on the CPU;
+// `--backend cpu --forward llama`: the CPU forward of llama.ts (the fixture-checked reference), as before.
+if (backendName === "cpu" && opt("forward", "graph") === "llama") await cpuBench();
+else await gpuBench(backendName as "wgpu" | "webgpu" | "dawn" | "cpu");

@@ -9,13 +9,13 @@
  * 0.3.21 (Debian 12) detects this project's virtualised Sapphire Rapids CPU as `Prescott` (SSE3 kernels)
  * although it has AVX-512. When the variable is unset and `/proc/cpuinfo` lists avx512f/bw/dq/vl,
  * {@link loadSgemm} sets it to `SkylakeX` before opening the library: one layer's weight GEMMs at 4K tokens
- * go from ~32 to 107–125 GFLOP/s (`deno run -A benchmarks/model_attention_micro.ts`, 2-core dev machine).
+ * go from ~32 to 107–125 GFLOP/s (measured 2026-11-30 with a one-layer micro benchmark since removed, 2-core dev machine).
  * Set `OPENBLAS_CORETYPE` yourself to override; the kernel in use is part of {@link Sgemm.name}.
  *
  * It also sets `OPENBLAS_THREAD_TIMEOUT=4` when unset: OpenBLAS's idle threads then sleep at once instead of
- * spinning (default ~2^28 cycles) after each GEMM, which otherwise takes the CPU from the attention workers
- * (`attn_pool.ts`) that run between weight GEMMs (4K prefill with the workers: 31.0 s and 26.9 s without it,
- * 18.0 s with it; `benchmarks/model_bench.ts`, load average 3.1–3.6 vs 1.6 — the machine is shared).
+ * spinning (default ~2^28 cycles) after each GEMM, which otherwise takes the CPU from whatever runs between
+ * GEMMs (measured 2026-11-30 with the former attention workers: 4K prefill 31.0 s and 26.9 s without it, 18.0 s
+ * with it; load average 3.1–3.6 vs 1.6 — the machine is shared).
  * @module
  */
 import type { Gemm } from "@longctx/graph";

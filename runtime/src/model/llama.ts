@@ -18,8 +18,7 @@ import { Effect } from "effect";
 import { InputError, ShapeError } from "@longctx/graph";
 import { type GgufFile, meta, openGguf, tensorF32 } from "./gguf.ts";
 import { loadSgemm, type Sgemm } from "./blas.ts";
-import { blockCount, fastExp, runBlocks } from "./attn_block.ts";
-import { pooledAttention } from "./attn_pool.ts";
+import { dense } from "@longctx/ops";
 import { type TextTokenizer, tokenizerFromGguf } from "./tokenizer.ts";
 
 /** Model hyper-parameters (from GGUF `llama.*` metadata). */
@@ -119,47 +118,47 @@ export interface ForwardOptions {
   readonly capture?: CaptureFn;
 }
 
-export { fastExp, setWasmSoftmax } from "./attn_block.ts";
-export { setAttentionThreads } from "./attn_pool.ts";
+const LOG2E = 1.4426950408889634;
+const LN2 = 0.6931471805599453;
+const POW2 = (() => {
+  const t = new Float64Array(512);
+  for (let i = 0; i < 512; i++) t[i] = 2 ** (i - 256);
+  return t;
+})();
 
-let QBLOCK = 128;
-/** Set the query block size of {@link denseCausalAttention} (tuning; default 128). */
-export const setAttentionBlock = (rows: number): void => {
-  QBLOCK = rows;
+/**
+ * `exp(x)` for `x` in [−170, 88] (smaller x gives ≈ 0, larger is clamped): range reduction `x = (k + f)·ln 2`,
+ * `|f| ≤ 1/2`, and a degree-7 Taylor polynomial for `e^{f ln 2}` (relative error < 2e-8, below f32 rounding).
+ * Faster than `Math.exp` in V8 and JavaScriptCore (the CPU forward's SwiGLU uses it).
+ */
+export const fastExp = (x: number): number => {
+  let t = x * LOG2E;
+  if (t < -250) t = -250;
+  else if (t > 127) t = 127;
+  const k = ((t + 256.5) | 0) - 256; // round(t)
+  const g = (t - k) * LN2;
+  return (1 + g * (1 + g * (0.5 + g * (1 / 6 + g * (1 / 24 + g * (1 / 120 + g * (1 / 720 + g / 5040))))))) *
+    POW2[k + 256];
 };
 
 /**
- * Dense causal attention (the default {@link AttentionFn}). Work items are (KV head, block of 128 queries):
- * the block's rows of all query heads sharing that KV head are stacked (`[group·128, headDim]`), then
- * `S = scale · Q Kᵀ[0:end]` (sgemm, `end` = keys visible to the block's last query), causal mask and row
- * softmax numerators (WebAssembly SIMD, f64 sums; `attn_wasm.ts`), `O = P V[0:end]` (sgemm), rows divided by
- * their sums (`attn_block.ts`). When q, k and v are SharedArrayBuffer-backed (as `forward` and `newCache`
- * make them) and the work is large enough, the items are shared between the calling thread and Web Workers
- * (`attn_pool.ts`; `LONGCTX_ATTN_THREADS`, default the CPU count). Shapes as {@link AttentionFn}; work
- * `O(heads · seq · kvLen · headDim)`, scratch `[group·128, kvLen]` f32 per thread.
+ * Dense causal attention (the default {@link AttentionFn}): `dense.cacheAttn`'s CPU arithmetic from
+ * `@longctx/ops` (`cacheAttentionGemm`: per head and block of 64 queries, the scores and `P·V` as GEMMs through
+ * `ctx.sgemm`, the softmax in float64) over the cache rows `0 … kvLen − 1`, bottom-right causal. Shapes as
+ * {@link AttentionFn}; work `O(heads · seq · kvLen · headDim)`.
  */
-export const denseCausalAttention: AttentionFn = (q, k, v, ctx) => {
-  const { seq, offset, kvLen, kvStride, heads, kvHeads, headDim, scale, sgemm } = ctx;
-  const job = { seq, offset, kvLen, kvStride, heads, kvHeads, headDim, scale, qBlock: QBLOCK };
-  const n = blockCount(job);
-  if (n >= 2 && heads * seq * kvLen >= POOL_MIN_SCORES) {
-    const o = pooledAttention(job, q, k, v, sgemm);
-    if (o) return o;
-  }
-  const o = new Float32Array(heads * seq * headDim);
-  let t = 0;
-  runBlocks(job, q, k, v, o, sgemm, () => (t < n ? t++ : -1));
-  return o;
-};
-
-/** Attention calls with fewer scores (`heads · seq · kvLen`) than this stay on the calling thread. */
-const POOL_MIN_SCORES = 1 << 20;
-
-/** A new f32 array on a SharedArrayBuffer when the runtime has one (so attention workers can read it). */
-const sharedF32 = (n: number): Float32Array =>
-  typeof SharedArrayBuffer === "function"
-    ? new Float32Array(new SharedArrayBuffer(4 * n))
-    : new Float32Array(n);
+export const denseCausalAttention: AttentionFn = (q, k, v, ctx) =>
+  dense.cacheAttentionGemm(
+    ctx.sgemm.gemm,
+    q,
+    k,
+    v,
+    { heads: ctx.heads, kvHeads: ctx.kvHeads, seq: ctx.seq, headDim: ctx.headDim, capacity: ctx.kvStride },
+    ctx.offset,
+    ctx.scale,
+    0,
+    "heads",
+  ).o;
 
 /** A loaded model: config, f32 weights, tokenizer, and the forward pass. */
 export interface LlamaModel {
@@ -366,8 +365,8 @@ const makeModel = (
       return {
         capacity,
         length: 0,
-        k: w.layers.map(() => sharedF32(n)),
-        v: w.layers.map(() => sharedF32(n)),
+        k: w.layers.map(() => new Float32Array(n)),
+        v: w.layers.map(() => new Float32Array(n)),
       };
     },
     forward(tokens, cache, options = {}) {
@@ -405,7 +404,7 @@ const makeModel = (
         const qf = new Float32Array(seq * H * D);
         const kf = new Float32Array(seq * KH * D);
         const vf = new Float32Array(seq * KH * D);
-        const q = sharedF32(H * seq * D);
+        const q = new Float32Array(H * seq * D);
         const oFlat = new Float32Array(seq * H * D);
         const g = new Float32Array(seq * F);
         const u = new Float32Array(seq * F);
