@@ -16,6 +16,14 @@ import { Effect, Schema } from "effect";
 import { allocHost, anyDims, type CpuContext, ShapeError, tensorType } from "@longctx/graph";
 import type { Cost, DescsOf, GpuLowering, HostOf, Kernel, Operator, TensorDesc } from "@longctx/graph";
 import { effectiveScale } from "./common.ts";
+import { newSoftmaxKernel, type SoftmaxKernel } from "./softmax_wasm.ts";
+
+let kernelInstance: SoftmaxKernel | null | undefined;
+/** The process's WebAssembly softmax kernel (one instance, created on first use), or undefined without SIMD. */
+const softmaxKernel = (): SoftmaxKernel | undefined => {
+  if (kernelInstance === undefined) kernelInstance = newSoftmaxKernel() ?? null;
+  return kernelInstance ?? undefined;
+};
 
 /** Parameters of `dense.cacheAttn`. */
 export const CacheAttnParams = Schema.Struct({
@@ -257,8 +265,12 @@ export const cacheAttentionGemm = (
   const o = new Float32Array(H * seq * D), lse = new Float32Array(H * seq);
   const g = H / KH;
   const BQ = 64;
-  const S = new Float32Array(BQ * (pos + seq));
+  // Without a window, the row softmax runs as the WebAssembly SIMD kernel over scores kept in its memory
+  // (softmax_wasm.ts); with a window (or without WebAssembly SIMD), as the loop below.
+  const wasm = window === 0 ? softmaxKernel() : undefined;
+  const S = wasm ? wasm.scratch(BQ * (pos + seq)) : new Float32Array(BQ * (pos + seq));
   const ob = new Float32Array(BQ * D);
+  const inv = new Float64Array(BQ);
   for (let h = 0; h < H; h++) {
     const kv = Math.floor(h / g);
     const K = kc.subarray(kv * C * D, (kv + 1) * C * D), V = vc.subarray(kv * C * D, (kv + 1) * C * D);
@@ -282,7 +294,16 @@ export const cacheAttentionGemm = (
         S,
         n,
       );
-      for (let r = 0; r < rows; r++) {
+      for (let r = 0; r < rows && wasm; r++) {
+        // keys 0 … p of row r (lo0 = 0 without a window): max, then exp(s − max) in place and the sum
+        const p = pos + i0 + r, at = r * n;
+        let m = -Infinity;
+        for (let j = at; j <= at + p; j++) if (S[j] > m) m = S[j];
+        const l = wasm.row(at, p + 1, n);
+        inv[r] = 1 / l;
+        lse[h * seq + i0 + r] = m + Math.log(l);
+      }
+      for (let r = 0; r < rows && !wasm; r++) {
         const p = pos + i0 + r, lo = window > 0 ? Math.max(0, p + 1 - window) : 0;
         const row = S.subarray(r * n, (r + 1) * n);
         let m = -Infinity;
@@ -294,13 +315,13 @@ export const cacheAttentionGemm = (
           row[j] = e;
           l += e;
         }
-        for (let j = 0; j < n; j++) row[j] /= l;
+        inv[r] = 1 / l;
         lse[h * seq + i0 + r] = m + Math.log(l);
       }
       gemm(false, false, rows, D, n, 1, S, n, V.subarray(lo0 * D), D, 0, ob, D);
       for (let r = 0; r < rows; r++) {
-        const i = i0 + r;
-        o.set(ob.subarray(r * D, (r + 1) * D), layout === "heads" ? (h * seq + i) * D : (i * H + h) * D);
+        const i = i0 + r, dst = layout === "heads" ? (h * seq + i) * D : (i * H + h) * D;
+        for (let x = 0; x < D; x++) o[dst + x] = ob[r * D + x] * inv[r];
       }
     }
   }

@@ -121,7 +121,7 @@ export const makeCpuBackend = (options: CpuBackendOptions = {}): Effect.Effect<B
       ...(options.gemm ? { gemm: options.gemm } : {}),
       view: (buf) => lookup(buf),
       adapter: {
-        name: "cpu (TypeScript, 1 thread)",
+        name: options.gemm ? "cpu (TypeScript, GEMMs by the given BLAS)" : "cpu (TypeScript, 1 thread)",
         vendor: "longctx",
         driver: "TypeScript reference",
         api: "cpu",
