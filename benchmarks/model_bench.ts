@@ -53,6 +53,22 @@ const opt = (name: string, def: string): string => {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
 };
 const flag = (name: string): boolean => args.includes(`--${name}`);
+/** Flags this script knows (with a value, then switches): anything else is an error, not silently ignored. */
+const VALUED = ["context", "decode", "chunk", "doc", "backend", "repeats", "seed", "attention", "forward"];
+const SWITCHES = ["synthetic-weights"];
+for (let a = 0; a < args.length; a++) {
+  const name = args[a].startsWith("--") ? args[a].slice(2) : undefined;
+  if (name !== undefined && VALUED.includes(name)) a++;
+  else if (name === undefined || !SWITCHES.includes(name)) {
+    console.error(
+      `model_bench: unknown argument ${args[a]} — fix: use --${VALUED.join(" <v>, --")} <v> or --${
+        SWITCHES.join(", --")
+      } ` +
+        "(see the module doc at the top of benchmarks/model_bench.ts)",
+    );
+    process.exit(2);
+  }
+}
 const context = Number(opt("context", "4096"));
 const decode = Number(opt("decode", "32"));
 const chunk = Number(opt("chunk", String(context)));
@@ -69,8 +85,14 @@ const die = (message: string): never => {
   console.error(`model_bench: ${message}`);
   process.exit(1);
 };
-if (!["cpu", "wgpu", "webgpu"].includes(backendName)) {
-  die(`unknown --backend ${backendName} (cpu, wgpu or webgpu)`);
+if (!["cpu", "wgpu", "webgpu", "dawn"].includes(backendName)) {
+  die(`unknown --backend ${backendName} (cpu, wgpu, webgpu or dawn)`);
+}
+if (
+  !["graph", "llama"].includes(opt("forward", "graph")) ||
+  (opt("forward", "graph") === "llama" && backendName !== "cpu")
+) {
+  die(`--forward ${opt("forward", "graph")}: graph (default), or llama with --backend cpu`);
 }
 if (synthetic && backendName === "cpu") die("--synthetic-weights needs --backend wgpu or webgpu");
 if (!techniqueNames().includes(attentionName)) {

@@ -30,6 +30,10 @@ export const DenseAttnParams = Schema.Struct({
 /** Decoded `dense.attn` parameters. */
 export type DenseAttnParams = typeof DenseAttnParams.Type;
 
+/** `dense.attn` parameters from a partial object, defaults filled. Throws the schema's error for a bad value. */
+export const denseParams = (p: Partial<DenseAttnParams> = {}): DenseAttnParams =>
+  Schema.decodeUnknownSync(DenseAttnParams)(p);
+
 /** Port types of attention in dtype `D`. */
 export const attnPorts = <D extends "f32" | "f16">(dtype: D) => ({
   inputs: {

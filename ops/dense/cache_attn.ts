@@ -50,6 +50,13 @@ export const CacheAttnParams = Schema.Struct({
 /** Decoded `dense.cacheAttn` parameters. */
 export type CacheAttnParams = typeof CacheAttnParams.Type;
 
+/**
+ * `dense.cacheAttn` parameters from a partial object, defaults filled (`cacheAttnParams()` = scale 1/√d, no
+ * window, heads layout, 256-key splits). Throws the schema's error for a bad value (e.g. `splitKeys: 100`).
+ */
+export const cacheAttnParams = (p: Partial<CacheAttnParams> = {}): CacheAttnParams =>
+  Schema.decodeUnknownSync(CacheAttnParams)(p);
+
 const ports = {
   inputs: {
     q: tensorType("f32", ["heads", "seq", "headDim"] as const),

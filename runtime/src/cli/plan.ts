@@ -284,7 +284,10 @@ const main = (i: Input) =>
       const fs = yield* FileSystem.FileSystem;
       yield* fs.writeFileString(i.out.value, JSON.stringify(p, null, 2) + "\n").pipe(
         Effect.mapError((e) =>
-          new InputError({ message: `cannot write ${i.out}: ${e.message}`, hint: "check the path" })
+          new InputError({
+            message: `cannot write ${Option.getOrElse(i.out, () => "")}: ${e.message}`,
+            hint: "check the path",
+          })
         ),
       );
     }
