@@ -27,7 +27,7 @@ import { BackendError, type LongctxError, ShapeError } from "./errors.ts";
 import { type Graph, type GraphNode, inferShapes, refKey, type ShapeMap, showType } from "./graph.ts";
 import { type Lifetime, type MemoryPlan, planBuffers } from "./memory.ts";
 import type { Cost, DescsOf, GpuLowering, HostOf, Ports, Scalars } from "./operator.ts";
-import { lower } from "./program.ts";
+import { descsOf, lower } from "./program.ts";
 import { descBytes, type HostTensor, type TensorDesc } from "./tensor.ts";
 
 /** How a node runs: its gpu lowering, its cpu reference on the cpu backend, or the cpu fallback on a GPU. */
@@ -260,10 +260,8 @@ export const run = <I extends Ports, O extends Ports>(
   Effect.gen(function* () {
     const t0 = performance.now();
     const hostIn = inputs as Readonly<Record<string, HostTensor>>;
-    const descs: Record<string, TensorDesc> = {};
-    for (const [k, t] of Object.entries(hostIn)) descs[k] = t.desc;
     return yield* Effect.acquireUseRelease(
-      lower(g, backend, descs, options.lowering ? { lowering: options.lowering } : {}),
+      lower(g, backend, descsOf(hostIn), options.lowering ? { lowering: options.lowering } : {}),
       (p) =>
         Effect.gen(function* () {
           for (const i of g.inputs) {

@@ -538,6 +538,17 @@ export const loadLlamaGraph = (
       });
     // Programs are lowered against one cache's buffers: a call with another cache re-lowers.
     let boundCache: KvState | undefined;
+    /** Release every cached program (they bind one cache's buffers and the RoPE tables). */
+    const dropPrograms = () => {
+      for (const p of programs.values()) p.program.release();
+      programs.clear();
+    };
+    /** Programs are lowered against one cache's buffers: a call with another cache lowers them again. */
+    const bindCache = (cache: KvState) => {
+      if (boundCache === cache) return;
+      dropPrograms();
+      boundCache = cache;
+    };
 
     const checkCall = (tokens: ArrayLike<number>, cache: KvState): ShapeError | undefined => {
       const seq = tokens.length;
@@ -566,11 +577,7 @@ export const loadLlamaGraph = (
       Effect.gen(function* () {
         const bad = checkCall(tokens, cache);
         if (bad) return yield* Effect.fail(bad);
-        if (boundCache !== cache) {
-          for (const p of programs.values()) p.program.release();
-          programs.clear();
-          boundCache = cache;
-        }
+        bindCache(cache);
         const seq = tokens.length;
         const { program, densities, errors } = yield* programFor(seq, cache, mode, opts);
         yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
@@ -665,11 +672,7 @@ export const loadLlamaGraph = (
         for (let l = 0; l < nLayer; l++) keep.push(`node:l${l}.qkv:y`, `node:l${l}.wdown:y`);
         const cache = yield* newCache(seq);
         const run = Effect.gen(function* () {
-          if (boundCache !== cache) {
-            for (const p of programs.values()) p.program.release();
-            programs.clear();
-            boundCache = cache;
-          }
+          bindCache(cache);
           const { program } = yield* programFor(seq, cache, "last", opts, keep);
           yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
           yield* program.run({ scalars: { pos: 0 } });
@@ -718,8 +721,7 @@ export const loadLlamaGraph = (
         }
         if (capacity > shapes.rope_cos[0]) {
           // Longer tables: every program binds the old ones, so they are lowered again.
-          for (const p of programs.values()) p.program.release();
-          programs.clear();
+          dropPrograms();
           boundCache = undefined;
           yield* ropeTables(capacity);
         }
@@ -760,8 +762,7 @@ export const loadLlamaGraph = (
         [...programs.values()].reduce((a, p) => a + p.program.bytes, 0) +
         [...heads.values()].reduce((a, p) => a + p.bytes, 0),
       release: () => {
-        for (const p of programs.values()) p.program.release();
-        programs.clear();
+        dropPrograms();
         for (const p of heads.values()) p.release();
         heads.clear();
         for (const b of owned.splice(0)) backend.release(b);
