@@ -35,7 +35,7 @@ const ports = <D extends "f32" | "f16">(dtype: D) => ({
     k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
   },
   outputs: {
-    indices: tensorType("i32", ["heads", "qBlocks", "kCap"] as const),
+    indices: tensorType("i32", ["selHeads", "qBlocks", "kCap"] as const),
     density: tensorType("f32", ["heads"] as const),
   },
 });
