@@ -24,7 +24,7 @@
  */
 import { Effect } from "effect";
 import { allocHost, storageBytes, tensorType } from "@longctx/graph";
-import type { Cost, DescsOf, GpuLowering, HostOf, HostTensor, Kernel, Operator } from "@longctx/graph";
+import type { Cost, DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Kernel, Operator } from "@longctx/graph";
 import { asF32, checkQKVCross, need } from "../dense/common.ts";
 import { indexColumns, indexVisible } from "../dense/index_attn.ts";
 import { HipParams, hipProblem, hipRegion } from "./params.ts";
@@ -62,31 +62,26 @@ const before = (a: Node, b: Node): number =>
   a.start - b.start;
 
 /**
- * The HiP mask of one (head, query block): ascending token list (length ≤ k). `dot(row, key)` is q·k of a
- * local query row and a key token; `pos(row)` its position.
+ * Scores of key blocks for one (head, query block): for each representative block `b` of `blocks` (region
+ * block indices), the max of q·k over the sampled queries and the block's keys a query may score (`j ≤ p −
+ * window`), −∞ when none may.
+ */
+export type BlockScorer = (blocks: readonly number[]) => ArrayLike<number>;
+
+/**
+ * The HiP mask of one (head, query block) whose last query sits at `pLast`: ascending token list (length ≤ k)
+ * from the search of the module doc, with `score` giving the children's scores one round at a time.
  */
 export const searchBlock = (
   p: Pick<HipParams, "topK" | "blockK" | "sink" | "window">,
-  rows: readonly number[],
-  pos: (row: number) => number,
   pLast: number,
-  dot: (row: number, key: number) => number,
+  score: BlockScorer,
 ): number[] => {
   const reg = hipRegion(p, pLast);
   const end = reg.start + reg.tokens;
   if (reg.dense) return Array.from({ length: reg.tokens }, (_, t) => reg.start + t);
   const n = p.topK / p.blockK;
   if (n === 0) return [];
-  const limits = rows.map((r) => pos(r) - p.window);
-  const score = (block: number): number => {
-    let m = -Infinity;
-    for (let t = 0; t < p.blockK; t++) {
-      const j = reg.start + block * p.blockK + t;
-      if (j >= end) break;
-      for (let s = 0; s < rows.length; s++) if (j <= limits[s]) m = Math.max(m, dot(rows[s], j));
-    }
-    return m;
-  };
   let nodes: Node[] = Array.from({ length: n }, (_, i) => {
     const start = Math.floor((i * reg.blocks) / n);
     return { start, size: Math.floor(((i + 1) * reg.blocks) / n) - start, score: 0 };
@@ -95,10 +90,12 @@ export const searchBlock = (
     const children: Node[] = [];
     for (const x of nodes) {
       const half = Math.floor(x.size / 2);
-      for (const [start, size] of [[x.start, half], [x.start + half, x.size - half]]) {
-        children.push({ start, size, score: size === 0 ? -Infinity : score(start + Math.floor(size / 2)) });
-      }
+      children.push({ start: x.start, size: half, score: -Infinity });
+      children.push({ start: x.start + half, size: x.size - half, score: -Infinity });
     }
+    const live = children.filter((c) => c.size > 0);
+    const sc = score(live.map((c) => c.start + Math.floor(c.size / 2)));
+    live.forEach((c, e) => (c.score = sc[e]));
     nodes = children.sort(before).slice(0, n);
   }
   const out: number[] = [];
@@ -109,6 +106,63 @@ export const searchBlock = (
     }
   }
   return out;
+};
+
+/** A {@link BlockScorer} by float64 loops: `dot(row, key)` is q·k of a sampled row and a key token. */
+const loopScorer = (
+  p: Pick<HipParams, "blockK" | "sink">,
+  end: number,
+  rows: readonly number[],
+  limits: readonly number[],
+  dot: (row: number, key: number) => number,
+): BlockScorer =>
+(blocks) =>
+  blocks.map((block) => {
+    let m = -Infinity;
+    for (let t = 0; t < p.blockK; t++) {
+      const j = p.sink + block * p.blockK + t;
+      if (j >= end) break;
+      for (let s = 0; s < rows.length; s++) if (j <= limits[s]) m = Math.max(m, dot(rows[s], j));
+    }
+    return m;
+  });
+
+/**
+ * A {@link BlockScorer} through `gemm`: the blocks' keys gathered into one matrix, scored against the sampled
+ * query rows `qs [ns, d]` in one f32 GEMM per round.
+ */
+const gemmScorer = (
+  gemm: Gemm,
+  p: Pick<HipParams, "blockK" | "sink">,
+  end: number,
+  qs: Float32Array,
+  limits: readonly number[],
+  k: Float32Array,
+  kb: number,
+  d: number,
+): BlockScorer =>
+(blocks) => {
+  const ns = limits.length, cols = blocks.length * p.blockK;
+  const kSel = new Float32Array(cols * d), keyOf = new Int32Array(cols).fill(-1);
+  blocks.forEach((block, e) => {
+    for (let t = 0; t < p.blockK; t++) {
+      const j = p.sink + block * p.blockK + t;
+      if (j >= end) break;
+      keyOf[e * p.blockK + t] = j;
+      kSel.set(k.subarray(kb + j * d, kb + (j + 1) * d), (e * p.blockK + t) * d);
+    }
+  });
+  const S = new Float32Array(ns * cols);
+  gemm(false, true, ns, cols, d, 1, qs, d, kSel, d, 0, S, cols);
+  return blocks.map((_, e) => {
+    let m = -Infinity;
+    for (let t = 0; t < p.blockK; t++) {
+      const c = e * p.blockK + t, j = keyOf[c];
+      if (j < 0) break;
+      for (let s = 0; s < ns; s++) if (j <= limits[s]) m = Math.max(m, S[s * cols + c]);
+    }
+    return m;
+  });
 };
 
 /** Visible keys of the queries at positions `pFirst … pLast` for a list (sink ∪ list ∪ window, disjoint). */
@@ -130,7 +184,8 @@ const visibleKeys = (
 /**
  * `hip.mask` on the host: `q [H, seq, d]`, `k [Hk, kvSeq, d]` (f32 values; query `i` at position
  * `kvSeq − seq + i`) → `indices [H, qBlocks, k]` (ascending tokens, −1 padded) and `density [H]` (attended /
- * causal (query, key) pairs, the sink and window included). Scores in float64.
+ * causal (query, key) pairs, the sink and window included). Scores in float64, or with `gemm` (the cpu
+ * backend's BLAS) as one f32 GEMM per (head, block, round).
  */
 export const hipMaskReference = (
   p: HipParams,
@@ -141,6 +196,7 @@ export const hipMaskReference = (
   seq: number,
   kvSeq: number,
   d: number,
+  gemm?: Gemm,
 ): { indices: Int32Array; density: Float32Array } => {
   const qB = Math.ceil(seq / p.blockQ), cap = Math.max(1, p.topK), off = kvSeq - seq, g = H / Hk;
   const indices = new Int32Array(H * qB * cap).fill(-1);
@@ -149,14 +205,23 @@ export const hipMaskReference = (
     const kb = Math.floor(h / g) * kvSeq * d;
     let seen = 0, causal = 0;
     for (let b = 0; b < qB; b++) {
-      const i0 = b * p.blockQ, i1 = Math.min(seq, i0 + p.blockQ);
-      const dot = (row: number, key: number) => {
-        let s = 0;
-        const qo = (h * seq + row) * d, ko = kb + key * d;
-        for (let x = 0; x < d; x++) s += q[qo + x] * k[ko + x];
-        return s;
-      };
-      const list = searchBlock(p, sampledRows(i0, i1, p.blockStrideQ), (r) => r + off, i1 - 1 + off, dot);
+      const i0 = b * p.blockQ, i1 = Math.min(seq, i0 + p.blockQ), pLast = i1 - 1 + off;
+      const rows = sampledRows(i0, i1, p.blockStrideQ), limits = rows.map((r) => r + off - p.window);
+      const end = p.sink + hipRegion(p, pLast).tokens;
+      let scorer: BlockScorer;
+      if (gemm) {
+        const qs = new Float32Array(rows.length * d);
+        rows.forEach((r, s) => qs.set(q.subarray((h * seq + r) * d, (h * seq + r + 1) * d), s * d));
+        scorer = gemmScorer(gemm, p, end, qs, limits, k, kb, d);
+      } else {
+        scorer = loopScorer(p, end, rows, limits, (row, key) => {
+          let s = 0;
+          const qo = (h * seq + row) * d, ko = kb + key * d;
+          for (let x = 0; x < d; x++) s += q[qo + x] * k[ko + x];
+          return s;
+        });
+      }
+      const list = searchBlock(p, pLast, scorer);
       const base = (h * qB + b) * cap;
       indices.set(list, base);
       seen += visibleKeys(indices.subarray(base, base + cap), p.sink, p.window, i0 + off, i1 - 1 + off);
@@ -403,10 +468,20 @@ export const makeHipMask = <D extends "f32" | "f16">(dtype: D): Operator<HipPara
           density: { ...pt.outputs.density, shape: [s.heads] },
         } as DescsOf<Out>;
       }),
-    cpu: (p, i) => {
+    cpu: (p, i, ctx) => {
       const [H, seq, d] = i.q.desc.shape as [number, number, number];
       const [Hk, kvSeq] = i.k.desc.shape as [number, number, number];
-      const r = hipMaskReference(p, asF32(i.q as HostTensor), asF32(i.k as HostTensor), H, Hk, seq, kvSeq, d);
+      const r = hipMaskReference(
+        p,
+        asF32(i.q as HostTensor),
+        asF32(i.k as HostTensor),
+        H,
+        Hk,
+        seq,
+        kvSeq,
+        d,
+        ctx?.gemm,
+      );
       const qB = Math.ceil(seq / p.blockQ);
       const indices = allocHost({ ...pt.outputs.indices, shape: [H, qB, Math.max(1, p.topK)] });
       indices.data.set(r.indices);

@@ -106,6 +106,16 @@ test("hip.mask (CPU): exactly the region's keys, ascending, unique, disjoint fro
   }
 });
 
+test("hip.mask (CPU): the GEMM path (cpu backend's BLAS) returns the float64 path's lists on exact scores", () => {
+  const p = hip.hipParams({ topK: 64, sink: 4, window: 32 });
+  const H = 3, Hk = 1, S = 700, d = 64;
+  const q = ints(H * S * d, 5), k = ints(Hk * S * d, 6);
+  const a = hip.hipMaskReference(p, q, k, H, Hk, S, S, d);
+  const b = hip.hipMaskReference(p, q, k, H, Hk, S, S, d, sgemm.gemm);
+  assert.deepEqual([...b.indices], [...a.indices]);
+  assert.deepEqual([...b.density], [...a.density]);
+});
+
 test("hip.mask (CPU): a planted smooth bump of high logits is selected; short contexts fall back to dense", () => {
   const H = 1, seq = 2048, d = 32, p = hip.hipParams({ topK: 128, sink: 16, window: 64 });
   const q = randn(seq * d, 1).map((x) => x * 0.1), k = randn(seq * d, 2).map((x) => x * 0.1);
