@@ -32,7 +32,6 @@ import {
   type Graph,
   type Launch,
   lower,
-  type Program,
 } from "@longctx/graph";
 import { dense, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";

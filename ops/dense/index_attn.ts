@@ -324,7 +324,10 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
       const [heads, seq, headDim] = i.q.shape as [number, number, number];
       if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
       if (headDim % 32 !== 0) throw new RangeError(`the flash kernel needs headDim % 32 = 0, got ${headDim}`);
-      const t = chooseTiles(dtype, headDim, p.blockQ, 64, p.workgroupMemory);
+      // One query block (a decode step, a short chunk): as few query rows per workgroup as cover it; the
+      // block's list is the same (there is one).
+      const bq = seq <= p.blockQ ? Math.min(p.blockQ, 16 * Math.ceil(seq / 16)) : p.blockQ;
+      const t = chooseTiles(dtype, headDim, bq, 64, p.workgroupMemory);
       const cfg = {
         heads,
         kvHeads: i.k.shape[0],
@@ -332,7 +335,7 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
         headDim,
         dtype,
         scale: effectiveScale(p.scale, headDim),
-        bq: p.blockQ,
+        bq,
         bk: t.bk,
         qShared: t.qShared,
         gather: {
@@ -354,7 +357,7 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
             enables: dtype === "f16" ? ["f16"] : [],
           },
           buffers: ["in:q", "in:k", "in:v", "in:indices", "out:o", "out:lse"],
-          workgroups: [Math.ceil(seq / p.blockQ), heads, 1],
+          workgroups: [Math.ceil(seq / bq), heads, 1],
         }],
       };
     },

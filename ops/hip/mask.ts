@@ -327,12 +327,14 @@ const searchKernel = (
     w(`            for (var t = 0; t < ${p.blockK}; t++) {`);
     w(`              let j = ${p.sink} + rep * ${p.blockK} + t;`);
     w(`              if (j >= end) { break; }`);
-    w(`              for (var s = 0u; s < ${ns}u; s++) {`);
-    w(`                if (j > qlim[s]) { continue; }`);
-    w(`                var acc = 0.0;`);
-    w(`                for (var x = 0u; x < ${D4}u; x++) { acc += dot(qs[s * ${D4}u + x], vec4<f32>(K[(kbase + u32(j)) * ${D4}u + x])); }`);
-    w(`                m = max(m, acc);`);
+    // the key row is read once per key; one accumulator per sampled query, in named registers
+    for (let s = 0; s < ns; s++) w(`              var a${s} = 0.0;`);
+    w(`              let kr = (kbase + u32(j)) * ${D4}u;`);
+    w(`              for (var x = 0u; x < ${D4}u; x++) {`);
+    w(`                let kv = vec4<f32>(K[kr + x]);`);
+    for (let s = 0; s < ns; s++) w(`                a${s} += dot(qs[${s * D4}u + x], kv);`);
     w(`              }`);
+    for (let s = 0; s < ns; s++) w(`              if (j <= qlim[${s}]) { m = max(m, a${s}); }`);
     w(`            }`);
     w(`            sc = m;`);
     w(`          } else { st = 2147483647; }`);
@@ -385,18 +387,30 @@ const searchKernel = (
   }
   w(`  }`);
   // density partials of the block: attended and causal (query, key) pairs
-  w(`  storageBarrier();`);
   w(`  workgroupBarrier();`);
   w(`  for (var r = tid; r < i1 - i0; r += ${WG}u) {`);
   w(`    let pos = i32(i0 + r) + ${off};`);
   w(`    let sinkN = min(${p.sink}, pos + 1);`);
   w(`    let wlo = max(${p.sink}, pos - ${p.window - 1});`);
   w(`    let winN = select(0, pos + 1 - wlo, ${p.window} > 0 && pos + 1 > wlo);`);
+  // list entries the query scores outside its window (j ≤ pos − window): all of them are ≥ sink
   w(`    var listN = 0;`);
-  w(`    for (var e = 0u; e < ${cap}u; e++) {`);
-  w(`      let j = IDX[obase + e];`);
-  w(`      if (j < 0 || j + ${p.window} > pos) { break; }`);
-  w(`      if (j >= ${p.sink}) { listN++; }`);
+  w(`    let lim = pos - ${p.window};`);
+  w(`    if (tokens <= ${p.topK}) {`);
+  w(`      listN = clamp(lim - ${p.sink} + 1, 0, tokens);`);
+  if (n > 0) {
+    // the survivors' sorted starts are still in cst: binary search for the blocks starting at or before lim
+    w(`    } else {`);
+    w(`      var lo = 0u; var hi = ${n}u;`);
+    w(`      while (lo < hi) {`);
+    w(`        let mid = (lo + hi) / 2u;`);
+    w(`        if (${p.sink} + cst[mid] * ${p.blockK} <= lim) { lo = mid + 1u; } else { hi = mid; }`);
+    w(`      }`);
+    w(`      if (lo > 0u) {`);
+    w(`        let s0 = ${p.sink} + cst[lo - 1u] * ${p.blockK};`);
+    w(`        listN = i32(lo - 1u) * ${p.blockK} + min(${p.blockK}, min(lim - s0 + 1, end - s0));`);
+    w(`      }`);
+  }
   w(`    }`);
   w(`    atomicAdd(&cnt[0], u32(sinkN + listN + winN));`);
   w(`    atomicAdd(&cnt[1], u32(pos + 1));`);
