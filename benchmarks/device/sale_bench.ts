@@ -26,13 +26,7 @@
  */
 import { parseArgs } from "node:util";
 import { Effect } from "effect";
-import {
-  type Backend,
-  decodeTechniqueParams,
-  type Graph,
-  type Launch,
-  lower,
-} from "@longctx/graph";
+import { type Backend, decodeTechniqueParams, type Graph, type Launch, lower } from "@longctx/graph";
 import { dense, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";

@@ -267,13 +267,6 @@ export const indexAttentionGemm = (
   return { o, lse };
 };
 
-/** Keys the query at position `pos` attends under `p` with `listed` visible list entries (for cost models). */
-export const indexKeysPerQuery = (pos: number, sink: number, window: number, listed: number): number =>
-  Math.min(
-    pos + 1,
-    Math.min(sink, pos + 1) + listed + (window > 0 ? Math.min(window, Math.max(0, pos + 1 - sink)) : 0),
-  );
-
 /** Build `dense.indexAttn` for inputs of dtype `dtype` (f32: `dense.indexAttn`, f16: `dense.indexAttn.f16`). */
 export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<IndexAttnParams, In<D>, Out> => {
   const pt = ports(dtype);
@@ -361,15 +354,15 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
         }],
       };
     },
-    cost: (p, i): Cost => {
+    cost: (_p, i): Cost => {
       const [heads, seq, d] = i.q.shape as [number, number, number];
       const kvSeq = i.k.shape[1], kCap = i.indices.shape[2], elt = storageBytes(dtype, 1);
-      // Every list entry visible (the worst case): keys per query summed over the queries.
-      let keys = 0;
-      for (let x = 0; x < seq; x++) keys += indexKeysPerQuery(kvSeq - seq + x, p.sink, p.window, kCap);
+      // The full causal mask (every key j ≤ p of every query): which keys a list keeps is only known at run
+      // time, so a technique scales this by its (measured or constructed) density, as sale.sparseAttn's.
+      const keys = seq * kvSeq - (seq * (seq - 1)) / 2;
       return {
         flops: 4 * d * heads * keys,
-        bytesRead: heads * seq * d * elt + (heads / p.blockQ) * keys * 2 * d * elt +
+        bytesRead: heads * seq * d * elt + (heads / Math.min(seq, 64)) * keys * 2 * d * elt +
           i.indices.shape[0] * i.indices.shape[1] * kCap * 4,
         bytesWritten: heads * seq * (d + 1) * 4,
         workspaceBytes: 0,

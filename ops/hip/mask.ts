@@ -257,7 +257,9 @@ const searchKernel = (
   kvSeq: number,
   d: number,
 ): Kernel => {
-  const D4 = d / 4, ns = Math.ceil(p.blockQ / p.blockStrideQ), n = p.topK / p.blockK, M = nextPow2(2 * n);
+  const D4 = d / 4, n = p.topK / p.blockK, M = nextPow2(2 * n);
+  // sampled queries per block: a call shorter than a block (decode: 1) scores with only the rows it has
+  const ns = Math.ceil(Math.min(p.blockQ, seq) / p.blockStrideQ);
   const qB = Math.ceil(seq / p.blockQ), cap = Math.max(1, p.topK), off = kvSeq - seq, g = H / Hk;
   const T = dtype, Mn = nextPow2(Math.max(1, n));
   const L: string[] = [];

@@ -10,7 +10,26 @@
 import { stagedTechnique, type Technique } from "@longctx/graph";
 import { indexAttn, indexAttnF16 } from "../dense/index_attn.ts";
 import { hipMask, hipMaskF16 } from "./mask.ts";
-import { HipParams } from "./params.ts";
+import { HipParams, hipRegion } from "./params.ts";
+
+/**
+ * HiP's density by construction at `dims` (attended / causal (query, key) pairs): per query at position `p` of
+ * its block, `min(p + 1, sink + min(k, region) + window)` keys — an upper bound that counts every selected key
+ * outside the query's window (the true count is lower by at most `blockQ` per query).
+ */
+export const hipConstructedDensity = (p: HipParams, dims: { seq: number; kvSeq: number }): number => {
+  const off = dims.kvSeq - dims.seq;
+  let seen = 0, causal = 0;
+  for (let b = 0; b * p.blockQ < dims.seq; b++) {
+    const i1 = Math.min(dims.seq, (b + 1) * p.blockQ);
+    const listed = Math.min(p.topK, hipRegion(p, i1 - 1 + off).tokens);
+    for (let i = b * p.blockQ; i < i1; i++) {
+      seen += Math.min(i + off + 1, p.sink + listed + p.window);
+      causal += i + off + 1;
+    }
+  }
+  return seen / causal;
+};
 
 /**
  * HiP for one layer: `hip.mask` on Q `[heads, seq, headDim]`, K `[kvHeads, kvSeq, headDim]` (f32 or f16;
@@ -39,6 +58,7 @@ export const hipTechnique: Technique<HipParams> = stagedTechnique({
     description: "keys selected per query block and head besides the sink and the sliding window " +
       "(tokens; a multiple of blockK)",
   },
+  constructedDensity: hipConstructedDensity,
   state: {
     perSequence: true,
     description:
