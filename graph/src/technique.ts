@@ -73,6 +73,24 @@ export interface PhaseDelegate<P> {
   readonly reason: string;
 }
 
+/**
+ * A stateful decode attention on a KV cache (the model forward's decode steps): `search` runs on a refresh step
+ * and outputs the state besides `o`, `reuse` reads the state of the last refresh. Both read `q f32 [heads,
+ * seq, headDim]` (after RoPE), `kCache`, `vCache f32 [kvHeads, capacity, headDim]` holding `pos + seq` rows
+ * (runtime scalar `pos`) and output `o f32 [heads, seq, headDim]`; `state` names the tensors `search` outputs
+ * and `reuse` reads as inputs (e.g. HiP's `indices`).
+ */
+export interface CacheDecodeGraphs {
+  /** Decode steps per search: step s after a prefill searches when `s % refresh === 0`. */
+  readonly refresh: number;
+  /** The refresh step's graph: inputs q, kCache, vCache; outputs o and every `state` name. */
+  readonly search: Graph;
+  /** The other steps' graph: inputs q, kCache, vCache and every `state` name; output o. */
+  readonly reuse: Graph;
+  /** State tensors carried from a search to the reuses after it. */
+  readonly state: readonly string[];
+}
+
 /** What building a technique's graph can fail with. */
 export type TechniqueGraphError = TechniqueError | GraphError | ParamsError | ShapeError;
 
@@ -117,6 +135,11 @@ export interface Technique<P> {
    * density was measured. Absent for data-dependent techniques (SALE's threshold).
    */
   readonly constructedDensity?: (params: P, dims: AttnDims) => number;
+  /**
+   * The decode attention on the model forward's KV cache, for a technique whose decode keeps state between
+   * steps (HiP's mask, refreshed every `refresh` steps); absent: decode runs dense over the cache.
+   */
+  readonly cacheDecode?: (params: P) => Effect.Effect<CacheDecodeGraphs, TechniqueGraphError>;
   /**
    * The attention graph of one layer for `phase` (see the module doc for its ports), shape-generic (dims
    * named, sizes not fixed) but checked against `dims` by shape inference. A delegated phase returns the

@@ -58,6 +58,11 @@ export interface FlashConfig {
     readonly sink: number;
     /** Local window in tokens: query position `p` sees keys `(p − window, p]` (0: none). */
     readonly window: number;
+    /**
+     * The KV cache mode: `kvSeq` is the cache's capacity (the row stride) and the queries' offset is a runtime
+     * uniform `POS.x` (the tokens before this call; keys `< POS.x + seq` are valid), bound after `lse`.
+     */
+    readonly dynamic?: boolean;
   };
 }
 
@@ -103,7 +108,8 @@ const f = (x: number): string => {
 export const flashKey = (c: FlashConfig): string =>
   `flash2:${
     c.gather
-      ? `gather${c.gather.kvSeq}x${c.gather.kCap}/${c.gather.selHeads}s${c.gather.sink}w${c.gather.window}`
+      ? `gather${c.gather.kvSeq}x${c.gather.kCap}/${c.gather.selHeads}s${c.gather.sink}w${c.gather.window}` +
+        (c.gather.dynamic ? "dyn" : "")
       : c.sparse
       ? `bsr${c.sparse.blockK}x${c.sparse.nnzCap}`
       : "dense"
@@ -140,6 +146,7 @@ export const flashWgsl = (c: FlashConfig): string => {
   }
   p(`@group(0) @binding(${b++}) var<storage, read_write> O: array<vec4<f32>>;`);
   p(`@group(0) @binding(${b++}) var<storage, read_write> LSE: array<f32>;`);
+  if (c.gather?.dynamic) p(`@group(0) @binding(${b++}) var<uniform> POS: vec4<u32>;`);
   p(`var<workgroup> Ks: array<vec4<f32>, ${bk * P4}>;`);
   p(`var<workgroup> Vs: array<vec4<f32>, ${bk * D4}>;`);
   // P tile [bq rows][bk keys] viewed as vec4 of 4 consecutive keys; row-max / row-sum partials [bq][8].
@@ -259,7 +266,9 @@ export const flashWgsl = (c: FlashConfig): string => {
   );
 
   if (gat) {
-    const off = gat.kvSeq - seq;
+    // the queries' offset and the valid key count: baked, or from the POS uniform (KV cache mode)
+    const off = gat.dynamic ? "i32(POS.x)" : `${gat.kvSeq - seq}`;
+    const kvLen = gat.dynamic ? `(i32(POS.x) + ${seq})` : `${gat.kvSeq}`;
     const sink = Math.min(gat.sink, gat.kvSeq), W = gat.window;
     const qB = Math.ceil(seq / bq);
     for (let i = 0; i < TM; i++) p(`  let ap${i} = i32(row${i}) + ${off};`);
@@ -283,7 +292,7 @@ export const flashWgsl = (c: FlashConfig): string => {
       ...tile(
         `u32(max(Kid[x / ${D4}u], 0))`,
         (j) => `Kid[${j}u * 8u + cg]`,
-        (i, j) => `key${j} < ${sink} || key${j} + ${W} > ap${i} || key${j} >= ${gat.kvSeq}`,
+        (i, j) => `key${j} < ${sink} || key${j} + ${W} > ap${i} || key${j} >= ${kvLen}`,
         [
           `    if (tid < ${bk}u) { Kid[tid] = select(-1, INDICES[lbase + e + tid], e + tid < ${gat.kCap}u); }`,
           `    workgroupBarrier();`,
@@ -299,7 +308,7 @@ export const flashWgsl = (c: FlashConfig): string => {
         ...tile(
           contiguous,
           cont,
-          (i, j) => `key${j} + ${W} <= ap${i} || key${j} > ap${i} || key${j} >= ${gat.kvSeq}`,
+          (i, j) => `key${j} + ${W} <= ap${i} || key${j} > ap${i} || key${j} >= ${kvLen}`,
         ),
       );
       p(`  }`);

@@ -16,7 +16,17 @@
  */
 import { Effect, Schema } from "effect";
 import { allocHost, storageBytes, tensorType } from "@longctx/graph";
-import type { Cost, DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
+import type {
+  Cost,
+  CpuContext,
+  DescsOf,
+  Gemm,
+  GpuLowering,
+  HostOf,
+  HostTensor,
+  Operator,
+  TensorDesc,
+} from "@longctx/graph";
 import { asF32, checkQKVCross, effectiveScale, need } from "./common.ts";
 import { chooseTiles, flashKey, flashWgsl } from "./flash_wgsl.ts";
 
@@ -114,17 +124,20 @@ export const indexVisible = (kind: number, j: number, p: number, window: number)
   j <= p && (kind === 0 || (kind === 1 ? j + window <= p : j + window > p));
 
 /** Shapes of an index attention problem. */
-interface Dims {
+export interface IndexAttnDims {
   readonly H: number;
   readonly Hk: number;
   readonly seq: number;
+  /** K/V rows per head (the row stride: `kvSeq`, or a cache's capacity). */
   readonly kvSeq: number;
+  /** Position of query row 0 (default `kvSeq − seq`; a KV cache's `pos`). */
+  readonly off?: number;
   readonly d: number;
   readonly selHeads: number;
   readonly kCap: number;
 }
 
-const dimsOf = (q: HostTensor, k: HostTensor, indices: HostTensor): Dims => {
+const dimsOf = (q: HostTensor, k: HostTensor, indices: HostTensor): IndexAttnDims => {
   const [H, seq, d] = q.desc.shape as [number, number, number];
   const [selHeads, , kCap] = indices.desc.shape as [number, number, number];
   return { H, Hk: k.desc.shape[0], seq, kvSeq: k.desc.shape[1], d, selHeads, kCap };
@@ -141,10 +154,10 @@ export const indexAttentionReference = (
   k: Float32Array,
   v: Float32Array,
   indices: Int32Array,
-  dm: Dims,
+  dm: IndexAttnDims,
 ): { o: Float32Array; lse: Float32Array } => {
   const { H, Hk, seq, kvSeq, d, selHeads, kCap } = dm;
-  const qB = Math.ceil(seq / p.blockQ), g = H / Hk, off = kvSeq - seq;
+  const qB = Math.ceil(seq / p.blockQ), g = H / Hk, off = dm.off ?? kvSeq - seq;
   const scale = effectiveScale(p.scale, d);
   const o = new Float32Array(H * seq * d), lse = new Float32Array(H * seq);
   const acc = new Float64Array(d);
@@ -208,10 +221,10 @@ export const indexAttentionGemm = (
   k: Float32Array,
   v: Float32Array,
   indices: Int32Array,
-  dm: Dims,
+  dm: IndexAttnDims,
 ): { o: Float32Array; lse: Float32Array } => {
   const { H, Hk, seq, kvSeq, d, selHeads, kCap } = dm;
-  const bq = p.blockQ, qB = Math.ceil(seq / bq), g = H / Hk, off = kvSeq - seq;
+  const bq = p.blockQ, qB = Math.ceil(seq / bq), g = H / Hk, off = dm.off ?? kvSeq - seq;
   const scale = effectiveScale(p.scale, d);
   const o = new Float32Array(H * seq * d), lse = new Float32Array(H * seq);
   const oBlk = new Float32Array(bq * d);
@@ -274,7 +287,7 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
     name: dtype === "f32" ? "dense.indexAttn" : "dense.indexAttn.f16",
     kind: "index-attn",
     reference:
-      "HiP (Lee et al., ICLR 2025): attention over sink ∪ selected keys ∪ sliding window, disjoint; " +
+      "HiP (ICLR 2025, arXiv 2406.09827 v2): attention over sink ∪ selected keys ∪ sliding window, disjoint; " +
       "FlashAttention-2 (Dao 2023) Alg. 1 for the online softmax",
     params: IndexAttnParams,
     inputs: pt.inputs,
@@ -375,3 +388,130 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
 export const indexAttn: Operator<IndexAttnParams, In<"f32">, Out> = makeIndexAttn("f32");
 /** `dense.indexAttn.f16` for f16 inputs (f32 accumulation). */
 export const indexAttnF16: Operator<IndexAttnParams, In<"f16">, Out> = makeIndexAttn("f16");
+
+const cachePorts = <D extends "f32" | "f16">(dtype: D) => ({
+  inputs: {
+    q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
+    kCache: tensorType(dtype, ["kvHeads", "capacity", "headDim"] as const),
+    vCache: tensorType(dtype, ["kvHeads", "capacity", "headDim"] as const),
+    indices: tensorType("i32", ["selHeads", "qBlocks", "kCap"] as const),
+  },
+  outputs: ports(dtype).outputs,
+});
+type CacheIn<D extends "f32" | "f16"> = ReturnType<typeof cachePorts<D>>["inputs"];
+
+/** A KV-cache call's descriptions as `dense.indexAttn`'s (the cache's rows named `kvSeq`). */
+const asKv = <D extends "f32" | "f16">(i: DescsOf<CacheIn<D>>): DescsOf<In<D>> => {
+  const kv = (t: TensorDesc) => ({ ...t, dims: ["kvHeads", "kvSeq", "headDim"] as const });
+  return { q: i.q, k: kv(i.kCache), v: kv(i.vCache), indices: i.indices } as DescsOf<In<D>>;
+};
+
+/** The runtime scalar `pos` of a KV-cache call, checked against the capacity (throws `RangeError`). */
+export const cachePos = (
+  scalars: CpuContext["scalars"] | undefined,
+  seq: number,
+  capacity: number,
+): number => {
+  const pos = scalars?.pos;
+  if (pos === undefined || !Number.isInteger(pos) || pos < 0) throw new RangeError(`scalar pos = ${pos}`);
+  if (pos + seq > capacity) {
+    throw new RangeError(`pos ${pos} + ${seq} queries exceed the cache capacity ${capacity}`);
+  }
+  return pos;
+};
+
+/** The `POS` uniform of the KV-cache kernels: `(pos, pos + seq, 0, 0)` as u32. */
+export const posUniform = (pos: number, seq: number): Uint8Array =>
+  new Uint8Array(Uint32Array.of(pos, pos + seq, 0, 0).buffer);
+
+/**
+ * Build `dense.indexCacheAttn` (f32) / `dense.indexCacheAttn.f16`: `dense.indexAttn` on a KV cache — `kCache`,
+ * `vCache [kvHeads, capacity, headDim]` holding `pos + seq` valid rows, queries at positions `pos + i` (runtime
+ * scalar `pos`, so one lowered program serves every decode step). Same semantics, reference and kernel (the
+ * gather mode with its offset from a uniform).
+ */
+export const makeIndexCacheAttn = <D extends "f32" | "f16">(
+  dtype: D,
+): Operator<IndexAttnParams, CacheIn<D>, Out> => {
+  const pt = cachePorts(dtype);
+  const base = makeIndexAttn(dtype);
+  return {
+    name: dtype === "f32" ? "dense.indexCacheAttn" : "dense.indexCacheAttn.f16",
+    kind: "index-cache-attn",
+    reference: base.reference + "; on a KV cache at a runtime position",
+    params: IndexAttnParams,
+    inputs: pt.inputs,
+    outputs: pt.outputs,
+    scalars: ["pos"],
+    infer: (p, i) =>
+      Effect.gen(function* () {
+        yield* need(i.kCache.shape[1] >= i.q.shape[1], "kCache", "capacity below seq", "capacity ≥ seq");
+        return yield* base.infer(p, asKv(i));
+      }),
+    cpu: (p, i, ctx) => {
+      const dm0 = dimsOf(i.q as HostTensor, i.kCache as HostTensor, i.indices as HostTensor);
+      const dm = { ...dm0, off: cachePos(ctx?.scalars, dm0.seq, dm0.kvSeq) };
+      const args = [
+        p,
+        asF32(i.q as HostTensor),
+        asF32(i.kCache as HostTensor),
+        asF32(i.vCache as HostTensor),
+        i.indices.data as Int32Array,
+        dm,
+      ] as const;
+      const r = ctx?.gemm ? indexAttentionGemm(ctx.gemm, ...args) : indexAttentionReference(...args);
+      const o = allocHost({ ...pt.outputs.o, shape: [dm.H, dm.seq, dm.d] });
+      o.data.set(r.o);
+      const lse = allocHost({ ...pt.outputs.lse, shape: [dm.H, dm.seq] });
+      lse.data.set(r.lse);
+      return { o, lse } as HostOf<Out>;
+    },
+    gpu: (p, i, features): GpuLowering => {
+      const [heads, seq, headDim] = i.q.shape as [number, number, number];
+      if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
+      if (headDim % 32 !== 0) throw new RangeError(`the flash kernel needs headDim % 32 = 0, got ${headDim}`);
+      const capacity = i.kCache.shape[1];
+      const bq = seq <= p.blockQ ? Math.min(p.blockQ, 16 * Math.ceil(seq / 16)) : p.blockQ;
+      const t = chooseTiles(dtype, headDim, bq, 64, p.workgroupMemory);
+      const cfg = {
+        heads,
+        kvHeads: i.kCache.shape[0],
+        seq,
+        headDim,
+        dtype,
+        scale: effectiveScale(p.scale, headDim),
+        bq,
+        bk: t.bk,
+        qShared: t.qShared,
+        gather: {
+          kvSeq: capacity,
+          kCap: i.indices.shape[2],
+          selHeads: i.indices.shape[0],
+          sink: p.sink,
+          window: p.window,
+          dynamic: true,
+        },
+      } as const;
+      return {
+        workspaces: { pos: 16 },
+        launches: [{
+          kernel: {
+            key: flashKey(cfg),
+            wgsl: flashWgsl(cfg),
+            entryPoint: "main",
+            bindings: ["read", "read", "read", "read", "read_write", "read_write", "uniform"],
+            enables: dtype === "f16" ? ["f16"] : [],
+          },
+          buffers: ["in:q", "in:kCache", "in:vCache", "in:indices", "out:o", "out:lse", "ws:pos"],
+          workgroups: [Math.ceil(seq / bq), heads, 1],
+          uniforms: { pos: posUniform(0, seq) },
+          dynamic: (sc) => ({ uniforms: { pos: posUniform(cachePos(sc, seq, capacity), seq) } }),
+        }],
+      };
+    },
+    cost: (p, i): Cost => base.cost(p, asKv(i)),
+  };
+};
+
+/** `dense.indexCacheAttn` for an f32 KV cache. */
+export const indexCacheAttn: Operator<IndexAttnParams, CacheIn<"f32">, Out> = makeIndexCacheAttn("f32");

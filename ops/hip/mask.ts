@@ -26,7 +26,7 @@ import { Effect } from "effect";
 import { allocHost, storageBytes, tensorType } from "@longctx/graph";
 import type { Cost, DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Kernel, Operator } from "@longctx/graph";
 import { asF32, checkQKVCross, need } from "../dense/common.ts";
-import { indexColumns, indexVisible } from "../dense/index_attn.ts";
+import { cachePos, indexColumns, indexVisible, posUniform } from "../dense/index_attn.ts";
 import { HipParams, hipProblem, hipRegion } from "./params.ts";
 
 const ports = <D extends "f32" | "f16">(dtype: D) => ({
@@ -183,7 +183,8 @@ const visibleKeys = (
 
 /**
  * `hip.mask` on the host: `q [H, seq, d]`, `k [Hk, kvSeq, d]` (f32 values; query `i` at position
- * `kvSeq − seq + i`) → `indices [H, qBlocks, k]` (ascending tokens, −1 padded) and `density [H]` (attended /
+ * `off + i`, default `off = kvSeq − seq`; `kvSeq` is the K row stride) → `indices [H, qBlocks, k]` (ascending
+ * tokens, −1 padded) and `density [H]` (attended /
  * causal (query, key) pairs, the sink and window included). Scores in float64, or with `gemm` (the cpu
  * backend's BLAS) as one f32 GEMM per (head, block, round).
  */
@@ -197,8 +198,9 @@ export const hipMaskReference = (
   kvSeq: number,
   d: number,
   gemm?: Gemm,
+  off: number = kvSeq - seq,
 ): { indices: Int32Array; density: Float32Array } => {
-  const qB = Math.ceil(seq / p.blockQ), cap = Math.max(1, p.topK), off = kvSeq - seq, g = H / Hk;
+  const qB = Math.ceil(seq / p.blockQ), cap = Math.max(1, p.topK), g = H / Hk;
   const indices = new Int32Array(H * qB * cap).fill(-1);
   const density = new Float32Array(H);
   for (let h = 0; h < H; h++) {
@@ -256,11 +258,14 @@ const searchKernel = (
   seq: number,
   kvSeq: number,
   d: number,
+  dynamic = false,
 ): Kernel => {
   const D4 = d / 4, n = p.topK / p.blockK, M = nextPow2(2 * n);
   // sampled queries per block: a call shorter than a block (decode: 1) scores with only the rows it has
   const ns = Math.ceil(Math.min(p.blockQ, seq) / p.blockStrideQ);
-  const qB = Math.ceil(seq / p.blockQ), cap = Math.max(1, p.topK), off = kvSeq - seq, g = H / Hk;
+  // the queries' offset: baked, or the POS uniform's `x` (KV cache mode; kvSeq is then the capacity)
+  const qB = Math.ceil(seq / p.blockQ), cap = Math.max(1, p.topK), g = H / Hk;
+  const off = dynamic ? "i32(POS.x)" : `${kvSeq - seq}`;
   const T = dtype, Mn = nextPow2(Math.max(1, n));
   const L: string[] = [];
   const w = (s: string) => L.push(s);
@@ -269,6 +274,7 @@ const searchKernel = (
   w(`@group(0) @binding(1) var<storage, read> K: array<vec4<${T}>>;`);
   w(`@group(0) @binding(2) var<storage, read_write> IDX: array<i32>;`);
   w(`@group(0) @binding(3) var<storage, read_write> PART: array<f32>;`);
+  if (dynamic) w(`@group(0) @binding(4) var<uniform> POS: vec4<u32>;`);
   w(`var<workgroup> qs: array<vec4<f32>, ${ns * D4}>;`);
   w(`var<workgroup> qlim: array<i32, ${ns}>;`);
   w(`var<workgroup> nst: array<i32, ${Math.max(1, n)}>;`);
@@ -425,10 +431,10 @@ const searchKernel = (
   w(`}`);
   return {
     key: `hip.mask:${dtype}:${H}/${Hk}:${seq}x${kvSeq}x${d}:${p.blockQ}/${p.blockStrideQ}/${p.blockK}:` +
-      `k${p.topK}s${p.sink}w${p.window}`,
+      `k${p.topK}s${p.sink}w${p.window}${dynamic ? ":dyn" : ""}`,
     wgsl: L.join("\n"),
     entryPoint: "main",
-    bindings: ["read", "read", "read_write", "read_write"],
+    bindings: ["read", "read", "read_write", "read_write", ...(dynamic ? ["uniform" as const] : [])],
     enables: dtype === "f16" ? ["f16"] : [],
   };
 };
@@ -463,7 +469,7 @@ export const makeHipMask = <D extends "f32" | "f16">(dtype: D): Operator<HipPara
   return {
     name: dtype === "f32" ? "hip.mask" : "hip.mask.f16",
     kind: "mask",
-    reference: "HiP (Lee et al., ICLR 2025, arXiv 2406.09827 v2): hierarchical top-k key-block search; " +
+    reference: "HiP (ICLR 2025, arXiv 2406.09827 v2): hierarchical top-k key-block search; " +
       "official v1.1 code src/hip_attn/v1_1/attention2_draft_prefetch.py",
     params: HipParams,
     inputs: pt.inputs,
@@ -553,3 +559,83 @@ export const makeHipMask = <D extends "f32" | "f16">(dtype: D): Operator<HipPara
 export const hipMask: Operator<HipParams, In<"f32">, Out> = makeHipMask("f32");
 /** `hip.mask.f16` for f16 inputs (scores in f32). */
 export const hipMaskF16: Operator<HipParams, In<"f16">, Out> = makeHipMask("f16");
+
+const cachePorts = <D extends "f32" | "f16">(dtype: D) => ({
+  inputs: {
+    q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
+    kCache: tensorType(dtype, ["kvHeads", "capacity", "headDim"] as const),
+  },
+  outputs: ports(dtype).outputs,
+});
+type CacheIn<D extends "f32" | "f16"> = ReturnType<typeof cachePorts<D>>["inputs"];
+
+/**
+ * Build `hip.cacheMask` (f32) / `hip.cacheMask.f16`: `hip.mask` on a KV cache — `kCache [kvHeads, capacity,
+ * headDim]` holding `pos + seq` valid rows, queries at positions `pos + i` (runtime scalar `pos`: one lowered
+ * program serves every decode step). The decode step's mask search, refreshed every `refresh` steps by the
+ * caller; same reference and kernel as `hip.mask` (offset from a uniform).
+ */
+export const makeHipCacheMask = <D extends "f32" | "f16">(dtype: D): Operator<HipParams, CacheIn<D>, Out> => {
+  const pt = cachePorts(dtype);
+  const base = makeHipMask(dtype);
+  const asKv = (i: DescsOf<CacheIn<D>>): DescsOf<In<D>> =>
+    ({ q: i.q, k: { ...i.kCache, dims: ["kvHeads", "kvSeq", "headDim"] } }) as DescsOf<In<D>>;
+  return {
+    name: dtype === "f32" ? "hip.cacheMask" : "hip.cacheMask.f16",
+    kind: "cache-mask",
+    reference: base.reference + "; on a KV cache at a runtime position (decode)",
+    params: HipParams,
+    inputs: pt.inputs,
+    outputs: pt.outputs,
+    scalars: ["pos"],
+    infer: (p, i) => base.infer(p, asKv(i)),
+    cpu: (p, i, ctx) => {
+      const [H, seq, d] = i.q.desc.shape as [number, number, number];
+      const [Hk, cap] = i.kCache.desc.shape as [number, number, number];
+      const pos = cachePos(ctx?.scalars, seq, cap);
+      const r = hipMaskReference(
+        p,
+        asF32(i.q as HostTensor),
+        asF32(i.kCache as HostTensor),
+        H,
+        Hk,
+        seq,
+        cap,
+        d,
+        ctx?.gemm,
+        pos,
+      );
+      const indices = allocHost({
+        ...pt.outputs.indices,
+        shape: [H, Math.ceil(seq / p.blockQ), Math.max(1, p.topK)],
+      });
+      indices.data.set(r.indices);
+      const density = allocHost({ ...pt.outputs.density, shape: [H] });
+      density.data.set(r.density);
+      return { indices, density } as HostOf<Out>;
+    },
+    gpu: (p, i, features): GpuLowering => {
+      const [H, seq, d] = i.q.shape as [number, number, number];
+      const [Hk, cap] = i.kCache.shape as [number, number, number];
+      const low = base.gpu!(p, asKv(i), features);
+      const qB = Math.ceil(seq / p.blockQ);
+      return {
+        workspaces: { ...low.workspaces, pos: 16 },
+        launches: [
+          {
+            kernel: searchKernel(p, dtype, H, Hk, seq, cap, d, true),
+            buffers: ["in:q", "in:kCache", "out:indices", "ws:part", "ws:pos"],
+            workgroups: [qB, H, 1],
+            uniforms: { pos: posUniform(0, seq) },
+            dynamic: (sc) => ({ uniforms: { pos: posUniform(cachePos(sc, seq, cap), seq) } }),
+          },
+          low.launches[1],
+        ],
+      };
+    },
+    cost: (p, i): Cost => base.cost(p, asKv(i)),
+  };
+};
+
+/** `hip.cacheMask` for an f32 KV cache (the model forward's decode). */
+export const hipCacheMask: Operator<HipParams, CacheIn<"f32">, Out> = makeHipCacheMask("f32");

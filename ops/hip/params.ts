@@ -5,7 +5,7 @@
  * k = 512 keys, 16 sink tokens, a 256-token sliding window, the first 3 layers dense, the decode mask refreshed
  * every 8 steps.
  *
- * Reference: HiP Attention (Lee et al., ICLR 2025, arXiv 2406.09827 v2), the hierarchical mask search.
+ * Reference: HiP Attention (ICLR 2025, arXiv 2406.09827 v2), the hierarchical mask search.
  * @module
  */
 import { Effect, Schema } from "effect";

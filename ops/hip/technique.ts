@@ -3,13 +3,20 @@
  * selected keys and the sliding window (`dense.indexAttn`), for prefill and decode. The first `denseLayers`
  * layers run dense attention (the caller's per-layer choice; the official defaults keep 3).
  *
- * Reference: HiP Attention (Lee et al., ICLR 2025, arXiv 2406.09827 v2); official code DeepAuto-AI/hip-attention
+ * Reference: HiP Attention (ICLR 2025, arXiv 2406.09827 v2); official code DeepAuto-AI/hip-attention
  * `src/hip_attn/v1_1/` (see ops/hip/README.md for the defaults and the deviations).
  * @module
  */
-import { stagedTechnique, type Technique } from "@longctx/graph";
-import { indexAttn, indexAttnF16 } from "../dense/index_attn.ts";
-import { hipMask, hipMaskF16 } from "./mask.ts";
+import { Effect } from "effect";
+import {
+  type CacheDecodeGraphs,
+  graph,
+  stagedTechnique,
+  type Technique,
+  type TechniqueGraphError,
+} from "@longctx/graph";
+import { indexAttn, indexAttnF16, indexCacheAttn } from "../dense/index_attn.ts";
+import { hipCacheMask, hipMask, hipMaskF16 } from "./mask.ts";
 import { HipParams, hipRegion } from "./params.ts";
 
 /**
@@ -39,9 +46,42 @@ export const hipConstructedDensity = (p: HipParams, dims: { seq: number; kvSeq: 
  * the mask of the one query; a caller reusing masks across steps runs `dense.indexAttn` alone with the last
  * `indices` (`refresh` steps apart, official default 8).
  */
+/**
+ * HiP's decode on the model forward's KV cache: a refresh step searches the mask of the step's query
+ * (`hip.cacheMask`) and attends through it (`dense.indexCacheAttn`), outputting the mask as state `indices
+ * i32 [heads, 1, topK]`; the next `refresh − 1` steps attend through that mask (official vLLM integration:
+ * `HIP_REFRESH_INTERVAL = 8`).
+ */
+export const hipCacheDecode = (p: HipParams): Effect.Effect<CacheDecodeGraphs, TechniqueGraphError> =>
+  Effect.gen(function* () {
+    const ports = (g: ReturnType<typeof graph>) => ({
+      q: g.input("q", hipCacheMask.inputs.q),
+      kCache: g.input("kCache", hipCacheMask.inputs.kCache),
+      vCache: g.input("vCache", indexCacheAttn.inputs.vCache),
+    });
+    const s = graph("hip.decode.search");
+    const si = ports(s);
+    const m = s.add(hipCacheMask, p, { q: si.q, kCache: si.kCache }, "mask");
+    const sa = s.add(indexCacheAttn, p, { ...si, indices: m.indices }, "attn");
+    s.output("o", sa.o);
+    s.output("lse", sa.lse);
+    s.output("indices", m.indices);
+    const r = graph("hip.decode.reuse");
+    const ri = ports(r);
+    const ra = r.add(
+      indexCacheAttn,
+      p,
+      { ...ri, indices: r.input("indices", indexCacheAttn.inputs.indices) },
+      "attn",
+    );
+    r.output("o", ra.o);
+    r.output("lse", ra.lse);
+    return { refresh: p.refresh, search: yield* s.build(), reuse: yield* r.build(), state: ["indices"] };
+  });
+
 export const hipTechnique: Technique<HipParams> = stagedTechnique({
   name: "hip",
-  reference: "HiP Attention (Lee et al., ICLR 2025, arXiv 2406.09827 v2): hierarchically pruned attention, " +
+  reference: "HiP Attention (ICLR 2025, arXiv 2406.09827 v2): hierarchically pruned attention, " +
     "official v1.1 code (src/hip_attn/v1_1)",
   phases: ["prefill", "decode"],
   sparse: true,
@@ -59,6 +99,7 @@ export const hipTechnique: Technique<HipParams> = stagedTechnique({
       "(tokens; a multiple of blockK)",
   },
   constructedDensity: hipConstructedDensity,
+  cacheDecode: hipCacheDecode,
   state: {
     perSequence: true,
     description:

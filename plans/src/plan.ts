@@ -581,7 +581,17 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
       }
       let total = 0;
       let chosen = 0;
+      // A technique that keeps its first layers dense (HiP's official `denseLayers`) is not planned there.
+      const denseLayers = typeof params.denseLayers === "number" ? params.denseLayers : 0;
       for (let l = 0; l < model.layers; l++) {
+        if (l < denseLayers) {
+          if (choices[l].r === dense) {
+            choices[l].reason = denseReason(
+              `${t.name} keeps its first ${denseLayers} layers dense (denseLayers)`,
+            );
+          }
+          continue;
+        }
         const d = lookup(l) ?? whole!;
         if (d.extrapolated && l === 0) {
           warnings.push(

@@ -132,3 +132,24 @@ test("technique parameters reach the planner's stages; bad ones name the paramet
   assert.match(u.message, /dense: unknown parameter "tau"/);
   assert.match(u.hint, /scale, blockQ, workgroupMemory/);
 });
+
+test("HiP is planned at its density by construction where none is measured, its first denseLayers dense", () => {
+  const fits = Object.fromEntries(
+    [...OPERATOR_NAMES, "hip.mask", "dense.indexAttn"].map((n) => [n, FIT]),
+  );
+  const prof = Effect.runSync(decodeProfile(syntheticProfile(fits)));
+  const p = run({ ...req, pipeline: "hip" }, { profile: prof, operators, densities: [] });
+  assert.deepEqual(p.groups.map((g) => [g.pipeline, g.layers]), [["dense", [0, 3]], ["hip", [3, 32]]]);
+  assert.match(p.groups[0].reason, /hip keeps its first 3 layers dense/);
+  assert.match(p.groups[1].reason, /by construction/);
+  // the density is HiP's own at 128K: sink + 512 + window keys of ≈ 65K causal keys per query on average
+  const d = p.groups[1].density!;
+  assert.ok(d > 0.011 && d < 0.013, `density ${d}`);
+  // a measured density wins over the constructed one
+  const measured = run({ ...req, pipeline: "hip" }, {
+    profile: prof,
+    operators,
+    densities: [{ pipeline: "hip", model: "llama-3.1-8b", contextLength: 131072, params: {}, density: 0.5 }],
+  });
+  assert.equal(measured.groups.find((g) => g.pipeline === "hip")?.density, 0.5);
+});

@@ -708,6 +708,105 @@ const indexAttnCases: CaseGenerator = (op) =>
     };
   });
 
+/** KV-cache HiP cases: [H, Hk, seq, capacity, D, pos, parameters]: decode steps and a chunk, GQA, d 64/128. */
+const HIP_CACHE_GRID:
+  readonly (readonly [number, number, number, number, number, number, Readonly<Record<string, number>>])[] = [
+    [2, 2, 1, 901, 64, 900, { topK: 128, sink: 16, window: 64 }],
+    [9, 3, 1, 700, 64, 517, { topK: 64, sink: 4, window: 32 }],
+    [4, 1, 17, 600, 128, 300, { topK: 48, sink: 5, window: 17, blockQ: 16 }],
+    [3, 1, 1, 300, 64, 10, { topK: 64, sink: 4, window: 32 }],
+  ];
+
+/** hip.cacheMask (runtime pos): lists exact against the CPU reference; CPU against the list properties. */
+const hipCacheMaskCases: CaseGenerator = (op) =>
+  HIP_CACHE_GRID.map(([H, Hk, S, cap, D, pos, raw], n) => ({
+    shape: `H${H}/${Hk} S${S} cap${cap} pos${pos} D${D} k${raw.topK}`,
+    dtype: dtypeOf(op),
+    qk: false,
+    params: raw,
+    scalars: { pos },
+    descs: { q: descOf(op, "q", [H, S, D]), kCache: descOf(op, "kCache", [Hk, cap, D]) },
+    build: () => {
+      const p = hip.hipParams(raw);
+      const q = floatTensor(op, "q", [H, S, D], hipInts(H * S * D, 401 + n));
+      const k = floatTensor(op, "kCache", [Hk, cap, D], hipInts(Hk * cap * D, 411 + n));
+      // the same search on the valid rows only (a prefix of each head's cache): rows past pos + S must not matter
+      const valid = new Float32Array(Hk * (pos + S) * D);
+      for (let h = 0; h < Hk; h++) {
+        valid.set(
+          k.x.subarray(h * cap * D, (h * cap + pos + S) * D),
+          h * (pos + S) * D,
+        );
+      }
+      const want = hip.hipMaskReference(p, q.x, valid, H, Hk, S, pos + S, D);
+      return {
+        inputs: { q: q.t, kCache: k.t },
+        ref64: (cpu) => [
+          mismatches("indices", cpu.indices.data as Int32Array, want.indices),
+          maxAbs("density", values(cpu.density), want.density, 1e-7),
+        ],
+        compare: (got, cpu) => [
+          mismatches("indices", got.indices.data as Int32Array, cpu.indices.data as Int32Array),
+          maxAbs("density", values(got.density), values(cpu.density), 1e-6),
+        ],
+      };
+    },
+  }));
+
+/** dense.indexCacheAttn (runtime pos) over hip lists, against float64 on the valid rows. */
+const indexCacheAttnCases: CaseGenerator = (op) =>
+  HIP_CACHE_GRID.map(([H, Hk, S, cap, D, pos, raw], n) => {
+    const params = { blockQ: raw.blockQ ?? 64, sink: raw.sink, window: raw.window };
+    const p = Schema.decodeUnknownSync(op.params)(params) as dense.IndexAttnParams;
+    const qB = Math.ceil(S / p.blockQ), kCap = raw.topK;
+    return {
+      shape: `H${H}/${Hk} S${S} cap${cap} pos${pos} D${D} sink${p.sink} w${p.window}`,
+      dtype: dtypeOf(op),
+      qk: false,
+      params,
+      scalars: { pos },
+      descs: {
+        q: descOf(op, "q", [H, S, D]),
+        kCache: descOf(op, "kCache", [Hk, cap, D]),
+        vCache: descOf(op, "vCache", [Hk, cap, D]),
+        indices: descOf(op, "indices", [H, qB, kCap]),
+      },
+      build: () => {
+        const hp = hip.hipParams(raw);
+        const q = floatTensor(op, "q", [H, S, D], activations(H, S, D, 421 + n, 1.2, 0.6));
+        const k = floatTensor(op, "kCache", [Hk, cap, D], activations(Hk, cap, D, 431 + n, 1, 1.5, 2));
+        const v = floatTensor(op, "vCache", [Hk, cap, D], activations(Hk, cap, D, 441 + n, 1, 0.3));
+        const m = hip.hipMaskReference(hp, q.x, k.x, H, Hk, S, cap, D, undefined, pos);
+        const L = pos + S;
+        const cut = (x: Float32Array) => {
+          const o = new Float32Array(Hk * L * D);
+          for (let h = 0; h < Hk; h++) o.set(x.subarray(h * cap * D, (h * cap + L) * D), h * L * D);
+          return o;
+        };
+        const sets = Array.from({ length: H * qB }, (_, e) =>
+          new Set(m.indices.subarray(e * kCap, (e + 1) * kCap)));
+        const keep = (h: number, i: number, j: number) => {
+          const at = i + pos;
+          return j < p.sink || j > at - p.window || sets[h * qB + Math.floor(i / p.blockQ)].has(j);
+        };
+        return {
+          inputs: {
+            q: q.t,
+            kCache: k.t,
+            vCache: v.t,
+            indices: hostTensor("i32", op.inputs.indices.dims, [H, qB, kCap], m.indices),
+          },
+          ref64: (cpu) => {
+            const r = attention64(q.x, cut(k.x), cut(v.x), H, Hk, S, L, D, scaleOf(p, D), keep);
+            return attnMetrics(cpu, r.o, r.lse, ATTN_TOL.ref64);
+          },
+          compare: (got, cpu) =>
+            attnMetrics(got, values(cpu.o), values(cpu.lse), ATTN_TOL.f32),
+        };
+      },
+    };
+  });
+
 // ---- dense.cacheAttn and the model.* operators
 
 /** An input port's description; a wildcard port (`anyDims`) gets dims `d0, d1, …`. */
@@ -1312,6 +1411,8 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "dense.indexAttn": indexAttnCases,
   "dense.indexAttn.f16": indexAttnCases,
   "hip.mask": hipMaskCases,
+  "hip.cacheMask": hipCacheMaskCases,
+  "dense.indexCacheAttn": indexCacheAttnCases,
   "hip.mask.f16": hipMaskCases,
   "model.embed": embedCases,
   "model.rmsNorm": rmsNormCases,
