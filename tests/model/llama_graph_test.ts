@@ -8,14 +8,18 @@
  *    identical, logits within 1e-4);
  * 3. a decode step's second run compiles nothing and allocates nothing (counted on a wrapped backend);
  * 4. the planner's SALE graph inlined per layer gives the same densities and logits on both backends;
- * 5. bad calls and bad attention graphs are typed errors that leave the cache and the buffer count unchanged.
+ * 5. bad calls and bad attention graphs are typed errors that leave the cache and the buffer count unchanged;
+ * 6. HiP's stateful decode (`decodeAttention`): with every region key listed and refresh 1 it equals dense
+ *    decode; the refresh clock — refresh 4 against 1: step 0 (both search) equal, step 1 (the stale mask
+ *    reused) different; against refresh 2: steps 0–1 equal (the same masks), step 2 (a search for refresh 2
+ *    only) different; the same on cpu and wgpu.
  *
  * Skipped without the model file; the wgpu cases without a wgpu adapter.
  */
 import { assert, test } from "../harness.ts";
 import { Effect } from "effect";
 import type { Backend, Graph } from "@longctx/graph";
-import { dense, sale } from "@longctx/ops";
+import { dense, hip, sale } from "@longctx/ops";
 import {
   buildPipelineGraph,
   builtinProfile,
@@ -325,6 +329,64 @@ test(
       assert.equal(cache.length, 0, "a failed call must not advance the cache");
       assert.equal(g.backend.live().buffers, live, `${name}: a failed call leaked buffers`);
       cache.release();
+    }
+  },
+  { ignore: !haveModel },
+);
+
+test(
+  "HiP decode on the KV cache: = dense with the whole region listed; the refresh clock (search, then reuse); cpu = wgpu",
+  async () => {
+    const doc = await Effect.runPromise(readDocument("alice-in-wonderland"));
+    const m = await model();
+    const ids = m.tokenizer.encode(doc).slice(0, 160);
+    const forced = m.tokenizer.encode(doc).slice(160, 163); // teacher-forced: every run fills the same cache
+    const decodeRun = async (g: GraphLlama, spec: Parameters<typeof hip.hipCacheDecode>[0] | undefined) => {
+      const d = spec ? await Effect.runPromise(hip.hipCacheDecode(spec)) : undefined;
+      const cache = await Effect.runPromise(g.newCache(ids.length + forced.length));
+      await Effect.runPromise(g.forward(ids, cache, { logits: "none" }));
+      const out: Float32Array[] = [];
+      for (const t of forced) {
+        out.push(await Effect.runPromise(g.forward([t], cache, d ? { decodeAttention: () => d } : {})));
+      }
+      cache.release();
+      return out;
+    };
+    const small = { topK: 16, sink: 4, window: 16, blockQ: 16 };
+    const results: Record<string, Float32Array[][]> = {};
+    {
+      // the semantics, on the cpu backend
+      const { g } = (await graphModel("cpu"))!;
+      const denseRun = await decodeRun(g, undefined);
+      const whole = await decodeRun(g, hip.hipParams({ ...small, topK: 1024, refresh: 1 }));
+      const r1 = await decodeRun(g, hip.hipParams({ ...small, refresh: 1 }));
+      const r2 = await decodeRun(g, hip.hipParams({ ...small, refresh: 2 }));
+      const r4 = await decodeRun(g, hip.hipParams({ ...small, refresh: 4 }));
+      for (let s = 0; s < forced.length; s++) {
+        assert.ok(relL2(whole[s], denseRun[s]) <= 1e-5, `step ${s}: all listed = dense`);
+        assert.ok(relL2(r1[s], denseRun[s]) > 1e-6, `step ${s}: k = 16 is sparse`);
+      }
+      const same = (a: Float32Array, b: Float32Array) => relL2(a, b) <= 1e-6;
+      assert.ok(same(r4[0], r1[0]) && same(r2[0], r1[0]), "step 0 searches whatever the refresh");
+      assert.ok(!same(r4[1], r1[1]), "step 1 reuses step 0's mask with refresh 4, not with refresh 1");
+      assert.ok(same(r4[1], r2[1]), "step 1 reuses step 0's mask with refresh 2 and 4 alike");
+      assert.ok(!same(r4[2], r2[2]), "step 2 searches with refresh 2, reuses with refresh 4");
+      results.cpu = [r1, r4];
+    }
+    if (wgpu) {
+      const { g } = (await graphModel("wgpu"))!;
+      results.wgpu = [
+        await decodeRun(g, hip.hipParams({ ...small, refresh: 1 })),
+        await decodeRun(g, hip.hipParams({ ...small, refresh: 4 })),
+      ];
+    }
+    if (results.wgpu) {
+      for (let v = 0; v < 2; v++) {
+        for (let s = 0; s < forced.length; s++) {
+          const e = relL2(results.wgpu[v][s], results.cpu[v][s]);
+          assert.ok(e <= 1e-4, `wgpu vs cpu, run ${v} step ${s}: ${e}`);
+        }
+      }
     }
   },
   { ignore: !haveModel },

@@ -11,8 +11,10 @@
  *   alias. The position of the call (`cache.length`) is the runtime scalar `pos`.
  * - **Attention**: a prefill from position 0 runs `dense.attn` (FlashAttention-2) on the cache's first rows
  *   (`model.kvRead`), or the layer's attention sub-graph (`attentionGraph`, e.g. SALE's four operators from the
- *   planner's `compileLayer`), inlined into the forward graph; any other call (decode steps, later prefill
- *   chunks) runs `dense.cacheAttn` (split-KV, bottom-right causal) over the cache.
+ *   planner's `compileLayer`), inlined into the forward graph; a decode step runs the layer's stateful decode
+ *   attention when one is given (`decodeAttention`, e.g. HiP's mask search on refresh steps and the attention
+ *   through the last mask in between; the state lives in the search program's output buffers), else — and for
+ *   later prefill chunks — `dense.cacheAttn` (split-KV, bottom-right causal) over the cache.
  * - **Programs**: one per (tokens per call, capacity, start at 0 or not, logits mode, attention graphs); a
  *   decode step reuses its program, so it compiles nothing and allocates nothing: it uploads the token id and
  *   the `pos` uniforms and records one command buffer.
@@ -26,15 +28,18 @@ import {
   anyDims,
   type Backend,
   type BackendError,
+  type CacheDecodeGraphs,
   type DeviceBuffer,
   type Graph,
   graph,
   type GraphBuilder,
   hostTensor,
+  inferShapes,
   type LongctxError,
   lower,
   type Port,
   type Program,
+  refKey,
   ShapeError,
 } from "@longctx/graph";
 import { dense, model as ops } from "@longctx/ops";
@@ -92,6 +97,13 @@ export interface GraphForwardOptions {
    * shadow) attention costs time: time such a call separately.
    */
   readonly onCompare?: (layers: readonly (AttnComparison | undefined)[]) => void;
+  /**
+   * Stateful decode attention per layer for single-token calls after a prefill (see `CacheDecodeGraphs` of
+   * `@longctx/graph`): step `s` since the last call of more than one token runs the layer's `search` graph when
+   * `s % refresh === 0`, else its `reuse` graph on the state the last search left. `undefined` for a layer:
+   * `dense.cacheAttn`. Every layer given one must share one `refresh`.
+   */
+  readonly decodeAttention?: (layer: number) => CacheDecodeGraphs | undefined;
 }
 
 /** One layer's sparse attention against dense on the same inputs. */
@@ -144,7 +156,7 @@ export interface GraphLlama {
   forwardArgmax(
     tokens: ArrayLike<number>,
     cache: KvState,
-    options?: Pick<GraphForwardOptions, "attentionGraph" | "onDensity">,
+    options?: Pick<GraphForwardOptions, "attentionGraph" | "onDensity" | "decodeAttention">,
   ): Effect.Effect<number, LongctxError>;
   /**
    * Where a prefill first produces NaN or ±∞: runs `tokens` from position 0 into a scratch cache (with the same
@@ -162,6 +174,12 @@ export interface GraphLlama {
   programBytes(): number;
   /** Free the weights and every program (not caches). */
   release(): void;
+}
+
+/** A layer's decode attention in one program: its graphs and which of them this step runs. */
+interface DecodeChoice {
+  readonly spec: CacheDecodeGraphs;
+  readonly mode: "search" | "reuse";
 }
 
 const F32 = anyDims("f32");
@@ -288,10 +306,12 @@ export const loadLlamaGraph = (
       attention: readonly (Graph | undefined)[],
       shadow: readonly (Graph | undefined)[],
       compare: boolean,
+      decode: readonly (DecodeChoice | undefined)[] = [],
     ) =>
       Effect.gen(function* () {
         const g: GraphBuilder = graph(
-          `llama.${seq}x${capacity}${fromZero ? ".0" : ""}.${mode}${compare ? ".cmp" : ""}`,
+          `llama.${seq}x${capacity}${fromZero ? ".0" : ""}.${mode}${compare ? ".cmp" : ""}` +
+            (decode.some((d) => d) ? `.${decode.find((d) => d)!.mode}` : ""),
         );
         const inp = (name: string) => g.input(name, F32, shapes[name]);
         const tokens = g.input("tokens", anyDims("u32"), [seq]);
@@ -317,7 +337,47 @@ export const loadLlamaGraph = (
             vCache: vc,
           }, `${p}rope`);
           let o: Port<"f32">;
-          if (!fromZero) {
+          const dec = decode[l];
+          if (!fromZero && dec) {
+            // the layer's stateful decode attention: search (outputs the state) or reuse (reads it)
+            const graphOf = dec.mode === "search" ? dec.spec.search : dec.spec.reuse;
+            const bindIn: Record<string, Port> = { q: r.q, kCache: r.kCacheOut, vCache: r.vCacheOut };
+            if (dec.mode === "reuse") {
+              // the state's shapes: the search graph's outputs, inferred on this step's Q and cache
+              const shapesOf = yield* inferShapes(dec.spec.search, {
+                q: { dtype: "f32", dims: ["heads", "seq", "headDim"], shape: [H, 1, D] },
+                kCache: { dtype: "f32", dims: ["kvHeads", "capacity", "headDim"], shape: [KH, capacity, D] },
+                vCache: { dtype: "f32", dims: ["kvHeads", "capacity", "headDim"], shape: [KH, capacity, D] },
+              });
+              for (const name of dec.spec.state) {
+                const t = graphOf.inputs.find((i) => i.name === name);
+                const out = dec.spec.search.outputs.find((o) => o.name === name);
+                const desc = out ? shapesOf.get(refKey(out.ref)) : undefined;
+                if (!t || !desc) {
+                  return yield* Effect.fail(shapeError(
+                    `decode graphs "${dec.spec.search.name}" / "${graphOf.name}" of layer ${l} do not carry ` +
+                      `the state "${name}" (search outputs it, reuse reads it)`,
+                    "a search graph outputs every state tensor and its reuse graph reads it",
+                  ));
+                }
+                bindIn[name] = g.input(`state.${l}.${name}`, t.type, [...desc.shape]);
+              }
+            }
+            const sub = yield* inline(g, graphOf, `${p}dec.`, bindIn, densities, l, dec.spec.state);
+            if (dec.mode === "search") {
+              for (const name of dec.spec.state) {
+                const h = sub.ports[name];
+                if (!h) {
+                  return yield* Effect.fail(shapeError(
+                    `decode graph "${graphOf.name}" of layer ${l} does not output its state "${name}"`,
+                    "a search graph outputs every state tensor",
+                  ));
+                }
+                g.output(`state.${l}.${name}`, h);
+              }
+            }
+            o = g.add(ops.headsToRows, {}, { a: sub.o as Port<"f32"> }, `${p}h2r`).o;
+          } else if (!fromZero) {
             o = g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "rows", splitKeys: 256 }, {
               q: r.q,
               kCache: r.kCacheOut,
@@ -399,19 +459,20 @@ export const loadLlamaGraph = (
       bind: Readonly<Record<string, Port>>,
       densities: string[],
       layer: number,
-    ): Effect.Effect<{ o: Port; lse?: Port }, ShapeError> =>
+      state: readonly string[] = [],
+    ): Effect.Effect<{ o: Port; lse?: Port; ports: Readonly<Record<string, Port>> }, ShapeError> =>
       Effect.gen(function* () {
         const where = `attention graph "${sub.name}" of layer ${layer}`;
         for (const i of sub.inputs) {
           if (!bind[i.name]) {
             return yield* Effect.fail(
               shapeError(
-                `${where} has input "${i.name}"; the forward binds only q, k and v`,
+                `${where} has input "${i.name}"; the forward binds only ${Object.keys(bind).join(", ")}`,
                 "an attention graph reads q [heads, seq, headDim] and k, v [kvHeads, seq, headDim]",
               ),
             );
           }
-          if (i.type.dtype !== "f32") {
+          if (i.type.dtype !== "f32" && !state.includes(i.name)) {
             return yield* Effect.fail(
               shapeError(
                 `${where} reads ${i.name} as ${i.type.dtype}; the forward holds Q/K/V in f32`,
@@ -452,11 +513,15 @@ export const loadLlamaGraph = (
           densities[layer] = name;
         }
         const lseRef = sub.outputs.find((o) => o.name === "lse");
-        return { o: resolve(oRef.ref), ...(lseRef ? { lse: resolve(lseRef.ref) } : {}) };
+        const named: Record<string, Port> = {};
+        for (const out of sub.outputs) named[out.name] = resolve(out.ref);
+        return { o: resolve(oRef.ref), ...(lseRef ? { lse: resolve(lseRef.ref) } : {}), ports: named };
       });
 
     // Programs, by shape key.
     const programs = new Map<string, { program: Program; densities: string[]; errors: string[] }>();
+    /** Decode steps per cache since its last multi-token call. */
+    const decodeSteps = new WeakMap<KvState, number>();
     let lowered = 0;
     let reused = false;
     const structKeys = new WeakMap<Graph, string>();
@@ -488,9 +553,31 @@ export const loadLlamaGraph = (
         for (let l = 0; l < nLayer; l++) shadow.push(fromZero ? opts.shadowGraph?.(l) : undefined);
         const compare = opts.onCompare !== undefined &&
           (attention.some((a) => a !== undefined) || shadow.some((a) => a !== undefined));
+        // decode steps with a stateful attention: search on refresh steps, reuse the last search's state else
+        const decode: (DecodeChoice | undefined)[] = [];
+        let decodeKey = "";
+        if (seq === 1 && !fromZero && opts.decodeAttention) {
+          const specs = Array.from({ length: nLayer }, (_, l) => opts.decodeAttention!(l));
+          const refresh = new Set(specs.filter((x) => x).map((x) => x!.refresh));
+          if (refresh.size > 1) {
+            return yield* Effect.fail(shapeError(
+              `decode attentions with different refresh intervals (${[...refresh].join(", ")})`,
+              "give every layer's decode attention one refresh interval",
+            ));
+          }
+          const r = [...refresh][0];
+          if (r !== undefined) {
+            const step = decodeSteps.get(cache) ?? 0;
+            const m: "search" | "reuse" = step % r === 0 ? "search" : "reuse";
+            for (const x of specs) decode.push(x ? { spec: x, mode: m } : undefined);
+            decodeKey = `${m}:${
+              specs.map((x) => (x ? structKey(x.search) + structKey(x.reuse) : "-")).join(";")
+            }`;
+          }
+        }
         const key = `${seq}|${cache.capacity}|${fromZero}|${mode}|${compare}|${
           attention.map(structKey).join(";")
-        }|${shadow.map(structKey).join(";")}`;
+        }|${shadow.map(structKey).join(";")}|${decodeKey}`;
         const have = programs.get(key);
         if (have) {
           reused = true;
@@ -513,11 +600,27 @@ export const loadLlamaGraph = (
           attention,
           shadow,
           compare,
+          decode,
         );
         const all: Record<string, DeviceBuffer> = { ...w };
         for (let l = 0; l < nLayer; l++) {
           all[`kv.k.${l}`] = cache.k[l];
           all[`kv.v.${l}`] = cache.v[l];
+        }
+        if (decode.some((d) => d?.mode === "reuse")) {
+          // the state: the output buffers of this shape's search program (lowered on the first decode step)
+          const search = programs.get(key.replace(/\|reuse:/, "|search:"));
+          if (!search) {
+            return yield* Effect.fail(shapeError(
+              "a decode step reuses attention state that no search step produced",
+              "decode after a prefill: step 0 searches",
+            ));
+          }
+          for (let l = 0; l < nLayer; l++) {
+            for (const name of decode[l]?.spec.state ?? []) {
+              all[`state.${l}.${name}`] = search.program.buffer(`state.${l}.${name}`);
+            }
+          }
         }
         const bind: Record<string, DeviceBuffer> = {};
         for (const i of gr.inputs) if (all[i.name]) bind[i.name] = all[i.name];
@@ -583,6 +686,8 @@ export const loadLlamaGraph = (
         yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
         yield* program.run({ scalars: { pos: cache.length } });
         cache.length += seq;
+        // decode steps since the last multi-token call (the stateful decode attentions' refresh clock)
+        decodeSteps.set(cache, seq > 1 ? 0 : (decodeSteps.get(cache) ?? 0) + 1);
         if (opts.onDensity && densities.length > 0) {
           const out: (Float32Array | undefined)[] = [];
           for (let l = 0; l < nLayer; l++) {
@@ -780,6 +885,8 @@ export interface GraphGenerateOptions {
   readonly attentionGraph?: AttentionGraphFn;
   /** Per-layer densities of that first chunk. */
   readonly onDensity?: (density: readonly (Float32Array | undefined)[]) => void;
+  /** Stateful decode attention per layer for the decode steps (see {@link GraphForwardOptions}). */
+  readonly decodeAttention?: GraphForwardOptions["decodeAttention"];
 }
 
 /**
@@ -816,7 +923,11 @@ export const generateGreedyGraph = (
     while (ids.length < maxNew) {
       ids.push(next);
       if (options.stop?.has(next) || ids.length === maxNew) break;
-      next = yield* m.forwardArgmax([next], cache);
+      next = yield* m.forwardArgmax(
+        [next],
+        cache,
+        options.decodeAttention ? { decodeAttention: options.decodeAttention } : {},
+      );
     }
     return { ids, cache, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
   });

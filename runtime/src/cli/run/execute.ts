@@ -5,12 +5,14 @@
  *
  * Both passes run on the graph forward (`llama_graph.ts`, any backend): a technique's layers run its prefill
  * graph (from the registry, e.g. SALE's four operators or HiP's mask search and index attention) inlined as
- * their attention, on the whole prompt in one prefill; decode steps run dense attention over the KV cache.
+ * their attention, on the whole prompt in one prefill; decode steps run the technique's stateful decode attention
+ * on the KV cache when it has one (HiP: the mask searched every `refresh` steps, reused between), else dense.
  * @module
  */
 import { Effect } from "effect";
 import {
   type AttnDims,
+  type CacheDecodeGraphs,
   decodeTechniqueParams,
   type Graph,
   type LongctxError,
@@ -157,6 +159,18 @@ export const compareOverDocument = (
   };
 };
 
+/**
+ * The stateful decode attention of a technique layer choice (`cacheDecode` of the technique: HiP's mask
+ * refreshed every `refresh` steps), or undefined when the technique decodes dense.
+ */
+export const techniqueDecodeGraphs = (c: LayerChoice) =>
+  Effect.gen(function* () {
+    const t = yield* techniqueByName(c.kind);
+    if (!t.cacheDecode) return undefined;
+    const p = yield* decodeTechniqueParams(t, c.params ?? {});
+    return yield* t.cacheDecode(p);
+  });
+
 /** The prefill attention graph (f32) of a technique layer choice, checked against `dims`. */
 export const techniqueLayerGraph = (c: LayerChoice, dims: AttnDims) =>
   Effect.gen(function* () {
@@ -193,15 +207,25 @@ export const runPassGraph = (
       seq: prompt.length,
       kvSeq: prompt.length,
     };
+    const decodes = new Map<string, CacheDecodeGraphs | undefined>();
+    const perLayerDecode: (CacheDecodeGraphs | undefined)[] = [];
     for (const c of choices) {
       if (c.kind === "dense") {
         perLayer.push(undefined);
+        perLayerDecode.push(undefined);
         continue;
       }
       const key = `${c.kind}:${JSON.stringify(c.params ?? {})}`;
-      if (!graphs.has(key)) graphs.set(key, yield* techniqueLayerGraph(c, dims));
+      if (!graphs.has(key)) {
+        graphs.set(key, yield* techniqueLayerGraph(c, dims));
+        decodes.set(key, yield* techniqueDecodeGraphs(c));
+      }
       perLayer.push(graphs.get(key));
+      perLayerDecode.push(decodes.get(key));
     }
+    const decodeAttention = perLayerDecode.some((d) => d)
+      ? { decodeAttention: (l: number) => perLayerDecode[l] }
+      : {};
     const V = model.config.vocab;
     let density: readonly (Float32Array | undefined)[] = [];
     const cache = yield* g.newCache(prompt.length + maxNew);
@@ -241,7 +265,7 @@ export const runPassGraph = (
       ids.push(next);
       progress.token?.(ids.length);
       if (ids.length === maxNew) break;
-      next = yield* g.forwardArgmax([next], cache);
+      next = yield* g.forwardArgmax([next], cache, decodeAttention);
     }
     const decodeMs = performance.now() - t1;
     cache.release();
