@@ -21,7 +21,7 @@ import { Effect } from "effect";
 import { hip } from "@longctx/ops";
 import { loadLlama } from "../runtime/src/model/llama.ts";
 import { modelPath, readDocument } from "../runtime/src/paths.ts";
-import { gitCommit } from "./lib/results.ts";
+import { gitCommit, gpuInfo } from "./lib/results.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -177,6 +177,8 @@ const common = {
   document: args.doc,
   tokens: N,
   backend: `cpu (${model.sgemm.name})`,
+  ...gpuInfo(),
+  run: 1,
   params: { topK: p.topK, blockQ: p.blockQ, blockK: p.blockK, sink: p.sink, window: p.window },
   rowsSampled: `every ${stride}-th query row at positions ≥ ${from}, all heads`,
   date: new Date().toISOString(),

@@ -3,7 +3,7 @@
 #
 #   LONGCTX_COMMIT=$(git rev-parse --short HEAD) bash .device/enter.sh bash benchmarks/device/suite.sh
 #
-# Runs every device benchmark that exists (copy bandwidth, matmul, SALE vs dense vs PyTorch SDPA, model),
+# Runs every device benchmark that exists (copy bandwidth, matmul, SALE vs dense vs PyTorch SDPA, HiP, model),
 # each guarded (a failure or timeout is logged, the others still run), TWICE (LONGCTX_BENCH_RUN=1 and 2, so
 # RESULTS.md can report the spread between runs), within a total budget (SUITE_BUDGET_S, default 480 s = 8 min;
 # each step also has its own cap). Rows go to benchmarks/results/<suite>.json through benchmarks/lib/results.ts;
@@ -54,6 +54,7 @@ steps=(
   "backend|benchmarks/device/backend_bench.ts|$DENO run -A benchmarks/device/backend_bench.ts|25"
   "matmul|benchmarks/device/matmul_bench.ts|$DENO run -A benchmarks/device/matmul_bench.ts --budget-s @BUDGET@|40"
   "sale|benchmarks/device/sale_bench.ts|$DENO run -A benchmarks/device/sale_bench.ts --budget-s=@BUDGET@ --out=@ROWS@|110"
+  "hip|benchmarks/device/hip_bench.ts|$DENO run -A benchmarks/device/hip_bench.ts --no-peer --out=@ROWS@|60"
   "sdpa|benchmarks/device/sdpa_peer.py|$PYTHON benchmarks/device/sdpa_peer.py|35"
   "model|benchmarks/model_bench.ts|$DENO run -A benchmarks/model_bench.ts --context 2048 --decode 16|25"
 )

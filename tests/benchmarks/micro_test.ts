@@ -9,7 +9,7 @@ import {
 } from "../../benchmarks/micro/discover.ts";
 import { main } from "../../benchmarks/micro/bench.ts";
 
-const small = { heads: 2, kvHeads: 1, seq: 128, kvSeq: 128, headDim: 64 };
+const small = { heads: 2, kvHeads: 1, seq: 128, kvSeq: 128, headDim: 64, capacity: 128 };
 
 test("discovery: operators from @longctx/ops namespaces, deduplicated by name, non-operators ignored", async () => {
   const { ops, error } = await discoverOperators();

@@ -31,6 +31,7 @@ import { type AttnComparison, loadLlamaGraph } from "../../runtime/src/model/lla
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { compareLogits, logSumExp, perplexity } from "../../runtime/src/model/metrics.ts";
 import { modelPath, readDocument } from "../../runtime/src/paths.ts";
+import { gpuInfo } from "../../benchmarks/lib/results.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -147,6 +148,8 @@ const common = {
   ...(knob ? { [knob.param]: knobValue } : {}),
   replacedLayers: cfg.nLayer - denseLayers,
   backend: `cpu (${model.sgemm.name})`,
+  ...gpuInfo(),
+  run: 1,
   path:
     `graph forward (llama_graph.ts) on the cpu backend; ${technique.name} = the registry's technique graph`,
   date: new Date().toISOString(),
