@@ -26,12 +26,22 @@ import type {
   HostTensor,
   Operator,
   TensorDesc,
+  TensorType,
 } from "@longctx/graph";
 import { asF32, checkQKVCross, effectiveScale, need } from "./common.ts";
 import { chooseTiles, flashKey, flashWgsl } from "./flash_wgsl.ts";
 
-/** Parameters of `dense.indexAttn`. */
-export const IndexAttnParams = Schema.Struct({
+/** The schema of {@link IndexAttnParams}: every field optional on input, the default filled in on decode. */
+export type IndexAttnParamsSchema = Schema.Struct<{
+  readonly blockQ: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly sink: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly window: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly scale: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly workgroupMemory: Schema.withDecodingDefaultKey<Schema.Int>;
+}>;
+
+/** Parameters of `dense.indexAttn` and `dense.indexCacheAttn`. */
+export const IndexAttnParams: IndexAttnParamsSchema = Schema.Struct({
   /** Query rows per index list (the selection's query block; multiple of 16, at most 128). */
   blockQ: Schema.Int.check(
     Schema.isGreaterThanOrEqualTo(16),
@@ -62,7 +72,28 @@ export type IndexAttnParams = typeof IndexAttnParams.Type;
 export const indexAttnParams = (p: Partial<IndexAttnParams> = {}): IndexAttnParams =>
   Schema.decodeUnknownSync(IndexAttnParams)(p);
 
-const ports = <D extends "f32" | "f16">(dtype: D) => ({
+/** Input ports of `dense.indexAttn`: `q`, `k`, `v` of dtype `D` and the index lists. */
+export type IndexAttnInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]` (the last `seq` positions of the keys). */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Keys, `D [kvHeads, kvSeq, headDim]`. */
+  readonly k: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** Values, `D [kvHeads, kvSeq, headDim]`. */
+  readonly v: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** Ascending token lists, −1 padded, `i32 [selHeads (heads or 1), ceil(seq / blockQ), kCap]`. */
+  readonly indices: TensorType<"i32", readonly ["selHeads", "qBlocks", "kCap"]>;
+};
+/** Output ports of `dense.indexAttn` and `dense.indexCacheAttn` (always f32). */
+export type IndexAttnOutputs = {
+  /** Attention output, `f32 [heads, seq, headDim]`. */
+  readonly o: TensorType<"f32", readonly ["heads", "seq", "headDim"]>;
+  /** Log-sum-exp (natural log) of the scaled scores of the attended keys, `f32 [heads, seq]`. */
+  readonly lse: TensorType<"f32", readonly ["heads", "seq"]>;
+};
+
+const ports = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: IndexAttnInputs<D>; readonly outputs: IndexAttnOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
@@ -74,8 +105,8 @@ const ports = <D extends "f32" | "f16">(dtype: D) => ({
     lse: tensorType("f32", ["heads", "seq"] as const),
   },
 });
-type In<D extends "f32" | "f16"> = ReturnType<typeof ports<D>>["inputs"];
-type Out = ReturnType<typeof ports<"f32">>["outputs"];
+type In<D extends "f32" | "f16"> = IndexAttnInputs<D>;
+type Out = IndexAttnOutputs;
 
 /** The key columns one query block attends: keys and which set each came from. */
 export interface IndexColumns {
@@ -125,15 +156,21 @@ export const indexVisible = (kind: number, j: number, p: number, window: number)
 
 /** Shapes of an index attention problem. */
 export interface IndexAttnDims {
+  /** Query heads. */
   readonly H: number;
+  /** Key/value heads. */
   readonly Hk: number;
+  /** Query rows. */
   readonly seq: number;
   /** K/V rows per head (the row stride: `kvSeq`, or a cache's capacity). */
   readonly kvSeq: number;
   /** Position of query row 0 (default `kvSeq − seq`; a KV cache's `pos`). */
   readonly off?: number;
+  /** Head dimension. */
   readonly d: number;
+  /** Heads of the index lists: `H` (per head) or 1 (shared). */
   readonly selHeads: number;
+  /** List entries per (selection head, query block). */
   readonly kCap: number;
 }
 
@@ -385,11 +422,30 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
 };
 
 /** `dense.indexAttn` for f32 inputs. */
-export const indexAttn: Operator<IndexAttnParams, In<"f32">, Out> = makeIndexAttn("f32");
+export const indexAttn: Operator<IndexAttnParams, IndexAttnInputs<"f32">, IndexAttnOutputs> = makeIndexAttn(
+  "f32",
+);
 /** `dense.indexAttn.f16` for f16 inputs (f32 accumulation). */
-export const indexAttnF16: Operator<IndexAttnParams, In<"f16">, Out> = makeIndexAttn("f16");
+export const indexAttnF16: Operator<IndexAttnParams, IndexAttnInputs<"f16">, IndexAttnOutputs> =
+  makeIndexAttn(
+    "f16",
+  );
 
-const cachePorts = <D extends "f32" | "f16">(dtype: D) => ({
+/** Input ports of `dense.indexCacheAttn`: `q`, the KV cache (`kCache`, `vCache`) and the index lists. */
+export type IndexCacheAttnInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]` at positions `pos … pos + seq − 1`. */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Key cache, `D [kvHeads, capacity, headDim]` holding `pos + seq` valid rows. */
+  readonly kCache: TensorType<D, readonly ["kvHeads", "capacity", "headDim"]>;
+  /** Value cache, `D [kvHeads, capacity, headDim]`. */
+  readonly vCache: TensorType<D, readonly ["kvHeads", "capacity", "headDim"]>;
+  /** Ascending token lists, −1 padded, `i32 [selHeads, ceil(seq / blockQ), kCap]`. */
+  readonly indices: TensorType<"i32", readonly ["selHeads", "qBlocks", "kCap"]>;
+};
+
+const cachePorts = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: IndexCacheAttnInputs<D>; readonly outputs: IndexAttnOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     kCache: tensorType(dtype, ["kvHeads", "capacity", "headDim"] as const),
@@ -398,7 +454,7 @@ const cachePorts = <D extends "f32" | "f16">(dtype: D) => ({
   },
   outputs: ports(dtype).outputs,
 });
-type CacheIn<D extends "f32" | "f16"> = ReturnType<typeof cachePorts<D>>["inputs"];
+type CacheIn<D extends "f32" | "f16"> = IndexCacheAttnInputs<D>;
 
 /** A KV-cache call's descriptions as `dense.indexAttn`'s (the cache's rows named `kvSeq`). */
 const asKv = <D extends "f32" | "f16">(i: DescsOf<CacheIn<D>>): DescsOf<In<D>> => {
@@ -514,4 +570,5 @@ export const makeIndexCacheAttn = <D extends "f32" | "f16">(
 };
 
 /** `dense.indexCacheAttn` for an f32 KV cache. */
-export const indexCacheAttn: Operator<IndexAttnParams, CacheIn<"f32">, Out> = makeIndexCacheAttn("f32");
+export const indexCacheAttn: Operator<IndexAttnParams, IndexCacheAttnInputs<"f32">, IndexAttnOutputs> =
+  makeIndexCacheAttn("f32");

@@ -24,12 +24,39 @@
  */
 import { Effect } from "effect";
 import { allocHost, storageBytes, tensorType } from "@longctx/graph";
-import type { Cost, DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Kernel, Operator } from "@longctx/graph";
+import type {
+  Cost,
+  DescsOf,
+  Gemm,
+  GpuLowering,
+  HostOf,
+  HostTensor,
+  Kernel,
+  Operator,
+  TensorType,
+} from "@longctx/graph";
 import { asF32, checkQKVCross, need } from "../dense/common.ts";
 import { cachePos, indexColumns, indexVisible, posUniform } from "../dense/index_attn.ts";
 import { HipParams, hipProblem, hipRegion } from "./params.ts";
 
-const ports = <D extends "f32" | "f16">(dtype: D) => ({
+/** Input ports of `hip.mask`: queries and keys of dtype `D`. */
+export type HipMaskInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]` (the last `seq` positions of the keys). */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Keys, `D [kvHeads, kvSeq, headDim]`. */
+  readonly k: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+};
+/** Output ports of `hip.mask` and `hip.cacheMask`. */
+export type HipMaskOutputs = {
+  /** Per (query head, query block) the selected tokens, ascending, −1 padded, `i32 [heads, qBlocks, topK]`. */
+  readonly indices: TensorType<"i32", readonly ["selHeads", "qBlocks", "kCap"]>;
+  /** Attended / causal (query, key) pairs per head (sink and window included), `f32 [heads]`. */
+  readonly density: TensorType<"f32", readonly ["heads"]>;
+};
+
+const ports = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: HipMaskInputs<D>; readonly outputs: HipMaskOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
@@ -39,8 +66,8 @@ const ports = <D extends "f32" | "f16">(dtype: D) => ({
     density: tensorType("f32", ["heads"] as const),
   },
 });
-type In<D extends "f32" | "f16"> = ReturnType<typeof ports<D>>["inputs"];
-type Out = ReturnType<typeof ports<"f32">>["outputs"];
+type In<D extends "f32" | "f16"> = HipMaskInputs<D>;
+type Out = HipMaskOutputs;
 
 /** Local rows of the block `[i0, i1)` that score children: every `stride`-th, the last row for a short tail. */
 export const sampledRows = (i0: number, i1: number, stride: number): number[] => {
@@ -556,18 +583,28 @@ export const makeHipMask = <D extends "f32" | "f16">(dtype: D): Operator<HipPara
 };
 
 /** `hip.mask` for f32 inputs. */
-export const hipMask: Operator<HipParams, In<"f32">, Out> = makeHipMask("f32");
+export const hipMask: Operator<HipParams, HipMaskInputs<"f32">, HipMaskOutputs> = makeHipMask("f32");
 /** `hip.mask.f16` for f16 inputs (scores in f32). */
-export const hipMaskF16: Operator<HipParams, In<"f16">, Out> = makeHipMask("f16");
+export const hipMaskF16: Operator<HipParams, HipMaskInputs<"f16">, HipMaskOutputs> = makeHipMask("f16");
 
-const cachePorts = <D extends "f32" | "f16">(dtype: D) => ({
+/** Input ports of `hip.cacheMask`: queries and the key cache of dtype `D`. */
+export type HipCacheMaskInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]` at positions `pos … pos + seq − 1`. */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Key cache, `D [kvHeads, capacity, headDim]` holding `pos + seq` valid rows. */
+  readonly kCache: TensorType<D, readonly ["kvHeads", "capacity", "headDim"]>;
+};
+
+const cachePorts = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: HipCacheMaskInputs<D>; readonly outputs: HipMaskOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     kCache: tensorType(dtype, ["kvHeads", "capacity", "headDim"] as const),
   },
   outputs: ports(dtype).outputs,
 });
-type CacheIn<D extends "f32" | "f16"> = ReturnType<typeof cachePorts<D>>["inputs"];
+type CacheIn<D extends "f32" | "f16"> = HipCacheMaskInputs<D>;
 
 /**
  * Build `hip.cacheMask` (f32) / `hip.cacheMask.f16`: `hip.mask` on a KV cache — `kCache [kvHeads, capacity,
@@ -638,4 +675,6 @@ export const makeHipCacheMask = <D extends "f32" | "f16">(dtype: D): Operator<Hi
 };
 
 /** `hip.cacheMask` for an f32 KV cache (the model forward's decode). */
-export const hipCacheMask: Operator<HipParams, CacheIn<"f32">, Out> = makeHipCacheMask("f32");
+export const hipCacheMask: Operator<HipParams, HipCacheMaskInputs<"f32">, HipMaskOutputs> = makeHipCacheMask(
+  "f32",
+);

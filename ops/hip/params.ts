@@ -10,13 +10,27 @@
  */
 import { Effect, Schema } from "effect";
 
-const int = (min: number, max: number, def: number) =>
+const int = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Int> =>
   Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(def)),
   );
 
+/** The schema of {@link HipParams}: every field optional on input, the default filled in on decode. */
+export type HipParamsSchema = Schema.Struct<{
+  readonly blockQ: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly blockStrideQ: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly blockK: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly topK: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly sink: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly window: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly scale: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly denseLayers: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly refresh: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly workgroupMemory: Schema.withDecodingDefaultKey<Schema.Int>;
+}>;
+
 /** Parameters of the `hip` technique (each operator reads the ones it declares). */
-export const HipParams = Schema.Struct({
+export const HipParams: HipParamsSchema = Schema.Struct({
   /** Query rows per block: one mask per (query head, block); multiple of 16, at most 128. */
   blockQ: Schema.Int.check(
     Schema.isGreaterThanOrEqualTo(16),

@@ -79,6 +79,10 @@ export const hipCacheDecode = (p: HipParams): Effect.Effect<CacheDecodeGraphs, T
     return { refresh: p.refresh, search: yield* s.build(), reuse: yield* r.build(), state: ["indices"] };
   });
 
+/**
+ * The `hip` technique (see the module doc): stages `hip.mask → dense.indexAttn`, prefill and decode, knob
+ * `topK`, density by construction for the planner, and the KV-cache decode of {@link hipCacheDecode}.
+ */
 export const hipTechnique: Technique<HipParams> = stagedTechnique({
   name: "hip",
   reference: "HiP Attention (ICLR 2025, arXiv 2406.09827 v2): hierarchically pruned attention, " +
