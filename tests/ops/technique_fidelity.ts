@@ -16,8 +16,10 @@
  * sale.sparseAttn`, `hip.mask → dense.indexAttn`), whose CPU references run as GEMMs there; recall and error
  * are computed by `model.lseRecall` / `model.sqDiff` on the backend (`shadowGraph`, `onCompare`).
  *
- * Run: `deno run -A tests/ops/technique_fidelity.ts [--technique sale] [--knob 0.004] [--doc alice-in-wonderland]
- *   [--tokens 8192] [--out benchmarks/results/<technique>_fidelity.json]`
+ * Run: `deno run -A tests/ops/technique_fidelity.ts [--technique sale] [--knob 0.004] [--params '{"denseLayers":0}']
+ *   [--doc alice-in-wonderland]
+ *   [--tokens 8192] [--out benchmarks/results/<technique>_fidelity.json]` (`--params`: more technique
+ *   parameters as JSON, decoded by the technique's schema)
  * Prints one line per layer and a summary; writes rows `{metric, value, unit, layer?, ...}` to `--out`.
  * Time on 2 CPU cores: a few minutes (two 8K-token forward passes plus the technique and dense per layer).
  * @module
@@ -40,6 +42,7 @@ const { values: args } = parseArgs({
     tokens: { type: "string", default: "8192" },
     technique: { type: "string", default: "sale" },
     knob: { type: "string" },
+    params: { type: "string" },
     out: { type: "string" },
   },
   strict: true,
