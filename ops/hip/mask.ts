@@ -17,11 +17,9 @@
  * tile the region as ⌊i·blocks/n⌋ (no power-of-two alignment), and an exact 0.0 dot product is a score like
  * any other (the official code treats it as masked).
  *
- * GPU: one workgroup of 256 invocations per (query block, head); invocation (s, g) holds sampled query s in
- * registers and scores the key slots of group g (each key row read once per round, a broadcast load across the
- * group), the max over queries through workgroup memory; nodes and children live in workgroup memory;
- * survivors by a bitonic sort of the children on the (score, block) order, so CPU and GPU agree exactly
- * whenever their f32 scores agree.
+ * GPU: one workgroup of 256 invocations per (query block, head); nodes, children and sampled queries live in
+ * workgroup memory; survivors by a bitonic sort of the children on the (score, block) order, so CPU and GPU
+ * agree exactly whenever their f32 scores agree.
  * @module
  */
 import { Effect } from "effect";
@@ -264,15 +262,12 @@ export const hipMaskReference = (
 };
 
 const WG = 256;
-/** Key slots a thread scores per batch of the search kernel. */
-const SLOT_BATCH = 8;
 
-/** Workgroup memory of the search kernel (bytes): per-query scores of a batch, slot maxima, nodes, the sort array. */
-const maskWorkgroupBytes = (p: HipParams, _d: number): number => {
+/** Workgroup memory of the search kernel (bytes): sampled Q rows, nodes, the sort array, the sorted list. */
+const maskWorkgroupBytes = (p: HipParams, d: number): number => {
   const ns = Math.ceil(p.blockQ / p.blockStrideQ), n = p.topK / p.blockK;
-  const m = nextPow2(2 * n), groups = Math.floor(WG / ns);
-  // dots [groups · batch · ns], smax [2n · blockK], nodes, the sort array, counters
-  return groups * SLOT_BATCH * ns * 4 + 2 * n * p.blockK * 4 + n * 8 + m * 12 + 64;
+  const m = nextPow2(2 * n);
+  return ns * d * 4 + ns * 4 + n * 8 + m * 12 + 64;
 };
 
 const nextPow2 = (x: number): number => {
@@ -295,9 +290,6 @@ const searchKernel = (
   const D4 = d / 4, n = p.topK / p.blockK, M = nextPow2(2 * n);
   // sampled queries per block: a call shorter than a block (decode: 1) scores with only the rows it has
   const ns = Math.ceil(Math.min(p.blockQ, seq) / p.blockStrideQ);
-  // scoring layout: G groups of ns threads, B slots per group and batch; U = 2n·blockK slots per round
-  const G = Math.floor(WG / ns), B = SLOT_BATCH, U = Math.max(1, 2 * n * p.blockK);
-  const nBatch = Math.ceil(U / (G * B));
   // the queries' offset: baked, or the POS uniform's `x` (KV cache mode; kvSeq is then the capacity)
   const qB = Math.ceil(seq / p.blockQ), cap = Math.max(1, p.topK), g = H / Hk;
   const off = dynamic ? "i32(POS.x)" : `${kvSeq - seq}`;
@@ -310,8 +302,8 @@ const searchKernel = (
   w(`@group(0) @binding(2) var<storage, read_write> IDX: array<i32>;`);
   w(`@group(0) @binding(3) var<storage, read_write> PART: array<f32>;`);
   if (dynamic) w(`@group(0) @binding(4) var<uniform> POS: vec4<u32>;`);
-  w(`var<workgroup> dots: array<f32, ${G * B * ns}>;`);
-  w(`var<workgroup> smax: array<f32, ${U}>;`);
+  w(`var<workgroup> qs: array<vec4<f32>, ${ns * D4}>;`);
+  w(`var<workgroup> qlim: array<i32, ${ns}>;`);
   w(`var<workgroup> nst: array<i32, ${Math.max(1, n)}>;`);
   w(`var<workgroup> nsz: array<i32, ${Math.max(1, n)}>;`);
   w(`var<workgroup> cst: array<i32, ${M}>;`);
@@ -342,11 +334,13 @@ const searchKernel = (
     w(`    if (tid == 0u) { IDX[obase] = -1; }`);
   } else {
     w(`    let blocks = (tokens + ${p.blockK - 1}) / ${p.blockK};`);
-    // thread (sq, g): sampled query sq of the block (in registers) for slot group g; limits p − window
-    w(`    let sq = tid % ${ns}u; let g = tid / ${ns}u;`);
-    w(`    let rq = min(i0 + sq * ${p.blockStrideQ}u + ${p.blockStrideQ - 1}u, i1 - 1u);`);
-    w(`    let myLim = select(-2147483647, i32(rq) + ${off} - ${p.window}, sq * ${p.blockStrideQ}u < i1 - i0);`);
-    for (let x = 0; x < D4; x++) w(`    let qr${x} = vec4<f32>(Q[(h * ${seq}u + rq) * ${D4}u + ${x}u]);`);
+    // sampled queries (f32) and their limits p − window
+    w(`    for (var x = tid; x < ${ns * D4}u; x += ${WG}u) {`);
+    w(`      let s = x / ${D4}u;`);
+    w(`      let r = min(i0 + s * ${p.blockStrideQ}u + ${p.blockStrideQ - 1}u, i1 - 1u);`);
+    w(`      qs[x] = vec4<f32>(Q[(h * ${seq}u + r) * ${D4}u + x % ${D4}u]);`);
+    w(`      if (x % ${D4}u == 0u) { qlim[s] = select(-2147483647, i32(r) + ${off} - ${p.window}, s * ${p.blockStrideQ}u < i1 - i0); }`);
+    w(`    }`);
     w(`    for (var i = tid; i < ${n}u; i += ${WG}u) {`);
     w(`      let s0 = i32((i * u32(blocks)) / ${n}u); let s1 = i32(((i + 1u) * u32(blocks)) / ${n}u);`);
     w(`      nst[i] = s0; nsz[i] = s1 - s0;`);
@@ -356,55 +350,31 @@ const searchKernel = (
     w(`    while ((1 << rounds) < maxSize) { rounds++; }`);
     w(`    workgroupBarrier();`);
     w(`    for (var round = 0u; round < rounds; round++) {`);
-    // 1. the children of every node: [start, start + ⌊size/2⌋) and the rest
     w(`      for (var c = tid; c < ${M}u; c += ${WG}u) {`);
-    w(`        var st = 2147483647; var sz = 0;`);
+    w(`        var st = 2147483647; var sz = 0; var sc = NEG;`);
     w(`        if (c < ${2 * n}u) {`);
     w(`          let z = nsz[c / 2u]; let half = z / 2;`);
     w(`          st = nst[c / 2u] + select(0, half, (c & 1u) == 1u);`);
     w(`          sz = select(half, z - half, (c & 1u) == 1u);`);
-    w(`          if (sz == 0) { st = 2147483647; }`);
-    w(`        }`);
-    w(`        cst[c] = st; csz[c] = sz; csc[c] = NEG;`);
-    w(`      }`);
-    w(`      workgroupBarrier();`);
-    // 2. slot u = child·blockK + t holds key t of the child's centre block; thread (s, g) scores B slots
-    //    against its sampled query (in registers) and the group's max over queries goes to smax[u]
-    w(`      for (var batch = 0u; batch < ${nBatch}u; batch++) {`);
-    w(`        if (g < ${G}u) {`);
-    w(`          for (var kk = 0u; kk < ${B}u; kk++) {`);
-    w(`            let u = (batch * ${G}u + g) * ${B}u + kk;`);
-    w(`            var d = -3.4e38;`);
-    w(`            let c = u / ${p.blockK}u;`);
-    w(`            if (c < ${2 * n}u) {`);
-    w(`              let sz = csz[c];`);
-    w(`              let j = ${p.sink} + (cst[c] + sz / 2) * ${p.blockK} + i32(u % ${p.blockK}u);`);
-    w(`              if (sz > 0 && j < end && j <= myLim) {`);
-    w(`                let kr = (kbase + u32(j)) * ${D4}u;`);
-    w(`                var acc = 0.0;`);
-    for (let x = 0; x < D4; x++) w(`                acc += dot(qr${x}, vec4<f32>(K[kr + ${x}u]));`);
-    w(`                d = acc;`);
+    w(`          if (sz > 0) {`);
+    w(`            let rep = st + sz / 2;`);
+    w(`            var m = -3.4e38;`);
+    w(`            for (var t = 0; t < ${p.blockK}; t++) {`);
+    w(`              let j = ${p.sink} + rep * ${p.blockK} + t;`);
+    w(`              if (j >= end) { break; }`);
+    // the key row is read once per key; one accumulator per sampled query, in named registers
+    for (let s = 0; s < ns; s++) w(`              var a${s} = 0.0;`);
+    w(`              let kr = (kbase + u32(j)) * ${D4}u;`);
+    w(`              for (var x = 0u; x < ${D4}u; x++) {`);
+    w(`                let kv = vec4<f32>(K[kr + x]);`);
+    for (let s = 0; s < ns; s++) w(`                a${s} += dot(qs[${s * D4}u + x], kv);`);
     w(`              }`);
+    for (let s = 0; s < ns; s++) w(`              if (j <= qlim[${s}]) { m = max(m, a${s}); }`);
     w(`            }`);
-    w(`            dots[(g * ${B}u + kk) * ${ns}u + sq] = d;`);
-    w(`          }`);
+    w(`            sc = m;`);
+    w(`          } else { st = 2147483647; }`);
     w(`        }`);
-    w(`        workgroupBarrier();`);
-    w(`        if (tid < ${G * B}u) {`);
-    w(`          let u = batch * ${G * B}u + tid;`);
-    w(`          var m = -3.4e38;`);
-    w(`          for (var q = 0u; q < ${ns}u; q++) { m = max(m, dots[tid * ${ns}u + q]); }`);
-    w(`          if (u < ${U}u) { smax[u] = m; }`);
-    w(`        }`);
-    w(`        workgroupBarrier();`);
-    w(`      }`);
-    // 3. a child's score: the max over its centre block's keys
-    w(`      for (var c = tid; c < ${2 * n}u; c += ${WG}u) {`);
-    w(`        if (csz[c] > 0) {`);
-    w(`          var m = -3.4e38;`);
-    w(`          for (var t = 0u; t < ${p.blockK}u; t++) { m = max(m, smax[c * ${p.blockK}u + t]); }`);
-    w(`          csc[c] = m;`);
-    w(`        }`);
+    w(`        cst[c] = st; csz[c] = sz; csc[c] = sc;`);
     w(`      }`);
     // bitonic sort of M entries by the search order (first = best)
     w(`      for (var kk = 2u; kk <= ${M}u; kk <<= 1u) {`);
