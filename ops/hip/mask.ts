@@ -359,17 +359,27 @@ const searchKernel = (
     w(`          if (sz > 0) {`);
     w(`            let rep = st + sz / 2;`);
     w(`            var m = -3.4e38;`);
-    w(`            for (var t = 0; t < ${p.blockK}; t++) {`);
-    w(`              let j = ${p.sink} + rep * ${p.blockK} + t;`);
-    w(`              if (j >= end) { break; }`);
-    // the key row is read once per key; one accumulator per sampled query, in named registers
-    for (let s = 0; s < ns; s++) w(`              var a${s} = 0.0;`);
-    w(`              let kr = (kbase + u32(j)) * ${D4}u;`);
+    // two keys of the block at a time: one read of each sampled query's vec4 feeds two dot products
+    w(`            for (var t = 0; t < ${p.blockK}; t += 2) {`);
+    w(`              let j0 = ${p.sink} + rep * ${p.blockK} + t;`);
+    w(`              if (j0 >= end) { break; }`);
+    w(`              let j1 = j0 + 1;`);
+    w(`              let two = t + 1 < ${p.blockK} && j1 < end;`);
+    for (let s2 = 0; s2 < ns; s2++) w(`              var a${s2} = 0.0; var b${s2} = 0.0;`);
+    w(`              let kr0 = (kbase + u32(j0)) * ${D4}u;`);
+    w(`              let kr1 = select(kr0, (kbase + u32(j1)) * ${D4}u, two);`);
     w(`              for (var x = 0u; x < ${D4}u; x++) {`);
-    w(`                let kv = vec4<f32>(K[kr + x]);`);
-    for (let s = 0; s < ns; s++) w(`                a${s} += dot(qs[${s * D4}u + x], kv);`);
+    w(`                let kv0 = vec4<f32>(K[kr0 + x]); let kv1 = vec4<f32>(K[kr1 + x]);`);
+    for (let s2 = 0; s2 < ns; s2++) {
+      w(`                let q${s2} = qs[${
+        s2 * D4
+      }u + x]; a${s2} += dot(q${s2}, kv0); b${s2} += dot(q${s2}, kv1);`);
+    }
     w(`              }`);
-    for (let s = 0; s < ns; s++) w(`              if (j <= qlim[${s}]) { m = max(m, a${s}); }`);
+    for (let s2 = 0; s2 < ns; s2++) {
+      w(`              if (j0 <= qlim[${s2}]) { m = max(m, a${s2}); }`);
+      w(`              if (two && j1 <= qlim[${s2}]) { m = max(m, b${s2}); }`);
+    }
     w(`            }`);
     w(`            sc = m;`);
     w(`          } else { st = 2147483647; }`);
