@@ -12,6 +12,9 @@ import { Effect } from "effect";
 import { type Backend, graph, hostTensor, run } from "@longctx/graph";
 import { dense, hip } from "@longctx/ops";
 import { loadSgemm } from "../../runtime/src/model/blas.ts";
+import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
+
+const cpuBackend = () => Effect.runPromise(makeCpuBackend());
 import { randn, relErr } from "./ref64.ts";
 
 // OpenBLAS is loaded once per process (runtime/src/model/blas.ts), before any test.
@@ -242,4 +245,42 @@ test("hip.mask and dense.indexAttn on wgpu = the CPU references (integer Q/K: id
     }
     assert.ok(lseErr < 1e-4, `case ${n}: lse ${lseErr}`);
   }
+});
+
+test("bad input: impossible HiP parameters and mis-shaped index lists are typed errors naming the culprit", async () => {
+  const dims = { heads: 4, kvHeads: 2, headDim: 64, seq: 300, kvSeq: 300 };
+  const t = hip.hipTechnique;
+  // topK not a multiple of blockK: a shape error of the graph, naming the parameters
+  const bad = await Effect.runPromise(
+    Effect.flip(t.graph(hip.hipParams({ topK: 100, blockK: 3 }), dims, "prefill", "f32")),
+  );
+  assert.equal(bad._tag, "ShapeError");
+  assert.match(bad.message, /topK 100 is not a multiple of blockK 3/);
+  // an unknown or impossible parameter: rejected by the schema, naming it
+  const { decodeTechniqueParams } = await import("@longctx/graph");
+  const unk = await Effect.runPromise(Effect.flip(decodeTechniqueParams(t, { topk: 512 })));
+  assert.equal(unk.param, "topk");
+  const neg = await Effect.runPromise(Effect.flip(decodeTechniqueParams(t, { window: -1 })));
+  assert.equal(neg.param, "window");
+  // an index list of the wrong shape
+  const g = graph("indexAttn");
+  const ins = dense.indexAttn.inputs;
+  const r = g.add(dense.indexAttn, dense.indexAttnParams({ blockQ: 64 }), {
+    q: g.input("q", ins.q),
+    k: g.input("k", ins.k),
+    v: g.input("v", ins.v),
+    indices: g.input("indices", ins.indices),
+  });
+  g.output("o", r.o);
+  const built = await Effect.runPromise(g.build());
+  const e = await Effect.runPromise(Effect.flip(run(built, wgpu ?? (await cpuBackend()), {
+    q: hostTensor("f32", ["heads", "seq", "headDim"], [2, 100, 64], randn(2 * 100 * 64, 1)),
+    k: hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [1, 100, 64], randn(100 * 64, 2)),
+    v: hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [1, 100, 64], randn(100 * 64, 3)),
+    indices: hostTensor("i32", ["selHeads", "qBlocks", "kCap"], [2, 5, 8], new Int32Array(80).fill(-1)),
+  })));
+  assert.match(
+    String((e as { message?: string }).message),
+    /indices: shape \[2,5,8\], want \[2 or 1, 2, kCap ≥ 1\]/,
+  );
 });
