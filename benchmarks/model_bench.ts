@@ -22,7 +22,9 @@
  * `--attention <technique>` (a registered technique other than dense, e.g. `sale`; GPU backends only): the first
  * prefill chunk runs the technique's prefill graph (SALE: arXiv 2505.24179 §3, default parameters, f32 `sale.*`
  * operators) in every layer as the GPU forward's attention sub-graph (`attentionGraph`);
- * rows get `impl: "sale"` and the mean density; decode steps stay dense (split-KV).
+ * rows get `impl: "sale"` and the mean density; decode steps run the technique's KV-cache decode when it has
+ * one (`cacheDecode`: HiP's mask refreshed every 8 steps), else dense (split-KV); a `denseLayers` parameter
+ * keeps that many first layers dense.
  * `--synthetic-weights` (GPU backends only) needs neither the GGUF, the tokenizer nor the documents: the model
  * has SmolLM2-135M's shapes (from the plans registry, `plans/src/models.ts`) and seeded random weights
  * (normal, std 0.02 like the models' initialiser; norm weights 1), and the prompt is seeded random token ids.
@@ -312,6 +314,7 @@ async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void>
   // --attention <technique> other than dense (the built-in flash kernel): the registered technique's prefill
   // graph (f32 operators, default parameters, the device's workgroup memory) shared by every layer.
   let attentionGraph: GraphForwardOptions["attentionGraph"];
+  let decodeAttention: GraphForwardOptions["decodeAttention"];
   if (attentionName !== "dense") {
     const t = await Effect.runPromise(techniqueByName(attentionName));
     const wgm = Math.min(1 << 20, backend.limits.maxComputeWorkgroupStorageSize);
@@ -324,7 +327,14 @@ async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void>
     const c = weights.config;
     const dims = { heads: c.nHead, kvHeads: c.nKvHead, headDim: c.headDim, seq: chunk, kvSeq: chunk };
     const g = await Effect.runPromise(t.graph(params, dims, "prefill"));
-    attentionGraph = () => g;
+    // the technique's own first dense layers (HiP: denseLayers) stay dense, prefill and decode
+    const p = params as Record<string, unknown>;
+    const denseLayers = typeof p.denseLayers === "number" ? p.denseLayers : 0;
+    attentionGraph = (l) => (l < denseLayers ? undefined : g);
+    if (t.cacheDecode) {
+      const d = await Effect.runPromise(t.cacheDecode(params));
+      decodeAttention = (l) => (l < denseLayers ? undefined : d);
+    }
   }
   const densities: number[] = [];
   const onDensity = (d: readonly (Float32Array | undefined)[]) => {
@@ -342,7 +352,8 @@ async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void>
       next = await Effect.runPromise(gpu.forwardArgmax(prompt.slice(s, s + chunk), cache, graphOpts(s)));
     }
     const t1 = performance.now();
-    for (let i = 0; i < steps; i++) next = await Effect.runPromise(gpu.forwardArgmax([next], cache));
+    const dec = decodeAttention ? { decodeAttention } : {};
+    for (let i = 0; i < steps; i++) next = await Effect.runPromise(gpu.forwardArgmax([next], cache, dec));
     return { prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
   };
   const tw = performance.now();
@@ -442,7 +453,7 @@ async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void>
       (1000 / dm).toFixed(1)
     } tok/s), median of ${repeats}` +
       (ppl !== undefined ? `; perplexity ${ppl.toFixed(3)}` : "") +
-      (common.params.density !== undefined ? `; SALE density ${common.params.density}` : ""),
+      (common.params.density !== undefined ? `; ${attentionName} density ${common.params.density}` : ""),
   );
 }
 
