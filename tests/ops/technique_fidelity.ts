@@ -33,7 +33,7 @@ import { type AttnComparison, loadLlamaGraph } from "../../runtime/src/model/lla
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { compareLogits, logSumExp, perplexity } from "../../runtime/src/model/metrics.ts";
 import { modelPath, readDocument } from "../../runtime/src/paths.ts";
-import { gpuInfo } from "../../benchmarks/lib/results.ts";
+import { gitCommit, gpuInfo } from "../../benchmarks/lib/results.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -152,6 +152,7 @@ const common = {
   replacedLayers: cfg.nLayer - denseLayers,
   backend: `cpu (${model.sgemm.name})`,
   ...gpuInfo(),
+  commit: gitCommit(),
   run: 1,
   path:
     `graph forward (llama_graph.ts) on the cpu backend; ${technique.name} = the registry's technique graph`,
