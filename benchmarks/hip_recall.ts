@@ -174,33 +174,51 @@ console.error(
 );
 const common = {
   model: "SmolLM2-135M-Instruct Q4_1",
-  document: args.doc,
-  tokens: N,
   backend: `cpu (${model.sgemm.name})`,
   ...gpuInfo(),
   run: 1,
-  params: { topK: p.topK, blockQ: p.blockQ, blockK: p.blockK, sink: p.sink, window: p.window },
-  rowsSampled: `every ${stride}-th query row at positions ≥ ${from}, all heads`,
   date: new Date().toISOString(),
   commit: gitCommit(),
   command: `deno run -A benchmarks/hip_recall.ts ${Deno.args.join(" ")}`.trim(),
 };
+/** Row parameters (what `benchmarks/render.ts` groups rows by): the setting and the layer (or `mean`). */
+const params = (layer: number | "mean") => ({
+  document: args.doc,
+  tokens: N,
+  topK: p.topK,
+  blockQ: p.blockQ,
+  blockK: p.blockK,
+  sink: p.sink,
+  window: p.window,
+  rowsSampled: `every ${stride}-th query row at positions ≥ ${from}, all heads`,
+  layer,
+});
+const implOf = (m: "hip" | "oracle" | "streaming") =>
+  m === "hip" ? "hip" : m === "oracle" ? "oracle-top-b" : "streaming-llm";
 const rows = [
   ...(["hip", "oracle", "streaming"] as const).map((m) => ({
     metric: "attention_recall",
-    impl: m === "hip" ? "hip" : m === "oracle" ? "oracle-top-b" : "streaming-llm",
+    impl: implOf(m),
     value: summary[m],
     unit: "fraction",
+    params: params("mean"),
     ...common,
   })),
-  { metric: "keys_per_query", impl: "hip", value: mean((r) => r.keys), unit: "tokens", ...common },
+  {
+    metric: "keys_per_query",
+    impl: "hip",
+    value: mean((r) => r.keys),
+    unit: "tokens",
+    params: params("mean"),
+    ...common,
+  },
   ...layers.flatMap((r) =>
     (["hip", "oracle", "streaming"] as const).map((m) => ({
       metric: "attention_recall",
-      impl: m === "hip" ? "hip" : m === "oracle" ? "oracle-top-b" : "streaming-llm",
-      layer: r.layer,
+      impl: implOf(m),
       value: r[m],
       unit: "fraction",
+      params: params(r.layer),
       ...common,
     }))
   ),

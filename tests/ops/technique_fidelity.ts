@@ -145,33 +145,64 @@ console.error(
 
 const common = {
   model: "SmolLM2-135M-Instruct Q4_1",
-  document: args.doc,
-  tokens: N,
-  technique: technique.name,
-  ...(knob ? { [knob.param]: knobValue } : {}),
-  replacedLayers: cfg.nLayer - denseLayers,
   backend: `cpu (${model.sgemm.name})`,
   ...gpuInfo(),
   commit: gitCommit(),
   run: 1,
-  path:
-    `graph forward (llama_graph.ts) on the cpu backend; ${technique.name} = the registry's technique graph`,
   date: new Date().toISOString(),
   command: `deno run -A tests/ops/technique_fidelity.ts ${Deno.args.join(" ")}`.trim(),
+  note:
+    `graph forward (llama_graph.ts) on the cpu backend; ${technique.name} = the registry's technique graph`,
 };
+/** Row parameters (what `benchmarks/render.ts` groups rows by): the setting, and the layer for per-layer rows. */
+const params = (layer?: number) => ({
+  document: args.doc,
+  tokens: N,
+  technique: technique.name,
+  ...(knob ? { [knob.param]: knobValue as number } : {}),
+  replacedLayers: cfg.nLayer - denseLayers,
+  ...(layer === undefined ? {} : { layer }),
+});
 const rows = [
   ...layers.flatMap((l) => [
-    { metric: "density", value: l.density, unit: "fraction", layer: l.layer, ...common },
-    { metric: "attention_mass_recall", value: l.recall, unit: "fraction", layer: l.layer, ...common },
-    { metric: "min_row_recall", value: l.minRecall, unit: "fraction", layer: l.layer, ...common },
-    { metric: "output_rel_err", value: l.outRelErr, unit: "fraction", layer: l.layer, ...common },
+    { metric: "density", value: l.density, unit: "fraction", params: params(l.layer), ...common },
+    {
+      metric: "attention_mass_recall",
+      value: l.recall,
+      unit: "fraction",
+      params: params(l.layer),
+      ...common,
+    },
+    { metric: "min_row_recall", value: l.minRecall, unit: "fraction", params: params(l.layer), ...common },
+    { metric: "output_rel_err", value: l.outRelErr, unit: "fraction", params: params(l.layer), ...common },
   ]),
-  { metric: "perplexity", impl: "dense", value: pplDense, unit: "ppl", ...common },
-  { metric: "perplexity", impl: technique.name, value: pplTech, unit: "ppl", ...common },
-  { metric: "perplexity_change", impl: technique.name, value: change, unit: "%", ...common },
-  { metric: "mean_density", impl: technique.name, value: meanDensity, unit: "fraction", ...common },
-  { metric: "mean_kl", impl: technique.name, value: cmp.meanKl, unit: "nats", ...common },
-  { metric: "top1_agreement", impl: technique.name, value: cmp.top1Agreement, unit: "fraction", ...common },
+  { metric: "perplexity", impl: "dense", value: pplDense, unit: "ppl", params: params(), ...common },
+  { metric: "perplexity", impl: technique.name, value: pplTech, unit: "ppl", params: params(), ...common },
+  {
+    metric: "perplexity_change",
+    impl: technique.name,
+    value: change,
+    unit: "%",
+    params: params(),
+    ...common,
+  },
+  {
+    metric: "mean_density",
+    impl: technique.name,
+    value: meanDensity,
+    unit: "fraction",
+    params: params(),
+    ...common,
+  },
+  { metric: "mean_kl", impl: technique.name, value: cmp.meanKl, unit: "nats", params: params(), ...common },
+  {
+    metric: "top1_agreement",
+    impl: technique.name,
+    value: cmp.top1Agreement,
+    unit: "fraction",
+    params: params(),
+    ...common,
+  },
 ];
 await Deno.writeTextFile(out, JSON.stringify(rows, null, 1) + "\n");
 console.error(`wrote ${rows.length} rows to ${out}`);
