@@ -317,6 +317,110 @@ export const indexAttentionGemm = (
   return { o, lse };
 };
 
+/** The CPU path of both index attentions: float64 loops, or the backend's GEMM when given. */
+const indexHost = (
+  p: IndexAttnParams,
+  q: HostTensor,
+  k: HostTensor,
+  v: HostTensor,
+  indices: HostTensor,
+  gemm: Gemm | undefined,
+  off?: number,
+): HostOf<Out> => {
+  const dm0 = dimsOf(q, k, indices);
+  const dm = off === undefined ? dm0 : { ...dm0, off };
+  const args = [p, asF32(q), asF32(k), asF32(v), indices.data as Int32Array, dm] as const;
+  const r = gemm ? indexAttentionGemm(gemm, ...args) : indexAttentionReference(...args);
+  const pt = ports("f32").outputs;
+  const o = allocHost({ ...pt.o, shape: [dm.H, dm.seq, dm.d] });
+  o.data.set(r.o);
+  const lse = allocHost({ ...pt.lse, shape: [dm.H, dm.seq] });
+  lse.data.set(r.lse);
+  return { o, lse } as HostOf<Out>;
+};
+
+/**
+ * The GPU lowering of both index attentions: the flash generator's gather mode on K/V rows `kvRows` per head
+ * (a prefill's `kvSeq`, or a cache's capacity with the offset from the `pos` uniform when `cache` is set),
+ * bound to the ports `kPort`, `vPort`.
+ */
+const indexLowering = (
+  p: IndexAttnParams,
+  dtype: "f32" | "f16",
+  q: TensorDesc,
+  kvHeads: number,
+  kvRows: number,
+  indices: TensorDesc,
+  features: ReadonlySet<string>,
+  cache: boolean,
+): GpuLowering => {
+  const [heads, seq, headDim] = q.shape as [number, number, number];
+  if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
+  if (headDim % 32 !== 0) throw new RangeError(`the flash kernel needs headDim % 32 = 0, got ${headDim}`);
+  // One query block (a decode step, a short chunk): as few query rows per workgroup as cover it; the
+  // block's list is the same (there is one).
+  const bq = seq <= p.blockQ ? Math.min(p.blockQ, 16 * Math.ceil(seq / 16)) : p.blockQ;
+  const t = chooseTiles(dtype, headDim, bq, 64, p.workgroupMemory);
+  const cfg = {
+    heads,
+    kvHeads,
+    seq,
+    headDim,
+    dtype,
+    scale: effectiveScale(p.scale, headDim),
+    bq,
+    bk: t.bk,
+    qShared: t.qShared,
+    gather: {
+      kvSeq: kvRows,
+      kCap: indices.shape[2],
+      selHeads: indices.shape[0],
+      sink: p.sink,
+      window: p.window,
+      ...(cache ? { dynamic: true } : {}),
+    },
+  } as const;
+  const [kPort, vPort] = cache ? ["kCache", "vCache"] : ["k", "v"];
+  return {
+    workspaces: cache ? { pos: 16 } : {},
+    launches: [{
+      kernel: {
+        key: flashKey(cfg),
+        wgsl: flashWgsl(cfg),
+        entryPoint: "main",
+        bindings: [
+          "read",
+          "read",
+          "read",
+          "read",
+          "read_write",
+          "read_write",
+          ...(cache ? ["uniform" as const] : []),
+        ],
+        enables: dtype === "f16" ? ["f16"] : [],
+      },
+      buffers: [
+        "in:q",
+        `in:${kPort}`,
+        `in:${vPort}`,
+        "in:indices",
+        "out:o",
+        "out:lse",
+        ...(cache ? ["ws:pos"] : []),
+      ],
+      workgroups: [Math.ceil(seq / bq), heads, 1],
+      ...(cache
+        ? {
+          uniforms: { pos: posUniform(0, seq) },
+          dynamic: (sc: Readonly<Record<string, number>>) => ({
+            uniforms: { pos: posUniform(cachePos(sc, seq, kvRows), seq) },
+          }),
+        }
+        : {}),
+    }],
+  };
+};
+
 /** Build `dense.indexAttn` for inputs of dtype `dtype` (f32: `dense.indexAttn`, f16: `dense.indexAttn.f16`). */
 export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<IndexAttnParams, In<D>, Out> => {
   const pt = ports(dtype);
@@ -346,64 +450,17 @@ export const makeIndexAttn = <D extends "f32" | "f16">(dtype: D): Operator<Index
           lse: { ...pt.outputs.lse, shape: [s.heads, s.seq] },
         } as DescsOf<Out>;
       }),
-    cpu: (p, i, ctx) => {
-      const dm = dimsOf(i.q as HostTensor, i.k as HostTensor, i.indices as HostTensor);
-      const args = [
+    cpu: (p, i, ctx) =>
+      indexHost(
         p,
-        asF32(i.q as HostTensor),
-        asF32(i.k as HostTensor),
-        asF32(i.v as HostTensor),
-        i.indices.data as Int32Array,
-        dm,
-      ] as const;
-      const r = ctx?.gemm ? indexAttentionGemm(ctx.gemm, ...args) : indexAttentionReference(...args);
-      const o = allocHost({ ...pt.outputs.o, shape: [dm.H, dm.seq, dm.d] });
-      o.data.set(r.o);
-      const lse = allocHost({ ...pt.outputs.lse, shape: [dm.H, dm.seq] });
-      lse.data.set(r.lse);
-      return { o, lse } as HostOf<Out>;
-    },
-    gpu: (p, i, features): GpuLowering => {
-      const [heads, seq, headDim] = i.q.shape as [number, number, number];
-      if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
-      if (headDim % 32 !== 0) throw new RangeError(`the flash kernel needs headDim % 32 = 0, got ${headDim}`);
-      // One query block (a decode step, a short chunk): as few query rows per workgroup as cover it; the
-      // block's list is the same (there is one).
-      const bq = seq <= p.blockQ ? Math.min(p.blockQ, 16 * Math.ceil(seq / 16)) : p.blockQ;
-      const t = chooseTiles(dtype, headDim, bq, 64, p.workgroupMemory);
-      const cfg = {
-        heads,
-        kvHeads: i.k.shape[0],
-        seq,
-        headDim,
-        dtype,
-        scale: effectiveScale(p.scale, headDim),
-        bq,
-        bk: t.bk,
-        qShared: t.qShared,
-        gather: {
-          kvSeq: i.k.shape[1],
-          kCap: i.indices.shape[2],
-          selHeads: i.indices.shape[0],
-          sink: p.sink,
-          window: p.window,
-        },
-      } as const;
-      return {
-        workspaces: {},
-        launches: [{
-          kernel: {
-            key: flashKey(cfg),
-            wgsl: flashWgsl(cfg),
-            entryPoint: "main",
-            bindings: ["read", "read", "read", "read", "read_write", "read_write"],
-            enables: dtype === "f16" ? ["f16"] : [],
-          },
-          buffers: ["in:q", "in:k", "in:v", "in:indices", "out:o", "out:lse"],
-          workgroups: [Math.ceil(seq / bq), heads, 1],
-        }],
-      };
-    },
+        i.q as HostTensor,
+        i.k as HostTensor,
+        i.v as HostTensor,
+        i.indices as HostTensor,
+        ctx?.gemm,
+      ),
+    gpu: (p, i, features): GpuLowering =>
+      indexLowering(p, dtype, i.q, i.k.shape[0], i.k.shape[1], i.indices, features, false),
     cost: (_p, i): Cost => {
       const [heads, seq, d] = i.q.shape as [number, number, number];
       const kvSeq = i.k.shape[1], kCap = i.indices.shape[2], elt = storageBytes(dtype, 1);
@@ -505,66 +562,19 @@ export const makeIndexCacheAttn = <D extends "f32" | "f16">(
         return yield* base.infer(p, asKv(i));
       }),
     cpu: (p, i, ctx) => {
-      const dm0 = dimsOf(i.q as HostTensor, i.kCache as HostTensor, i.indices as HostTensor);
-      const dm = { ...dm0, off: cachePos(ctx?.scalars, dm0.seq, dm0.kvSeq) };
-      const args = [
+      const [, seq] = i.q.desc.shape, cap = i.kCache.desc.shape[1];
+      return indexHost(
         p,
-        asF32(i.q as HostTensor),
-        asF32(i.kCache as HostTensor),
-        asF32(i.vCache as HostTensor),
-        i.indices.data as Int32Array,
-        dm,
-      ] as const;
-      const r = ctx?.gemm ? indexAttentionGemm(ctx.gemm, ...args) : indexAttentionReference(...args);
-      const o = allocHost({ ...pt.outputs.o, shape: [dm.H, dm.seq, dm.d] });
-      o.data.set(r.o);
-      const lse = allocHost({ ...pt.outputs.lse, shape: [dm.H, dm.seq] });
-      lse.data.set(r.lse);
-      return { o, lse } as HostOf<Out>;
+        i.q as HostTensor,
+        i.kCache as HostTensor,
+        i.vCache as HostTensor,
+        i.indices as HostTensor,
+        ctx?.gemm,
+        cachePos(ctx?.scalars, seq, cap),
+      );
     },
-    gpu: (p, i, features): GpuLowering => {
-      const [heads, seq, headDim] = i.q.shape as [number, number, number];
-      if (dtype === "f16" && !features.has("shader-f16")) throw new RangeError("needs shader-f16");
-      if (headDim % 32 !== 0) throw new RangeError(`the flash kernel needs headDim % 32 = 0, got ${headDim}`);
-      const capacity = i.kCache.shape[1];
-      const bq = seq <= p.blockQ ? Math.min(p.blockQ, 16 * Math.ceil(seq / 16)) : p.blockQ;
-      const t = chooseTiles(dtype, headDim, bq, 64, p.workgroupMemory);
-      const cfg = {
-        heads,
-        kvHeads: i.kCache.shape[0],
-        seq,
-        headDim,
-        dtype,
-        scale: effectiveScale(p.scale, headDim),
-        bq,
-        bk: t.bk,
-        qShared: t.qShared,
-        gather: {
-          kvSeq: capacity,
-          kCap: i.indices.shape[2],
-          selHeads: i.indices.shape[0],
-          sink: p.sink,
-          window: p.window,
-          dynamic: true,
-        },
-      } as const;
-      return {
-        workspaces: { pos: 16 },
-        launches: [{
-          kernel: {
-            key: flashKey(cfg),
-            wgsl: flashWgsl(cfg),
-            entryPoint: "main",
-            bindings: ["read", "read", "read", "read", "read_write", "read_write", "uniform"],
-            enables: dtype === "f16" ? ["f16"] : [],
-          },
-          buffers: ["in:q", "in:kCache", "in:vCache", "in:indices", "out:o", "out:lse", "ws:pos"],
-          workgroups: [Math.ceil(seq / bq), heads, 1],
-          uniforms: { pos: posUniform(0, seq) },
-          dynamic: (sc) => ({ uniforms: { pos: posUniform(cachePos(sc, seq, capacity), seq) } }),
-        }],
-      };
-    },
+    gpu: (p, i, features): GpuLowering =>
+      indexLowering(p, dtype, i.q, i.kCache.shape[0], i.kCache.shape[1], i.indices, features, true),
     cost: (p, i): Cost => base.cost(p, asKv(i)),
   };
 };

@@ -500,6 +500,25 @@ const densityKernel = (H: number, qB: number): Kernel => ({
   bindings: ["read", "read_write"],
 });
 
+/** The CPU path of both mask operators: `hipMaskReference` on host tensors (`off`: a cache's `pos`). */
+const maskHost = (
+  p: HipParams,
+  q: HostTensor,
+  k: HostTensor,
+  gemm: Gemm | undefined,
+  off?: number,
+): HostOf<Out> => {
+  const [H, seq, d] = q.desc.shape as [number, number, number];
+  const [Hk, rows] = k.desc.shape as [number, number, number];
+  const r = hipMaskReference(p, asF32(q), asF32(k), H, Hk, seq, rows, d, gemm, off ?? rows - seq);
+  const pt = ports("f32").outputs;
+  const indices = allocHost({ ...pt.indices, shape: [H, Math.ceil(seq / p.blockQ), Math.max(1, p.topK)] });
+  indices.data.set(r.indices);
+  const density = allocHost({ ...pt.density, shape: [H] });
+  density.data.set(r.density);
+  return { indices, density } as HostOf<Out>;
+};
+
 /** Build `hip.mask` for inputs of dtype `dtype` (f32: `hip.mask`, f16: `hip.mask.f16`). */
 export const makeHipMask = <D extends "f32" | "f16">(dtype: D): Operator<HipParams, In<D>, Out> => {
   const pt = ports(dtype);
@@ -527,27 +546,7 @@ export const makeHipMask = <D extends "f32" | "f16">(dtype: D): Operator<HipPara
           density: { ...pt.outputs.density, shape: [s.heads] },
         } as DescsOf<Out>;
       }),
-    cpu: (p, i, ctx) => {
-      const [H, seq, d] = i.q.desc.shape as [number, number, number];
-      const [Hk, kvSeq] = i.k.desc.shape as [number, number, number];
-      const r = hipMaskReference(
-        p,
-        asF32(i.q as HostTensor),
-        asF32(i.k as HostTensor),
-        H,
-        Hk,
-        seq,
-        kvSeq,
-        d,
-        ctx?.gemm,
-      );
-      const qB = Math.ceil(seq / p.blockQ);
-      const indices = allocHost({ ...pt.outputs.indices, shape: [H, qB, Math.max(1, p.topK)] });
-      indices.data.set(r.indices);
-      const density = allocHost({ ...pt.outputs.density, shape: [H] });
-      density.data.set(r.density);
-      return { indices, density } as HostOf<Out>;
-    },
+    cpu: (p, i, ctx) => maskHost(p, i.q as HostTensor, i.k as HostTensor, ctx?.gemm),
     gpu: (p, i, features): GpuLowering => {
       const [H, seq, d] = i.q.shape as [number, number, number];
       const [Hk, kvSeq] = i.k.shape as [number, number, number];
@@ -636,31 +635,14 @@ export const makeHipCacheMask = <D extends "f32" | "f16">(dtype: D): Operator<Hi
     outputs: pt.outputs,
     scalars: ["pos"],
     infer: (p, i) => base.infer(p, asKv(i)),
-    cpu: (p, i, ctx) => {
-      const [H, seq, d] = i.q.desc.shape as [number, number, number];
-      const [Hk, cap] = i.kCache.desc.shape as [number, number, number];
-      const pos = cachePos(ctx?.scalars, seq, cap);
-      const r = hipMaskReference(
+    cpu: (p, i, ctx) =>
+      maskHost(
         p,
-        asF32(i.q as HostTensor),
-        asF32(i.kCache as HostTensor),
-        H,
-        Hk,
-        seq,
-        cap,
-        d,
+        i.q as HostTensor,
+        i.kCache as HostTensor,
         ctx?.gemm,
-        pos,
-      );
-      const indices = allocHost({
-        ...pt.outputs.indices,
-        shape: [H, Math.ceil(seq / p.blockQ), Math.max(1, p.topK)],
-      });
-      indices.data.set(r.indices);
-      const density = allocHost({ ...pt.outputs.density, shape: [H] });
-      density.data.set(r.density);
-      return { indices, density } as HostOf<Out>;
-    },
+        cachePos(ctx?.scalars, i.q.desc.shape[1], i.kCache.desc.shape[1]),
+      ),
     gpu: (p, i, features): GpuLowering => {
       const [H, seq, d] = i.q.shape as [number, number, number];
       const [Hk, cap] = i.kCache.shape as [number, number, number];
