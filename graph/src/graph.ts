@@ -18,6 +18,7 @@
  * or, with the graph's input and output types kept for `run`: `defineGraph(name, inputs, body)`.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Cause, Effect, Exit, Schema } from "effect";
 import { GraphError, ParamsError, ShapeError } from "./errors.ts";
 import type { AnyOperator, DescsOf, Operator, Ports } from "./operator.ts";
@@ -44,6 +45,7 @@ export type PortRef =
 /** A typed handle to a tensor of a graph under construction. */
 export interface Port<D extends DType = DType, N extends readonly string[] = readonly string[]>
   extends TensorType<D, N> {
+  /** Where the tensor comes from (a graph input or a node's output port). */
   readonly ref: PortRef;
   /** Id of the builder that made it (ports cannot cross graphs). */
   readonly owner: number;
@@ -62,30 +64,43 @@ export type TypesOf<R extends Readonly<Record<string, Port>>> = {
 
 /** A graph input: its type and, optionally, a fixed shape (elements per dim). */
 export interface GraphInput {
+  /** Input name (`q`, `k`, `v`, …): what `run` and `Program.write` take. */
   readonly name: string;
+  /** Dtype and dim names. */
   readonly type: TensorType;
+  /** Fixed size of each dim, in elements, when the graph only accepts one shape. */
   readonly shape?: readonly number[];
 }
 
 /** An operator node: its operator, validated parameters and where each input port reads from. */
 export interface GraphNode {
+  /** Node name, unique in the graph (reports and errors name it). */
   readonly name: string;
+  /** The operator it runs. */
   readonly op: AnyOperator;
+  /** Parameters decoded by the operator's schema (defaults filled in). */
   readonly params: unknown;
+  /** Input port name → the tensor it reads. */
   readonly inputs: Readonly<Record<string, PortRef>>;
 }
 
 /** A named graph output. */
 export interface GraphOutput {
+  /** Output name (a key of the run's outputs). */
   readonly name: string;
+  /** The tensor it returns. */
   readonly ref: PortRef;
 }
 
 /** An unvalidated graph description (what the builder and the JSON reader assemble). */
 export interface GraphSpec {
+  /** Graph name (reports, errors, JSON). */
   readonly name: string;
+  /** Graph inputs, in declaration order. */
   readonly inputs: readonly GraphInput[];
+  /** Operator nodes. */
   readonly nodes: readonly GraphNode[];
+  /** Named outputs. */
   readonly outputs: readonly GraphOutput[];
 }
 
@@ -94,7 +109,9 @@ export interface GraphSpec {
  * `nodes` are in topological order. `I` / `O` are the input and output port types (`run` uses them).
  */
 export interface Graph<I extends Ports = Ports, O extends Ports = Ports> extends GraphSpec {
+  /** Input name → tensor type. */
   readonly inputTypes: I;
+  /** Output name → tensor type. */
   readonly outputTypes: O;
 }
 
@@ -345,7 +362,9 @@ let nextBuilderId = 1;
  * Errors found while adding (bad parameters, foreign ports) are reported by `build`.
  */
 export class GraphBuilder {
+  /** Id stamped on the ports this builder makes (ports cannot cross graphs). */
   readonly id: number = nextBuilderId++;
+  /** Name the built graph gets. */
   readonly name: string;
   readonly #inputs: GraphInput[] = [];
   readonly #nodes: GraphNode[] = [];
@@ -353,6 +372,7 @@ export class GraphBuilder {
   readonly #errors: (GraphError | ParamsError)[] = [];
   readonly #pending: Effect.Effect<void, ParamsError>[] = [];
 
+  /** A builder for a graph named `name` (usually through `graph(name)`). */
   constructor(name: string) {
     this.name = name;
   }

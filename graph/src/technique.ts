@@ -12,8 +12,9 @@
  * techniques) and `@longctx/plans` (which plans with them) need it, and `ops` must not import `plans`.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Cause, Data, Effect, Exit, Schema } from "effect";
-import type { GraphError, ParamsError, ShapeError } from "./errors.ts";
+import type { ErrorFields, GraphError, ParamsError, ShapeError, TaggedErrorClass } from "./errors.ts";
 import { type Graph, graph, inferShapes, type Port } from "./graph.ts";
 import type { AnyOperator, OperatorKind } from "./operator.ts";
 import type { TensorDesc } from "./tensor.ts";
@@ -131,21 +132,29 @@ export interface Technique<P> {
 // deno-lint-ignore no-explicit-any
 export type AnyTechnique = Technique<any>;
 
-/** A technique name, parameter set or phase was rejected. `known` lists what would have been accepted. */
-export class TechniqueError extends Data.TaggedError("TechniqueError")<{
-  readonly reason:
-    | "unknown-technique"
-    | "unsupported-phase"
-    | "missing-operator"
-    | "bad-params"
-    | "bad-stages";
+/** Why a technique, its parameters or a phase was rejected (the `reason` of a {@link TechniqueError}). */
+export type TechniqueErrorReason =
+  | "unknown-technique"
+  | "unsupported-phase"
+  | "missing-operator"
+  | "bad-params"
+  | "bad-stages";
+
+/** The fields of a {@link TechniqueError}. */
+export interface TechniqueErrorFields extends ErrorFields {
+  /** What was rejected. */
+  readonly reason: TechniqueErrorReason;
   /** The technique at fault (absent for `unknown-technique`). */
   readonly technique?: string;
   /** The parameter at fault (`bad-params`). */
   readonly param?: string;
-  readonly message: string;
-  readonly hint: string;
-}> {}
+}
+/** @internal */
+const TechniqueErrorBase: TaggedErrorClass<"TechniqueError", TechniqueErrorFields> = Data.TaggedError(
+  "TechniqueError",
+)<TechniqueErrorFields>;
+/** A technique name, parameter set or phase was rejected; the hint lists what would have been accepted. */
+export class TechniqueError extends TechniqueErrorBase {}
 
 /** Names of a Struct schema's fields (empty for schemas that are not structs). */
 export const paramNames = (schema: Schema.Top | Schema.Codec<unknown, unknown>): readonly string[] => {
