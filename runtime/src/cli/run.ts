@@ -24,8 +24,7 @@
 import { accessSync, constants, existsSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import process from "node:process";
-import { NodeRuntime, NodeServices } from "@effect/platform-node";
-import { Cause, Console, Effect, Option } from "effect";
+import { Console, Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";
 import { InputError } from "@longctx/graph";
 import { sale, techniqueNames } from "@longctx/ops";
@@ -54,6 +53,7 @@ import { compareOverDocument, type LayerChoice, type PassResult, runPassGraph } 
 import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
+import { intFlag, runCli, withShownDefault } from "./main.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
@@ -68,10 +68,10 @@ const DEFAULT_MAX_NEW = 24;
 
 const flags = {
   model: Flag.String("model").pipe(
-    Flag.withDescription(
+    withShownDefault(
       `model id (${RUNNABLE_MODELS.join(", ")}); the file is LONGCTX_MODEL or .cache/models`,
+      "smollm2-135m",
     ),
-    Flag.withDefault("smollm2-135m"),
   ),
   input: Flag.String("input").pipe(
     Flag.withAlias("i"),
@@ -79,7 +79,10 @@ const flags = {
     Flag.optional,
   ),
   question: Flag.String("question").pipe(
-    Flag.withDescription("the question asked about the document"),
+    Flag.withDescription(
+      `the question asked about the document (default: "What is the secret passphrase?" with --plant, ` +
+        `else "What is this document about? Answer in one sentence.")`,
+    ),
     Flag.optional,
   ),
   plant: Flag.String("plant").pipe(
@@ -87,34 +90,34 @@ const flags = {
     Flag.optional,
   ),
   pipeline: Flag.String("pipeline").pipe(
-    Flag.withDescription(
+    withShownDefault(
       `auto (the planner decides) or a registered technique: ${techniqueNames().join(", ")}`,
+      "auto",
     ),
-    Flag.withDefault("auto"),
   ),
   context: Flag.String("context").pipe(
     Flag.withAlias("c"),
-    Flag.withDescription(`prompt + answer tokens: 1024, 2k (default ${DEFAULT_CONTEXT})`),
-    Flag.withDefault(String(DEFAULT_CONTEXT)),
+    withShownDefault("prompt + answer tokens: 1024, 2k", String(DEFAULT_CONTEXT)),
   ),
   truncate: Flag.Boolean("truncate").pipe(
     Flag.withDescription("keep the document's first tokens when it does not fit the context"),
     Flag.withDefault(false),
   ),
   maxNew: Flag.String("max-new").pipe(
-    Flag.withDescription(`answer tokens at most (default ${DEFAULT_MAX_NEW})`),
-    Flag.withDefault(String(DEFAULT_MAX_NEW)),
+    withShownDefault("answer tokens at most", String(DEFAULT_MAX_NEW)),
   ),
   backend: Flag.String("backend").pipe(
-    Flag.withDescription("auto, wgpu, webgpu, dawn or cpu"),
-    Flag.withDefault("auto"),
+    withShownDefault(
+      `${BACKENDS.join(", ")} (auto: a GPU; the cpu backend on a software adapter or without one)`,
+      "auto",
+    ),
   ),
   json: Flag.String("json").pipe(
-    Flag.withDescription("write the whole report as JSON (- for stdout)"),
+    Flag.withDescription("write the whole report as JSON (- for stdout; default: no JSON)"),
     Flag.optional,
   ),
   chart: Flag.String("chart").pipe(
-    Flag.withDescription("write an SVG chart of per-layer density and output error"),
+    Flag.withDescription("write an SVG chart of per-layer density and output error (default: no chart)"),
     Flag.optional,
   ),
   verbose: Flag.Boolean("verbose").pipe(
@@ -132,16 +135,6 @@ const oneOf = <T extends string>(flag: string, v: string, allowed: readonly T[])
       hint: `use one of: ${allowed.join(", ")}`,
     }),
   );
-
-const positiveInt = (flag: string, v: string, min: number) => {
-  const n = Number(v);
-  return Number.isInteger(n) && n >= min ? Effect.succeed(n) : Effect.fail(
-    new InputError({
-      message: `--${flag} "${v}" is not an integer ≥ ${min}`,
-      hint: `e.g. --${flag} ${min * 8}`,
-    }),
-  );
-};
 
 const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
@@ -217,7 +210,7 @@ const main = (i: Input) =>
         hint: `use --context ${spec.maxContext} or less (with --truncate for a longer document)`,
       });
     }
-    const maxNew = yield* positiveInt("max-new", i.maxNew, 1);
+    const maxNew = yield* intFlag("max-new", i.maxNew, 1);
     if (Option.isNone(i.input)) {
       return yield* new InputError({
         message: "--input is required",
@@ -569,48 +562,11 @@ const writeFile = (path: string, text: string, flag: string) =>
       }),
   });
 
-/** One line for a failure: typed errors carry a hint; anything else is reported as internal. */
-const failureLine = (cause: Cause.Cause<unknown>): { line: string; detail: unknown } => {
-  const e = Cause.squash(cause) as { _tag?: string; message?: string; hint?: string; stack?: string };
-  if (e && typeof e === "object" && typeof e.hint === "string") {
-    return { line: `error: ${e.message} — fix: ${e.hint}`, detail: e };
-  }
-  const msg = e instanceof Error ? e.message : String(e);
-  return {
-    line: `error: internal failure: ${
-      msg.split("\n")[0]
-    } — fix: rerun with --verbose and report the stack trace`,
-    detail: e,
-  };
-};
-
-const guarded = (i: Input) =>
-  main(i).pipe(
-    Effect.catchCause((cause) =>
-      Effect.sync(() => {
-        const { line, detail } = failureLine(cause);
-        process.stderr.write(`${line}\n`);
-        if (i.verbose) {
-          process.stderr.write(
-            `${detail instanceof Error && detail.stack ? detail.stack : Cause.pretty(cause)}\n`,
-          );
-        }
-        process.exitCode = 1;
-      })
-    ),
-  );
-
 /** The `run` command (exported for a future multi-command entry point). */
-export const runCommand = Command.make("run", flags, guarded).pipe(
+export const runCommand = Command.make("run", flags, main).pipe(
   Command.withDescription(
     "Run a model on a document with dense attention and the planned pipeline, and compare",
   ),
 );
 
-if (import.meta.main) {
-  runCommand.pipe(
-    Command.run({ version: "0.1.0" }),
-    Effect.provide(NodeServices.layer),
-    NodeRuntime.runMain,
-  );
-}
+if (import.meta.main) runCli(runCommand, { version: "0.1.0" });
