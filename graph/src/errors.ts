@@ -37,6 +37,8 @@ export class ShapeError extends ShapeErrorBase {}
 export interface ParamsErrorFields extends ErrorFields {
   /** The operator (`sale.estimate`) or technique (`technique sale`) whose parameters were rejected. */
   readonly operator: string;
+  /** The parameter at fault (`blockQ`), when the schema's issue names one. */
+  readonly param?: string;
 }
 /** @internal */
 const ParamsErrorBase: TaggedErrorClass<"ParamsError", ParamsErrorFields> = Data.TaggedError("ParamsError")<

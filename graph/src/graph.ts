@@ -21,6 +21,7 @@
 /** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Cause, Effect, Exit, Schema } from "effect";
 import { GraphError, ParamsError, ShapeError } from "./errors.ts";
+import { describeIssue, paramNames, schemaIssue } from "./issue.ts";
 import type { AnyOperator, DescsOf, Operator, Ports } from "./operator.ts";
 import type { DType, TensorDesc, TensorType } from "./tensor.ts";
 
@@ -315,14 +316,33 @@ const findCycle = (stuck: readonly GraphNode[]): GraphNode[] => {
   return [...loop, loop[0]];
 };
 
-const paramsError = (op: AnyOperator, node: string, issue: unknown): ParamsError =>
-  new ParamsError({
+const paramsError = (op: AnyOperator, node: string, failure: unknown): ParamsError => {
+  const issue = schemaIssue(failure);
+  return new ParamsError({
     operator: op.name,
-    message: `node ${node}(${op.name}): invalid parameters: ${
-      issue instanceof Error ? issue.message : String(issue)
-    }`,
-    hint: `check the parameters against ${op.name}'s schema (${op.reference})`,
+    ...(issue.param === undefined ? {} : { param: issue.param }),
+    message: `node ${node}(${op.name}): ${describeIssue(issue)}`,
+    hint: `${op.name}'s parameters are ${paramNames(op.params).join(", ") || "none"} (${op.reference})`,
   });
+};
+
+/**
+ * Decode user parameters with `schema`, filling defaults, and reject keys it does not declare: what the
+ * `saleParams()`-style helpers of `@longctx/ops` do. Throws a `ParamsError` whose `param` and message name the
+ * offending parameter (`sale: parameter "blockQ": Expected a multiple of 16`) and whose hint lists the known
+ * parameters — thrown, not returned, since these helpers build plain values for scripts.
+ */
+export const decodeParamsSync = <P>(name: string, schema: Schema.Codec<P, unknown>, input: unknown): P => {
+  const r = Schema.decodeUnknownExit(schema)(input ?? {}, { onExcessProperty: "error" });
+  if (Exit.isSuccess(r)) return r.value;
+  const issue = schemaIssue(Cause.squash(r.cause));
+  throw new ParamsError({
+    operator: name,
+    ...(issue.param === undefined ? {} : { param: issue.param }),
+    message: `${name}: ${describeIssue(issue)}`,
+    hint: `${name}'s parameters are ${paramNames(schema).join(", ") || "none"}`,
+  });
+};
 
 /**
  * Validate typed parameters with the operator's Schema (encode, then decode), returning the decoded

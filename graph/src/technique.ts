@@ -18,6 +18,7 @@ import type { ErrorFields, GraphError, ParamsError, ShapeError, TaggedErrorClass
 import { type Graph, graph, inferShapes, type Port } from "./graph.ts";
 import type { AnyOperator, OperatorKind } from "./operator.ts";
 import type { TensorDesc } from "./tensor.ts";
+import { describeIssue, paramNames, schemaIssue } from "./issue.ts";
 
 /** Prefill (every prompt row at once) or decode (one new row against the KV cache). */
 export type Phase = "prefill" | "decode";
@@ -156,11 +157,7 @@ const TechniqueErrorBase: TaggedErrorClass<"TechniqueError", TechniqueErrorField
 /** A technique name, parameter set or phase was rejected; the hint lists what would have been accepted. */
 export class TechniqueError extends TechniqueErrorBase {}
 
-/** Names of a Struct schema's fields (empty for schemas that are not structs). */
-export const paramNames = (schema: Schema.Top | Schema.Codec<unknown, unknown>): readonly string[] => {
-  const fields = (schema as { fields?: unknown }).fields;
-  return typeof fields === "object" && fields !== null ? Object.keys(fields) : [];
-};
+export { paramNames } from "./issue.ts";
 
 /**
  * Decode `input` with `t.params`, rejecting keys the schema does not declare. Fails with `TechniqueError`
@@ -173,23 +170,14 @@ export const decodeTechniqueParams = <P>(
 ): Effect.Effect<P, TechniqueError> => {
   const r = Schema.decodeUnknownExit(t.params)(input ?? {}, { onExcessProperty: "error" });
   if (Exit.isSuccess(r)) return Effect.succeed(r.value);
-  const e = Cause.squash(r.cause);
-  // A SchemaError's message: the issue on its first line, then `at ["<key>"]` for a field's issue.
-  const text = e instanceof Error ? e.message : String(e);
-  const path = /at \["?([^"\]]+)"?\]/.exec(text)?.[1];
-  const what = text.split("\n")[0].trim();
-  const known = paramNames(t.params);
+  const issue = schemaIssue(Cause.squash(r.cause));
   return Effect.fail(
     new TechniqueError({
       reason: "bad-params",
       technique: t.name,
-      ...(path === undefined ? {} : { param: path }),
-      message: path === undefined
-        ? `${t.name}: invalid parameters: ${what}`
-        : /excess property/.test(what)
-        ? `${t.name}: unknown parameter "${path}"`
-        : `${t.name}: parameter "${path}": ${what}`,
-      hint: `${t.name}'s parameters are ${known.join(", ") || "none"} (${t.reference})`,
+      ...(issue.param === undefined ? {} : { param: issue.param }),
+      message: `${t.name}: ${describeIssue(issue)}`,
+      hint: `${t.name}'s parameters are ${paramNames(t.params).join(", ") || "none"} (${t.reference})`,
     }),
   );
 };

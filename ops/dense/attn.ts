@@ -6,7 +6,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { allocHost, storageBytes, tensorType } from "@longctx/graph";
+import { allocHost, decodeParamsSync, storageBytes, tensorType } from "@longctx/graph";
 import type {
   Cost,
   DescsOf,
@@ -46,9 +46,13 @@ export const DenseAttnParams: DenseAttnParamsSchema = Schema.Struct({
 /** Decoded `dense.attn` parameters. */
 export type DenseAttnParams = typeof DenseAttnParams.Type;
 
-/** `dense.attn` parameters from a partial object, defaults filled. Throws the schema's error for a bad value. */
+/**
+ * `dense.attn` parameters from a partial object, defaults filled (`denseParams()`: scale 1/√d, 64 query rows
+ * per workgroup, 32 KiB of workgroup memory). Throws a `ParamsError` naming the parameter for an impossible
+ * value or an unknown key.
+ */
 export const denseParams = (p: Partial<DenseAttnParams> = {}): DenseAttnParams =>
-  Schema.decodeUnknownSync(DenseAttnParams)(p);
+  decodeParamsSync("dense.attn", DenseAttnParams, p);
 
 /** Input ports of attention with `q`, `k`, `v` of dtype `D`. */
 export type AttnInputs<D extends "f32" | "f16"> = {

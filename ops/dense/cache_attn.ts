@@ -13,7 +13,14 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { allocHost, anyDims, type CpuContext, ShapeError, tensorType } from "@longctx/graph";
+import {
+  allocHost,
+  anyDims,
+  type CpuContext,
+  decodeParamsSync,
+  ShapeError,
+  tensorType,
+} from "@longctx/graph";
 import type {
   Cost,
   DescsOf,
@@ -69,10 +76,11 @@ export type CacheAttnParams = typeof CacheAttnParams.Type;
 
 /**
  * `dense.cacheAttn` parameters from a partial object, defaults filled (`cacheAttnParams()` = scale 1/√d, no
- * window, heads layout, 256-key splits). Throws the schema's error for a bad value (e.g. `splitKeys: 100`).
+ * window, heads layout, 256-key splits). Throws a `ParamsError` naming the parameter for an impossible value
+ * (e.g. `splitKeys: 100`) or an unknown key.
  */
 export const cacheAttnParams = (p: Partial<CacheAttnParams> = {}): CacheAttnParams =>
-  Schema.decodeUnknownSync(CacheAttnParams)(p);
+  decodeParamsSync("dense.cacheAttn", CacheAttnParams, p);
 
 /** Input ports of `dense.cacheAttn`: new queries and the layer's KV cache. */
 export type CacheAttnInputs = {

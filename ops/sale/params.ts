@@ -7,6 +7,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
+import { decodeParamsSync } from "@longctx/graph";
 import { causalKBlocks } from "../dense/common.ts";
 
 /** An integer parameter in `[min, max]`, a multiple of `step`, that defaults to `def`. */
@@ -57,9 +58,13 @@ export const SaleParams: SaleParamsSchema = Schema.Struct({
 /** Decoded SALE parameters. */
 export type SaleParams = typeof SaleParams.Type;
 
-/** Decode SALE parameters from user input (throws a SchemaError on bad input; the graph decodes with Effect). */
+/**
+ * SALE parameters from a partial object, defaults filled (`saleParams()`: blocks 64×32, window 128, one sink
+ * block, τ = 0.004). Throws a `ParamsError` naming the parameter for an impossible value or an unknown key
+ * (`sale: parameter "blockQ": Expected a multiple of 16`); graphs decode their parameters with Effect instead.
+ */
 export const saleParams = (p: Partial<SaleParams> = {}): SaleParams =>
-  Schema.decodeUnknownSync(SaleParams)(p);
+  decodeParamsSync("sale", SaleParams, p);
 
 /** Block geometry for a `seq`-token prefill. */
 export interface SaleGeometry {
