@@ -246,7 +246,10 @@ export interface PlanRequest {
   readonly contextLength: number;
   /** Prefill of the whole context, or one decode step at that context length. */
   readonly phase: Phase;
-  /** Element type of Q/K/V the kernels read (default f32). */
+  /**
+   * Element type of Q/K/V the kernels read. Default: the one the device profile measured the exact technique's
+   * operators at for this phase — f32 when it has both (or neither), f16 when it has only f16 (the H200 profile).
+   */
   readonly dtype?: AttnDType;
   /** Constraints the plan must meet; a pipeline that breaks one is not chosen. */
   readonly budget?: {
@@ -446,6 +449,26 @@ const unprofiled = (costs: readonly StageCost[], profile: LoadedProfile): PlanEr
   );
 };
 
+/**
+ * The element type a request without `dtype` plans at: the first of f32, f16 whose operators of technique `t`
+ * (for `phase`) the profile has all measured; f32 when neither is fully measured (planning then fails naming
+ * the missing operator).
+ */
+const profiledDtype = (
+  t: AnyTechnique,
+  operators: readonly AnyOperator[],
+  phase: Phase,
+  params: Readonly<Record<string, unknown>>,
+  profile: LoadedProfile,
+): Effect.Effect<AttnDType> =>
+  Effect.gen(function* () {
+    for (const dt of ["f32", "f16"] as const) {
+      const r = yield* Effect.result(resolveTechnique(t, operators, phase, params, dt));
+      if (r._tag === "Success" && r.success.ops.every((s) => profile.fits.has(s.op.name))) return dt;
+    }
+    return "f32" as const;
+  });
+
 /** Predict stage latencies at `density` from full-mask costs (every operator must be profiled). */
 const predictAt = (
   costs: readonly StageCost[],
@@ -595,7 +618,7 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
     const warnings: string[] = [];
     const profile = env.profile;
 
-    const dtype = req.dtype ?? "f32";
+    const dtype = req.dtype ?? (yield* profiledDtype(denseT, env.operators, req.phase, baseParams, profile));
     const dense = yield* resolveTechnique(denseT, env.operators, req.phase, baseParams, dtype);
     const denseCosts = yield* layerCosts(dense, dims).pipe(
       Effect.mapError((e) =>

@@ -269,19 +269,12 @@ const main = (i: Input) =>
     const contextLength = yield* parseTokens(i.context.value);
     const memoryBytes = Option.isSome(i.memory) ? yield* parseBytes(i.memory.value) : undefined;
     const profile: LoadedProfile = yield* loadProfile(i.profile, i.device);
-    // default element type: the one the profile measured dense attention at (f32 first)
-    const dtype = Option.getOrElse(
-      i.dtype,
-      () =>
-        !profile.fits.has("dense.attn") && profile.fits.has("dense.attn.f16")
-          ? "f16" as const
-          : "f32" as const,
-    );
+    // without --dtype the planner plans at the element type the profile measured (f32 first)
     const request: PlanRequest = {
       model: i.model.value,
       contextLength,
       phase: i.phase,
-      dtype,
+      ...(Option.isSome(i.dtype) ? { dtype: i.dtype.value } : {}),
       ...(Option.isSome(i.pipeline) ? { pipeline: i.pipeline.value } : {}),
       budget: {
         ...(Option.isSome(i.latencyMs) ? { latencyMs: i.latencyMs.value } : {}),

@@ -104,7 +104,10 @@ const flags = {
     Flag.withDefault(false),
   ),
   maxNew: Flag.String("max-new").pipe(
-    withShownDefault("answer tokens at most", String(DEFAULT_MAX_NEW)),
+    withShownDefault(
+      "answer tokens at most; the answer also ends at the end of the model's turn or of its first line",
+      String(DEFAULT_MAX_NEW),
+    ),
   ),
   backend: Flag.String("backend").pipe(
     withShownDefault(
@@ -280,7 +283,8 @@ const main = (i: Input) =>
         const profile = yield* builtinProfile(useProfile ?? profileName);
         const densities = yield* builtinDensities();
         return yield* plan(
-          { model: modelId, contextLength: prompt.ids.length, phase: "prefill" },
+          // the graph forward runs f32 Q/K/V: plan that element type, not the profile's default
+          { model: modelId, contextLength: prompt.ids.length, phase: "prefill", dtype: "f32" },
           { profile, operators: defaultOperators(), densities },
         );
       }),
@@ -378,6 +382,7 @@ const main = (i: Input) =>
       answerTokens: r.answerIds.length,
       decodeTokensPerS: r.answerIds.length > 0 ? r.answerIds.length / (r.decodeMs / 1000) : 0,
       answer: r.answer,
+      answerStop: r.answerStop,
       answerHasPassphrase: found(r.answer),
     });
     const density = mean(rPipe.layers.map((l) => l.density));
@@ -419,6 +424,8 @@ const main = (i: Input) =>
         compute,
         plannerProfile: profileName,
       },
+      /** Whether a sparse pipeline ran beside dense: false when every layer is dense (dense ran once). */
+      compared: sparse,
       pipeline: {
         requested: pipeline,
         layers: describeChoices(choices),
@@ -452,6 +459,32 @@ const main = (i: Input) =>
     };
 
     const pct = (x: number) => `${(x * 100).toFixed(2)} %`;
+    const stopText = (r: PassResult) =>
+      r.answerStop === "max-new" ? `cut at --max-new ${maxNew}` : r.answerStop.replace(/-/g, " ");
+    /** The dense-against-pipeline part of the report (a sparse pipeline only). */
+    const comparison = (): string[] => [
+      `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
+        report.speedup.attention === null ? "not measured" : `${report.speedup.attention.toFixed(2)}×`
+      }`,
+      `density   ${density.toFixed(4)} (mean over layers of kept / causal blocks; min ${
+        Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
+      }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
+      `perplexity over ${cmp.positions} document tokens: dense ${cmp.perplexityDense.toFixed(4)}, pipeline ${
+        cmp.perplexityPipeline.toFixed(4)
+      } (${report.perplexityChangePct >= 0 ? "+" : ""}${report.perplexityChangePct.toFixed(3)} %)`,
+      `KL(dense ‖ pipeline) mean ${cmp.meanKl.toExponential(3)} nats, max ${cmp.maxKl.toExponential(3)}; ` +
+      `top-1 agreement ${pct(cmp.top1Agreement)}`,
+      rPipe.layers.some((l) => l.outRelErr === null)
+        ? "output rel. error per layer: not measured on the graph forward (no per-layer dense reference kept)"
+        : `output rel. error per layer: mean ${
+          mean(rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)
+        }, max ${Math.max(...rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)}`,
+      "",
+      `answer (dense):    ${JSON.stringify(rDense.answer)} (${stopText(rDense)})` +
+      (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),
+      `answer (pipeline): ${JSON.stringify(rPipe.answer)} (${stopText(rPipe)})` +
+      (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
+    ];
     const lines = [
       `longctx run — ${report.runtime}`,
       `model     ${modelId}: ${cfg.nLayer} layers, ${cfg.nHead}/${cfg.nKvHead} heads, d=${cfg.headDim} (${file})`,
@@ -473,47 +506,37 @@ const main = (i: Input) =>
       `pipeline  ${report.pipeline.layers}`,
       `          chosen by ${planSource}`,
       "",
-      `phase                      dense                pipeline`,
+      `phase                      dense${sparse ? "                pipeline" : ""}`,
       `load model                 ${fmtMs(phases.loadModelMs)}`,
       `open backend               ${fmtMs(phases.openBackendMs)}`,
       `tokenize                   ${fmtMs(phases.tokenizeMs)}`,
       `plan                       ${fmtMs(phases.planMs)}`,
-      `prefill                    ${fmtMs(rDense.prefillMs).padEnd(20)} ${fmtMs(rPipe.prefillMs)}`,
+      `prefill                    ${fmtMs(rDense.prefillMs).padEnd(20)} ${
+        sparse ? fmtMs(rPipe.prefillMs) : ""
+      }`
+        .trimEnd(),
       `  of which attention       ${
         rDense.attentionMs === null || rPipe.attentionMs === null
           ? "not measured (the forward runs as one program)"
-          : `${fmtMs(rDense.attentionMs).padEnd(20)} ${fmtMs(rPipe.attentionMs)}`
+          : `${fmtMs(rDense.attentionMs).padEnd(20)} ${sparse ? fmtMs(rPipe.attentionMs) : ""}`.trimEnd()
       }`,
       `decode                     ${
         `${fmtMs(rDense.decodeMs)} (${rDense.answerIds.length} tok)`.padEnd(20)
-      } ${fmtMs(rPipe.decodeMs)} (${rPipe.answerIds.length} tok)`,
+      } ${sparse ? `${fmtMs(rPipe.decodeMs)} (${rPipe.answerIds.length} tok)` : ""}`.trimEnd(),
       `metrics                    ${fmtMs(phases.metricsMs)}`,
       `total                      ${fmtMs(report.phasesMs.total)}` +
       (sparse
         ? ` (incl. ${fmtMs(rPipe.referenceMs)} of per-layer dense reference, not in the prefill time)`
         : ""),
       "",
-      `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
-        report.speedup.attention === null ? "not measured" : `${report.speedup.attention.toFixed(2)}×`
-      }`,
-      `density   ${density.toFixed(4)} (mean over layers of kept / causal blocks; min ${
-        Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
-      }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
-      `perplexity over ${cmp.positions} document tokens: dense ${cmp.perplexityDense.toFixed(4)}, pipeline ${
-        cmp.perplexityPipeline.toFixed(4)
-      } (${report.perplexityChangePct >= 0 ? "+" : ""}${report.perplexityChangePct.toFixed(3)} %)`,
-      `KL(dense ‖ pipeline) mean ${cmp.meanKl.toExponential(3)} nats, max ${cmp.maxKl.toExponential(3)}; ` +
-      `top-1 agreement ${pct(cmp.top1Agreement)}`,
-      rPipe.layers.some((l) => l.outRelErr === null)
-        ? "output rel. error per layer: not measured on the graph forward (no per-layer dense reference kept)"
-        : `output rel. error per layer: mean ${
-          mean(rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)
-        }, max ${Math.max(...rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)}`,
-      "",
-      `answer (dense):    ${JSON.stringify(rDense.answer)}` +
-      (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),
-      `answer (pipeline): ${JSON.stringify(rPipe.answer)}` +
-      (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
+      ...(sparse ? comparison() : [
+        "compare   nothing to compare: the pipeline is dense in every layer (chosen as above), so dense ran once;" +
+        " pass --pipeline sale to compare a sparse pipeline with dense",
+        `perplexity over ${cmp.positions} document tokens: ${cmp.perplexityDense.toFixed(4)}`,
+        "",
+        `answer:   ${JSON.stringify(rDense.answer)} (${stopText(rDense)})` +
+        (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),
+      ]),
       ...warnings.map((w) => `warning: ${w}`),
     ];
     if (Option.isSome(i.chart)) {
