@@ -346,7 +346,8 @@ export const decodeParamsSync = <P>(name: string, schema: Schema.Codec<P, unknow
 
 /**
  * Validate typed parameters with the operator's Schema (encode, then decode), returning the decoded
- * value. Fails with `ParamsError` naming the operator and node.
+ * value. A key the schema does not declare is an error too. Fails with `ParamsError` naming the operator, the
+ * node and the parameter.
  */
 export const checkParams = (
   op: AnyOperator,
@@ -354,18 +355,18 @@ export const checkParams = (
   params: unknown,
 ): Effect.Effect<unknown, ParamsError> =>
   Effect.gen(function* () {
-    const enc = Schema.encodeUnknownExit(op.params)(params);
+    const enc = Schema.encodeUnknownExit(op.params)(params, { onExcessProperty: "error" });
     if (Exit.isFailure(enc)) return yield* paramsError(op, node, firstError(enc));
     return yield* decodeParams(op, node, enc.value);
   });
 
-/** Decode encoded (JSON) parameters with the operator's Schema. Fails with `ParamsError`. */
+/** Decode encoded (JSON) parameters with the operator's Schema, unknown keys rejected. Fails with `ParamsError`. */
 export const decodeParams = (
   op: AnyOperator,
   node: string,
   encoded: unknown,
 ): Effect.Effect<unknown, ParamsError> => {
-  const dec = Schema.decodeUnknownExit(op.params)(encoded);
+  const dec = Schema.decodeUnknownExit(op.params)(encoded, { onExcessProperty: "error" });
   return Exit.isSuccess(dec)
     ? Effect.succeed(dec.value)
     : Effect.fail(paramsError(op, node, firstError(dec)));

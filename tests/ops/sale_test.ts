@@ -300,4 +300,14 @@ test("SALE and dense parameters: an impossible value or unknown key is a ParamsE
   if (!(e instanceof ParamsError)) throw new Error(`expected a ParamsError, got ${String(e)}`);
   assert.equal(e.param, "blockQ");
   assert.match(e.message, /sale\.quantize\): parameter "blockQ": Expected a multiple of 16/);
+  // a key the schema does not declare is rejected too, not silently dropped
+  const g2 = graph("unknown-key");
+  const q2 = g2.input("q", tensorType("f32", QD)), k2 = g2.input("k", tensorType("f32", KD));
+  g2.output("qq", g2.add(saleQuantize, { ...saleParams(), treshold: 0.1 } as never, { q: q2, k: k2 }).qq);
+  const exit2 = Effect.runSyncExit(g2.build());
+  if (!Exit.isFailure(exit2)) throw new Error("an unknown parameter must not build");
+  const e2 = Cause.squash(exit2.cause);
+  if (!(e2 instanceof ParamsError)) throw new Error(`expected a ParamsError, got ${String(e2)}`);
+  assert.equal(e2.param, "treshold");
+  assert.match(e2.message, /unknown parameter "treshold"/);
 });
