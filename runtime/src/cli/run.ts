@@ -54,6 +54,7 @@ import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
 import { intFlag, runCli, withShownDefault } from "./main.ts";
+import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
@@ -386,8 +387,8 @@ const main = (i: Input) =>
       answerHasPassphrase: found(r.answer),
     });
     const density = mean(rPipe.layers.map((l) => l.density));
-    const report = {
-      version: 1,
+    const report: RunReport = {
+      version: RUN_REPORT_VERSION,
       date: new Date().toISOString(),
       runtime: typeof (globalThis as { Bun?: unknown }).Bun !== "undefined"
         ? `bun ${process.versions.bun}`
@@ -424,7 +425,6 @@ const main = (i: Input) =>
         compute,
         plannerProfile: profileName,
       },
-      /** Whether a sparse pipeline ran beside dense: false when every layer is dense (dense ran once). */
       compared: sparse,
       pipeline: {
         requested: pipeline,
