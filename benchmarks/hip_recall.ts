@@ -16,33 +16,29 @@
  * [--stride 16] [--from 1024] [--out benchmarks/results/hip_recall.json]`. About 3 minutes on 2 cores.
  * @module
  */
-import { parseArgs } from "node:util";
 import { Effect } from "effect";
 import { hip } from "@longctx/ops";
 import { loadLlama } from "../runtime/src/model/llama.ts";
 import { modelPath, readDocument } from "../runtime/src/paths.ts";
 import { gitCommit, gpuInfo } from "./lib/results.ts";
+import { parseFlags } from "./lib/args.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  strict: true,
-  options: {
-    doc: { type: "string", default: "alice-in-wonderland" },
-    tokens: { type: "string", default: "8192" },
-    "top-k": { type: "string", default: "512" },
-    stride: { type: "string", default: "16" },
-    from: { type: "string", default: "1024" },
-    out: { type: "string", default: "benchmarks/results/hip_recall.json" },
-  },
+const args = parseFlags("deno run -A benchmarks/hip_recall.ts [flags]", {
+  doc: { kind: "string", default: "alice-in-wonderland", help: "bundled document or file" },
+  tokens: { kind: "int", default: 8192, min: 64, help: "context length (tokens)" },
+  "top-k": { kind: "int", default: 512, min: 0, help: "HiP's k" },
+  stride: { kind: "int", default: 16, min: 1, help: "score every stride-th query row" },
+  from: { kind: "int", default: 1024, min: 0, help: "first query position averaged" },
+  out: { kind: "string", default: "benchmarks/results/hip_recall.json", help: "results file to write" },
 });
 const t0 = performance.now();
 const model = await Effect.runPromise(loadLlama(modelPath()));
 const cfg = model.config;
 const all = model.tokenizer.encode(await Effect.runPromise(readDocument(args.doc)));
-const N = Math.min(Number(args.tokens), all.length);
+const N = Math.min(args.tokens, all.length);
 const tokens = all.slice(0, N);
-const p = hip.hipParams({ topK: Number(args["top-k"]) });
-const stride = Number(args.stride), from = Number(args.from);
+const p = hip.hipParams({ topK: args["top-k"] });
+const stride = args.stride, from = args.from;
 const H = cfg.nHead, HK = cfg.nKvHead, D = cfg.headDim, G = H / HK;
 const scale = 1 / Math.sqrt(D);
 console.error(

@@ -43,72 +43,71 @@ import { readFileSync } from "node:fs";
 import * as os from "node:os";
 import process from "node:process";
 import { appendRows, type RowInput } from "./lib/results.ts";
+import { parseFlags } from "./lib/args.ts";
 import { type Backend, decodeTechniqueParams, paramNames } from "@longctx/graph";
 import { techniqueByName, techniqueNames } from "@longctx/ops";
 // Type-only imports (erased): the modules themselves load lazily, so --synthetic-weights needs no GGUF reader.
 import type { AttentionFn, LlamaConfig } from "../runtime/src/model/llama.ts";
 import type { GraphForwardOptions, LlamaWeights } from "../runtime/src/model/llama_graph.ts";
 
-const args = process.argv.slice(2);
-const opt = (name: string, def: string): string => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
-};
-const flag = (name: string): boolean => args.includes(`--${name}`);
-/** Flags this script knows (with a value, then switches): anything else is an error, not silently ignored. */
-const VALUED = ["context", "decode", "chunk", "doc", "backend", "repeats", "seed", "attention", "forward"];
-const SWITCHES = ["synthetic-weights"];
-for (let a = 0; a < args.length; a++) {
-  const name = args[a].startsWith("--") ? args[a].slice(2) : undefined;
-  if (name !== undefined && VALUED.includes(name)) a++;
-  else if (name === undefined || !SWITCHES.includes(name)) {
-    console.error(
-      `model_bench: unknown argument ${args[a]} — fix: use --${VALUED.join(" <v>, --")} <v> or --${
-        SWITCHES.join(", --")
-      } ` +
-        "(see the module doc at the top of benchmarks/model_bench.ts)",
-    );
-    process.exit(2);
-  }
-}
-const context = Number(opt("context", "4096"));
-const decode = Number(opt("decode", "32"));
-const chunk = Number(opt("chunk", String(context)));
-const docName = opt("doc", "paradise-lost");
-const backendName = opt("backend", "cpu");
-const synthetic = flag("synthetic-weights");
+const args = parseFlags("deno run -A benchmarks/model_bench.ts [flags]   (see the module doc)", {
+  context: { kind: "int", default: 4096, min: 1, help: "prefill tokens" },
+  decode: { kind: "int", default: 32, min: 1, help: "decode steps timed" },
+  chunk: { kind: "int", min: 1, help: "prefill tokens per forward call (default: --context, one call)" },
+  doc: { kind: "string", default: "paradise-lost", help: "bundled document the prompt comes from" },
+  backend: {
+    kind: "string",
+    default: "cpu",
+    choices: ["cpu", "wgpu", "webgpu", "dawn"],
+    help: "the backend",
+  },
+  repeats: { kind: "int", default: 3, min: 1, help: "timed repetitions (the median counts)" },
+  seed: { kind: "int", default: 1, help: "seed of the synthetic weights" },
+  attention: {
+    kind: "string",
+    default: "dense",
+    choices: techniqueNames(),
+    help: "each layer's prefill attention: a registered technique",
+  },
+  forward: {
+    kind: "string",
+    default: "graph",
+    choices: ["graph", "llama"],
+    help: "graph (the graph forward), or llama (the older CPU forward, --backend cpu only)",
+  },
+  "synthetic-weights": {
+    kind: "switch",
+    help: "random weights of SmolLM2's shapes (no GGUF needed; GPU backends)",
+  },
+});
+const context = args.context;
+const decode = args.decode;
+const chunk = args.chunk ?? context;
+const docName = args.doc;
+const backendName = args.backend;
+const synthetic = args["synthetic-weights"];
 
-const repeats = Number(opt("repeats", "3"));
-const seed = Number(opt("seed", "1"));
-const attentionName = opt("attention", "dense");
+const repeats = args.repeats;
+const seed = args.seed;
+const attentionName = args.attention;
 const runtimeName = "Bun" in globalThis ? "bun" : "deno";
 
-const die = (message: string): never => {
-  console.error(`model_bench: ${message}`);
+/** One line `error: … — fix: …` on stderr and exit code 1, as every CLI of the repository. */
+const die = (message: string, fix = "see the flags with --help"): never => {
+  console.error(`error: model_bench: ${message} — fix: ${fix}`);
   process.exit(1);
 };
-if (!["cpu", "wgpu", "webgpu", "dawn"].includes(backendName)) {
-  die(`unknown --backend ${backendName} (cpu, wgpu, webgpu or dawn)`);
+if (args.forward === "llama" && backendName !== "cpu") {
+  die(`--forward llama runs on the cpu backend only, not --backend ${backendName}`, "add --backend cpu");
 }
-if (
-  !["graph", "llama"].includes(opt("forward", "graph")) ||
-  (opt("forward", "graph") === "llama" && backendName !== "cpu")
-) {
-  die(`--forward ${opt("forward", "graph")}: graph (default), or llama with --backend cpu`);
-}
-if (synthetic && backendName === "cpu") die("--synthetic-weights needs --backend wgpu or webgpu");
-if (!techniqueNames().includes(attentionName)) {
-  die(`unknown --attention ${attentionName} (a registered technique: ${techniqueNames().join(", ")})`);
+if (synthetic && backendName === "cpu") {
+  die("--synthetic-weights needs a GPU backend", "add --backend wgpu or --backend webgpu");
 }
 if (attentionName !== "dense" && backendName === "cpu") {
   die(
-    `--attention ${attentionName} needs --backend wgpu or webgpu (on the CPU: deno task run --pipeline ...)`,
+    `--attention ${attentionName} needs a GPU backend`,
+    "add --backend wgpu or webgpu (on the CPU: deno task run --pipeline …)",
   );
-}
-for (
-  const [k, v] of [["context", context], ["decode", decode], ["chunk", chunk], ["repeats", repeats]] as const
-) {
-  if (!Number.isInteger(v) || v < 1) die(`--${k} must be a positive integer, got ${v}`);
 }
 
 /** The real model and `context` tokens of a real document (loaded lazily: needs the GGUF and documents). */
@@ -123,7 +122,12 @@ const realModel = async () => {
   };
   const doc = manifest.documents.find((d) => d.name === docName) ?? manifest.documents[0];
   const ids = model.tokenizer.encodeOrdinary(readFileSync(`${docsDir()}/${doc.file}`, "utf8"));
-  if (ids.length < context) die(`document ${doc.name} has ${ids.length} tokens < --context ${context}`);
+  if (ids.length < context) {
+    die(
+      `document ${doc.name} has ${ids.length} tokens < --context ${context}`,
+      "lower --context or pick a longer --doc",
+    );
+  }
   return { model, loadMs, doc, prompt: ids.slice(0, context) };
 };
 
@@ -299,7 +303,7 @@ async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void>
   const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: kind, ...cpuGemm })));
   if (sel._tag === "Failure") {
     const e = sel.failure;
-    die(`no GPU through the ${kind} backend: ${e.message} — ${e.hint}`);
+    die(`no GPU through the ${kind} backend: ${e.message}`, e.hint);
   }
   const backend: Backend = (sel as { success: { backend: Backend } }).success.backend;
   const adapter = backend.adapter;
@@ -459,5 +463,5 @@ async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void>
 
 // `--backend cpu`: the graph forward on the cpu backend (OpenBLAS), the path `run` takes on the CPU;
 // `--backend cpu --forward llama`: the CPU forward of llama.ts (the fixture-checked reference), as before.
-if (backendName === "cpu" && opt("forward", "graph") === "llama") await cpuBench();
+if (backendName === "cpu" && args.forward === "llama") await cpuBench();
 else await gpuBench(backendName as "wgpu" | "webgpu" | "dawn" | "cpu");

@@ -17,6 +17,7 @@ import * as path from "node:path";
 import process from "node:process";
 import { median, renderLatencySvg, selectLatency } from "./charts/latency.ts";
 import { readAllResultsLenient, repoRoot, type Row } from "./lib/results.ts";
+import { parseArgs } from "node:util";
 
 /** Format a measured number to 4 significant digits (plain notation between 1e-3 and 1e6). */
 export const fmt = (v: number): string => {
@@ -453,16 +454,46 @@ export const renderFiles = async (
 };
 
 if (import.meta.main) {
-  const args = process.argv.slice(2);
-  const opt = (name: string, def: string): string => {
-    const i = args.indexOf(name);
-    return i >= 0 && args[i + 1] ? path.resolve(args[i + 1]) : def;
-  };
   const root = repoRoot();
+  const defaults = {
+    results: process.env.LONGCTX_RESULTS_DIR ?? path.join(root, "benchmarks", "results"),
+    out: path.join(root, "benchmarks", "RESULTS.md"),
+    chart: path.join(root, "benchmarks", "charts", "latency.svg"),
+  };
+  const help = `deno task bench:render [--results DIR] [--out FILE] [--chart FILE]
+  --results DIR  the results folder (default ${
+    path.relative(root, defaults.results) || "."
+  }; env LONGCTX_RESULTS_DIR)
+  --out FILE     the Markdown to write (default ${path.relative(root, defaults.out)})
+  --chart FILE   the latency chart to write (default ${path.relative(root, defaults.chart)})`;
+  let flags: { results?: string; out?: string; chart?: string; help?: boolean };
+  try {
+    flags = parseArgs({
+      args: process.argv.slice(2),
+      options: {
+        results: { type: "string" },
+        out: { type: "string" },
+        chart: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (e) {
+    // one line, as every CLI of the repository (this file imports no longctx module: see results_cli_test.ts)
+    console.error(
+      `error: ${e instanceof Error ? e.message.split("\n")[0] : e} — fix: run with --help for the flags`,
+    );
+    process.exit(1);
+  }
+  if (flags.help) {
+    console.log(help);
+    process.exit(0);
+  }
   const res = await renderFiles(
-    opt("--results", process.env.LONGCTX_RESULTS_DIR ?? path.join(root, "benchmarks", "results")),
-    opt("--out", path.join(root, "benchmarks", "RESULTS.md")),
-    opt("--chart", path.join(root, "benchmarks", "charts", "latency.svg")),
+    path.resolve(flags.results ?? defaults.results),
+    path.resolve(flags.out ?? defaults.out),
+    path.resolve(flags.chart ?? defaults.chart),
   );
   console.log(
     `wrote ${path.relative(root, res.markdown)}${res.chart ? ` and ${path.relative(root, res.chart)}` : ""}`,

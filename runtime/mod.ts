@@ -1,5 +1,7 @@
 /**
- * `@longctx/runtime`.
+ * `@longctx/runtime`: backends (`wgpu` through FFI, `webgpu`, `dawn`, `cpu`) and `selectBackend`, model loading
+ * (GGUF, tokenizer), the Llama forward as a graph of operators, fidelity metrics, and `runMain`, the entry point
+ * that prints a script's failure as one `error: … — fix: …` line.
  * @module
  */
 export * from "./src/backends/webgpu.ts";
@@ -7,3 +9,4 @@ export * from "./src/backends/select.ts";
 export * from "./src/backends/cpu.ts";
 export * from "./src/backends/wgpu.ts";
 export * from "./src/model/mod.ts";
+export * from "./src/main.ts";

@@ -21,16 +21,18 @@ import { FLASH_SGMAT_ROWS, type FlashSgmatConfig } from "../../ops/dense/flash_s
 import { makeDawnBackend } from "../../runtime/src/backends/dawn.ts";
 import { flashSgmatKernel } from "../../tests/ops/flash_sgmat_run.ts";
 import { appendRows, type RowInput } from "../lib/results.ts";
+import { parseFlags } from "../lib/args.ts";
 
-const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const contexts = (flag("contexts") ?? "65536,131072").split(",").map(Number);
-const reps = Number(flag("reps") ?? 3);
-const write = !args.includes("--no-write");
-const peer = !args.includes("--no-peer");
+const args = parseFlags("deno run -A benchmarks/device/flash_sgmat_bench.ts [flags]", {
+  contexts: { kind: "list", default: [65536, 131072], min: 1, help: "context lengths (tokens)" },
+  reps: { kind: "int", default: 3, min: 1, help: "timed runs per context (the median counts)" },
+  "no-write": { kind: "switch", help: "print only, append no rows" },
+  "no-peer": { kind: "switch", help: "skip the PyTorch reference" },
+});
+const contexts = args.contexts;
+const reps = args.reps;
+const write = !args["no-write"];
+const peer = !args["no-peer"];
 const HEADS = 32, KV = 8, D = 128, CHUNK = 8;
 const MODEL = "llama-3.1-8b-heads (32/8, d=128)";
 const run = <X, E>(e: Effect.Effect<X, E>) => Effect.runPromise(e);

@@ -21,7 +21,6 @@
  * `$OUT/hip.json` when `$OUT` is set).
  * @module
  */
-import { parseArgs } from "node:util";
 import { Effect } from "effect";
 import {
   type Backend,
@@ -35,29 +34,45 @@ import { dense, hip, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
 import { gpuRunner, median } from "../lib/gpu_run.ts";
+import { parseFlags } from "../lib/args.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  strict: true,
-  options: {
-    contexts: { type: "string", default: "8192,16384,32768,65536,131072" },
-    "decode-contexts": { type: "string", default: "32768,65536,131072" },
-    heads: { type: "string", default: "32" },
-    "kv-heads": { type: "string", default: "8" },
-    dim: { type: "string", default: "128" },
-    "top-k": { type: "string", default: "512" },
-    "head-chunk": { type: "string", default: "8" },
-    "no-dense-above": { type: "string", default: "0" },
-    "no-peer": { type: "boolean", default: false },
-    backend: { type: "string", default: "webgpu" },
-    out: { type: "string", default: "benchmarks/results/hip.json" },
+const args = parseFlags("deno run -A benchmarks/device/hip_bench.ts [flags]", {
+  contexts: {
+    kind: "list",
+    default: [8192, 16384, 32768, 65536, 131072],
+    min: 1,
+    help: "prefill context lengths (tokens)",
   },
+  "decode-contexts": {
+    kind: "list",
+    default: [32768, 65536, 131072],
+    min: 1,
+    help: "cached tokens of the decode measurements",
+  },
+  heads: { kind: "int", default: 32, min: 1, help: "query heads" },
+  "kv-heads": { kind: "int", default: 8, min: 1, help: "KV heads (divides --heads)" },
+  dim: { kind: "int", default: 128, min: 32, help: "head dim (a multiple of 32)" },
+  "top-k": { kind: "int", default: 512, min: 0, help: "HiP's k: keys selected per query block" },
+  "head-chunk": { kind: "int", default: 8, min: 1, help: "query heads per prefill program (GQA ratio kept)" },
+  "no-dense-above": {
+    kind: "int",
+    default: 0,
+    min: 0,
+    help: "skip our dense prefill above this context (0: never)",
+  },
+  "no-peer": { kind: "switch", help: "skip PyTorch SDPA" },
+  backend: { kind: "string", default: "webgpu", choices: ["webgpu", "wgpu", "dawn"], help: "the backend" },
+  out: { kind: "string", default: "benchmarks/results/hip.json", help: "results file to write" },
 });
 
-const H = Number(args.heads), HK = Number(args["kv-heads"]), D = Number(args.dim), GROUP = H / HK;
-const contexts = args.contexts.split(",").filter(Boolean).map(Number);
-const decodeContexts = args["decode-contexts"].split(",").filter(Boolean).map(Number);
-const noDenseAbove = Number(args["no-dense-above"]);
+const H = args.heads, HK = args["kv-heads"], D = args.dim, GROUP = H / HK;
+if (!Number.isInteger(GROUP)) {
+  console.error(`error: --kv-heads ${HK} does not divide --heads ${H} — fix: give a divisor of ${H}, e.g. 8`);
+  Deno.exit(1);
+}
+const contexts = args.contexts;
+const decodeContexts = args["decode-contexts"];
+const noDenseAbove = args["no-dense-above"];
 const t0 = performance.now();
 
 const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: args.backend as "webgpu" })));
@@ -71,7 +86,7 @@ const maxBinding = Math.min(backend.limits.maxStorageBufferBindingSize, backend.
 const gpuName = Deno.env.get("LONGCTX_GPU_NAME") ?? backend.adapter.name;
 console.error(`hip_bench: ${backend.kind} on ${backend.adapter.name}, workgroup memory ${wgMem} B`);
 const p = await Effect.runPromise(decodeTechniqueParams(hip.hipTechnique, {
-  topK: Number(args["top-k"]),
+  topK: args["top-k"],
   workgroupMemory: wgMem,
 }));
 const runner = gpuRunner(backend);
@@ -128,7 +143,7 @@ const warm = async (prog: Program) => {
 // ---- prefill
 const prefill: { S: number; search: number; total: number }[] = [];
 for (const S of contexts) {
-  let HC = Math.min(H, Number(args["head-chunk"]));
+  let HC = Math.min(H, args["head-chunk"]);
   while (HC > GROUP && HC * S * D * 4 > maxBinding / 4) HC /= 2;
   const HKC = HC / GROUP, reps = S <= 32768 ? 3 : 1;
   const dims = { heads: HC, kvHeads: HKC, headDim: D, seq: S, kvSeq: S };

@@ -26,18 +26,29 @@ import process from "node:process";
 import type { Backend, DeviceBuffer, Kernel } from "@longctx/graph";
 import { kernels as K } from "@longctx/ops";
 import { appendRows, type RowInput } from "../lib/results.ts";
+import { parseFlags } from "../lib/args.ts";
 
-const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const reps = Number(flag("reps") ?? 5);
-const budgetS = Number(flag("budget-s") ?? 38);
+const args = parseFlags("deno run -A benchmarks/device/matmul_bench.ts [flags]", {
+  reps: { kind: "int", default: 5, min: 1, help: "timed launches per configuration (the median counts)" },
+  "budget-s": { kind: "number", default: 38, min: 1, help: "wall-time budget over all backends, seconds" },
+  size: {
+    kind: "int",
+    min: 16,
+    help: "matrix size n of the n³ matmul (default: 256 on a CPU adapter, else 8192)",
+  },
+  backends: { kind: "string", default: "wgpu,webgpu", help: "comma-separated backends to measure" },
+  "emulate-coop": {
+    kind: "switch",
+    help: "run the cooperative kernels emulated, to test the plumbing (writes nothing)",
+  },
+  "no-write": { kind: "switch", help: "print only, append no rows" },
+});
+const reps = args.reps;
+const budgetS = args["budget-s"];
 /** Testing the plumbing without tensor cores: run the cooperative kernels emulated (never written). */
-const emulateCoop = args.includes("--emulate-coop");
-const write = !args.includes("--no-write") && !emulateCoop;
-const wanted = (flag("backends") ?? "wgpu,webgpu").split(",");
+const emulateCoop = args["emulate-coop"];
+const write = !args["no-write"] && !emulateCoop;
+const wanted = args.backends.split(",");
 const t0 = performance.now();
 const elapsedS = () => (performance.now() - t0) / 1000;
 /** Wall time (s) at which the current backend must stop trying configurations. */
@@ -353,7 +364,7 @@ for (const [i, b] of backends.entries()) {
   // (at least 10 s, so an overrun of one backend does not starve the next).
   deadlineS = elapsedS() + Math.max(10, (budgetS - elapsedS()) / (backends.length - i));
   const cpuLike = /llvmpipe|lavapipe|swiftshader|cpu/i.test(b.adapter.name);
-  const n = Number(flag("size") ?? (cpuLike ? 256 : 8192));
+  const n = args.size ?? (cpuLike ? 256 : 8192);
   try {
     await benchBackend(b, n);
   } catch (e) {

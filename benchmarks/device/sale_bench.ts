@@ -6,8 +6,8 @@
  * (flash and cuDNN, bf16) from benchmarks/device/sdpa_peer.py in the same job.
  *
  * Run (repo root, on the GPU machine): `bash .device/enter.sh deno run -A benchmarks/device/sale_bench.ts`
- * Options: `--contexts=8192,16384,32768,65536,131072 --threshold=0.004 --head-chunk=8 --budget-s=300
- * --no-peer --out=benchmarks/results/sale.json`. Heads run in chunks of `--head-chunk` query heads (GQA
+ * Options (`--help` lists them with their defaults): `--contexts=8192,16384,32768,65536,131072
+ * --threshold=0.004 --head-chunk=8 --budget-s=300 --no-peer --out=benchmarks/results/sale.json`. Heads run in chunks of `--head-chunk` query heads (GQA
  * ratio kept) so every buffer stays far below binding limits; a context's time is the sum over chunks.
  * Path: the registry's techniques (`saleTechnique.graph`, `denseTechnique.graph`, f16) lowered once per context
  * and head chunk into programs (`lower` of `@longctx/graph`) on the backend `--backend` (default `webgpu`,
@@ -24,34 +24,40 @@
  * `$OUT` is set), and prints a table.
  * @module
  */
-import { parseArgs } from "node:util";
 import { Effect } from "effect";
 import { type Backend, decodeTechniqueParams, type Graph, type Launch, lower } from "@longctx/graph";
 import { dense, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
 import { gpuRunner, median } from "../lib/gpu_run.ts";
+import { parseFlags } from "../lib/args.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    contexts: { type: "string", default: "8192,16384,32768,65536,131072" },
-    heads: { type: "string", default: "32" },
-    "kv-heads": { type: "string", default: "8" },
-    dim: { type: "string", default: "128" },
-    threshold: { type: "string", default: "0.004" },
-    "head-chunk": { type: "string", default: "8" },
-    "budget-s": { type: "string", default: "300" },
-    "no-peer": { type: "boolean", default: false },
-    backend: { type: "string", default: "webgpu" },
-    out: { type: "string", default: "benchmarks/results/sale.json" },
+const args = parseFlags("deno run -A benchmarks/device/sale_bench.ts [flags]", {
+  contexts: {
+    kind: "list",
+    default: [8192, 16384, 32768, 65536, 131072],
+    min: 1,
+    help: "context lengths (tokens)",
   },
+  heads: { kind: "int", default: 32, min: 1, help: "query heads" },
+  "kv-heads": { kind: "int", default: 8, min: 1, help: "KV heads (divides --heads)" },
+  dim: { kind: "int", default: 128, min: 8, help: "head dim" },
+  threshold: { kind: "number", default: 0.004, min: 0, help: "SALE's threshold τ" },
+  "head-chunk": { kind: "int", default: 8, min: 1, help: "query heads per program (GQA ratio kept)" },
+  "budget-s": { kind: "number", default: 300, min: 1, help: "wall-time budget, seconds" },
+  "no-peer": { kind: "switch", help: "skip PyTorch SDPA" },
+  backend: { kind: "string", default: "webgpu", choices: ["webgpu", "wgpu", "dawn"], help: "the backend" },
+  out: { kind: "string", default: "benchmarks/results/sale.json", help: "results file to write" },
 });
 
-const H = Number(args.heads), HK = Number(args["kv-heads"]), D = Number(args.dim);
+const H = args.heads, HK = args["kv-heads"], D = args.dim;
 const GROUP = H / HK;
-const contexts = args.contexts.split(",").map(Number);
-const budgetMs = Number(args["budget-s"]) * 1000;
+if (!Number.isInteger(GROUP)) {
+  console.error(`error: --kv-heads ${HK} does not divide --heads ${H} — fix: give a divisor of ${H}, e.g. 8`);
+  Deno.exit(1);
+}
+const contexts = args.contexts;
+const budgetMs = args["budget-s"] * 1000;
 const t0 = performance.now();
 
 const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: args.backend as "webgpu" })));
@@ -72,7 +78,7 @@ console.error(
     `features ${[...backend.features]}`,
 );
 const p = await Effect.runPromise(decodeTechniqueParams(sale.saleTechnique, {
-  threshold: Number(args.threshold),
+  threshold: args.threshold,
   workgroupMemory: Math.min(wgMem, 65536),
 }));
 
@@ -105,7 +111,7 @@ let warmedUp = false;
 for (const S of contexts) {
   // heads per chunk: at most --head-chunk, a multiple of the GQA group, and small enough that the largest
   // buffer (o: f32 [HC, S, D], or the scores) stays under a quarter of the binding limit
-  let HC = Math.min(H, Number(args["head-chunk"]));
+  let HC = Math.min(H, args["head-chunk"]);
   const g0 = sale.saleGeometry(S, { blockQ: 64, blockK: 32, localWindow: 128 });
   while (HC > GROUP && Math.max(HC * S * D * 4, HC * g0.qBlocks * g0.kBlocks * 4) > maxBinding / 4) {
     HC /= 2;

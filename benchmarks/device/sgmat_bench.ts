@@ -21,17 +21,23 @@ import type { Backend, DeviceBuffer } from "@longctx/graph";
 import { kernels as K } from "@longctx/ops";
 import { makeDawnBackend, subgroupMatrixConfigs } from "../../runtime/src/backends/dawn.ts";
 import { appendRows, type RowInput } from "../lib/results.ts";
+import { parseFlags } from "../lib/args.ts";
 
-const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const n = Number(flag("size") ?? 8192);
-const reps = Number(flag("reps") ?? 10);
-const write = !args.includes("--no-write");
-const peer = !args.includes("--no-peer");
-const only = flag("only")?.split(",");
+const args = parseFlags("deno run -A benchmarks/device/sgmat_bench.ts [flags]", {
+  size: { kind: "int", default: 8192, min: 16, help: "matrix size n of the n³ matmul" },
+  reps: { kind: "int", default: 10, min: 1, help: "timed launches per configuration (the median counts)" },
+  "no-write": { kind: "switch", help: "print only, append no rows" },
+  "no-peer": { kind: "switch", help: "skip cuBLAS through PyTorch" },
+  only: {
+    kind: "string",
+    help: "run the configurations whose labels contain one of these comma-separated strings (default: all)",
+  },
+});
+const n = args.size;
+const reps = args.reps;
+const write = !args["no-write"];
+const peer = !args["no-peer"];
+const only = args.only?.split(",");
 
 /** The configurations, most promising first within each accumulation type. */
 const CONFIGS: K.SgmatMatmulOptions[] = [

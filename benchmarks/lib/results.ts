@@ -337,26 +337,47 @@ const rerender = async (): Promise<void> => {
 // CLI: `<producer of a JSON array of rows> | deno run -A benchmarks/lib/results.ts <suite>`
 // No top-level await here: appendRows re-renders through a dynamic import of render.ts, which imports this
 // module; with this module's evaluation still pending on a top-level await, that import would never settle.
+/** Bad input to the CLI: printed as the repository's one line `error: … — fix: …` (this file imports nothing). */
+class CliInputError extends Error {
+  constructor(message: string, readonly hint: string) {
+    super(message);
+  }
+}
 const cli = async (suite: string | undefined): Promise<void> => {
-  if (!suite) {
-    console.error("usage: <json rows on stdin> | deno run -A benchmarks/lib/results.ts <suite>");
-    process.exit(2);
+  if (!suite || suite.startsWith("-")) {
+    throw new CliInputError(
+      suite ? `unknown flag ${suite}` : "no suite given",
+      "<JSON rows on stdin> | deno run -A benchmarks/lib/results.ts <suite>",
+    );
   }
   const text = fs.readFileSync(0, "utf8").trim();
-  const parsed: unknown = text === "" ? [] : JSON.parse(text);
+  let parsed: unknown;
+  try {
+    parsed = text === "" ? [] : JSON.parse(text);
+  } catch (e) {
+    throw new CliInputError(
+      `stdin is not JSON: ${e instanceof Error ? e.message : e}`,
+      "pipe a JSON array of rows {metric, value, unit, command, …}",
+    );
+  }
   const rows = (Array.isArray(parsed) ? parsed : [parsed]) as RowInput[];
   // The command that produced rows arriving on stdin is the producer's, not this CLI's: require it.
   const missing = rows.findIndex((r) => !r.command);
   if (missing >= 0 && !process.env.LONGCTX_BENCH_COMMAND) {
-    console.error(`row ${missing} has no "command": set it in the row or LONGCTX_BENCH_COMMAND`);
-    process.exit(2);
+    throw new CliInputError(`row ${missing} has no "command"`, "set it in the row or LONGCTX_BENCH_COMMAND");
   }
   const done = await appendRows(suite, rows);
   console.error(`appended ${done.length} row(s) to ${path.join(resultsDir(), suite + ".json")}`);
 };
 if (import.meta.main) {
   cli(process.argv[2]).catch((e) => {
-    console.error(`results.ts: ${e instanceof Error ? e.message : e}`);
+    // an invalid row or results file (RangeError) is bad input too, with the row or file named in the message
+    const hint = e instanceof CliInputError
+      ? e.hint
+      : e instanceof RangeError
+      ? "fix the row: {metric, value, unit, context?, model?, backend, command, …} (RowInput in benchmarks/lib/results.ts)"
+      : "rerun with the rows printed and report the message";
+    console.error(`error: ${e instanceof Error ? e.message.replace(/\s*\n\s*/g, " ") : e} — fix: ${hint}`);
     process.exit(1);
   });
 }

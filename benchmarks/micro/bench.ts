@@ -21,7 +21,9 @@ import { Effect } from "effect";
 import process from "node:process";
 import { Bench } from "tinybench";
 import type { Backend, DispatchTiming, Port, Ports } from "@longctx/graph";
-import { graph, lower } from "@longctx/graph";
+import { graph, InputError, lower } from "@longctx/graph";
+import { type FlagSpec, helpText, readFlags } from "../lib/args.ts";
+import { failureLine } from "../../runtime/src/main.ts";
 import { appendRows, type RowInput } from "../lib/results.ts";
 import {
   DEFAULT_DIMS,
@@ -47,48 +49,57 @@ interface Args {
   render: boolean;
 }
 
+const USAGE = "deno task bench [flags]   (see the module doc of benchmarks/micro/bench.ts)";
+const FLAGS = {
+  backends: { kind: "string", default: BACKEND_KINDS.join(","), help: "comma-separated backends to measure" },
+  filter: { kind: "string", help: "only operators whose name contains this (default: all)" },
+  dims: {
+    kind: "string",
+    help: "sizes as name=n pairs, e.g. seq=512,heads=8 (default: DEFAULT_DIMS of discover.ts)",
+  },
+  time: { kind: "number", default: 150, min: 20, help: "tinybench time per case, ms" },
+  "no-write": { kind: "switch", help: "print only, append no rows" },
+  "no-render": { kind: "switch", help: "do not re-render RESULTS.md" },
+} as const satisfies Readonly<Record<string, FlagSpec>>;
+
+/** The flags of `argv`; throws an `InputError` naming the flag for a bad one (`--help` prints the flags). */
 const parseArgs = (argv: readonly string[]): Args => {
-  const a: Args = {
-    backends: [...BACKEND_KINDS],
-    dims: { ...DEFAULT_DIMS },
-    timeMs: 150,
-    write: true,
-    render: true,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i + 1];
-    switch (argv[i]) {
-      case "--backends":
-        a.backends = v.split(",").filter((b): b is Kind => (BACKEND_KINDS as readonly string[]).includes(b));
-        i++;
-        break;
-      case "--filter":
-        a.filter = v;
-        i++;
-        break;
-      case "--dims":
-        for (const kv of v.split(",")) {
-          const [k, n] = kv.split("=");
-          if (k && Number.isInteger(Number(n)) && Number(n) > 0) a.dims[k] = Number(n);
-        }
-        if (v.includes("seq=") && !v.includes("kvSeq=")) a.dims.kvSeq = a.dims.seq;
-        i++;
-        break;
-      case "--time":
-        a.timeMs = Math.max(20, Number(v) || 150);
-        i++;
-        break;
-      case "--no-write":
-        a.write = false;
-        break;
-      case "--no-render":
-        a.render = false;
-        break;
-      default:
-        throw new RangeError(`unknown argument ${argv[i]} (see benchmarks/micro/bench.ts)`);
+  const { values: v, help } = readFlags(FLAGS, argv);
+  if (help) {
+    console.log(helpText(USAGE, FLAGS));
+    process.exit(0);
+  }
+  const backends = v.backends.split(",").map((b) => b.trim()).filter((b) => b.length > 0);
+  for (const b of backends) {
+    if (!(BACKEND_KINDS as readonly string[]).includes(b)) {
+      throw new InputError({
+        message: `unknown backend "${b}" in --backends`,
+        hint: `use ${BACKEND_KINDS.join(", ")}`,
+      });
     }
   }
-  return a;
+  const dims: Record<string, number> = { ...DEFAULT_DIMS };
+  if (v.dims !== undefined) {
+    for (const kv of v.dims.split(",")) {
+      const [k, n] = kv.split("=");
+      if (!k || !/^\d+$/.test(n ?? "") || Number(n) < 1) {
+        throw new InputError({
+          message: `--dims "${kv}" is not name=n`,
+          hint: "give sizes as name=n pairs, e.g. --dims seq=512,heads=8",
+        });
+      }
+      dims[k] = Number(n);
+    }
+    if (v.dims.includes("seq=") && !v.dims.includes("kvSeq=")) dims.kvSeq = dims.seq;
+  }
+  return {
+    backends: backends as Kind[],
+    ...(v.filter === undefined ? {} : { filter: v.filter }),
+    dims,
+    timeMs: v.time,
+    write: !v["no-write"],
+    render: !v["no-render"],
+  };
 };
 
 type Maker = (o?: Record<string, unknown>) => Effect.Effect<Backend, unknown>;
@@ -307,7 +318,13 @@ export const main = async (argv: readonly string[]): Promise<Outcome[]> => {
 };
 
 if (import.meta.main) {
-  await main(process.argv.slice(2));
+  try {
+    await main(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    process.stderr.write(`${failureLine(e)}\n`);
+    process.exit(1);
+  }
   // GPU runtimes may keep handles alive; the work is done.
   process.exit(0);
 }

@@ -8,6 +8,7 @@
  * for GPU backends plus, optionally, a TypeScript body the cpu backend runs with the same bindings.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import type { Effect } from "effect";
 import type { BackendError, KernelCompileError } from "./errors.ts";
 
@@ -39,6 +40,7 @@ export type BackendKind = "cpu" | "wgpu" | "webgpu" | "dawn";
 export interface AdapterInfo {
   /** e.g. "NVIDIA H200", "llvmpipe (LLVM 15.0.6, 256 bits)", "cpu (2 threads)". */
   readonly name: string;
+  /** Vendor name as the adapter reports it ("nvidia", "mesa", "cpu"); may be empty. */
   readonly vendor: string;
   /** Driver description when the API reports one. */
   readonly driver: string;
@@ -48,11 +50,17 @@ export interface AdapterInfo {
 
 /** Limits the kernels generator must respect (bytes and counts as WebGPU defines them). */
 export interface BackendLimits {
+  /** Largest single allocation, in bytes. */
   readonly maxBufferSize: number;
+  /** Largest storage-buffer binding a kernel may see, in bytes. */
   readonly maxStorageBufferBindingSize: number;
+  /** Workgroup (shared) memory per workgroup, in bytes. */
   readonly maxComputeWorkgroupStorageSize: number;
+  /** Most invocations (threads) in one workgroup. */
   readonly maxComputeInvocationsPerWorkgroup: number;
+  /** Most workgroups along each of x, y, z in one launch. */
   readonly maxComputeWorkgroupsPerDimension: number;
+  /** Most storage-buffer bindings one kernel may declare. */
   readonly maxStorageBuffersPerShaderStage: number;
 }
 
@@ -62,6 +70,7 @@ export interface DeviceBuffer {
   readonly id: number;
   /** Size in bytes (a multiple of 4). */
   readonly bytes: number;
+  /** Debug label given at allocation (shown in backend errors and GPU debuggers). */
   readonly label: string;
 }
 
@@ -74,9 +83,13 @@ export type BindingAccess = "read" | "read_write" | "uniform";
  * `ArrayBuffer`s in binding order, the uniform bytes, and the workgroup count.
  */
 export interface Kernel {
+  /** Cache key: identifies the source and its specialisation (two kernels with one key must be identical). */
   readonly key: string;
+  /** WGSL source of the compute shader. */
   readonly wgsl: string;
+  /** Name of the `@compute` entry point in `wgsl`. */
   readonly entryPoint: string;
+  /** Access of each binding of group 0, in binding order (a launch binds one buffer each). */
   readonly bindings: readonly BindingAccess[];
   /**
    * WGSL `enable` extensions the source needs; the backend checks its features first
@@ -90,6 +103,11 @@ export interface Kernel {
     | "wgpu_cooperative_matrix"
     | "chromium_experimental_subgroup_matrix"
   )[];
+  /**
+   * Optional TypeScript body for the cpu backend: gets the bound buffers' storage in binding order (uniforms
+   * included), the launch's workgroup count and the host's GEMM, and writes its `read_write` buffers in
+   * place.
+   */
   readonly cpu?: (
     buffers: readonly ArrayBuffer[],
     workgroups: readonly [number, number, number],
@@ -104,14 +122,19 @@ export interface Kernel {
  * `"uniform"` binding (`var<uniform>` in WGSL); kernels bind larger buffers only as storage.
  */
 export interface Launch {
+  /** The kernel to run (compiled on first use when not compiled yet). */
   readonly kernel: Kernel;
+  /** One buffer per entry of `kernel.bindings`, in order. */
   readonly buffers: readonly DeviceBuffer[];
+  /** Workgroup count along x, y, z (each at most `maxComputeWorkgroupsPerDimension`). */
   readonly workgroups: readonly [number, number, number];
 }
 
 /** GPU time of a submitted sequence of launches, from timestamp queries (ms), one entry per launch. */
 export interface DispatchTiming {
+  /** GPU time from the first launch's start to the last one's end, in ms. */
   readonly totalMs: number;
+  /** GPU time of each launch, in ms, in submission order. */
   readonly perLaunchMs: readonly number[];
 }
 

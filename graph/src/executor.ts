@@ -78,8 +78,14 @@ export interface RunPlan {
 
 /** Timing of one node. */
 export interface NodeReport {
+  /** Node name. */
   readonly node: string;
+  /** Operator name. */
   readonly op: string;
+  /**
+   * How it ran: `gpu`, `cpu` (its reference on the cpu backend) or `cpu-fallback` (reference on a GPU
+   * backend).
+   */
   readonly path: NodePath;
   /** Wall time of the node in ms (host path: download + cpu + upload; gpu: submit, plus device work when synced). */
   readonly ms: number;
@@ -91,9 +97,11 @@ export interface NodeReport {
 
 /** What a run did. */
 export interface RunReport {
+  /** Graph name. */
   readonly graph: string;
   /** The backend's adapter name. */
   readonly backend: string;
+  /** One report per node, in run order. */
   readonly nodes: readonly NodeReport[];
   /** Wall time of the whole run in ms (allocation, uploads, nodes, downloads, release). */
   readonly totalMs: number;
@@ -108,7 +116,9 @@ export interface RunReport {
 
 /** Outputs (host tensors, by output name) and the report. */
 export interface RunResult<O extends Ports> {
+  /** Host tensors by output name. */
   readonly outputs: HostOf<O>;
+  /** Timing and memory of the run. */
   readonly report: RunReport;
 }
 
@@ -213,6 +223,7 @@ export const planRun = (
 
 /** Cost of one node and of the whole graph (see `Cost`: FLOPs, bytes read / written, workspace bytes). */
 export interface GraphCost {
+  /** Each node's cost, in topological order. */
   readonly nodes: readonly { readonly node: string; readonly op: string; readonly cost: Cost }[];
   /** Sums over nodes (workspace: the largest single node's, since nodes run one at a time). */
   readonly total: Cost;

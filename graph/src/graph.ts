@@ -18,8 +18,10 @@
  * or, with the graph's input and output types kept for `run`: `defineGraph(name, inputs, body)`.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Cause, Effect, Exit, Schema } from "effect";
 import { GraphError, ParamsError, ShapeError } from "./errors.ts";
+import { describeIssue, paramNames, schemaIssue } from "./issue.ts";
 import type { AnyOperator, DescsOf, Operator, Ports } from "./operator.ts";
 import type { DType, TensorDesc, TensorType } from "./tensor.ts";
 
@@ -44,6 +46,7 @@ export type PortRef =
 /** A typed handle to a tensor of a graph under construction. */
 export interface Port<D extends DType = DType, N extends readonly string[] = readonly string[]>
   extends TensorType<D, N> {
+  /** Where the tensor comes from (a graph input or a node's output port). */
   readonly ref: PortRef;
   /** Id of the builder that made it (ports cannot cross graphs). */
   readonly owner: number;
@@ -62,30 +65,43 @@ export type TypesOf<R extends Readonly<Record<string, Port>>> = {
 
 /** A graph input: its type and, optionally, a fixed shape (elements per dim). */
 export interface GraphInput {
+  /** Input name (`q`, `k`, `v`, …): what `run` and `Program.write` take. */
   readonly name: string;
+  /** Dtype and dim names. */
   readonly type: TensorType;
+  /** Fixed size of each dim, in elements, when the graph only accepts one shape. */
   readonly shape?: readonly number[];
 }
 
 /** An operator node: its operator, validated parameters and where each input port reads from. */
 export interface GraphNode {
+  /** Node name, unique in the graph (reports and errors name it). */
   readonly name: string;
+  /** The operator it runs. */
   readonly op: AnyOperator;
+  /** Parameters decoded by the operator's schema (defaults filled in). */
   readonly params: unknown;
+  /** Input port name → the tensor it reads. */
   readonly inputs: Readonly<Record<string, PortRef>>;
 }
 
 /** A named graph output. */
 export interface GraphOutput {
+  /** Output name (a key of the run's outputs). */
   readonly name: string;
+  /** The tensor it returns. */
   readonly ref: PortRef;
 }
 
 /** An unvalidated graph description (what the builder and the JSON reader assemble). */
 export interface GraphSpec {
+  /** Graph name (reports, errors, JSON). */
   readonly name: string;
+  /** Graph inputs, in declaration order. */
   readonly inputs: readonly GraphInput[];
+  /** Operator nodes. */
   readonly nodes: readonly GraphNode[];
+  /** Named outputs. */
   readonly outputs: readonly GraphOutput[];
 }
 
@@ -94,7 +110,9 @@ export interface GraphSpec {
  * `nodes` are in topological order. `I` / `O` are the input and output port types (`run` uses them).
  */
 export interface Graph<I extends Ports = Ports, O extends Ports = Ports> extends GraphSpec {
+  /** Input name → tensor type. */
   readonly inputTypes: I;
+  /** Output name → tensor type. */
   readonly outputTypes: O;
 }
 
@@ -298,18 +316,38 @@ const findCycle = (stuck: readonly GraphNode[]): GraphNode[] => {
   return [...loop, loop[0]];
 };
 
-const paramsError = (op: AnyOperator, node: string, issue: unknown): ParamsError =>
-  new ParamsError({
+const paramsError = (op: AnyOperator, node: string, failure: unknown): ParamsError => {
+  const issue = schemaIssue(failure);
+  return new ParamsError({
     operator: op.name,
-    message: `node ${node}(${op.name}): invalid parameters: ${
-      issue instanceof Error ? issue.message : String(issue)
-    }`,
-    hint: `check the parameters against ${op.name}'s schema (${op.reference})`,
+    ...(issue.param === undefined ? {} : { param: issue.param }),
+    message: `node ${node}(${op.name}): ${describeIssue(issue)}`,
+    hint: `${op.name}'s parameters are ${paramNames(op.params).join(", ") || "none"} (${op.reference})`,
   });
+};
+
+/**
+ * Decode user parameters with `schema`, filling defaults, and reject keys it does not declare: what the
+ * `saleParams()`-style helpers of `@longctx/ops` do. Throws a `ParamsError` whose `param` and message name the
+ * offending parameter (`sale: parameter "blockQ": Expected a multiple of 16`) and whose hint lists the known
+ * parameters — thrown, not returned, since these helpers build plain values for scripts.
+ */
+export const decodeParamsSync = <P>(name: string, schema: Schema.Codec<P, unknown>, input: unknown): P => {
+  const r = Schema.decodeUnknownExit(schema)(input ?? {}, { onExcessProperty: "error" });
+  if (Exit.isSuccess(r)) return r.value;
+  const issue = schemaIssue(Cause.squash(r.cause));
+  throw new ParamsError({
+    operator: name,
+    ...(issue.param === undefined ? {} : { param: issue.param }),
+    message: `${name}: ${describeIssue(issue)}`,
+    hint: `${name}'s parameters are ${paramNames(schema).join(", ") || "none"}`,
+  });
+};
 
 /**
  * Validate typed parameters with the operator's Schema (encode, then decode), returning the decoded
- * value. Fails with `ParamsError` naming the operator and node.
+ * value. A key the schema does not declare is an error too. Fails with `ParamsError` naming the operator, the
+ * node and the parameter.
  */
 export const checkParams = (
   op: AnyOperator,
@@ -317,18 +355,18 @@ export const checkParams = (
   params: unknown,
 ): Effect.Effect<unknown, ParamsError> =>
   Effect.gen(function* () {
-    const enc = Schema.encodeUnknownExit(op.params)(params);
+    const enc = Schema.encodeUnknownExit(op.params)(params, { onExcessProperty: "error" });
     if (Exit.isFailure(enc)) return yield* paramsError(op, node, firstError(enc));
     return yield* decodeParams(op, node, enc.value);
   });
 
-/** Decode encoded (JSON) parameters with the operator's Schema. Fails with `ParamsError`. */
+/** Decode encoded (JSON) parameters with the operator's Schema, unknown keys rejected. Fails with `ParamsError`. */
 export const decodeParams = (
   op: AnyOperator,
   node: string,
   encoded: unknown,
 ): Effect.Effect<unknown, ParamsError> => {
-  const dec = Schema.decodeUnknownExit(op.params)(encoded);
+  const dec = Schema.decodeUnknownExit(op.params)(encoded, { onExcessProperty: "error" });
   return Exit.isSuccess(dec)
     ? Effect.succeed(dec.value)
     : Effect.fail(paramsError(op, node, firstError(dec)));
@@ -345,7 +383,9 @@ let nextBuilderId = 1;
  * Errors found while adding (bad parameters, foreign ports) are reported by `build`.
  */
 export class GraphBuilder {
+  /** Id stamped on the ports this builder makes (ports cannot cross graphs). */
   readonly id: number = nextBuilderId++;
+  /** Name the built graph gets. */
   readonly name: string;
   readonly #inputs: GraphInput[] = [];
   readonly #nodes: GraphNode[] = [];
@@ -353,6 +393,7 @@ export class GraphBuilder {
   readonly #errors: (GraphError | ParamsError)[] = [];
   readonly #pending: Effect.Effect<void, ParamsError>[] = [];
 
+  /** A builder for a graph named `name` (usually through `graph(name)`). */
   constructor(name: string) {
     this.name = name;
   }

@@ -57,21 +57,27 @@ const GraphDoc = Schema.Struct({
 
 /** A graph document (what `toJSON` returns; `JSON.stringify` it). */
 export interface GraphJSON {
+  /** Always `"longctx.graph"`. */
   readonly format: "longctx.graph";
+  /** Document version (`GRAPH_JSON_VERSION`); `fromJSON` rejects others. */
   readonly version: number;
+  /** Graph name. */
   readonly name: string;
+  /** Graph inputs: name, dtype, dim names and an optional fixed shape. */
   readonly inputs: readonly {
     readonly name: string;
     readonly dtype: DType;
     readonly dims: readonly string[];
     readonly shape?: readonly number[];
   }[];
+  /** Nodes: name, operator name (looked up in the registry), parameters, input port → source. */
   readonly nodes: readonly {
     readonly name: string;
     readonly op: string;
     readonly params: unknown;
     readonly inputs: Readonly<Record<string, PortRef>>;
   }[];
+  /** Named outputs and the tensor each returns. */
   readonly outputs: readonly { readonly name: string; readonly from: PortRef }[];
 }
 

@@ -39,6 +39,7 @@ export interface MemoryPlan {
   readonly naiveBytes: number;
   /** Largest sum of the sizes of tensors alive at one step: no whole-buffer plan can go below it. */
   readonly lowerBoundBytes: number;
+  /** The lifetimes the plan was made from. */
   readonly tensors: readonly Lifetime[];
 }
 

@@ -6,6 +6,7 @@
  * model the planner reads.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import type { Effect, Schema } from "effect";
 import type { Gemm, Kernel } from "./backend.ts";
 import type { ShapeError } from "./errors.ts";
@@ -58,9 +59,11 @@ export interface CpuContext {
 
 /** One launch of a lowering. */
 export interface LoweredLaunch {
+  /** The kernel to launch. */
   readonly kernel: Kernel;
   /** Bindings in order: `in:<port>`, `out:<port>` or `ws:<workspace>`. */
   readonly buffers: readonly string[];
+  /** Workgroup count along x, y, z (for shapes fixed at lowering; see `dynamic`). */
   readonly workgroups: readonly [number, number, number];
   /** Bytes for a uniform binding, uploaded into `ws:<name>` before the launch, if any. */
   readonly uniforms?: Readonly<Record<string, Uint8Array>>;
@@ -80,7 +83,9 @@ export interface LoweredLaunch {
  * (`in:<port>`, `out:<port>`) or workspaces (`ws:<name>`).
  */
 export interface GpuLowering {
+  /** Scratch buffers by name → bytes, allocated by the program and bound as `ws:<name>`. */
   readonly workspaces: Readonly<Record<string, number>>;
+  /** Kernel launches, run in order. */
   readonly launches: readonly LoweredLaunch[];
 }
 
@@ -88,12 +93,15 @@ export interface GpuLowering {
 export interface Operator<P, I extends Ports, O extends Ports> {
   /** Unique name, `<technique>.<kind>` (e.g. `sale.estimate`, `dense.attn`). */
   readonly name: string;
+  /** Operator kind (`estimate`, `sparse-attn`, …): its tensor signature and pipeline stage. */
   readonly kind: OperatorKind;
   /** Paper and section it implements (docs and reports). */
   readonly reference: string;
   /** Parameter schema (decoding validates user input). */
   readonly params: Schema.Codec<P, unknown>;
+  /** Input ports: name → tensor type (dtype and dim names). */
   readonly inputs: I;
+  /** Output ports: name → tensor type (dtype and dim names). */
   readonly outputs: O;
   /** Output descriptions from input descriptions; fails with a `ShapeError` naming the bad port. */
   infer(params: P, inputs: DescsOf<I>): Effect.Effect<DescsOf<O>, ShapeError>;

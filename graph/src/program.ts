@@ -20,6 +20,7 @@
  * copies; elsewhere they are downloaded and the outputs uploaded.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect } from "effect";
 import type { Backend, DeviceBuffer, DispatchTiming, Launch } from "./backend.ts";
 import { BackendError, type LongctxError, ShapeError } from "./errors.ts";
@@ -66,6 +67,7 @@ export interface ProgramRunReport {
   readonly gpuMs?: number;
   /** Kernel launches issued, and `dispatch` calls (command buffers). */
   readonly launches: number;
+  /** `dispatch` calls (command buffers) issued. */
   readonly dispatches: number;
   /** Host-path nodes run. */
   readonly hostNodes: number;
@@ -75,7 +77,9 @@ export interface ProgramRunReport {
 
 /** A graph lowered for given input shapes on one backend (see the module doc). */
 export interface Program<I extends Ports = Ports, O extends Ports = Ports> {
+  /** The graph it was lowered from. */
   readonly graph: Graph<I, O>;
+  /** The backend it runs on (owns its buffers). */
   readonly backend: Backend;
   /** The plan it was lowered from (shapes, paths, lowerings, buffer plan). */
   readonly plan: RunPlan;

@@ -40,7 +40,9 @@ import { type TensorType, tensorType } from "./tensor.ts";
 
 /** An operator kind's ports. */
 export interface Signature {
+  /** Input ports: name → tensor type. */
   readonly inputs: Ports;
+  /** Output ports: name → tensor type. */
   readonly outputs: Ports;
 }
 
@@ -97,16 +99,27 @@ const indices: IndicesType = tensorType("i32", ["heads", "nnz"]);
 
 /** The standard port types (see `portTypes`). */
 export interface PortTypes {
+  /** Queries, f32 [heads, seq, headDim]. */
   readonly q: QType;
+  /** Keys or values, f32 [kvHeads, kvSeq, headDim]. */
   readonly kv: KvType;
+  /** Attention output, f32 [heads, seq, headDim]. */
   readonly o: QType;
+  /** Log-sum-exp of the scaled scores per query row, f32 [heads, seq]. */
   readonly lse: LseType;
+  /** BSR row pointers, i32 [heads, qBlocks + 1]. */
   readonly indptr: IndptrType;
+  /** BSR key-block ids, i32 [heads, nnz] (padded capacity per head). */
   readonly indices: IndicesType;
+  /** Packed 4-bit queries, int4 [heads, seq, headDim]. */
   readonly qInt4: QInt4Type;
+  /** Packed 4-bit keys, int4 [kvHeads, kvSeq, headDim]. */
   readonly kInt4: KInt4Type;
+  /** Per-(head, query block) scales, f32 [heads, qBlocks]. */
   readonly qScales: QScalesType;
+  /** Per-(KV head, key block) scales, f32 [kvHeads, kBlocks]. */
   readonly kScales: KScalesType;
+  /** Block-pair importance scores, f32 [heads, qBlocks, kBlocks]. */
   readonly blockScores: BlockScoresType;
 }
 
@@ -138,6 +151,10 @@ export const portTypes: PortTypes = {
 
 /** Ports of each declared operator kind (see `signatures` for shapes and meaning). */
 export interface Signatures {
+  /**
+   * `quantize` (SALE §3.2): smoothed 4-bit Q/K per block, with the scales, the mean key and the smoothing
+   * correction.
+   */
   readonly quantize: {
     readonly inputs: { readonly q: QType; readonly k: KvType };
     readonly outputs: {
@@ -149,6 +166,7 @@ export interface Signatures {
       readonly qmk: QmkType;
     };
   };
+  /** `estimate` (SALE §3.3): one score per (head, query block, key block) from the quantized Q/K. */
   readonly estimate: {
     readonly inputs: {
       readonly q: QType;
@@ -162,6 +180,7 @@ export interface Signatures {
     };
     readonly outputs: { readonly scores: BlockScoresType };
   };
+  /** `select` (SALE §3.3): block scores → a padded per-head BSR mask and its density. */
   readonly select: {
     readonly inputs: { readonly scores: BlockScoresType };
     readonly outputs: {
@@ -170,6 +189,7 @@ export interface Signatures {
       readonly density: DensityType;
     };
   };
+  /** `sparse-attn`: block-sparse flash attention over a BSR mask; returns `o` and `lse`. */
   readonly sparseAttn: {
     readonly inputs: {
       readonly q: QType;
@@ -180,10 +200,12 @@ export interface Signatures {
     };
     readonly outputs: { readonly o: QType; readonly lse: LseType };
   };
+  /** `dense-attn`: causal flash attention with GQA; returns `o` and `lse`. */
   readonly denseAttn: {
     readonly inputs: { readonly q: QType; readonly k: KvType; readonly v: KvType };
     readonly outputs: { readonly o: QType; readonly lse: LseType };
   };
+  /** `cluster` (Squeezed Attention): k-means centroids of the keys and each key's cluster. */
   readonly cluster: {
     readonly inputs: { readonly k: KvType };
     readonly outputs: {
@@ -192,6 +214,7 @@ export interface Signatures {
       readonly counts: TensorType<"i32", readonly ["kvHeads", "groups"]>;
     };
   };
+  /** `draft` (LongSpec): a constant-size draft KV and the positions it kept. */
   readonly draft: {
     readonly inputs: { readonly k: KvType; readonly v: KvType };
     readonly outputs: {
@@ -200,6 +223,7 @@ export interface Signatures {
       readonly positions: TensorType<"i32", readonly ["kvHeads", "draftSeq"]>;
     };
   };
+  /** `verify` (LongSpec): tree attention of `tree` candidate tokens over the prefix and the tree. */
   readonly verify: {
     readonly inputs: {
       readonly q: TreeQType;
@@ -211,6 +235,7 @@ export interface Signatures {
     };
     readonly outputs: { readonly o: TreeQType; readonly lse: TensorType<"f32", readonly ["heads", "tree"]> };
   };
+  /** `merge` (DistAttention): exact LSE-weighted combination of two partial attentions. */
   readonly merge: {
     readonly inputs: {
       readonly o1: QType;
@@ -220,6 +245,7 @@ export interface Signatures {
     };
     readonly outputs: { readonly o: QType; readonly lse: LseType };
   };
+  /** `encode` (CacheGen): a K or V tensor → a per-KV-head bitstream, its lengths and scales. */
   readonly encode: {
     readonly inputs: { readonly x: KvType };
     readonly outputs: {
@@ -228,6 +254,7 @@ export interface Signatures {
       readonly scales: ChannelScalesType;
     };
   };
+  /** `decode` (CacheGen): the inverse of `encode`. */
   readonly decode: {
     readonly inputs: {
       readonly stream: StreamType;

@@ -12,11 +12,13 @@
  * techniques) and `@longctx/plans` (which plans with them) need it, and `ops` must not import `plans`.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Cause, Data, Effect, Exit, Schema } from "effect";
-import type { GraphError, ParamsError, ShapeError } from "./errors.ts";
+import type { ErrorFields, GraphError, ParamsError, ShapeError, TaggedErrorClass } from "./errors.ts";
 import { type Graph, graph, inferShapes, type Port } from "./graph.ts";
 import type { AnyOperator, OperatorKind } from "./operator.ts";
 import type { TensorDesc } from "./tensor.ts";
+import { describeIssue, paramNames, schemaIssue } from "./issue.ts";
 
 /** Prefill (every prompt row at once) or decode (one new row against the KV cache). */
 export type Phase = "prefill" | "decode";
@@ -160,27 +162,31 @@ export interface Technique<P> {
 // deno-lint-ignore no-explicit-any
 export type AnyTechnique = Technique<any>;
 
-/** A technique name, parameter set or phase was rejected. `known` lists what would have been accepted. */
-export class TechniqueError extends Data.TaggedError("TechniqueError")<{
-  readonly reason:
-    | "unknown-technique"
-    | "unsupported-phase"
-    | "missing-operator"
-    | "bad-params"
-    | "bad-stages";
+/** Why a technique, its parameters or a phase was rejected (the `reason` of a {@link TechniqueError}). */
+export type TechniqueErrorReason =
+  | "unknown-technique"
+  | "unsupported-phase"
+  | "missing-operator"
+  | "bad-params"
+  | "bad-stages";
+
+/** The fields of a {@link TechniqueError}. */
+export interface TechniqueErrorFields extends ErrorFields {
+  /** What was rejected. */
+  readonly reason: TechniqueErrorReason;
   /** The technique at fault (absent for `unknown-technique`). */
   readonly technique?: string;
   /** The parameter at fault (`bad-params`). */
   readonly param?: string;
-  readonly message: string;
-  readonly hint: string;
-}> {}
+}
+/** @internal */
+const TechniqueErrorBase: TaggedErrorClass<"TechniqueError", TechniqueErrorFields> = Data.TaggedError(
+  "TechniqueError",
+)<TechniqueErrorFields>;
+/** A technique name, parameter set or phase was rejected; the hint lists what would have been accepted. */
+export class TechniqueError extends TechniqueErrorBase {}
 
-/** Names of a Struct schema's fields (empty for schemas that are not structs). */
-export const paramNames = (schema: Schema.Top | Schema.Codec<unknown, unknown>): readonly string[] => {
-  const fields = (schema as { fields?: unknown }).fields;
-  return typeof fields === "object" && fields !== null ? Object.keys(fields) : [];
-};
+export { paramNames } from "./issue.ts";
 
 /**
  * Decode `input` with `t.params`, rejecting keys the schema does not declare. Fails with `TechniqueError`
@@ -193,23 +199,14 @@ export const decodeTechniqueParams = <P>(
 ): Effect.Effect<P, TechniqueError> => {
   const r = Schema.decodeUnknownExit(t.params)(input ?? {}, { onExcessProperty: "error" });
   if (Exit.isSuccess(r)) return Effect.succeed(r.value);
-  const e = Cause.squash(r.cause);
-  // A SchemaError's message: the issue on its first line, then `at ["<key>"]` for a field's issue.
-  const text = e instanceof Error ? e.message : String(e);
-  const path = /at \["?([^"\]]+)"?\]/.exec(text)?.[1];
-  const what = text.split("\n")[0].trim();
-  const known = paramNames(t.params);
+  const issue = schemaIssue(Cause.squash(r.cause));
   return Effect.fail(
     new TechniqueError({
       reason: "bad-params",
       technique: t.name,
-      ...(path === undefined ? {} : { param: path }),
-      message: path === undefined
-        ? `${t.name}: invalid parameters: ${what}`
-        : /excess property/.test(what)
-        ? `${t.name}: unknown parameter "${path}"`
-        : `${t.name}: parameter "${path}": ${what}`,
-      hint: `${t.name}'s parameters are ${known.join(", ") || "none"} (${t.reference})`,
+      ...(issue.param === undefined ? {} : { param: issue.param }),
+      message: `${t.name}: ${describeIssue(issue)}`,
+      hint: `${t.name}'s parameters are ${paramNames(t.params).join(", ") || "none"} (${t.reference})`,
     }),
   );
 };

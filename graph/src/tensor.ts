@@ -30,29 +30,42 @@ export type StdDim =
 
 /** A tensor's static type: dtype and the names of its dimensions, outermost first. */
 export interface TensorType<D extends DType = DType, N extends readonly string[] = readonly string[]> {
+  /** Element type of every element. */
   readonly dtype: D;
+  /** Dimension names, outermost first (`["heads", "seq", "headDim"]`). */
   readonly dims: N;
 }
 
 /** A tensor type with concrete sizes: `shape[i]` is the size of `dims[i]` (elements, not bytes). */
 export interface TensorDesc<D extends DType = DType, N extends readonly string[] = readonly string[]>
   extends TensorType<D, N> {
+  /** Size of each dim of `dims`, in elements (same length as `dims`). */
   readonly shape: readonly number[];
 }
 
 /** Host storage for each dtype (`f16` as raw IEEE half bits; packed types as `u32` words). */
 export interface HostArray {
+  /** 32-bit floats, one per element. */
   f32: Float32Array;
+  /** IEEE half-precision bit patterns, one per element (`@longctx/ops` converts: `dense.f32ToHalf`, `dense.halfToF32`). */
   f16: Uint16Array;
+  /** Signed 32-bit integers, one per element (BSR `indptr` / `indices`, token ids). */
   i32: Int32Array;
+  /** Unsigned 32-bit integers, one per element (bitstreams, lengths). */
   u32: Uint32Array;
+  /** Packed signed 8-bit values, four per `u32` word along the last dim. */
   int8: Uint32Array;
+  /**
+   * Packed signed 4-bit values, eight per `u32` word along the last dim (element `j` in bits `4 (j % 8)`).
+   */
   int4: Uint32Array;
 }
 
 /** A tensor in host memory. */
 export interface HostTensor<D extends DType = DType, N extends readonly string[] = readonly string[]> {
+  /** Dtype, dim names and shape. */
   readonly desc: TensorDesc<D, N>;
+  /** Row-major elements (packed words for `int4` / `int8`), `HostArray[dtype]`. */
   readonly data: HostArray[D];
 }
 

@@ -6,14 +6,30 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { allocHost, storageBytes, tensorType } from "@longctx/graph";
-import type { Cost, DescsOf, GpuLowering, HostOf, HostTensor, Operator, ShapeError } from "@longctx/graph";
+import { allocHost, decodeParamsSync, storageBytes, tensorType } from "@longctx/graph";
+import type {
+  Cost,
+  DescsOf,
+  GpuLowering,
+  HostOf,
+  HostTensor,
+  Operator,
+  ShapeError,
+  TensorType,
+} from "@longctx/graph";
 import { asF32, causalBlockCount, checkQKVCross, effectiveScale } from "./common.ts";
 import { cacheAttentionGemm, cacheAttentionReference, splitKvLowering } from "./cache_attn.ts";
 import { chooseTiles, flashKey, flashWgsl } from "./flash_wgsl.ts";
 
+/** The schema of {@link DenseAttnParams}: every field optional on input, with the default filled in on decode. */
+export type DenseAttnParamsSchema = Schema.Struct<{
+  readonly scale: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly blockQ: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly workgroupMemory: Schema.withDecodingDefaultKey<Schema.Int>;
+}>;
+
 /** Parameters of `dense.attn`. */
-export const DenseAttnParams = Schema.Struct({
+export const DenseAttnParams: DenseAttnParamsSchema = Schema.Struct({
   /** Softmax scale; 0 means 1/sqrt(headDim). */
   scale: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(0)),
@@ -30,12 +46,35 @@ export const DenseAttnParams = Schema.Struct({
 /** Decoded `dense.attn` parameters. */
 export type DenseAttnParams = typeof DenseAttnParams.Type;
 
-/** `dense.attn` parameters from a partial object, defaults filled. Throws the schema's error for a bad value. */
+/**
+ * `dense.attn` parameters from a partial object, defaults filled (`denseParams()`: scale 1/√d, 64 query rows
+ * per workgroup, 32 KiB of workgroup memory). Throws a `ParamsError` naming the parameter for an impossible
+ * value or an unknown key.
+ */
 export const denseParams = (p: Partial<DenseAttnParams> = {}): DenseAttnParams =>
-  Schema.decodeUnknownSync(DenseAttnParams)(p);
+  decodeParamsSync("dense.attn", DenseAttnParams, p);
+
+/** Input ports of attention with `q`, `k`, `v` of dtype `D`. */
+export type AttnInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]`. */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Keys, `D [kvHeads, kvSeq, headDim]`. */
+  readonly k: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** Values, `D [kvHeads, kvSeq, headDim]`. */
+  readonly v: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+};
+/** Output ports of attention (always f32). */
+export type AttnOutputs = {
+  /** Attention output, `f32 [heads, seq, headDim]`. */
+  readonly o: TensorType<"f32", readonly ["heads", "seq", "headDim"]>;
+  /** Natural-log log-sum-exp of the scaled scores per query row, `f32 [heads, seq]`. */
+  readonly lse: TensorType<"f32", readonly ["heads", "seq"]>;
+};
 
 /** Port types of attention in dtype `D`. */
-export const attnPorts = <D extends "f32" | "f16">(dtype: D) => ({
+export const attnPorts = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: AttnInputs<D>; readonly outputs: AttnOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
@@ -47,8 +86,8 @@ export const attnPorts = <D extends "f32" | "f16">(dtype: D) => ({
   },
 });
 
-type AttnIn<D extends "f32" | "f16"> = ReturnType<typeof attnPorts<D>>["inputs"];
-type AttnOut = ReturnType<typeof attnPorts<"f32">>["outputs"];
+type AttnIn<D extends "f32" | "f16"> = AttnInputs<D>;
+type AttnOut = AttnOutputs;
 
 /**
  * CPU reference for (masked) causal attention with float64 accumulation and an exact two-pass softmax.
@@ -258,6 +297,6 @@ export const makeDenseAttn = <D extends "f32" | "f16">(
 };
 
 /** `dense.attn` for f32 inputs. */
-export const denseAttn = makeDenseAttn("f32");
+export const denseAttn: Operator<DenseAttnParams, AttnInputs<"f32">, AttnOutputs> = makeDenseAttn("f32");
 /** `dense.attn.f16` for f16 inputs (f32 accumulation, f32 outputs). */
-export const denseAttnF16 = makeDenseAttn("f16");
+export const denseAttnF16: Operator<DenseAttnParams, AttnInputs<"f16">, AttnOutputs> = makeDenseAttn("f16");

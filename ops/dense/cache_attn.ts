@@ -13,8 +13,24 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { allocHost, anyDims, type CpuContext, ShapeError, tensorType } from "@longctx/graph";
-import type { Cost, DescsOf, GpuLowering, HostOf, Kernel, Operator, TensorDesc } from "@longctx/graph";
+import {
+  allocHost,
+  anyDims,
+  type CpuContext,
+  decodeParamsSync,
+  ShapeError,
+  tensorType,
+} from "@longctx/graph";
+import type {
+  Cost,
+  DescsOf,
+  GpuLowering,
+  HostOf,
+  Kernel,
+  Operator,
+  TensorDesc,
+  TensorType,
+} from "@longctx/graph";
 import { effectiveScale } from "./common.ts";
 import { newSoftmaxKernel, type SoftmaxKernel } from "./softmax_wasm.ts";
 
@@ -25,8 +41,16 @@ const softmaxKernel = (): SoftmaxKernel | undefined => {
   return kernelInstance ?? undefined;
 };
 
+/** The schema of {@link CacheAttnParams}: every field optional on input, with the default filled in on decode. */
+export type CacheAttnParamsSchema = Schema.Struct<{
+  readonly scale: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly window: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly layout: Schema.withDecodingDefaultKey<Schema.Literals<readonly ["heads", "rows"]>>;
+  readonly splitKeys: Schema.withDecodingDefaultKey<Schema.Int>;
+}>;
+
 /** Parameters of `dense.cacheAttn`. */
-export const CacheAttnParams = Schema.Struct({
+export const CacheAttnParams: CacheAttnParamsSchema = Schema.Struct({
   /** Softmax scale; 0 means 1/sqrt(headDim). */
   scale: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(0)),
@@ -52,12 +76,30 @@ export type CacheAttnParams = typeof CacheAttnParams.Type;
 
 /**
  * `dense.cacheAttn` parameters from a partial object, defaults filled (`cacheAttnParams()` = scale 1/√d, no
- * window, heads layout, 256-key splits). Throws the schema's error for a bad value (e.g. `splitKeys: 100`).
+ * window, heads layout, 256-key splits). Throws a `ParamsError` naming the parameter for an impossible value
+ * (e.g. `splitKeys: 100`) or an unknown key.
  */
 export const cacheAttnParams = (p: Partial<CacheAttnParams> = {}): CacheAttnParams =>
-  Schema.decodeUnknownSync(CacheAttnParams)(p);
+  decodeParamsSync("dense.cacheAttn", CacheAttnParams, p);
 
-const ports = {
+/** Input ports of `dense.cacheAttn`: new queries and the layer's KV cache. */
+export type CacheAttnInputs = {
+  /** Queries of this call's tokens, `f32 [heads, seq, headDim]` (positions `pos … pos + seq − 1`). */
+  readonly q: TensorType<"f32", readonly ["heads", "seq", "headDim"]>;
+  /** Key cache, `f32 [kvHeads, capacity, headDim]`; rows `0 … pos + seq − 1` are read. */
+  readonly kCache: TensorType<"f32", readonly ["kvHeads", "capacity", "headDim"]>;
+  /** Value cache, `f32 [kvHeads, capacity, headDim]`. */
+  readonly vCache: TensorType<"f32", readonly ["kvHeads", "capacity", "headDim"]>;
+};
+/** Output ports of `dense.cacheAttn`. */
+export type CacheAttnOutputs = {
+  /** Attention output: `f32 [heads, seq, headDim]` (`layout: "heads"`) or `f32 [seq, heads·headDim]` (`"rows"`). */
+  readonly o: TensorType<"f32", readonly string[]>;
+  /** Natural-log log-sum-exp of the scaled scores per query row, `f32 [heads, seq]`. */
+  readonly lse: TensorType<"f32", readonly ["heads", "seq"]>;
+};
+
+const ports: { readonly inputs: CacheAttnInputs; readonly outputs: CacheAttnOutputs } = {
   inputs: {
     q: tensorType("f32", ["heads", "seq", "headDim"] as const),
     kCache: tensorType("f32", ["kvHeads", "capacity", "headDim"] as const),
@@ -65,8 +107,8 @@ const ports = {
   },
   outputs: { o: anyDims("f32"), lse: tensorType("f32", ["heads", "seq"] as const) },
 };
-type In = typeof ports.inputs;
-type Out = typeof ports.outputs;
+type In = CacheAttnInputs;
+type Out = CacheAttnOutputs;
 
 const bad = (message: string, hint: string) => Effect.fail(new ShapeError({ message, hint }));
 
@@ -337,9 +379,13 @@ export const cacheAttentionGemm = (
 
 /** Shape of a split-KV attention call. */
 export interface SplitKvShape {
+  /** Query heads. */
   readonly heads: number;
+  /** Key/value heads (divides `heads`: GQA). */
   readonly kvHeads: number;
+  /** Query rows of this call (new tokens). */
   readonly seq: number;
+  /** Elements per head vector. */
   readonly headDim: number;
   /** Key rows of the cache (its capacity). */
   readonly capacity: number;

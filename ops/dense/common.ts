@@ -35,9 +35,13 @@ export const need = (
 
 /** Attention problem size read from Q `[heads, seq, headDim]` and K/V `[kvHeads, seq, headDim]`. */
 export interface AttnShape {
+  /** Query heads (`q`'s first dim). */
   readonly heads: number;
+  /** Key/value heads (`k`'s first dim); divides `heads` (GQA). */
   readonly kvHeads: number;
+  /** Tokens (query rows, equal to key rows in prefill). */
   readonly seq: number;
+  /** Elements per head vector. */
   readonly headDim: number;
 }
 

@@ -26,10 +26,15 @@
 
 /** What to generate. All shapes are baked into the source (one kernel per shape). */
 export interface FlashConfig {
+  /** Query heads. */
   readonly heads: number;
+  /** Key/value heads (divides `heads`: GQA). */
   readonly kvHeads: number;
+  /** Tokens (query rows = key rows: causal prefill). */
   readonly seq: number;
+  /** Elements per head vector. */
   readonly headDim: number;
+  /** Element type of `q`, `k`, `v` (accumulation is f32 either way). */
   readonly dtype: "f32" | "f16";
   /** Softmax scale (usually 1/sqrt(headDim)). */
   readonly scale: number;

@@ -24,6 +24,7 @@ export type ElementwiseOp = "add" | "mul" | "silu";
 
 /** Sizes of an elementwise launch: `n` elements (all operands `[n]`). */
 export interface ElementwiseSizes {
+  /** Elements of each operand. */
   readonly n: number;
 }
 
@@ -105,6 +106,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 /** Sizes of a vec4 copy: `n4` vec4<f32> elements (16 bytes each). */
 export interface CopySizes {
+  /** vec4<f32> elements to copy (4 floats each). */
   readonly n4: number;
 }
 

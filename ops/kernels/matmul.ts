@@ -38,8 +38,11 @@ import {
 
 /** Matmul sizes (elements). */
 export interface MatmulSizes {
+  /** Rows of A and C. */
   readonly M: number;
+  /** Columns of B and C. */
   readonly N: number;
+  /** Columns of A, rows of B (the inner size). */
   readonly K: number;
 }
 
@@ -327,7 +330,8 @@ export const matmulWgsl = (c: MatmulConfig): string => {
  * (default `dtype`).
  */
 export const matmulCpu =
-  (dtype: KDType, transB: boolean, out: KDType = dtype) => (bufs: readonly ArrayBuffer[]): void => {
+  (dtype: KDType, transB: boolean, out: KDType = dtype): (bufs: readonly ArrayBuffer[]) => void =>
+  (bufs: readonly ArrayBuffer[]): void => {
     const M = uniformWord(bufs[3], 0);
     const N = uniformWord(bufs[3], 1);
     const K = uniformWord(bufs[3], 2);

@@ -43,11 +43,13 @@ export interface SgmatMatmulOptions {
   readonly accum?: KDType;
   /** B stored `[N, K]`; default false. */
   readonly transB?: boolean;
-  /** Subgroups per workgroup along M (WM) and N (WN); defaults 2 and 2. */
+  /** Subgroups per workgroup along M (WM); default 2. */
   readonly warpsM?: number;
+  /** Subgroups per workgroup along N (WN); default 2. */
   readonly warpsN?: number;
-  /** 16×16 fragments per subgroup along M (SM) and N (SN); defaults 4 and 4. */
+  /** 16×16 fragments per subgroup along M (SM); default 4. */
   readonly fragsM?: number;
+  /** 16×16 fragments per subgroup along N (SN); default 4. */
   readonly fragsN?: number;
   /** K step in elements, a multiple of 16; default 32. */
   readonly tileK?: number;

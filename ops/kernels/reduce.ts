@@ -25,7 +25,9 @@ export type ReduceOp = "sum" | "max";
 
 /** Sizes of a row-wise launch: a `[rows, cols]` matrix. */
 export interface RowSizes {
+  /** Rows of the matrix (one reduction each). */
   readonly rows: number;
+  /** Columns of the matrix (elements reduced per row). */
   readonly cols: number;
 }
 

@@ -15,6 +15,7 @@ export type KDType = "f32" | "f16";
 
 /** A kernel plus how to launch it for sizes `S`. */
 export interface KernelPlan<S> {
+  /** The generated kernel (WGSL, bindings, and its cpu body when it has one). */
   readonly kernel: Kernel;
   /** Uniform buffer contents for `sizes` (u32 words, padded to 16 bytes). */
   uniform(sizes: S): Uint8Array;

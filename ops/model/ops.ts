@@ -23,6 +23,7 @@ import {
   type Ports,
   ShapeError,
   type TensorDesc,
+  type TensorType,
 } from "@longctx/graph";
 import { grid1d, matmul, matmulWorkgroupBytes, u32Uniform } from "../kernels/mod.ts";
 import {
@@ -39,8 +40,8 @@ import {
   swigluKernel,
 } from "./kernels.ts";
 
-const F32 = anyDims("f32");
-const U32 = anyDims("u32");
+const F32: TensorType<"f32", readonly string[]> = anyDims("f32");
+const U32: TensorType<"u32", readonly string[]> = anyDims("u32");
 const bad = (message: string, hint: string) => Effect.fail(new ShapeError({ message, hint }));
 const desc = (shape: number[], dims: string[] = shape.map((_, i) => `d${i}`)): TensorDesc<"f32"> => ({
   dtype: "f32",
@@ -50,7 +51,8 @@ const desc = (shape: number[], dims: string[] = shape.map((_, i) => `d${i}`)): T
 const f32Out = (shape: number[]): HostTensor<"f32"> => allocHost(desc(shape));
 const none: Cost = { flops: 0, bytesRead: 0, bytesWritten: 0, workspaceBytes: 0 };
 const bytes = (d: TensorDesc) => d.shape.reduce((a, b) => a * b, 1) * 4;
-const NoParams = Schema.Struct({});
+// deno-lint-ignore ban-types -- `Schema.Struct({})` is Effect's empty struct; its type parameter is `{}`
+const NoParams: Schema.Struct<{}> = Schema.Struct({});
 
 /** `pos` of a run (throws `RangeError` when absent). */
 const posOf = (ctx: CpuContext | undefined): number => {
@@ -111,7 +113,11 @@ export const embed: Operator<typeof NoParams.Type, typeof embedPorts.inputs, typ
 // ---- model.rmsNorm / model.addRmsNorm
 
 /** Parameters of the norm operators: epsilon, and whether only the last row is normalised (the head). */
-export const NormParams = Schema.Struct({
+export const NormParams: Schema.Struct<{
+  readonly eps: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly lastRow: Schema.withDecodingDefaultKey<Schema.Boolean>;
+}> = Schema.Struct({
+  /** RMSNorm epsilon added to the mean square (> 0; default 1e-5). */
   eps: Schema.Finite.check(Schema.isGreaterThan(0)).pipe(Schema.withDecodingDefaultKey(Effect.succeed(1e-5))),
   /** Normalise only the last row (output `[1, hidden]`): the logits of the last token. */
   lastRow: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
@@ -217,7 +223,10 @@ export const addRmsNorm: Operator<NormParams, typeof addNormPorts.inputs, typeof
 /** Calls with at most this many rows use the GEMV kernel. */
 const GEMV_MAX_ROWS = 8;
 /** Parameters of `model.linear`: the device's workgroup memory (bytes) and invocation limit pick the tile. */
-export const LinearParams = Schema.Struct({
+export const LinearParams: Schema.Struct<{
+  readonly workgroupMemory: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly invocations: Schema.withDecodingDefaultKey<Schema.Int>;
+}> = Schema.Struct({
   workgroupMemory: Schema.Int.check(Schema.isGreaterThanOrEqualTo(4096)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(16384)),
   ),
@@ -310,7 +319,11 @@ export const linear: Operator<LinearParams, typeof linearPorts.inputs, typeof li
 // ---- model.rope (RoPE + KV append)
 
 /** Parameters of `model.rope`: the model's head layout. */
-export const RopeParams = Schema.Struct({
+export const RopeParams: Schema.Struct<{
+  readonly heads: Schema.Int;
+  readonly kvHeads: Schema.Int;
+  readonly headDim: Schema.Int;
+}> = Schema.Struct({
   heads: Schema.Int.check(Schema.isGreaterThan(0)),
   kvHeads: Schema.Int.check(Schema.isGreaterThan(0)),
   headDim: Schema.Int.check(Schema.isGreaterThan(0), Schema.isMultipleOf(2)),
@@ -428,7 +441,9 @@ export const rope: Operator<RopeParams, typeof ropePorts.inputs, typeof ropePort
 
 const kvReadPorts = { inputs: { kCache: F32, vCache: F32 }, outputs: { k: F32, v: F32 } };
 /** Parameters of `model.kvRead`: how many rows to read. */
-export const KvReadParams = Schema.Struct({ rows: Schema.Int.check(Schema.isGreaterThan(0)) });
+export const KvReadParams: Schema.Struct<{ readonly rows: Schema.Int }> = Schema.Struct({
+  rows: Schema.Int.check(Schema.isGreaterThan(0)),
+});
 /**
  * `model.kvRead`: the cache's first `rows` rows `kCache`, `vCache [kvHeads, capacity, headDim]` → contiguous
  * `k`, `v [kvHeads, rows, headDim]` — what an attention sub-graph (dense, SALE) of a prefill from position 0
@@ -613,7 +628,9 @@ export const argmax: Operator<typeof NoParams.Type, typeof argmaxPorts.inputs, t
 
 const slicePorts = { inputs: { a: F32 }, outputs: { o: F32 } };
 /** Parameters of `model.sliceRows`: rows per call. */
-export const SliceRowsParams = Schema.Struct({ rows: Schema.Int.check(Schema.isGreaterThan(0)) });
+export const SliceRowsParams: Schema.Struct<{ readonly rows: Schema.Int }> = Schema.Struct({
+  rows: Schema.Int.check(Schema.isGreaterThan(0)),
+});
 /**
  * `model.sliceRows`: rows `start … start + rows − 1` (runtime scalar `start`) of `a f32 [n, width]` →
  * `o [rows, width]`, e.g. the final hidden states a chunk at a time into the output head (all-position logits).

@@ -12,7 +12,7 @@
  */
 import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
-import type { DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
+import type { DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Operator, TensorType } from "@longctx/graph";
 import { asF32, causalKBlocks, checkQKV, need } from "../dense/common.ts";
 import { effectiveScale } from "../dense/common.ts";
 import { blockProblem, isForced, saleGeometry, SaleParams } from "./params.ts";
@@ -21,7 +21,34 @@ import { code4 } from "./quantize.ts";
 /** Score written for sink and local-window blocks (always kept). */
 export const FORCED = 3e38;
 
-const ports = <D extends "f32" | "f16">(dtype: D) => ({
+/** Input ports of `sale.estimate` with `q` and `k` of dtype `D` (the outputs of `sale.quantize` beside them). */
+export type SaleEstimateInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]`. */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Keys, `D [kvHeads, kvSeq, headDim]`. */
+  readonly k: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** Smoothed 4-bit queries, `int4 [heads, seq, headDim]`. */
+  readonly qq: TensorType<"int4", readonly ["heads", "seq", "headDim"]>;
+  /** Query-block scales, `f32 [heads, qBlocks]`. */
+  readonly qScales: TensorType<"f32", readonly ["heads", "qBlocks"]>;
+  /** Smoothed 4-bit keys, `int4 [kvHeads, kvSeq, headDim]`. */
+  readonly kq: TensorType<"int4", readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** Key-block scales, `f32 [kvHeads, kBlocks]`. */
+  readonly kScales: TensorType<"f32", readonly ["kvHeads", "kBlocks"]>;
+  /** Mean key per KV head, `f32 [kvHeads, headDim]`. */
+  readonly kMean: TensorType<"f32", readonly ["kvHeads", "headDim"]>;
+  /** Smoothing correction `mean(Q_h) · (k_j − mean(K))`, `f32 [heads, kvSeq]`. */
+  readonly qmk: TensorType<"f32", readonly ["heads", "kvSeq"]>;
+};
+/** Output ports of `sale.estimate`. */
+export type SaleEstimateOutputs = {
+  /** Relative Attention Score per block pair, `f32 [heads, qBlocks, kBlocks]` (forced blocks: `FORCED`). */
+  readonly scores: TensorType<"f32", readonly ["heads", "qBlocks", "kBlocks"]>;
+};
+
+const ports = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: SaleEstimateInputs<D>; readonly outputs: SaleEstimateOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
@@ -36,8 +63,8 @@ const ports = <D extends "f32" | "f16">(dtype: D) => ({
     scores: tensorType("f32", ["heads", "qBlocks", "kBlocks"] as const),
   },
 });
-type In<D extends "f32" | "f16"> = ReturnType<typeof ports<D>>["inputs"];
-type Out = ReturnType<typeof ports<"f32">>["outputs"];
+type In<D extends "f32" | "f16"> = SaleEstimateInputs<D>;
+type Out = SaleEstimateOutputs;
 
 /**
  * CPU reference of the Relative Attention Score. Inputs as float32 values / packed codes (see `sale.quantize`).
@@ -539,6 +566,8 @@ export const makeSaleEstimate = <D extends "f32" | "f16">(dtype: D): Operator<Sa
 };
 
 /** `sale.estimate` for f32 inputs. */
-export const saleEstimate = makeSaleEstimate("f32");
+export const saleEstimate: Operator<SaleParams, SaleEstimateInputs<"f32">, SaleEstimateOutputs> =
+  makeSaleEstimate("f32");
 /** `sale.estimate.f16` for f16 inputs. */
-export const saleEstimateF16 = makeSaleEstimate("f16");
+export const saleEstimateF16: Operator<SaleParams, SaleEstimateInputs<"f16">, SaleEstimateOutputs> =
+  makeSaleEstimate("f16");

@@ -7,44 +7,70 @@
  * @module
  */
 import { Effect, Schema } from "effect";
+import { decodeParamsSync } from "@longctx/graph";
 import { causalKBlocks } from "../dense/common.ts";
 
-const int = (min: number, max: number, def: number) =>
-  Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
+/** An integer parameter in `[min, max]`, a multiple of `step`, that defaults to `def`. */
+const int = (min: number, max: number, def: number, step = 1): Schema.withDecodingDefaultKey<Schema.Int> =>
+  Schema.Int.check(
+    Schema.isGreaterThanOrEqualTo(min),
+    Schema.isLessThanOrEqualTo(max),
+    Schema.isMultipleOf(step, { expected: `a multiple of ${step}` }),
+  ).pipe(Schema.withDecodingDefaultKey(Effect.succeed(def)));
+
+/** A finite number parameter `≥ 0` that defaults to `def`. */
+const nonNegative = (def: number): Schema.withDecodingDefaultKey<Schema.Finite> =>
+  Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(def)),
   );
 
-/** Parameters of the SALE operators (each operator reads the ones it needs). */
-export const SaleParams = Schema.Struct({
-  /** Query rows per block (multiple of 16). */
-  blockQ: int(16, 128, 64),
-  /** Keys per block (multiple of 8, dividing 64 or a multiple of 64). */
-  blockK: int(8, 128, 32),
+/** The schema of {@link SaleParams}: every field optional on input, with the default filled in on decode. */
+export type SaleParamsSchema = Schema.Struct<{
+  readonly blockQ: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly blockK: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly localWindow: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly sinkBlocks: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly threshold: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly scale: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly workgroupMemory: Schema.withDecodingDefaultKey<Schema.Int>;
+}>;
+
+/**
+ * Parameters of the SALE operators (each operator reads the ones it needs). Decoding rejects an impossible
+ * value with an issue at that parameter's name (a `blockQ` of 17 is not a multiple of 16).
+ */
+export const SaleParams: SaleParamsSchema = Schema.Struct({
+  /** Query rows per block: 16 to 128, a multiple of 16 (default 64). */
+  blockQ: int(16, 128, 64, 16),
+  /** Keys per block: 8 to 128, a multiple of 8 (default 32). */
+  blockK: int(8, 128, 32, 8),
   /** Local window in tokens, counted back from the query block's last causal key block (diagonal included). */
   localWindow: int(0, 1 << 20, 128),
   /** Sink: the first `sinkBlocks` key blocks are always kept. */
   sinkBlocks: int(0, 1 << 16, 1),
   /** Relative Attention Score threshold τ: a block is kept when its score ≥ τ (0 keeps every block). */
-  threshold: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(0.004)),
-  ),
+  threshold: nonNegative(0.004),
   /** Softmax scale; 0 means 1/sqrt(headDim). */
-  scale: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(0)),
-  ),
-  /** The device's `maxComputeWorkgroupStorageSize` (bytes) kernels may use. */
+  scale: nonNegative(0),
+  /** The device's `maxComputeWorkgroupStorageSize` (bytes) kernels may use: 8192 to 1 MiB (default 32768). */
   workgroupMemory: int(8192, 1 << 20, 32768),
 });
 /** Decoded SALE parameters. */
 export type SaleParams = typeof SaleParams.Type;
 
-/** Decode SALE parameters from user input (throws a SchemaError on bad input; the graph decodes with Effect). */
+/**
+ * SALE parameters from a partial object, defaults filled (`saleParams()`: blocks 64×32, window 128, one sink
+ * block, τ = 0.004). Throws a `ParamsError` naming the parameter for an impossible value or an unknown key
+ * (`sale: parameter "blockQ": Expected a multiple of 16`); graphs decode their parameters with Effect instead.
+ */
 export const saleParams = (p: Partial<SaleParams> = {}): SaleParams =>
-  Schema.decodeUnknownSync(SaleParams)(p);
+  decodeParamsSync("sale", SaleParams, p);
 
 /** Block geometry for a `seq`-token prefill. */
 export interface SaleGeometry {
+  /** Query blocks: `ceil(seq / blockQ)`. */
   readonly qBlocks: number;
+  /** Key blocks: `ceil(seq / blockK)`. */
   readonly kBlocks: number;
   /** Key blocks of the local window (at least the diagonal blocks of a query block). */
   readonly localBlocks: number;

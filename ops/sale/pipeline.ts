@@ -22,7 +22,9 @@ export interface SaleCpuResult {
   readonly lse: Float32Array;
   /** Relative Attention Scores `[heads, qBlocks, kBlocks]`. */
   readonly score: Float32Array;
+  /** BSR row pointers `[heads, qBlocks + 1]` of the selected mask. */
   readonly indptr: Int32Array;
+  /** Selected key-block ids `[heads, nnzCap]`. */
   readonly indices: Int32Array;
   /** Per head: nnz / causal blocks. */
   readonly density: Float32Array;

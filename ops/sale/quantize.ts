@@ -15,7 +15,32 @@ import type { DescsOf, GpuLowering, HostOf, HostTensor, Kernel, Operator, Tensor
 import { asF32, checkQKV, need, roundEven } from "../dense/common.ts";
 import { blockProblem, SaleParams } from "./params.ts";
 
-const ports = <D extends "f32" | "f16">(dtype: D) => ({
+/** Input ports of `sale.quantize`: `q` and `k` of dtype `D`. */
+export type SaleQuantizeInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]`. */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Keys, `D [kvHeads, kvSeq, headDim]`. */
+  readonly k: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+};
+/** Output ports of `sale.quantize` (4-bit codes in [-7, 7], eight per `u32` word along `headDim`). */
+export type SaleQuantizeOutputs = {
+  /** Smoothed 4-bit queries `(q − mean) / qScales`, `int4 [heads, seq, headDim]`. */
+  readonly qq: TensorType<"int4", readonly ["heads", "seq", "headDim"]>;
+  /** One scale per (head, query block), `f32 [heads, qBlocks]`. */
+  readonly qScales: TensorType<"f32", readonly ["heads", "qBlocks"]>;
+  /** Smoothed 4-bit keys, `int4 [kvHeads, kvSeq, headDim]`. */
+  readonly kq: TensorType<"int4", readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** One scale per (KV head, key block), `f32 [kvHeads, kBlocks]`. */
+  readonly kScales: TensorType<"f32", readonly ["kvHeads", "kBlocks"]>;
+  /** Mean key per KV head, `f32 [kvHeads, headDim]`. */
+  readonly kMean: TensorType<"f32", readonly ["kvHeads", "headDim"]>;
+  /** Exact correction `mean(Q_h) · (k_j − mean(K))` that undoes the query smoothing, `f32 [heads, kvSeq]`. */
+  readonly qmk: TensorType<"f32", readonly ["heads", "kvSeq"]>;
+};
+
+const ports = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: SaleQuantizeInputs<D>; readonly outputs: SaleQuantizeOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
@@ -29,8 +54,8 @@ const ports = <D extends "f32" | "f16">(dtype: D) => ({
     qmk: tensorType("f32", ["heads", "kvSeq"] as const),
   },
 });
-type In<D extends "f32" | "f16"> = ReturnType<typeof ports<D>>["inputs"];
-type Out = ReturnType<typeof ports<"f32">>["outputs"];
+type In<D extends "f32" | "f16"> = SaleQuantizeInputs<D>;
+type Out = SaleQuantizeOutputs;
 
 /** Column means over the sequence: `x [H, seq, d]` → `[H, d]` (float64 accumulation). */
 export const seqMeans = (x: Float32Array, H: number, seq: number, d: number): Float32Array => {
@@ -307,6 +332,8 @@ export const makeSaleQuantize = <D extends "f32" | "f16">(
 };
 
 /** `sale.quantize` for f32 inputs. */
-export const saleQuantize = makeSaleQuantize("f32");
+export const saleQuantize: Operator<SaleParams, SaleQuantizeInputs<"f32">, SaleQuantizeOutputs> =
+  makeSaleQuantize("f32");
 /** `sale.quantize.f16` for f16 inputs. */
-export const saleQuantizeF16 = makeSaleQuantize("f16");
+export const saleQuantizeF16: Operator<SaleParams, SaleQuantizeInputs<"f16">, SaleQuantizeOutputs> =
+  makeSaleQuantize("f16");

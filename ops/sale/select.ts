@@ -12,11 +12,26 @@
  */
 import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
-import type { DescsOf, GpuLowering, HostOf, Kernel, Operator } from "@longctx/graph";
+import type { DescsOf, GpuLowering, HostOf, Kernel, Operator, TensorType } from "@longctx/graph";
 import { causalKBlocks, need } from "../dense/common.ts";
 import { isForced, saleGeometry, SaleParams } from "./params.ts";
 
-const pt = {
+/** Input ports of `sale.select`. */
+export type SaleSelectInputs = {
+  /** Relative Attention Score per block pair, `f32 [heads, qBlocks, kBlocks]` (`sale.estimate`'s output). */
+  readonly scores: TensorType<"f32", readonly ["heads", "qBlocks", "kBlocks"]>;
+};
+/** Output ports of `sale.select`: the padded per-head BSR mask and its density. */
+export type SaleSelectOutputs = {
+  /** BSR row pointers, `i32 [heads, qBlocks + 1]`. */
+  readonly indptr: TensorType<"i32", readonly ["heads", "indptr"]>;
+  /** Kept key-block ids, ascending per query block, `i32 [heads, nnz]` (unused slots -1). */
+  readonly indices: TensorType<"i32", readonly ["heads", "nnz"]>;
+  /** Kept blocks / causal blocks, `f32 [heads]`. */
+  readonly density: TensorType<"f32", readonly ["heads"]>;
+};
+
+const pt: { readonly inputs: SaleSelectInputs; readonly outputs: SaleSelectOutputs } = {
   inputs: { scores: tensorType("f32", ["heads", "qBlocks", "kBlocks"] as const) },
   outputs: {
     indptr: tensorType("i32", ["heads", "indptr"] as const),
@@ -24,16 +39,22 @@ const pt = {
     density: tensorType("f32", ["heads"] as const),
   },
 };
-type In = typeof pt.inputs;
-type Out = typeof pt.outputs;
+type In = SaleSelectInputs;
+type Out = SaleSelectOutputs;
 
 /** A block mask in BSR form (host). */
 export interface Bsr {
+  /** Query heads (one mask each). */
   readonly heads: number;
+  /** Query blocks per head. */
   readonly qBlocks: number;
+  /** Capacity of `indices` per head (causal block pairs). */
   readonly nnzCap: number;
+  /** Row pointers, `[heads, qBlocks + 1]`, offsets from 0 per head. */
   readonly indptr: Int32Array;
+  /** Kept key-block ids, `[heads, nnzCap]`, ascending per query block (unused slots -1). */
   readonly indices: Int32Array;
+  /** Kept blocks / causal blocks, per head `[heads]`. */
   readonly density: Float32Array;
 }
 

@@ -8,14 +8,37 @@
  */
 import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
-import type { DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Operator } from "@longctx/graph";
+import type { DescsOf, Gemm, GpuLowering, HostOf, HostTensor, Operator, TensorType } from "@longctx/graph";
 import { asF32, checkQKV, need } from "../dense/common.ts";
 import { attentionReference, flashCost } from "../dense/attn.ts";
 import { effectiveScale } from "../dense/common.ts";
 import { chooseTiles, flashKey, flashWgsl } from "../dense/flash_wgsl.ts";
 import { blockProblem, saleGeometry, SaleParams } from "./params.ts";
 
-const ports = <D extends "f32" | "f16">(dtype: D) => ({
+/** Input ports of `sale.sparseAttn`: `q`, `k`, `v` of dtype `D` and a padded per-head BSR block mask. */
+export type SaleSparseAttnInputs<D extends "f32" | "f16"> = {
+  /** Queries, `D [heads, seq, headDim]`. */
+  readonly q: TensorType<D, readonly ["heads", "seq", "headDim"]>;
+  /** Keys, `D [kvHeads, kvSeq, headDim]`. */
+  readonly k: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** Values, `D [kvHeads, kvSeq, headDim]`. */
+  readonly v: TensorType<D, readonly ["kvHeads", "kvSeq", "headDim"]>;
+  /** BSR row pointers, `i32 [heads, qBlocks + 1]`. */
+  readonly indptr: TensorType<"i32", readonly ["heads", "indptr"]>;
+  /** Kept key-block ids, ascending per query block, `i32 [heads, nnz]`. */
+  readonly indices: TensorType<"i32", readonly ["heads", "nnz"]>;
+};
+/** Output ports of `sale.sparseAttn` (always f32). */
+export type SaleSparseAttnOutputs = {
+  /** Attention output, `f32 [heads, seq, headDim]`. */
+  readonly o: TensorType<"f32", readonly ["heads", "seq", "headDim"]>;
+  /** Log-sum-exp of the scaled scores of the kept keys, `f32 [heads, seq]`. */
+  readonly lse: TensorType<"f32", readonly ["heads", "seq"]>;
+};
+
+const ports = <D extends "f32" | "f16">(
+  dtype: D,
+): { readonly inputs: SaleSparseAttnInputs<D>; readonly outputs: SaleSparseAttnOutputs } => ({
   inputs: {
     q: tensorType(dtype, ["heads", "seq", "headDim"] as const),
     k: tensorType(dtype, ["kvHeads", "kvSeq", "headDim"] as const),
@@ -28,8 +51,8 @@ const ports = <D extends "f32" | "f16">(dtype: D) => ({
     lse: tensorType("f32", ["heads", "seq"] as const),
   },
 });
-type In<D extends "f32" | "f16"> = ReturnType<typeof ports<D>>["inputs"];
-type Out = ReturnType<typeof ports<"f32">>["outputs"];
+type In<D extends "f32" | "f16"> = SaleSparseAttnInputs<D>;
+type Out = SaleSparseAttnOutputs;
 
 /**
  * Host predicate "query row i of head h sees key j" for a BSR mask (plus causality).
@@ -253,6 +276,8 @@ export const makeSaleSparseAttn = <D extends "f32" | "f16">(dtype: D): Operator<
 };
 
 /** `sale.sparseAttn` for f32 inputs. */
-export const saleSparseAttn = makeSaleSparseAttn("f32");
+export const saleSparseAttn: Operator<SaleParams, SaleSparseAttnInputs<"f32">, SaleSparseAttnOutputs> =
+  makeSaleSparseAttn("f32");
 /** `sale.sparseAttn.f16` for f16 inputs (f32 accumulation). */
-export const saleSparseAttnF16 = makeSaleSparseAttn("f16");
+export const saleSparseAttnF16: Operator<SaleParams, SaleSparseAttnInputs<"f16">, SaleSparseAttnOutputs> =
+  makeSaleSparseAttn("f16");

@@ -7,6 +7,7 @@
  * name, else by the graph input of that name (`quantize.qq → estimate.qq`, `select.indptr → sparse.indptr`).
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect, Schema } from "effect";
 import {
   type AnyOperator,
@@ -27,7 +28,9 @@ export type CompileError = PlanError | GraphError | ParamsError | ShapeError;
 export interface CompiledGroup {
   /** First (inclusive) and last (exclusive) layer. */
   readonly layers: readonly [number, number];
+  /** Technique name the group runs. */
   readonly pipeline: string;
+  /** The attention graph of one layer of the group (`o`, `lse` outputs). */
   readonly graph: Graph;
 }
 

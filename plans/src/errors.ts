@@ -2,7 +2,9 @@
  * Typed errors of the planner. Every error carries a `hint` saying what to do about it.
  * @module
  */
+/** @internal Effect's `Data` is documented by the `effect` package. */
 import { Data } from "effect";
+import type { ErrorFields, TaggedErrorClass } from "@longctx/graph";
 
 /** Why a planning request (or a plan / profile document) was rejected. */
 export type PlanErrorReason =
@@ -17,9 +19,14 @@ export type PlanErrorReason =
   | "unknown-technique"
   | "not-profiled";
 
-/** A planning request, a plan file or a device profile is invalid or cannot be satisfied. */
-export class PlanError extends Data.TaggedError("PlanError")<{
+/** The fields of a {@link PlanError}. */
+export interface PlanErrorFields extends ErrorFields {
+  /** What was rejected. */
   readonly reason: PlanErrorReason;
-  readonly message: string;
-  readonly hint: string;
-}> {}
+}
+/** @internal */
+const PlanErrorBase: TaggedErrorClass<"PlanError", PlanErrorFields> = Data.TaggedError("PlanError")<
+  PlanErrorFields
+>;
+/** A planning request, a plan file or a device profile is invalid or cannot be satisfied. */
+export class PlanError extends PlanErrorBase {}

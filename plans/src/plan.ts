@@ -14,6 +14,7 @@
  * planner lists none by name. The baseline is the first exact (non-sparse) one.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect, Schema } from "effect";
 import {
   type AnyOperator,
@@ -42,7 +43,22 @@ const NonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0));
 const ParamValue = Schema.Union([Schema.Finite, Schema.Boolean, Schema.String]);
 
 /** One operator of a pipeline with its decoded parameters and predicted cost. */
-export const PlanStage = Schema.Struct({
+export interface PlanStage {
+  /** Operator name (`sale.estimate`). */
+  readonly operator: string;
+  /** Operator kind (`estimate`). */
+  readonly kind: string;
+  /** Decoded parameters, as JSON values. */
+  readonly params: { readonly [param: string]: number | boolean | string };
+  /** Predicted latency per layer, ms. */
+  readonly ms: number;
+  /** FLOPs per layer from the operator's cost model (density-scaled for sparse stages). */
+  readonly flops: number;
+  /** Bytes read and written per layer from the cost model (density-scaled for sparse stages). */
+  readonly bytes: number;
+}
+/** The schema of {@link PlanStage} : decoding checks every field's type and range. */
+export const PlanStage: Schema.Codec<PlanStage> = Schema.Struct({
   operator: Schema.NonEmptyString,
   kind: Schema.NonEmptyString,
   params: Schema.Record(Schema.String, ParamValue),
@@ -51,11 +67,24 @@ export const PlanStage = Schema.Struct({
   flops: NonNegative,
   bytes: NonNegative,
 });
-/** One operator of a pipeline. */
-export type PlanStage = typeof PlanStage.Type;
 
 /** Consecutive layers that run the same pipeline. */
-export const LayerGroup = Schema.Struct({
+export interface LayerGroup {
+  /** First layer (inclusive) and last layer (exclusive). */
+  readonly layers: readonly [number, number];
+  /** Technique name (`dense`, `sale`). */
+  readonly pipeline: string;
+  /** Its operators, in order. */
+  readonly stages: readonly PlanStage[];
+  /** Measured density the sparse stages were costed at (sparse pipelines only). */
+  readonly density?: number;
+  /** Predicted latency of one layer of this group, ms. */
+  readonly msPerLayer: number;
+  /** Why this pipeline was chosen. */
+  readonly reason: string;
+}
+/** The schema of {@link LayerGroup} : decoding checks every field's type and range. */
+export const LayerGroup: Schema.Codec<LayerGroup> = Schema.Struct({
   /** First layer (inclusive) and last layer (exclusive). */
   layers: Schema.Tuple([Schema.Int, Schema.Int]),
   pipeline: Schema.NonEmptyString,
@@ -67,11 +96,20 @@ export const LayerGroup = Schema.Struct({
   /** Why this pipeline was chosen. */
   reason: Schema.String,
 });
-/** Consecutive layers that run the same pipeline. */
-export type LayerGroup = typeof LayerGroup.Type;
 
 /** A pipeline that was considered and not chosen (or only partly chosen). */
-export const Alternative = Schema.Struct({
+export interface Alternative {
+  /** Technique name. */
+  readonly pipeline: string;
+  /** Predicted attention latency over all layers if it ran everywhere, ms (absent: not predictable). */
+  readonly totalMs?: number;
+  /** Density below which it beats dense at this context length (sparse techniques). */
+  readonly breakEvenDensity?: number;
+  /** Why it was not chosen, or what it would take. */
+  readonly note: string;
+}
+/** The schema of {@link Alternative} : decoding checks every field's type and range. */
+export const Alternative: Schema.Codec<Alternative> = Schema.Struct({
   pipeline: Schema.NonEmptyString,
   /** Predicted attention latency over all layers if it ran everywhere, ms (absent: not predictable). */
   totalMs: Schema.optionalKey(NonNegative),
@@ -79,11 +117,81 @@ export const Alternative = Schema.Struct({
   breakEvenDensity: Schema.optionalKey(NonNegative),
   note: Schema.String,
 });
-/** A pipeline that was considered. */
-export type Alternative = typeof Alternative.Type;
 
-/** The plan document (JSON). */
-export const Plan = Schema.Struct({
+/** The plan document (JSON): what runs in each layer, what it is predicted to cost, and why. */
+export interface Plan {
+  /** Format version: {@link PLAN_VERSION}. */
+  readonly version: typeof PLAN_VERSION;
+  /** The model's attention geometry. */
+  readonly model: {
+    /** Registry id. */
+    readonly id: string;
+    /** Transformer layers. */
+    readonly layers: number;
+    /** Query heads. */
+    readonly heads: number;
+    /** Key/value heads (GQA). */
+    readonly kvHeads: number;
+    /** Elements per head vector. */
+    readonly headDim: number;
+  };
+  /** Tokens in the context. */
+  readonly contextLength: number;
+  /** Prefill of the whole context, or one decode step at that context. */
+  readonly phase: "prefill" | "decode";
+  /** Element type of Q/K/V the chosen kernels read. */
+  readonly dtype: "f32" | "f16";
+  /** The device profile the predictions come from. */
+  readonly device: {
+    /** Profile name (`h200`). */
+    readonly profile: string;
+    /** Adapter it was measured on. */
+    readonly adapter: string;
+    /** Backend it was measured through. */
+    readonly backend: string;
+    /** Date of the measurement. */
+    readonly date: string;
+    /** Commit the kernels were measured at. */
+    readonly commit: string;
+  };
+  /** The request's budget. */
+  readonly budget: {
+    /** Upper bound on the predicted attention latency over all layers, ms. */
+    readonly latencyMs?: number;
+    /** Upper bound on weights + KV cache + working set, bytes. */
+    readonly memoryBytes?: number;
+    /** Only exact pipelines. */
+    readonly exact?: boolean;
+  };
+  /** Layer groups covering every layer, in order. */
+  readonly groups: readonly LayerGroup[];
+  /** What the plan is predicted to cost. */
+  readonly predicted: {
+    /** Attention latency over all layers for one prefill (or one decode step), ms. */
+    readonly attentionMs: number;
+    /** Same with dense everywhere, ms. */
+    readonly denseAttentionMs: number;
+    /** Memory estimate, bytes. */
+    readonly memory: {
+      /** Parameter count × bytes per parameter. */
+      readonly weightsBytes: number;
+      /** K and V of every layer for the context, f32 as the kernels store them. */
+      readonly kvCacheBytes: number;
+      /** Largest per-layer working set: Q/K/V, every stage's outputs and workspaces. */
+      readonly workingBytes: number;
+      /** Sum of the three. */
+      readonly totalBytes: number;
+    };
+    /** Largest relative residual of the profile fits this plan relies on. */
+    readonly fitError: number;
+  };
+  /** Pipelines considered and not chosen. */
+  readonly alternatives: readonly Alternative[];
+  /** Anything the reader should know (extrapolated fits, missing densities, …). */
+  readonly warnings: readonly string[];
+}
+/** The schema of {@link Plan} : decoding checks every field's type and range. */
+export const Plan: Schema.Codec<Plan> = Schema.Struct({
   version: Schema.Literal(PLAN_VERSION),
   model: Schema.Struct({
     id: Schema.NonEmptyString,
@@ -129,8 +237,6 @@ export const Plan = Schema.Struct({
   alternatives: Schema.Array(Alternative),
   warnings: Schema.Array(Schema.String),
 });
-/** The plan document. */
-export type Plan = typeof Plan.Type;
 
 /** What to plan. */
 export interface PlanRequest {
@@ -138,9 +244,14 @@ export interface PlanRequest {
   readonly model: string;
   /** Tokens in the context. */
   readonly contextLength: number;
+  /** Prefill of the whole context, or one decode step at that context length. */
   readonly phase: Phase;
-  /** Element type of Q/K/V the kernels read (default f32). */
+  /**
+   * Element type of Q/K/V the kernels read. Default: the one the device profile measured the exact technique's
+   * operators at for this phase — f32 when it has both (or neither), f16 when it has only f16 (the H200 profile).
+   */
   readonly dtype?: AttnDType;
+  /** Constraints the plan must meet; a pipeline that breaks one is not chosen. */
   readonly budget?: {
     /** Upper bound on the predicted attention latency over all layers, ms. */
     readonly latencyMs?: number;
@@ -183,7 +294,9 @@ interface StagePrediction {
 
 /** A technique with its stage operators and their decoded parameters. */
 export interface Resolved {
+  /** The technique. */
   readonly technique: AnyTechnique;
+  /** Its stages' operators with their decoded parameters, in stage order. */
   readonly ops: readonly { readonly op: AnyOperator; readonly params: Record<string, unknown> }[];
 }
 
@@ -336,6 +449,26 @@ const unprofiled = (costs: readonly StageCost[], profile: LoadedProfile): PlanEr
   );
 };
 
+/**
+ * The element type a request without `dtype` plans at: the first of f32, f16 whose operators of technique `t`
+ * (for `phase`) the profile has all measured; f32 when neither is fully measured (planning then fails naming
+ * the missing operator).
+ */
+const profiledDtype = (
+  t: AnyTechnique,
+  operators: readonly AnyOperator[],
+  phase: Phase,
+  params: Readonly<Record<string, unknown>>,
+  profile: LoadedProfile,
+): Effect.Effect<AttnDType> =>
+  Effect.gen(function* () {
+    for (const dt of ["f32", "f16"] as const) {
+      const r = yield* Effect.result(resolveTechnique(t, operators, phase, params, dt));
+      if (r._tag === "Success" && r.success.ops.every((s) => profile.fits.has(s.op.name))) return dt;
+    }
+    return "f32" as const;
+  });
+
 /** Predict stage latencies at `density` from full-mask costs (every operator must be profiled). */
 const predictAt = (
   costs: readonly StageCost[],
@@ -485,7 +618,7 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
     const warnings: string[] = [];
     const profile = env.profile;
 
-    const dtype = req.dtype ?? "f32";
+    const dtype = req.dtype ?? (yield* profiledDtype(denseT, env.operators, req.phase, baseParams, profile));
     const dense = yield* resolveTechnique(denseT, env.operators, req.phase, baseParams, dtype);
     const denseCosts = yield* layerCosts(dense, dims).pipe(
       Effect.mapError((e) =>

@@ -179,3 +179,22 @@ test("dtype f16 plans the *.f16 operators", () => {
   // The f32 profile has no f16 kernels: a typed error naming the missing measurement.
   assert.equal(fail({ ...req, dtype: "f16" }).reason, "not-profiled");
 });
+
+test("without dtype the plan follows the profile: f16 when only f16 was measured, f32 when f32 was", () => {
+  const names = OPERATOR_NAMES.map((n) => (n === "sale.select" ? n : `${n}.f16`));
+  const f16 = Effect.runSync(decodeProfile(syntheticProfile(Object.fromEntries(names.map((n) => [n, FIT])))));
+  const p16 = run(req, { ...env, profile: f16 });
+  assert.equal(p16.dtype, "f16");
+  assert.ok(
+    p16.groups.every((g) =>
+      g.stages.every((s) => s.operator === "sale.select" || s.operator.endsWith(".f16"))
+    ),
+  );
+  assert.equal(run(req).dtype, "f32");
+  const both = Effect.runSync(
+    decodeProfile(syntheticProfile(Object.fromEntries([...OPERATOR_NAMES, ...names].map((n) => [n, FIT])))),
+  );
+  assert.equal(run(req, { ...env, profile: both }).dtype, "f32");
+  // an explicit dtype still wins
+  assert.equal(run({ ...req, dtype: "f16" }, { ...env, profile: both }).dtype, "f16");
+});

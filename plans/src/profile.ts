@@ -12,6 +12,7 @@
  * pipeline keeps, per model, context length and (optionally) layer, from fidelity runs on real text.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect, Schema } from "effect";
 import { PlanError } from "./errors.ts";
 
@@ -22,7 +23,20 @@ const NonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0));
 const Positive = Schema.Finite.check(Schema.isGreaterThan(0));
 
 /** One measurement: an operator run at one size. */
-export const KernelSample = Schema.Struct({
+export interface KernelSample {
+  /** The sizes the operator ran at (e.g. `{ heads: 32, kvHeads: 8, seq: 8192, headDim: 128 }`). */
+  readonly shape: { readonly [dim: string]: number };
+  /** The operator's cost model at that size: FLOPs (multiply-add = 2). */
+  readonly flops: number;
+  /** Bytes read plus bytes written, from the cost model. */
+  readonly bytes: number;
+  /** Median latency in milliseconds (> 0). */
+  readonly ms: number;
+  /** Every repetition's latency (ms), when recorded. */
+  readonly samplesMs?: readonly number[];
+}
+/** The schema of {@link KernelSample} : decoding checks every field's type and range. */
+export const KernelSample: Schema.Codec<KernelSample> = Schema.Struct({
   /** The sizes the operator ran at (e.g. `{ heads: 32, kvHeads: 8, seq: 8192, headDim: 128 }`). */
   shape: Schema.Record(Schema.String, Schema.Finite),
   /** The operator's cost model at that size: FLOPs (multiply-add = 2). */
@@ -34,11 +48,20 @@ export const KernelSample = Schema.Struct({
   /** Every repetition's latency (ms), when recorded. */
   samplesMs: Schema.optionalKey(Schema.Array(Positive)),
 });
-/** One measurement: an operator run at one size. */
-export type KernelSample = typeof KernelSample.Type;
 
 /** Fitted latency model `ms = a + b·flops + c·bytes` (all coefficients ≥ 0). */
-export const KernelFit = Schema.Struct({
+export interface KernelFit {
+  /** Fixed cost per launch sequence, ms. */
+  readonly a: number;
+  /** ms per FLOP. */
+  readonly b: number;
+  /** ms per byte. */
+  readonly c: number;
+  /** Largest |predicted − measured| / measured over the samples. */
+  readonly maxRelError: number;
+}
+/** The schema of {@link KernelFit} : decoding checks every field's type and range. */
+export const KernelFit: Schema.Codec<KernelFit> = Schema.Struct({
   /** Fixed cost per launch sequence, ms. */
   a: NonNegative,
   /** ms per FLOP. */
@@ -48,22 +71,53 @@ export const KernelFit = Schema.Struct({
   /** Largest |predicted − measured| / measured over the samples. */
   maxRelError: NonNegative,
 });
-/** Fitted latency model. */
-export type KernelFit = typeof KernelFit.Type;
 
 /** Measurements of one operator on one device. */
-export const KernelProfile = Schema.Struct({
+export interface KernelProfile {
+  /** Operator name, `<technique>.<kind>` as in `@longctx/ops`. */
+  readonly operator: string;
+  /** The measurements, one per size. */
+  readonly samples: readonly KernelSample[];
+  /** Fit of the samples; computed on load when absent. */
+  readonly fit?: KernelFit;
+}
+/** The schema of {@link KernelProfile} : decoding checks every field's type and range. */
+export const KernelProfile: Schema.Codec<KernelProfile> = Schema.Struct({
   /** Operator name, `<technique>.<kind>` as in `@longctx/ops`. */
   operator: Schema.NonEmptyString,
   samples: Schema.Array(KernelSample),
   /** Fit of the samples; computed on load when absent. */
   fit: Schema.optionalKey(KernelFit),
 });
-/** Measurements of one operator on one device. */
-export type KernelProfile = typeof KernelProfile.Type;
 
 /** A device profile document (`plans/profiles/*.json`, written by `calibrate`). */
-export const DeviceProfile = Schema.Struct({
+export interface DeviceProfile {
+  /** Format version: {@link PROFILE_VERSION}. */
+  readonly version: typeof PROFILE_VERSION;
+  /** Short name used to select it (`h200`, `cpu`, `lavapipe`). */
+  readonly name: string;
+  /** The device it was measured on. */
+  readonly device: {
+    /** Adapter name as the backend reports it. */
+    readonly adapter: string;
+    /** The backend that ran the kernels. */
+    readonly backend: "cpu" | "wgpu" | "webgpu" | "dawn";
+    /** Graphics API (`vulkan`, `cpu`, …). */
+    readonly api: string;
+    /** Driver version or description as the backend reports it (profiles from before it was recorded lack it). */
+    readonly driver?: string;
+  };
+  /** ISO-8601 date of the measurement. */
+  readonly date: string;
+  /** Git commit the kernels were measured at. */
+  readonly commit: string;
+  /** The command that produced this file. */
+  readonly command: string;
+  /** One entry per measured operator. */
+  readonly kernels: readonly KernelProfile[];
+}
+/** The schema of {@link DeviceProfile} : decoding checks every field's type and range. */
+export const DeviceProfile: Schema.Codec<DeviceProfile> = Schema.Struct({
   version: Schema.Literal(PROFILE_VERSION),
   /** Short name used to select it (`h200`, `cpu`, `lavapipe`). */
   name: Schema.NonEmptyString,
@@ -84,11 +138,24 @@ export const DeviceProfile = Schema.Struct({
   command: Schema.String,
   kernels: Schema.Array(KernelProfile),
 });
-/** A device profile document. */
-export type DeviceProfile = typeof DeviceProfile.Type;
 
 /** One measured density: the share of causal blocks a sparse pipeline kept. */
-export const DensitySample = Schema.Struct({
+export interface DensitySample {
+  /** Pipeline template name (`sale`). */
+  readonly pipeline: string;
+  /** Registry model id the attention came from. */
+  readonly model: string;
+  /** Tokens of the context it was measured at. */
+  readonly contextLength: number;
+  /** Layer index, or absent for the mean over layers. */
+  readonly layer?: number;
+  /** Selection parameters the density was measured with (e.g. `{ threshold: 0.9, blockSize: 64 }`). */
+  readonly params: { readonly [param: string]: number };
+  /** kept blocks / causal blocks, in (0, 1]. */
+  readonly density: number;
+}
+/** The schema of {@link DensitySample} : decoding checks every field's type and range. */
+export const DensitySample: Schema.Codec<DensitySample> = Schema.Struct({
   /** Pipeline template name (`sale`). */
   pipeline: Schema.NonEmptyString,
   /** Registry model id the attention came from. */
@@ -101,19 +168,26 @@ export const DensitySample = Schema.Struct({
   /** kept blocks / causal blocks, in (0, 1]. */
   density: Positive.check(Schema.isLessThanOrEqualTo(1)),
 });
-/** One measured density. */
-export type DensitySample = typeof DensitySample.Type;
 
 /** A density table document (`plans/profiles/density-*.json`). */
-export const DensityTable = Schema.Struct({
+export interface DensityTable {
+  /** Format version: {@link PROFILE_VERSION}. */
+  readonly version: typeof PROFILE_VERSION;
+  /** Where the densities were measured (document, command, commit). */
+  readonly source: string;
+  /** ISO-8601 date of the measurement. */
+  readonly date: string;
+  /** The measured densities. */
+  readonly samples: readonly DensitySample[];
+}
+/** The schema of {@link DensityTable} : decoding checks every field's type and range. */
+export const DensityTable: Schema.Codec<DensityTable> = Schema.Struct({
   version: Schema.Literal(PROFILE_VERSION),
   /** Where the densities were measured (document, command, commit). */
   source: Schema.String,
   date: Schema.String,
   samples: Schema.Array(DensitySample),
 });
-/** A density table document. */
-export type DensityTable = typeof DensityTable.Type;
 
 // ---------------------------------------------------------------------------------------------------
 // Fitting
@@ -185,7 +259,9 @@ export const predictMs = (fit: KernelFit, flops: number, bytes: number): number 
 
 /** A profile ready for planning: every operator has a fit, indexed by name. */
 export interface LoadedProfile {
+  /** The decoded profile document. */
   readonly profile: DeviceProfile;
+  /** Latency fit per operator name (the profile's, or fitted on load from its samples). */
   readonly fits: ReadonlyMap<string, KernelFit>;
   /** Largest sampled FLOPs per operator (to flag extrapolation). */
   readonly maxFlops: ReadonlyMap<string, number>;

@@ -95,6 +95,14 @@ export const badCases = (): BadCase[] => {
       expect: "cannot write --json",
     },
     { name: "--chart is a folder", args: [...small, "--chart", dir], expect: "cannot write --chart" },
+    { name: "unknown flag", args: [...small, "--max-tokens", "8"], expect: "unknown flag --max-tokens" },
+    { name: "misspelt flag", args: [...small, "--inptu", "x"], expect: "did you mean --input?" },
+    {
+      name: "non-numeric --max-new",
+      args: [...small, "--max-new", "ten"],
+      expect: '--max-new "ten" is not an integer',
+    },
+    { name: "flag without its value", args: [...small, "--context"], expect: "--context needs a value" },
   ];
 };
 

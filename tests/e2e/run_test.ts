@@ -9,6 +9,8 @@
  * Needs the assets of `npm run setup` (model and documents in `.cache/`). About 40 s on 2 cores.
  */
 import { readFileSync } from "node:fs";
+import { Schema } from "effect";
+import { RunReport } from "../../runtime/src/cli/run/report.ts";
 import { join } from "node:path";
 import { assert, test } from "../harness.ts";
 import { assertOneLineError, badCases, runCli, tempDir } from "./run_cli.ts";
@@ -68,6 +70,11 @@ test("run CLI: happy path, SALE against dense with a planted passphrase, JSON an
   }
   assert.ok(r.out.includes('planted   "The secret passphrase is periwinkle."'), r.out);
   const rep = JSON.parse(readFileSync(json, "utf8"));
+  // the report is what its versioned schema (docs/schemas/run-report.schema.json) says, strictly
+  const decoded = Schema.decodeUnknownSync(RunReport)(rep, { onExcessProperty: "error" });
+  assert.equal(decoded.version, 1);
+  assert.equal(decoded.compared, true);
+  assert.ok(["end-of-turn", "end-of-line", "max-new"].includes(decoded.pipelineRun.answerStop));
   assert.ok(rep.promptTokens <= 768 - 8 && rep.promptTokens > 700, `prompt tokens ${rep.promptTokens}`);
   assert.equal(rep.document.truncated, true);
   assert.ok(

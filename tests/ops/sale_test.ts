@@ -6,8 +6,8 @@
  * @module
  */
 import { assert, test } from "../harness.ts";
-import { Effect, Exit } from "effect";
-import { hostTensor } from "@longctx/graph";
+import { Cause, Effect, Exit } from "effect";
+import { graph, hostTensor, ParamsError, tensorType } from "@longctx/graph";
 import {
   bsrFrom,
   bsrKeep,
@@ -25,7 +25,7 @@ import {
   seqMeans,
   syntheticCpu,
 } from "../../ops/sale/mod.ts";
-import { denseAttn } from "../../ops/dense/attn.ts";
+import { denseAttn, denseParams } from "../../ops/dense/attn.ts";
 import { causalBlockCount, causalKBlocks } from "../../ops/dense/common.ts";
 import { naiveAttention64, randn, relErr, rng } from "./ref64.ts";
 
@@ -261,4 +261,53 @@ test("SALE infer: typed errors for bad block sizes and mismatched BSR shapes", (
   assert.ok(Exit.isFailure(e2));
   assert.throws(() => saleParams({ threshold: -1 }));
   void estimateReference;
+});
+
+test("SALE and dense parameters: an impossible value or unknown key is a ParamsError naming the parameter", () => {
+  const thrown = (f: () => unknown): ParamsError => {
+    try {
+      f();
+    } catch (e) {
+      if (e instanceof ParamsError) return e;
+      throw e;
+    }
+    throw new Error("expected a ParamsError");
+  };
+  const cases: [() => unknown, string, RegExp][] = [
+    [() => saleParams({ blockQ: 17 }), "blockQ", /sale: parameter "blockQ": Expected a multiple of 16/],
+    [() => saleParams({ blockQ: 256 }), "blockQ", /parameter "blockQ": .*less than or equal to 128/],
+    [() => saleParams({ blockK: 12 }), "blockK", /parameter "blockK": Expected a multiple of 8/],
+    [() => saleParams({ threshold: -1 }), "threshold", /parameter "threshold"/],
+    [() => saleParams({ treshold: 0.1 } as never), "treshold", /sale: unknown parameter "treshold"/],
+    [() => denseParams({ blockQ: 8 }), "blockQ", /dense\.attn: parameter "blockQ"/],
+  ];
+  for (const [f, param, re] of cases) {
+    const e = thrown(f);
+    assert.equal(e.param, param);
+    assert.match(e.message, re);
+    assert.doesNotMatch(e.message, /\n/, "one line");
+    assert.match(e.hint, /parameters are .*blockQ, /, "the hint lists the parameters");
+  }
+  assert.equal(saleParams({ blockQ: 48 }).blockQ, 48);
+  // in a graph: the builder's ParamsError names the parameter, before any shape is looked at
+  const g = graph("bad-blockq");
+  const q = g.input("q", tensorType("f32", QD)), k = g.input("k", tensorType("f32", KD));
+  const z = g.add(saleQuantize, { ...saleParams(), blockQ: 17 }, { q, k });
+  g.output("qq", z.qq);
+  const exit = Effect.runSyncExit(g.build());
+  if (!Exit.isFailure(exit)) throw new Error("a blockQ of 17 must not build");
+  const e = Cause.squash(exit.cause);
+  if (!(e instanceof ParamsError)) throw new Error(`expected a ParamsError, got ${String(e)}`);
+  assert.equal(e.param, "blockQ");
+  assert.match(e.message, /sale\.quantize\): parameter "blockQ": Expected a multiple of 16/);
+  // a key the schema does not declare is rejected too, not silently dropped
+  const g2 = graph("unknown-key");
+  const q2 = g2.input("q", tensorType("f32", QD)), k2 = g2.input("k", tensorType("f32", KD));
+  g2.output("qq", g2.add(saleQuantize, { ...saleParams(), treshold: 0.1 } as never, { q: q2, k: k2 }).qq);
+  const exit2 = Effect.runSyncExit(g2.build());
+  if (!Exit.isFailure(exit2)) throw new Error("an unknown parameter must not build");
+  const e2 = Cause.squash(exit2.cause);
+  if (!(e2 instanceof ParamsError)) throw new Error(`expected a ParamsError, got ${String(e2)}`);
+  assert.equal(e2.param, "treshold");
+  assert.match(e2.message, /unknown parameter "treshold"/);
 });

@@ -20,14 +20,21 @@ const CHOICES: readonly BackendChoice[] = ["auto", "wgpu", "webgpu", "dawn", "cp
 export interface SelectOptions {
   /** Which backend; default `LONGCTX_BACKEND`, else `auto`. */
   readonly backend?: BackendChoice;
+  /**
+   * Options of the `wgpu` backend, passed to `makeWgpuBackend` (`WgpuBackendOptions`: library path, power preference, limits).
+   */
   readonly wgpu?: Record<string, unknown>;
+  /** Options of the `webgpu` backend: an existing `GPUDevice` to use, or the adapter power preference. */
   readonly webgpu?: { readonly device?: GPUDevice; readonly powerPreference?: GPUPowerPreference };
+  /** Options of the `dawn` backend, passed to `makeDawnBackend` (addon path, Dawn backend type, toggles, power preference). */
   readonly dawn?: Record<string, unknown>;
+  /** Options of the `cpu` backend, passed to `makeCpuBackend` (`CpuBackendOptions`). */
   readonly cpu?: Record<string, unknown>;
 }
 
 /** The chosen backend and a one-line report of what was chosen and why. */
 export interface Selection {
+  /** The backend, ready to use (close it when done). */
   readonly backend: Backend;
   /** e.g. `wgpu: NVIDIA H200 (vulkan, NVIDIA 570.x)` or `cpu: cpu (TypeScript, 1 thread) — wgpu unavailable: …`. */
   readonly report: string;

@@ -15,6 +15,7 @@
  *   `BackendError`s (`device-lost`, `validation`, `out-of-memory`, `internal`) on the next operation.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect } from "effect";
 import {
   type AdapterInfo,
@@ -50,6 +51,7 @@ export interface WgpuBackendOptions {
 
 /** The `wgpu` backend plus native facts and a test hook. */
 export interface WgpuBackend extends Backend {
+  /** Always `"wgpu"`. */
   readonly kind: "wgpu";
   /** wgpu-native version ("29.0.1.1"), adapter features (superset of `features`), ns per timestamp tick. */
   readonly native: {
@@ -59,6 +61,11 @@ export interface WgpuBackend extends Backend {
     readonly limits: Readonly<Record<string, number>>;
   };
   /**
+   * Bind groups held in the dispatch cache (one per distinct kernel and buffer list dispatched; dropped when a
+   * buffer they bind is released, all dropped past 8192 or on `close`). For tests and diagnostics.
+   */
+  cachedBindGroups(): number;
+  /**
    * Compile a SPIR-V compute shader (`spirv`: 32-bit words) into the pipeline cache under `key`; returns a
    * `Kernel` (with empty `wgsl`) that `dispatch` accepts. `mode`: `"naga"` (default) goes through
    * `WGPUShaderSourceSPIRV` — parsed and validated by naga; `"passthrough"` uses
@@ -67,11 +74,6 @@ export interface WgpuBackend extends Backend {
    * feature, which wgpu-native 29.0.1.1 does not expose (→ `BackendError` `unsupported`).
    * Errors: `KernelCompileError` (invalid SPIR-V), `BackendError`.
    */
-  /**
-   * Bind groups held in the dispatch cache (one per distinct kernel and buffer list dispatched; dropped when a
-   * buffer they bind is released, all dropped past 8192 or on `close`). For tests and diagnostics.
-   */
-  cachedBindGroups(): number;
   compileSpirv(
     key: string,
     spirv: Uint32Array,

@@ -24,7 +24,6 @@
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
-import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import { Console, Effect, FileSystem } from "effect";
 import { Command, Flag } from "effect/cli";
 import {
@@ -53,6 +52,7 @@ import {
 import { kernels, TECHNIQUES } from "@longctx/ops";
 import { selectBackend } from "../backends/select.ts";
 import { parseTokens } from "./plan.ts";
+import { runCli, withShownDefault } from "./main.ts";
 
 /** Wall time (ms) of warm-up runs before each size's timed runs (at least one run). */
 export const WARMUP_MS = 400;
@@ -216,21 +216,19 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
 const csv = (s: string) => s.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
 
 const flags = {
-  backend: Flag.Literals("backend", ["auto", "wgpu", "webgpu", "cpu"]).pipe(Flag.withDefault("auto")),
+  backend: Flag.Literals("backend", ["auto", "wgpu", "webgpu", "cpu"]).pipe(
+    withShownDefault<"auto" | "wgpu" | "webgpu" | "cpu">("the backend to measure", "auto"),
+  ),
   dtype: Flag.Literals("dtype", ["f32", "f16"]).pipe(
-    Flag.withDescription("element type of Q/K/V (f16 measures the *.f16 operators)"),
-    Flag.withDefault("f32"),
+    withShownDefault<"f32" | "f16">("element type of Q/K/V (f16 measures the *.f16 operators)", "f32"),
   ),
-  name: Flag.String("name").pipe(Flag.withDescription("profile name (h200, lavapipe, cpu)"), Flag.optional),
-  model: Flag.String("model").pipe(
-    Flag.withDescription("head configuration from this model"),
-    Flag.withDefault("smollm2-135m"),
+  name: Flag.String("name").pipe(
+    Flag.withDescription("profile name (h200, lavapipe, cpu; default: the backend's kind)"),
+    Flag.optional,
   ),
-  sizes: Flag.String("sizes").pipe(
-    Flag.withDescription("context lengths, e.g. 256,512,1k"),
-    Flag.withDefault("256,512,1k"),
-  ),
-  reps: Flag.Int("reps").pipe(Flag.withDescription("timed repetitions per size"), Flag.withDefault(3)),
+  model: Flag.String("model").pipe(withShownDefault("head configuration from this model", "smollm2-135m")),
+  sizes: Flag.String("sizes").pipe(withShownDefault("context lengths, e.g. 256,512,1k", "256,512,1k")),
+  reps: Flag.Int("reps").pipe(withShownDefault("timed repetitions per size (an integer ≥ 1)", 3)),
   knobValues: Flag.String("knob-values").pipe(
     Flag.withDescription(
       `values of each technique's knob, sampling sparse kernels over densities (default: the technique's own: ${
@@ -245,24 +243,26 @@ const flags = {
     Flag.optional,
   ),
   budgetS: Flag.Finite("budget-s").pipe(
-    Flag.withDescription("stop starting new sizes after this many seconds"),
+    Flag.withDescription("stop starting new sizes after this many seconds (default: no limit)"),
     Flag.optional,
   ),
   kvHeads: Flag.Int("kv-heads").pipe(
-    Flag.withDescription("measure with this many KV heads (GQA ratio of --model kept)"),
+    Flag.withDescription("measure with this many KV heads (GQA ratio of --model kept; default: --model's)"),
     Flag.optional,
   ),
   ops: Flag.String("ops").pipe(
-    Flag.withDescription("only these operators (comma-separated)"),
-    Flag.withDefault(""),
+    withShownDefault("only these operators (comma-separated)", "", "every operator"),
   ),
-  out: Flag.String("out").pipe(Flag.withDescription("profile JSON to write"), Flag.optional),
+  out: Flag.String("out").pipe(
+    Flag.withDescription("profile JSON to write (default: print it to stdout)"),
+    Flag.optional,
+  ),
 };
 
 /** The `calibrate` command. */
 export const calibrateCommand = Command.make("calibrate", flags, (i) =>
   Effect.gen(function* () {
-    const sizes = yield* Effect.forEach(csv(i.sizes), parseTokens);
+    const sizes = yield* Effect.forEach(csv(i.sizes), (s) => parseTokens(s, "sizes"));
     if (i.knobValues._tag === "Some" && i.thresholds._tag === "Some") {
       return yield* new InputError({
         message: "--knob-values and --thresholds both given",
@@ -277,7 +277,21 @@ export const calibrateCommand = Command.make("calibrate", flags, (i) =>
         hint: "comma-separated numbers, e.g. 0,0.1,0.3,1",
       });
     }
-    if (!(i.reps >= 1)) return yield* new InputError({ message: `--reps ${i.reps}`, hint: "at least 1" });
+    if (!(i.reps >= 1)) {
+      return yield* new InputError({ message: `--reps ${i.reps} is below 1`, hint: "give --reps 1 or more" });
+    }
+    if (i.kvHeads._tag === "Some" && !(i.kvHeads.value >= 1)) {
+      return yield* new InputError({
+        message: `--kv-heads ${i.kvHeads.value} is below 1`,
+        hint: "give --kv-heads 1 or more",
+      });
+    }
+    if (i.budgetS._tag === "Some" && !(i.budgetS.value > 0)) {
+      return yield* new InputError({
+        message: `--budget-s ${i.budgetS.value} is not positive`,
+        hint: "give a number of seconds above 0, or leave --budget-s out",
+      });
+    }
     const sel = yield* selectBackend({ backend: i.backend });
     yield* Console.error(`backend: ${sel.report}`);
     const backend = sel.backend;
@@ -320,21 +334,6 @@ export const calibrateCommand = Command.make("calibrate", flags, (i) =>
       yield* fs.writeFileString(i.out.value, text);
       yield* Console.error(`wrote ${i.out.value}`);
     } else yield* Console.log(text);
-  }).pipe(
-    Effect.catch((e: unknown) =>
-      Effect.gen(function* () {
-        const err = e as { message?: string; hint?: string };
-        yield* Console.error(`error: ${err.message ?? String(e)}`);
-        if (err.hint) yield* Console.error(`hint: ${err.hint}`);
-        process.exitCode = 1;
-      })
-    ),
-  )).pipe(Command.withDescription("Measure operator latencies on this device and write a device profile"));
+  })).pipe(Command.withDescription("Measure operator latencies on this device and write a device profile"));
 
-if (import.meta.main) {
-  calibrateCommand.pipe(
-    Command.run({ version: "0.1.0" }),
-    Effect.provide(NodeServices.layer),
-    NodeRuntime.runMain,
-  );
-}
+if (import.meta.main) runCli(calibrateCommand, { version: "0.1.0" });

@@ -10,12 +10,10 @@
  * ```
  * `--pipeline <name>` plans only that registered technique (`TECHNIQUES` of `@longctx/ops`), against the
  * exact baseline when it is sparse; a phase it delegates (SALE's decode) is planned as the delegate.
- * Runs under Deno and Bun. Bad input prints one `error:` line and a `hint:` line and exits with 1
- * (`--verbose` adds the full cause).
+ * Runs under Deno and Bun. Bad input (an unknown flag included) prints one line `error: … — fix: …` and exits
+ * with 1 (`--verbose` adds the stack trace); `--help` shows every flag with its default.
  * @module
  */
-import process from "node:process";
-import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import { ByteSize, Console, Effect, FileSystem, Option } from "effect";
 import { Command, Flag } from "effect/cli";
 import { InputError } from "@longctx/graph";
@@ -37,17 +35,18 @@ import {
   type PlanRequest,
   validateRequest,
 } from "@longctx/plans";
+import { runCli, withShownDefault } from "./main.ts";
 
 /**
  * Parse a token count: `8192`, `8k` (×1024), `128K`, `1m` (×1024²), `1.5k`.
- * Fails with `InputError` on anything else or a non-integral count.
+ * Fails with `InputError` naming `--<flag>` on anything else or a non-integral count.
  */
-export const parseTokens = (s: string): Effect.Effect<number, InputError> => {
+export const parseTokens = (s: string, flag = "context"): Effect.Effect<number, InputError> => {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$/.exec(s);
   const n = m ? Number(m[1]) * (m[2] === "" ? 1 : m[2].toLowerCase() === "k" ? 1024 : 1024 * 1024) : NaN;
   return Number.isSafeInteger(n) && n > 0 ? Effect.succeed(n) : Effect.fail(
     new InputError({
-      message: `--context "${s}" is not a token count`,
+      message: `--${flag} "${s}" is not a token count`,
       hint: "write tokens as an integer or with k / m (×1024, ×1024²): 8192, 32k, 128k",
     }),
   );
@@ -172,7 +171,12 @@ const flags = {
     Flag.withDescription("context length in tokens: 8192, 32k, 128k"),
     Flag.optional,
   ),
-  phase: Flag.Literals("phase", ["prefill", "decode"]).pipe(Flag.withDefault("prefill")),
+  phase: Flag.Literals("phase", ["prefill", "decode"]).pipe(
+    withShownDefault<"prefill" | "decode">(
+      "prefill (the whole context) or decode (one step at that context)",
+      "prefill",
+    ),
+  ),
   pipeline: Flag.String("pipeline").pipe(
     Flag.withDescription(`plan only this technique (${techniqueNames().join(", ")})`),
     Flag.optional,
@@ -184,20 +188,28 @@ const flags = {
     Flag.optional,
   ),
   json: Flag.Boolean("json").pipe(Flag.withDescription("print the plan as JSON"), Flag.withDefault(false)),
-  device: Flag.String("device").pipe(Flag.withDescription("built-in device profile name"), Flag.optional),
+  device: Flag.String("device").pipe(
+    Flag.withDescription(
+      `built-in device profile: ${builtinProfileNames().join(", ")} (default h200; ignored with --profile)`,
+    ),
+    Flag.optional,
+  ),
   profile: Flag.String("profile").pipe(
     Flag.withDescription("device profile JSON from calibrate"),
     Flag.optional,
   ),
   densities: Flag.String("densities").pipe(
-    Flag.withDescription("measured density table JSON"),
+    Flag.withDescription("measured density table JSON, added to the built-in ones (default: built-in only)"),
     Flag.optional,
   ),
   latencyMs: Flag.Finite("latency-ms").pipe(
-    Flag.withDescription("attention latency budget, ms"),
+    Flag.withDescription("attention latency budget, ms (default: none)"),
     Flag.optional,
   ),
-  memory: Flag.String("memory").pipe(Flag.withDescription("memory budget, e.g. 80GiB"), Flag.optional),
+  memory: Flag.String("memory").pipe(
+    Flag.withDescription("memory budget, e.g. 80GiB (default: none)"),
+    Flag.optional,
+  ),
   exact: Flag.Boolean("exact").pipe(Flag.withDescription("dense attention only"), Flag.withDefault(false)),
   out: Flag.String("out").pipe(Flag.withDescription("also write the plan JSON to this file"), Flag.optional),
   validate: Flag.String("validate").pipe(
@@ -209,7 +221,7 @@ const flags = {
     Flag.withDefault(false),
   ),
   verbose: Flag.Boolean("verbose").pipe(
-    Flag.withDescription("print the full cause on errors"),
+    Flag.withDescription("print the stack trace on errors"),
     Flag.withDefault(false),
   ),
 };
@@ -257,19 +269,12 @@ const main = (i: Input) =>
     const contextLength = yield* parseTokens(i.context.value);
     const memoryBytes = Option.isSome(i.memory) ? yield* parseBytes(i.memory.value) : undefined;
     const profile: LoadedProfile = yield* loadProfile(i.profile, i.device);
-    // default element type: the one the profile measured dense attention at (f32 first)
-    const dtype = Option.getOrElse(
-      i.dtype,
-      () =>
-        !profile.fits.has("dense.attn") && profile.fits.has("dense.attn.f16")
-          ? "f16" as const
-          : "f32" as const,
-    );
+    // without --dtype the planner plans at the element type the profile measured (f32 first)
     const request: PlanRequest = {
       model: i.model.value,
       contextLength,
       phase: i.phase,
-      dtype,
+      ...(Option.isSome(i.dtype) ? { dtype: i.dtype.value } : {}),
       ...(Option.isSome(i.pipeline) ? { pipeline: i.pipeline.value } : {}),
       budget: {
         ...(Option.isSome(i.latencyMs) ? { latencyMs: i.latencyMs.value } : {}),
@@ -292,19 +297,6 @@ const main = (i: Input) =>
       );
     }
     yield* Console.log(i.json ? JSON.stringify(p, null, 2) : renderPlan(p));
-  }).pipe(
-    Effect.catchTags({
-      PlanError: (e: PlanError) => report(e, i.verbose),
-      InputError: (e: InputError) => report(e, i.verbose),
-    }),
-  );
-
-const report = (e: PlanError | InputError, verbose: boolean) =>
-  Effect.gen(function* () {
-    yield* Console.error(`error: ${e.message}`);
-    yield* Console.error(`hint: ${e.hint}`);
-    if (verbose) yield* Console.error(e);
-    process.exitCode = 1;
   });
 
 /** The `plan` command (exported for tests and for a future multi-command entry point). */
@@ -312,10 +304,4 @@ export const planCommand = Command.make("plan", flags, main).pipe(
   Command.withDescription("Plan the attention pipeline for a model, context length and device"),
 );
 
-if (import.meta.main) {
-  planCommand.pipe(
-    Command.run({ version: "0.1.0" }),
-    Effect.provide(NodeServices.layer),
-    NodeRuntime.runMain,
-  );
-}
+if (import.meta.main) runCli(planCommand, { version: "0.1.0" });

@@ -62,7 +62,7 @@ test("plan CLI: JSON plan with SALE at 128K, table output, plan file round trip"
   assert.match(v.out, /sale\.sparseAttn/);
 });
 
-test("plan CLI: bad input gives one error line, a hint and exit code 1", () => {
+test("plan CLI: bad input gives one line `error: … — fix: …` and exit code 1", () => {
   const cases: [string[], RegExp, RegExp][] = [
     [["--model", "lama-3.1-8b", "--context", "8k"], /unknown model/, /did you mean "llama-3\.1-8b"/],
     [["--model", "smollm2-135m", "--context", "16k"], /maximum context of 8192/, /at most 8192/],
@@ -88,16 +88,48 @@ test("plan CLI: bad input gives one error line, a hint and exit code 1", () => {
       /calibrate/,
     ],
     [["--validate", densities], /malformed plan/, /regenerate/],
+    // invalid invocations: one line too, not the whole help
+    [
+      ["--model", "llama-3.1-8b", "--context", "8k", "--devic", "h200"],
+      /unknown flag --devic/,
+      /did you mean --device\?/,
+    ],
+    [["--bogus"], /unknown flag --bogus/, /plan --help/],
+    [
+      ["--model", "llama-3.1-8b", "--context", "8k", "--latency-ms", "fast"],
+      /--latency-ms "fast"/,
+      /finite number/,
+    ],
+    [["--model", "llama-3.1-8b", "--context", "8k", "--phase", "train"], /--phase "train"/, /prefill/],
   ];
   for (const [args, msg, hint] of cases) {
     const r = plan(...args);
     assert.equal(r.code, 1, `${args.join(" ")}: ${r.out} ${r.err}`);
     const lines = r.err.trim().split("\n");
-    assert.match(lines[0], /^error: /);
-    assert.match(lines[0], msg);
-    assert.match(lines[1], /^hint: /);
-    assert.match(lines[1], hint);
-    assert.ok(!r.err.includes("    at "), "no stack trace without --verbose");
+    assert.equal(lines.length, 1, `${args.join(" ")}: one line, got ${r.err}`);
+    assert.equal(r.out, "", `${args.join(" ")}: nothing on stdout`);
+    const [what, fix] = lines[0].split(" — fix: ");
+    assert.match(what, /^error: /);
+    assert.match(what, msg);
+    assert.match(fix ?? "", hint);
+  }
+  const v = plan("--model", "nope", "--context", "8k", "--verbose");
+  assert.equal(v.code, 1);
+  assert.match(v.err.split("\n")[0], /^error: unknown model "nope" — fix: /);
+  assert.ok(v.err.includes("    at "), "--verbose adds the stack trace");
+});
+
+test("plan CLI: --help shows every flag's default and exits 0", () => {
+  const r = plan("--help");
+  assert.equal(r.code, 0, r.err);
+  for (
+    const re of [
+      /--phase .*\(default prefill\)/,
+      /--device .*\(default h200/,
+      /--dtype .*\(default: f32 when/,
+    ]
+  ) {
+    assert.match(r.out, re);
   }
 });
 

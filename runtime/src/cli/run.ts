@@ -24,8 +24,7 @@
 import { accessSync, constants, existsSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import process from "node:process";
-import { NodeRuntime, NodeServices } from "@effect/platform-node";
-import { Cause, Console, Effect, Option } from "effect";
+import { Console, Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";
 import { decodeTechniqueParams, InputError, paramNames } from "@longctx/graph";
 import { techniqueNames, TECHNIQUES } from "@longctx/ops";
@@ -60,6 +59,8 @@ import {
 import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
+import { intFlag, runCli, withShownDefault } from "./main.ts";
+import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
@@ -72,10 +73,10 @@ const DEFAULT_MAX_NEW = 24;
 
 const flags = {
   model: Flag.String("model").pipe(
-    Flag.withDescription(
+    withShownDefault(
       `model id (${RUNNABLE_MODELS.join(", ")}); the file is LONGCTX_MODEL or .cache/models`,
+      "smollm2-135m",
     ),
-    Flag.withDefault("smollm2-135m"),
   ),
   input: Flag.String("input").pipe(
     Flag.withAlias("i"),
@@ -83,7 +84,10 @@ const flags = {
     Flag.optional,
   ),
   question: Flag.String("question").pipe(
-    Flag.withDescription("the question asked about the document"),
+    Flag.withDescription(
+      `the question asked about the document (default: "What is the secret passphrase?" with --plant, ` +
+        `else "What is this document about? Answer in one sentence.")`,
+    ),
     Flag.optional,
   ),
   plant: Flag.String("plant").pipe(
@@ -91,34 +95,37 @@ const flags = {
     Flag.optional,
   ),
   pipeline: Flag.String("pipeline").pipe(
-    Flag.withDescription(
+    withShownDefault(
       `auto (the planner decides) or a registered technique: ${techniqueNames().join(", ")}`,
+      "auto",
     ),
-    Flag.withDefault("auto"),
   ),
   context: Flag.String("context").pipe(
     Flag.withAlias("c"),
-    Flag.withDescription(`prompt + answer tokens: 1024, 2k (default ${DEFAULT_CONTEXT})`),
-    Flag.withDefault(String(DEFAULT_CONTEXT)),
+    withShownDefault("prompt + answer tokens: 1024, 2k", String(DEFAULT_CONTEXT)),
   ),
   truncate: Flag.Boolean("truncate").pipe(
     Flag.withDescription("keep the document's first tokens when it does not fit the context"),
     Flag.withDefault(false),
   ),
   maxNew: Flag.String("max-new").pipe(
-    Flag.withDescription(`answer tokens at most (default ${DEFAULT_MAX_NEW})`),
-    Flag.withDefault(String(DEFAULT_MAX_NEW)),
+    withShownDefault(
+      "answer tokens at most; the answer also ends at the end of the model's turn or of its first line",
+      String(DEFAULT_MAX_NEW),
+    ),
   ),
   backend: Flag.String("backend").pipe(
-    Flag.withDescription("auto, wgpu, webgpu, dawn or cpu"),
-    Flag.withDefault("auto"),
+    withShownDefault(
+      `${BACKENDS.join(", ")} (auto: a GPU; the cpu backend on a software adapter or without one)`,
+      "auto",
+    ),
   ),
   json: Flag.String("json").pipe(
-    Flag.withDescription("write the whole report as JSON (- for stdout)"),
+    Flag.withDescription("write the whole report as JSON (- for stdout; default: no JSON)"),
     Flag.optional,
   ),
   chart: Flag.String("chart").pipe(
-    Flag.withDescription("write an SVG chart of per-layer density and output error"),
+    Flag.withDescription("write an SVG chart of per-layer density and output error (default: no chart)"),
     Flag.optional,
   ),
   verbose: Flag.Boolean("verbose").pipe(
@@ -136,16 +143,6 @@ const oneOf = <T extends string>(flag: string, v: string, allowed: readonly T[])
       hint: `use one of: ${allowed.join(", ")}`,
     }),
   );
-
-const positiveInt = (flag: string, v: string, min: number) => {
-  const n = Number(v);
-  return Number.isInteger(n) && n >= min ? Effect.succeed(n) : Effect.fail(
-    new InputError({
-      message: `--${flag} "${v}" is not an integer ≥ ${min}`,
-      hint: `e.g. --${flag} ${min * 8}`,
-    }),
-  );
-};
 
 const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
@@ -223,7 +220,7 @@ const main = (i: Input) =>
         hint: `use --context ${spec.maxContext} or less (with --truncate for a longer document)`,
       });
     }
-    const maxNew = yield* positiveInt("max-new", i.maxNew, 1);
+    const maxNew = yield* intFlag("max-new", i.maxNew, 1);
     if (Option.isNone(i.input)) {
       return yield* new InputError({
         message: "--input is required",
@@ -293,7 +290,8 @@ const main = (i: Input) =>
         const profile = yield* builtinProfile(useProfile ?? profileName);
         const densities = yield* builtinDensities();
         return yield* plan(
-          { model: modelId, contextLength: prompt.ids.length, phase: "prefill" },
+          // the graph forward runs f32 Q/K/V: plan that element type, not the profile's default
+          { model: modelId, contextLength: prompt.ids.length, phase: "prefill", dtype: "f32" },
           { profile, operators: defaultOperators(), densities },
         );
       }),
@@ -385,11 +383,12 @@ const main = (i: Input) =>
       answerTokens: r.answerIds.length,
       decodeTokensPerS: r.answerIds.length > 0 ? r.answerIds.length / (r.decodeMs / 1000) : 0,
       answer: r.answer,
+      answerStop: r.answerStop,
       answerHasPassphrase: found(r.answer),
     });
     const density = mean(rPipe.layers.map((l) => l.density));
-    const report = {
-      version: 1,
+    const report: RunReport = {
+      version: RUN_REPORT_VERSION,
       date: new Date().toISOString(),
       runtime: typeof (globalThis as { Bun?: unknown }).Bun !== "undefined"
         ? `bun ${process.versions.bun}`
@@ -426,6 +425,7 @@ const main = (i: Input) =>
         compute,
         plannerProfile: profileName,
       },
+      compared: sparse,
       pipeline: {
         requested: pipeline,
         layers: describeChoices(choices),
@@ -459,6 +459,32 @@ const main = (i: Input) =>
     };
 
     const pct = (x: number) => `${(x * 100).toFixed(2)} %`;
+    const stopText = (r: PassResult) =>
+      r.answerStop === "max-new" ? `cut at --max-new ${maxNew}` : r.answerStop.replace(/-/g, " ");
+    /** The dense-against-pipeline part of the report (a sparse pipeline only). */
+    const comparison = (): string[] => [
+      `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
+        report.speedup.attention === null ? "not measured" : `${report.speedup.attention.toFixed(2)}×`
+      }`,
+      `density   ${density.toFixed(4)} (mean over layers of kept / causal blocks; min ${
+        Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
+      }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
+      `perplexity over ${cmp.positions} document tokens: dense ${cmp.perplexityDense.toFixed(4)}, pipeline ${
+        cmp.perplexityPipeline.toFixed(4)
+      } (${report.perplexityChangePct >= 0 ? "+" : ""}${report.perplexityChangePct.toFixed(3)} %)`,
+      `KL(dense ‖ pipeline) mean ${cmp.meanKl.toExponential(3)} nats, max ${cmp.maxKl.toExponential(3)}; ` +
+      `top-1 agreement ${pct(cmp.top1Agreement)}`,
+      rPipe.layers.some((l) => l.outRelErr === null)
+        ? "output rel. error per layer: not measured on the graph forward (no per-layer dense reference kept)"
+        : `output rel. error per layer: mean ${
+          mean(rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)
+        }, max ${Math.max(...rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)}`,
+      "",
+      `answer (dense):    ${JSON.stringify(rDense.answer)} (${stopText(rDense)})` +
+      (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),
+      `answer (pipeline): ${JSON.stringify(rPipe.answer)} (${stopText(rPipe)})` +
+      (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
+    ];
     const lines = [
       `longctx run — ${report.runtime}`,
       `model     ${modelId}: ${cfg.nLayer} layers, ${cfg.nHead}/${cfg.nKvHead} heads, d=${cfg.headDim} (${file})`,
@@ -480,47 +506,37 @@ const main = (i: Input) =>
       `pipeline  ${report.pipeline.layers}`,
       `          chosen by ${planSource}`,
       "",
-      `phase                      dense                pipeline`,
+      `phase                      dense${sparse ? "                pipeline" : ""}`,
       `load model                 ${fmtMs(phases.loadModelMs)}`,
       `open backend               ${fmtMs(phases.openBackendMs)}`,
       `tokenize                   ${fmtMs(phases.tokenizeMs)}`,
       `plan                       ${fmtMs(phases.planMs)}`,
-      `prefill                    ${fmtMs(rDense.prefillMs).padEnd(20)} ${fmtMs(rPipe.prefillMs)}`,
+      `prefill                    ${fmtMs(rDense.prefillMs).padEnd(20)} ${
+        sparse ? fmtMs(rPipe.prefillMs) : ""
+      }`
+        .trimEnd(),
       `  of which attention       ${
         rDense.attentionMs === null || rPipe.attentionMs === null
           ? "not measured (the forward runs as one program)"
-          : `${fmtMs(rDense.attentionMs).padEnd(20)} ${fmtMs(rPipe.attentionMs)}`
+          : `${fmtMs(rDense.attentionMs).padEnd(20)} ${sparse ? fmtMs(rPipe.attentionMs) : ""}`.trimEnd()
       }`,
       `decode                     ${
         `${fmtMs(rDense.decodeMs)} (${rDense.answerIds.length} tok)`.padEnd(20)
-      } ${fmtMs(rPipe.decodeMs)} (${rPipe.answerIds.length} tok)`,
+      } ${sparse ? `${fmtMs(rPipe.decodeMs)} (${rPipe.answerIds.length} tok)` : ""}`.trimEnd(),
       `metrics                    ${fmtMs(phases.metricsMs)}`,
       `total                      ${fmtMs(report.phasesMs.total)}` +
       (sparse
         ? ` (incl. ${fmtMs(rPipe.referenceMs)} of per-layer dense reference, not in the prefill time)`
         : ""),
       "",
-      `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
-        report.speedup.attention === null ? "not measured" : `${report.speedup.attention.toFixed(2)}×`
-      }`,
-      `density   ${density.toFixed(4)} (mean over layers of kept / causal blocks; min ${
-        Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
-      }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
-      `perplexity over ${cmp.positions} document tokens: dense ${cmp.perplexityDense.toFixed(4)}, pipeline ${
-        cmp.perplexityPipeline.toFixed(4)
-      } (${report.perplexityChangePct >= 0 ? "+" : ""}${report.perplexityChangePct.toFixed(3)} %)`,
-      `KL(dense ‖ pipeline) mean ${cmp.meanKl.toExponential(3)} nats, max ${cmp.maxKl.toExponential(3)}; ` +
-      `top-1 agreement ${pct(cmp.top1Agreement)}`,
-      rPipe.layers.some((l) => l.outRelErr === null)
-        ? "output rel. error per layer: not measured on the graph forward (no per-layer dense reference kept)"
-        : `output rel. error per layer: mean ${
-          mean(rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)
-        }, max ${Math.max(...rPipe.layers.map((l) => l.outRelErr ?? 0)).toExponential(2)}`,
-      "",
-      `answer (dense):    ${JSON.stringify(rDense.answer)}` +
-      (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),
-      `answer (pipeline): ${JSON.stringify(rPipe.answer)}` +
-      (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
+      ...(sparse ? comparison() : [
+        "compare   nothing to compare: the pipeline is dense in every layer (chosen as above), so dense ran once;" +
+        " pass --pipeline sale to compare a sparse pipeline with dense",
+        `perplexity over ${cmp.positions} document tokens: ${cmp.perplexityDense.toFixed(4)}`,
+        "",
+        `answer:   ${JSON.stringify(rDense.answer)} (${stopText(rDense)})` +
+        (plant !== undefined ? `  [passphrase ${found(rDense.answer) ? "found" : "not found"}]` : ""),
+      ]),
       ...warnings.map((w) => `warning: ${w}`),
     ];
     if (Option.isSome(i.chart)) {
@@ -569,48 +585,11 @@ const writeFile = (path: string, text: string, flag: string) =>
       }),
   });
 
-/** One line for a failure: typed errors carry a hint; anything else is reported as internal. */
-const failureLine = (cause: Cause.Cause<unknown>): { line: string; detail: unknown } => {
-  const e = Cause.squash(cause) as { _tag?: string; message?: string; hint?: string; stack?: string };
-  if (e && typeof e === "object" && typeof e.hint === "string") {
-    return { line: `error: ${e.message} — fix: ${e.hint}`, detail: e };
-  }
-  const msg = e instanceof Error ? e.message : String(e);
-  return {
-    line: `error: internal failure: ${
-      msg.split("\n")[0]
-    } — fix: rerun with --verbose and report the stack trace`,
-    detail: e,
-  };
-};
-
-const guarded = (i: Input) =>
-  main(i).pipe(
-    Effect.catchCause((cause) =>
-      Effect.sync(() => {
-        const { line, detail } = failureLine(cause);
-        process.stderr.write(`${line}\n`);
-        if (i.verbose) {
-          process.stderr.write(
-            `${detail instanceof Error && detail.stack ? detail.stack : Cause.pretty(cause)}\n`,
-          );
-        }
-        process.exitCode = 1;
-      })
-    ),
-  );
-
 /** The `run` command (exported for a future multi-command entry point). */
-export const runCommand = Command.make("run", flags, guarded).pipe(
+export const runCommand = Command.make("run", flags, main).pipe(
   Command.withDescription(
     "Run a model on a document with dense attention and the planned pipeline, and compare",
   ),
 );
 
-if (import.meta.main) {
-  runCommand.pipe(
-    Command.run({ version: "0.1.0" }),
-    Effect.provide(NodeServices.layer),
-    NodeRuntime.runMain,
-  );
-}
+if (import.meta.main) runCli(runCommand, { version: "0.1.0" });

@@ -14,6 +14,7 @@ import { dequantize, ggmlTypeInfo } from "./dequant.ts";
 
 /** One tensor's directory entry. */
 export interface GgufTensorInfo {
+  /** Tensor name (`blk.0.attn_q.weight`). */
   readonly name: string;
   /** GGML type id (see `GgmlType`). */
   readonly type: number;
@@ -29,8 +30,11 @@ export interface GgufTensorInfo {
 
 /** An opened GGUF file: metadata, tensor directory and the file's bytes. */
 export interface GgufFile {
+  /** The file it was read from. */
   readonly path: string;
+  /** Key → value metadata (`general.architecture`, `llama.block_count`, tokenizer arrays, …). */
   readonly metadata: Readonly<Record<string, unknown>>;
+  /** Tensor directory by name. */
   readonly tensors: ReadonlyMap<string, GgufTensorInfo>;
   /** The whole file (tensors are views into it). */
   readonly bytes: Uint8Array;

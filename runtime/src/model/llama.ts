@@ -14,6 +14,7 @@
  * Ainslie et al. 2023 (GQA).
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect } from "effect";
 import { InputError, ShapeError } from "@longctx/graph";
 import { type GgufFile, meta, openGguf, tensorF32 } from "./gguf.ts";
@@ -23,17 +24,23 @@ import { type TextTokenizer, tokenizerFromGguf } from "./tokenizer.ts";
 
 /** Model hyper-parameters (from GGUF `llama.*` metadata). */
 export interface LlamaConfig {
+  /** Transformer layers (30 for SmolLM2-135M). */
   readonly nLayer: number;
   /** Hidden size (576 for SmolLM2-135M). */
   readonly nEmbd: number;
+  /** Query heads (9). */
   readonly nHead: number;
+  /** Key/value heads (3; GQA). */
   readonly nKvHead: number;
+  /** Elements per head vector (64). */
   readonly headDim: number;
   /** MLP inner size (1536). */
   readonly nFf: number;
+  /** Vocabulary size (49152). */
   readonly vocab: number;
   /** RoPE base θ (100000 for SmolLM2). */
   readonly ropeTheta: number;
+  /** RMSNorm epsilon. */
   readonly eps: number;
   /** Trained context length (tokens). */
   readonly contextLength: number;
@@ -41,17 +48,21 @@ export interface LlamaConfig {
 
 /** One layer's f32 weights, each row-major `[out, in]`. */
 export interface LlamaLayer {
+  /** `[nEmbd]` RMSNorm weight before attention. */
   readonly attnNorm: Float32Array;
   /** `[nHead·headDim, nEmbd]`, rows in HF (un-permuted) order. */
   readonly wq: Float32Array;
   /** `[nKvHead·headDim, nEmbd]`, rows in HF order. */
   readonly wk: Float32Array;
+  /** `[nKvHead·headDim, nEmbd]` */
   readonly wv: Float32Array;
   /** `[nEmbd, nHead·headDim]` */
   readonly wo: Float32Array;
+  /** `[nEmbd]` RMSNorm weight before the MLP. */
   readonly ffnNorm: Float32Array;
   /** `[nFf, nEmbd]` */
   readonly wGate: Float32Array;
+  /** `[nFf, nEmbd]` */
   readonly wUp: Float32Array;
   /** `[nEmbd, nFf]` */
   readonly wDown: Float32Array;
@@ -59,9 +70,13 @@ export interface LlamaLayer {
 
 /** The KV cache: per layer K and V `[nKvHead, capacity, headDim]` f32 (post-RoPE K); `length` rows are valid. */
 export interface KvCache {
+  /** Tokens it can hold. */
   readonly capacity: number;
+  /** Valid rows (tokens already run). */
   length: number;
+  /** Per layer, keys after RoPE `[nKvHead, capacity, headDim]`. */
   readonly k: Float32Array[];
+  /** Per layer, values `[nKvHead, capacity, headDim]`. */
   readonly v: Float32Array[];
 }
 
@@ -77,8 +92,11 @@ export interface AttentionContext {
   readonly kvLen: number;
   /** Row stride between K/V heads: head `g` starts at `g · kvStride · headDim` (the cache capacity). */
   readonly kvStride: number;
+  /** Query heads. */
   readonly heads: number;
+  /** Key/value heads. */
   readonly kvHeads: number;
+  /** Elements per head vector. */
   readonly headDim: number;
   /** Softmax scale, `1/√headDim`. */
   readonly scale: number;
@@ -147,7 +165,7 @@ export const fastExp = (x: number): number => {
  * `ctx.sgemm`, the softmax in float64) over the cache rows `0 … kvLen − 1`, bottom-right causal. Shapes as
  * {@link AttentionFn}; work `O(heads · seq · kvLen · headDim)`.
  */
-export const denseCausalAttention: AttentionFn = (q, k, v, ctx) =>
+export const denseCausalAttention: AttentionFn = (q, k, v, ctx): Float32Array =>
   dense.cacheAttentionGemm(
     ctx.sgemm.gemm,
     q,
@@ -162,14 +180,19 @@ export const denseCausalAttention: AttentionFn = (q, k, v, ctx) =>
 
 /** A loaded model: config, f32 weights, tokenizer, and the forward pass. */
 export interface LlamaModel {
+  /** Hyper-parameters. */
   readonly config: LlamaConfig;
+  /** The model's tokenizer and chat template. */
   readonly tokenizer: TextTokenizer;
+  /** The GEMM the forward uses (OpenBLAS when found, else TypeScript). */
   readonly sgemm: Sgemm;
   /** `[vocab, nEmbd]` token embedding (also the output head when tied). */
   readonly tokEmbd: Float32Array;
   /** `[vocab, nEmbd]` output head (the same array as `tokEmbd` when tied). */
   readonly output: Float32Array;
+  /** `[nEmbd]` final RMSNorm weight. */
   readonly outputNorm: Float32Array;
+  /** Per-layer weights, `nLayer` of them. */
   readonly layers: readonly LlamaLayer[];
   /** A new empty KV cache for up to `capacity` tokens (memory: `2 · nLayer · nKvHead · headDim · 4` B/token). */
   newCache(capacity: number): KvCache;
@@ -470,7 +493,7 @@ const makeModel = (
 };
 
 /** Index of the largest value of `row[start, start + n)` relative to `start` (first on ties). */
-export const argmax = (row: Float32Array, start = 0, n = row.length - start): number => {
+export const argmax = (row: Float32Array, start: number = 0, n: number = row.length - start): number => {
   let best = 0;
   for (let j = 1; j < n; j++) if (row[start + j] > row[start + best]) best = j;
   return best;

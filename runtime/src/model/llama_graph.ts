@@ -23,6 +23,7 @@
  * Shazeer 2020 (SwiGLU); Dao 2023 (FlashAttention-2).
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect } from "effect";
 import {
   anyDims,
@@ -65,7 +66,9 @@ export interface KvState {
   readonly capacity: number;
   /** Valid rows (tokens already run). */
   length: number;
+  /** Per layer, the key buffer (after RoPE). */
   readonly k: readonly DeviceBuffer[];
+  /** Per layer, the value buffer. */
   readonly v: readonly DeviceBuffer[];
   /** Free the device buffers (the cache must not be used afterwards). */
   release(): void;
@@ -122,7 +125,9 @@ export interface NonFiniteAt {
   readonly layer: number;
   /** `qkv`: the layer's attention input (from the layer before); `mlp`: its MLP output; `head`: the logits. */
   readonly part: "qkv" | "mlp" | "head";
+  /** Flat index of the first non-finite element in that tensor. */
   readonly index: number;
+  /** Its value (NaN, Infinity or -Infinity). */
   readonly value: number;
 }
 
@@ -136,7 +141,9 @@ export interface ForwardStats {
 
 /** The graph forward on a backend. Calls share programs: run them one after another (await each). */
 export interface GraphLlama {
+  /** Hyper-parameters of the model. */
   readonly config: LlamaConfig;
+  /** The backend the weights and programs live on. */
   readonly backend: Backend;
   /** Bytes of weights on the device. */
   readonly weightBytes: number;

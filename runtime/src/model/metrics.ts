@@ -6,23 +6,33 @@
  * chunks, so full `[seq, vocab]` logits (1.6 GB at 8K) are never held. Sums are in f64.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Data, Effect } from "effect";
-import { ShapeError } from "@longctx/graph";
+import { type ErrorFields, ShapeError, type TaggedErrorClass } from "@longctx/graph";
 import type { AttentionFn, ForwardOptions, LlamaModel } from "./llama.ts";
+
+/** The fields of a {@link NonFiniteError}. */
+export interface NonFiniteErrorFields extends ErrorFields {
+  /** The step that produced it ("prefill, layer 3 attention inputs (q)", "decode step 2 logits", …). */
+  readonly where: string;
+  /** The layer, when one is known. */
+  readonly layer?: number;
+  /** Flat index of the first bad element. */
+  readonly index: number;
+  /** Its value (NaN, Infinity or -Infinity). */
+  readonly value: number;
+}
+/** @internal */
+const NonFiniteErrorBase: TaggedErrorClass<"NonFiniteError", NonFiniteErrorFields> = Data.TaggedError(
+  "NonFiniteError",
+)<NonFiniteErrorFields>;
 
 /**
  * A NaN or infinity in the model's numbers: `where` says which step produced it (e.g. "prefill, layer 3
  * attention inputs (q)", "decode step 2 logits", "perplexity (dense)"), `layer` the layer when one is known,
  * `index` and `value` the first bad element. Metrics never pass on such values: they fail with this error.
  */
-export class NonFiniteError extends Data.TaggedError("NonFiniteError")<{
-  readonly where: string;
-  readonly layer?: number;
-  readonly index: number;
-  readonly value: number;
-  readonly message: string;
-  readonly hint: string;
-}> {}
+export class NonFiniteError extends NonFiniteErrorBase {}
 
 /** The hint of every {@link NonFiniteError}. */
 export const NON_FINITE_HINT =
@@ -134,7 +144,11 @@ export const assertFiniteMetrics = <M extends object>(
 };
 
 /** log Σ exp(row[start … start+n−1]) in f64. */
-export const logSumExp = (row: ArrayLike<number>, start = 0, n = row.length - start): number => {
+export const logSumExp = (
+  row: ArrayLike<number>,
+  start: number = 0,
+  n: number = row.length - start,
+): number => {
   let mx = -Infinity;
   for (let j = start; j < start + n; j++) if (row[j] > mx) mx = row[j];
   if (mx === -Infinity) return -Infinity;
@@ -147,7 +161,12 @@ export const logSumExp = (row: ArrayLike<number>, start = 0, n = row.length - st
  * KL(P ‖ Q) in nats between the softmax distributions of two logit rows `p`, `q` (each `n` values at
  * `start`): `Σ_v P(v) (log P(v) − log Q(v))`. Non-negative up to rounding; 0 iff the rows differ by a constant.
  */
-export const klDivergence = (p: ArrayLike<number>, q: ArrayLike<number>, start = 0, n = p.length - start) => {
+export const klDivergence = (
+  p: ArrayLike<number>,
+  q: ArrayLike<number>,
+  start: number = 0,
+  n: number = p.length - start,
+): number => {
   const lp = logSumExp(p, start, n);
   const lq = logSumExp(q, start, n);
   let kl = 0;

@@ -46,6 +46,7 @@ export {
   type KvState,
   type LlamaWeights,
   loadLlamaGraph,
+  type NonFiniteAt,
 } from "./llama_graph.ts";
 export {
   assertFinite,
@@ -61,6 +62,7 @@ export {
   logProbsFromHidden,
   logSumExp,
   NonFiniteError,
+  type NonFiniteErrorFields,
   perplexity,
   type RunComparison,
 } from "./metrics.ts";

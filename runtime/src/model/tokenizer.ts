@@ -8,6 +8,7 @@
  * matched before BPE (`<|im_start|>`, `<|im_end|>`, `<|endoftext|>`, …).
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect } from "effect";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { InputError } from "@longctx/graph";
@@ -15,7 +16,9 @@ import { type GgufFile, meta } from "./gguf.ts";
 
 /** A chat message for {@link TextTokenizer.applyChatTemplate}. */
 export interface ChatMessage {
+  /** Who speaks: `system`, `user`, `assistant` (other roles are passed to the template as they are). */
   readonly role: "system" | "user" | "assistant" | string;
+  /** The message text. */
   readonly content: string;
 }
 
@@ -23,7 +26,9 @@ export interface ChatMessage {
 export interface TextTokenizer {
   /** Vocabulary size (tokens). */
   readonly vocabSize: number;
+  /** Beginning-of-sequence token id. */
   readonly bosId: number;
+  /** End-of-sequence token id (generation stops on it). */
   readonly eosId: number;
   /** Ids of CONTROL tokens (`<|im_end|>` etc.): generation stops on `eosId` and on `<|im_end|>`. */
   readonly controlIds: ReadonlySet<number>;

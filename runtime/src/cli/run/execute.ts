@@ -89,8 +89,28 @@ export interface PassResult {
   readonly layers: readonly LayerStats[];
   readonly answerIds: readonly number[];
   readonly answer: string;
+  /** Why decoding stopped: the model ended its turn (EOS or a control token), ended a line, or hit `--max-new`. */
+  readonly answerStop: AnswerStop;
   readonly decodeMs: number;
 }
+
+/** Why an answer ended (see {@link PassResult.answerStop}). */
+export type AnswerStop = "end-of-turn" | "end-of-line" | "max-new";
+
+/**
+ * Whether greedy decoding stops before emitting `next` after `ids`: at the end of the model's turn (EOS or a
+ * control token such as `<|im_end|>`), or at the end of the answer's first line (a token with a newline once the
+ * answer has some text). Returns the reason, or undefined to go on.
+ */
+export const answerStopAt = (
+  tok: Pick<LlamaModel["tokenizer"], "eosId" | "controlIds" | "decode">,
+  ids: readonly number[],
+  next: number,
+): AnswerStop | undefined => {
+  if (next === tok.eosId || tok.controlIds.has(next)) return "end-of-turn";
+  if (tok.decode([next], true).includes("\n") && tok.decode(ids, true).trim() !== "") return "end-of-line";
+  return undefined;
+};
 
 /** Progress callbacks (layer `l` of the prefill finished; answer token `i` produced). */
 export interface PassProgress {
@@ -260,8 +280,13 @@ export const runPassGraph = (
     const t1 = performance.now();
     const ids: number[] = [];
     let next = argmax(logits.subarray((prompt.length - 1) * V, prompt.length * V));
+    let answerStop: AnswerStop = "max-new";
     while (ids.length < maxNew) {
-      if (next === tok.eosId || tok.controlIds.has(next)) break;
+      const stop = answerStopAt(tok, ids, next);
+      if (stop !== undefined) {
+        answerStop = stop;
+        break;
+      }
       ids.push(next);
       progress.token?.(ids.length);
       if (ids.length === maxNew) break;
@@ -302,6 +327,7 @@ export const runPassGraph = (
       layers,
       answerIds: ids,
       answer: tok.decode(ids, true).trim(),
+      answerStop,
       decodeMs,
     };
   });

@@ -1,0 +1,129 @@
+/**
+ * The JSON report of `run` (`--json`), versioned: `RunReport` is its schema, `docs/schemas/run-report.schema.json`
+ * the same as a JSON Schema file (written by `scripts/schemas.ts`, checked by its test). Times are in ms,
+ * perplexities per token (natural log), KL in nats.
+ * @module
+ */
+import { Schema } from "effect";
+import { Plan } from "@longctx/plans";
+
+/** The version of the report format; bump it when a field changes meaning or goes away. */
+export const RUN_REPORT_VERSION = 1 as const;
+
+const d = <S extends Schema.Top>(s: S, description: string): S["Rebuild"] => s.annotate({ description });
+const ms = (description: string) => d(Schema.Finite, `${description}, ms`);
+const NullableNumber = Schema.NullOr(Schema.Finite);
+
+/** One prefill + decode pass. */
+const PassReport = Schema.Struct({
+  prefillMs: ms("prefill of the whole prompt"),
+  attentionMs: d(NullableNumber, "attention time within the prefill, ms (null: not measured, one program)"),
+  decodeMs: ms("greedy decoding of the answer"),
+  answerTokens: d(Schema.Finite, "tokens of the answer"),
+  decodeTokensPerS: d(Schema.Finite, "answer tokens per second of decoding (0 without tokens)"),
+  answer: d(Schema.String, "the decoded answer, trimmed"),
+  answerStop: d(
+    Schema.Literals(["end-of-turn", "end-of-line", "max-new"]),
+    "why the answer ended: end of the model's turn, end of its first line, or --max-new tokens",
+  ),
+  answerHasPassphrase: d(
+    Schema.optional(Schema.Boolean),
+    "whether the answer contains the --plant word (absent without --plant)",
+  ),
+});
+
+/** One layer of the pipeline pass. */
+const LayerReport = Schema.Struct({
+  layer: d(Schema.Finite, "layer index"),
+  pipeline: d(Schema.String, "the technique the layer ran: dense or a registered technique's name"),
+  density: d(
+    Schema.Finite,
+    "attended / causal (kept / causal blocks for SALE), mean over heads (1 for dense)",
+  ),
+  outRelErr: d(NullableNumber, "‖o − o_dense‖ / ‖o_dense‖ on the layer's own inputs (null: not measured)"),
+  attentionMs: d(NullableNumber, "attention time of the layer, ms (null: not measured)"),
+});
+
+/** The schema of `run --json`'s report (see the module doc). */
+export const RunReport = Schema.Struct({
+  version: d(Schema.Literal(RUN_REPORT_VERSION), "report format version"),
+  date: d(Schema.String, "ISO-8601 time of the run"),
+  runtime: d(Schema.String, "`deno <version>` or `bun <version>`"),
+  model: Schema.Struct({
+    id: d(Schema.String, "model id (`smollm2-135m`)"),
+    file: d(Schema.String, "the GGUF file loaded"),
+    layers: Schema.Finite,
+    heads: d(Schema.Finite, "query heads"),
+    kvHeads: d(Schema.Finite, "key/value heads"),
+    headDim: d(Schema.Finite, "elements per head vector"),
+    trainedContext: d(Schema.Finite, "the model's trained context, tokens"),
+  }),
+  document: Schema.Struct({
+    source: d(Schema.Literals(["file", "bundled"]), "a file, or a bundled document"),
+    name: d(Schema.String, "the file path or the bundled document's name"),
+    title: d(Schema.optional(Schema.String), "title and author of a bundled document"),
+    tokensTotal: d(Schema.Finite, "tokens of the whole document"),
+    tokensTotalIsLowerBound: d(Schema.Boolean, "tokensTotal is only a lower bound (a very long document)"),
+    tokensKept: d(Schema.Finite, "document tokens kept after --truncate (the planted sentence excluded)"),
+    tokensUsed: d(Schema.Finite, "document tokens in the prompt (the planted sentence included)"),
+    truncated: d(Schema.Boolean, "whether --truncate cut the document"),
+    planted: d(
+      Schema.NullOr(Schema.Struct({
+        sentence: Schema.String,
+        word: Schema.String,
+        tokenPosition: d(Schema.Finite, "document token where the sentence starts"),
+        depth: d(Schema.Finite, "relative depth in the kept document, in [0, 1]"),
+      })),
+      "the --plant sentence, or null",
+    ),
+  }),
+  question: d(Schema.String, "the question asked"),
+  context: d(Schema.Finite, "--context: prompt + answer tokens"),
+  promptTokens: d(Schema.Finite, "tokens of the prompt"),
+  maxNewTokens: d(Schema.Finite, "--max-new"),
+  backend: Schema.Struct({
+    requested: d(Schema.String, "--backend"),
+    selected: d(Schema.String, "the backend selected and its adapter"),
+    report: d(Schema.String, "why it was selected"),
+    fallbacks: d(Schema.Array(Schema.String), "backends tried before it, and why each was not used"),
+    compute: d(Schema.String, "where the forward ran"),
+    plannerProfile: d(Schema.String, "the device profile the planner was asked to use"),
+  }),
+  compared: d(
+    Schema.Boolean,
+    "whether a sparse pipeline ran beside dense (false: every layer dense, dense ran once)",
+  ),
+  pipeline: Schema.Struct({
+    requested: d(Schema.String, "--pipeline"),
+    layers: d(Schema.String, "the technique per layer range (`layers 0-29: sale (…)`)"),
+    source: d(Schema.String, "who chose it and why"),
+    plan: d(Schema.NullOr(Plan), "the planner's plan (null when planning failed)"),
+  }),
+  phasesMs: d(
+    Schema.Record(Schema.String, Schema.Finite),
+    "time of each phase, ms: loadModelMs, openBackendMs, tokenizeMs, planMs, metricsMs, prefillDense, " +
+      "prefillPipeline, decodeDense, decodePipeline, perLayerReference, total",
+  ),
+  speedup: Schema.Struct({
+    prefill: d(Schema.Finite, "dense prefill time / pipeline prefill time"),
+    attention: d(NullableNumber, "dense attention time / pipeline attention time (null: not measured)"),
+  }),
+  density: d(Schema.Finite, "mean over layers of kept / causal blocks"),
+  perplexity: Schema.Struct({
+    dense: d(Schema.Finite, "perplexity of the document tokens, dense pass"),
+    pipeline: d(Schema.Finite, "the same, pipeline pass"),
+    positions: d(Schema.Finite, "document positions scored"),
+  }),
+  perplexityChangePct: d(Schema.Finite, "(pipeline / dense − 1) × 100"),
+  kl: Schema.Struct({
+    meanNats: d(Schema.Finite, "mean over positions of KL(dense ‖ pipeline), nats"),
+    maxNats: d(Schema.Finite, "its maximum, nats"),
+  }),
+  top1Agreement: d(Schema.Finite, "share of positions where both passes' argmax agree"),
+  dense: d(PassReport, "the dense pass"),
+  pipelineRun: d(PassReport, "the pipeline pass (the dense pass again when compared is false)"),
+  layers: d(Schema.Array(LayerReport), "per layer of the pipeline pass"),
+  warnings: d(Schema.Array(Schema.String), "what the reader should know"),
+});
+/** A decoded `run` report. */
+export type RunReport = typeof RunReport.Type;
