@@ -15,7 +15,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { allocHost, storageBytes, tensorType } from "@longctx/graph";
+import { allocHost, decodeParamsSync, storageBytes, tensorType } from "@longctx/graph";
 import type {
   Cost,
   CpuContext,
@@ -68,9 +68,20 @@ export const IndexAttnParams: IndexAttnParamsSchema = Schema.Struct({
 /** Decoded `dense.indexAttn` parameters. */
 export type IndexAttnParams = typeof IndexAttnParams.Type;
 
-/** `dense.indexAttn` parameters from a partial object, defaults filled. Throws the schema's error. */
+/**
+ * `dense.indexAttn` parameters from a partial object, defaults filled. Throws a `ParamsError` naming the
+ * parameter for an impossible value or an unknown key.
+ */
 export const indexAttnParams = (p: Partial<IndexAttnParams> = {}): IndexAttnParams =>
-  Schema.decodeUnknownSync(IndexAttnParams)(p);
+  decodeParamsSync("dense.indexAttn", IndexAttnParams, p);
+
+/** The `dense.indexAttn` parameters of a wider parameter set (e.g. a technique's): the keys it declares. */
+export const indexAttnParamsOf = (p: Readonly<Record<string, unknown>>): IndexAttnParams =>
+  indexAttnParams(
+    Object.fromEntries(Object.entries(p).filter(([k]) => k in IndexAttnParams.fields)) as Partial<
+      IndexAttnParams
+    >,
+  );
 
 /** Input ports of `dense.indexAttn`: `q`, `k`, `v` of dtype `D` and the index lists. */
 export type IndexAttnInputs<D extends "f32" | "f16"> = {

@@ -9,6 +9,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
+import { decodeParamsSync } from "@longctx/graph";
 
 const int = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Int> =>
   Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
@@ -61,8 +62,11 @@ export const HipParams: HipParamsSchema = Schema.Struct({
 /** Decoded HiP parameters. */
 export type HipParams = typeof HipParams.Type;
 
-/** HiP parameters from a partial object, defaults filled. Throws the schema's error for a bad value. */
-export const hipParams = (p: Partial<HipParams> = {}): HipParams => Schema.decodeUnknownSync(HipParams)(p);
+/**
+ * HiP parameters from a partial object, defaults filled. Throws a `ParamsError` naming the parameter for an
+ * impossible value or an unknown key.
+ */
+export const hipParams = (p: Partial<HipParams> = {}): HipParams => decodeParamsSync("hip", HipParams, p);
 
 /** Why `p` cannot run (a message naming the parameter), or undefined. */
 export const hipProblem = (

@@ -15,7 +15,7 @@ import {
   type Technique,
   type TechniqueGraphError,
 } from "@longctx/graph";
-import { indexAttn, indexAttnF16, indexCacheAttn } from "../dense/index_attn.ts";
+import { indexAttn, indexAttnF16, indexAttnParamsOf, indexCacheAttn } from "../dense/index_attn.ts";
 import { hipCacheMask, hipMask, hipMaskF16 } from "./mask.ts";
 import { HipParams, hipRegion } from "./params.ts";
 
@@ -59,10 +59,18 @@ export const hipCacheDecode = (p: HipParams): Effect.Effect<CacheDecodeGraphs, T
       kCache: g.input("kCache", hipCacheMask.inputs.kCache),
       vCache: g.input("vCache", indexCacheAttn.inputs.vCache),
     });
+    // the attention reads only its own parameters (the graph builder refuses keys a schema lacks)
+    const ap = {
+      blockQ: p.blockQ,
+      sink: p.sink,
+      window: p.window,
+      scale: p.scale,
+      workgroupMemory: p.workgroupMemory,
+    };
     const s = graph("hip.decode.search");
     const si = ports(s);
     const m = s.add(hipCacheMask, p, { q: si.q, kCache: si.kCache }, "mask");
-    const sa = s.add(indexCacheAttn, p, { ...si, indices: m.indices }, "attn");
+    const sa = s.add(indexCacheAttn, ap, { ...si, indices: m.indices }, "attn");
     s.output("o", sa.o);
     s.output("lse", sa.lse);
     s.output("indices", m.indices);
@@ -70,7 +78,7 @@ export const hipCacheDecode = (p: HipParams): Effect.Effect<CacheDecodeGraphs, T
     const ri = ports(r);
     const ra = r.add(
       indexCacheAttn,
-      p,
+      ap,
       { ...ri, indices: r.input("indices", indexCacheAttn.inputs.indices) },
       "attn",
     );

@@ -219,10 +219,10 @@ test("hip.mask and dense.indexAttn on wgpu = the CPU references (integer Q/K: id
     const v = randn(c.Hk * c.kvSeq * c.d, 80 + n);
     const qB = Math.ceil(c.seq / p.blockQ);
     const dm = { H: c.H, Hk: c.Hk, seq: c.seq, kvSeq: c.kvSeq, d: c.d, selHeads: c.H, kCap: p.topK };
-    const want = dense.indexAttentionReference(dense.indexAttnParams(p), q, k, v, ref.indices, dm);
+    const want = dense.indexAttentionReference(dense.indexAttnParamsOf(p), q, k, v, ref.indices, dm);
     const g = graph("indexAttn");
     const ins = dense.indexAttn.inputs;
-    const r = g.add(dense.indexAttn, dense.indexAttnParams(p), {
+    const r = g.add(dense.indexAttn, dense.indexAttnParamsOf(p), {
       q: g.input("q", ins.q),
       k: g.input("k", ins.k),
       v: g.input("v", ins.v),

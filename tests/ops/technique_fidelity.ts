@@ -58,10 +58,11 @@ if (N < 8192 && Number(args.tokens) >= 8192) console.error(`warning: document ha
 const tokens = all.slice(0, N);
 const technique = await Effect.runPromise(techniqueByName(args.technique));
 const knob = technique.knob;
+const extra = args.params ? JSON.parse(args.params) as Record<string, unknown> : {};
 const p = (await Effect.runPromise(
   decodeTechniqueParams(
     technique,
-    knob && args.knob !== undefined ? { [knob.param]: Number(args.knob) } : {},
+    knob && args.knob !== undefined ? { ...extra, [knob.param]: Number(args.knob) } : extra,
   ),
 )) as Record<string, unknown>;
 const knobValue = knob ? p[knob.param] : undefined;
