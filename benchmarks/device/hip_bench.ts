@@ -33,7 +33,7 @@ import {
 import { dense, hip, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { gpuRunner, median } from "../lib/gpu_run.ts";
+import { gpuRunner, median, sdpaPeer } from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/hip_bench.ts [flags]", {
@@ -316,30 +316,8 @@ for (const T of decodeContexts) {
 
 // ---- peers
 if (!args["no-peer"]) {
-  for (const [list, extra] of [[contexts, []], [decodeContexts, ["--decode"]]] as const) {
-    if (list.length === 0) continue;
-    const out = await Deno.makeTempFile({ suffix: ".json" });
-    const st = await new Deno.Command("python3", {
-      args: [
-        "benchmarks/device/sdpa_peer.py",
-        "--contexts",
-        list.join(","),
-        "--heads",
-        `${H}`,
-        "--kv-heads",
-        `${HK}`,
-        "--dim",
-        `${D}`,
-        ...extra,
-        "--out",
-        out,
-      ],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output().catch(() => undefined);
-    if (st?.success) rows.push(...(JSON.parse(await Deno.readTextFile(out)) as Row[]));
-    else console.error(`hip_bench: sdpa_peer.py ${extra.join(" ")} failed`);
-  }
+  rows.push(...(await sdpaPeer("hip_bench", contexts, H, HK, D)) as Row[]);
+  rows.push(...(await sdpaPeer("hip_bench", decodeContexts, H, HK, D, true)) as Row[]);
 }
 
 const common = {

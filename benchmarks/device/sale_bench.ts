@@ -29,7 +29,7 @@ import { type Backend, decodeTechniqueParams, type Graph, type Launch, lower } f
 import { dense, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { gpuRunner, median } from "../lib/gpu_run.ts";
+import { gpuRunner, median, sdpaPeer } from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/sale_bench.ts [flags]", {
@@ -236,45 +236,20 @@ for (const S of contexts) {
 
 if (!args["no-peer"]) {
   const ran = contexts.filter((s) => !skipped.includes(s));
-  const out = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    const py = new Deno.Command("python3", {
-      args: [
-        "benchmarks/device/sdpa_peer.py",
-        "--contexts",
-        ran.join(","),
-        "--heads",
-        `${H}`,
-        "--kv-heads",
-        `${HK}`,
-        "--dim",
-        `${D}`,
-        "--out",
-        out,
-      ],
-      stdout: "inherit",
-      stderr: "inherit",
-    });
-    const st = await py.output();
-    if (st.success) {
-      const peer = JSON.parse(await Deno.readTextFile(out)) as Row[];
-      rows.push(...peer);
-      for (const S of ran) {
-        const cud = peer.find((r) => r.context === S && r.impl === "sdpa-cudnn");
-        const ours = rows.find((r) => r.context === S && r.impl === "ours-sale" && r.metric === "latency_ms");
-        if (cud && ours) {
-          rows.push({
-            metric: "ratio_vs_cudnn",
-            impl: "ours-sale",
-            context: S,
-            value: ours.value / cud.value,
-            unit: "x",
-          });
-        }
-      }
-    } else console.error("sale_bench: sdpa_peer.py failed");
-  } catch (e) {
-    console.error(`sale_bench: could not run sdpa_peer.py: ${e}`);
+  const peer = await sdpaPeer("sale_bench", ran, H, HK, D);
+  rows.push(...(peer as Row[]));
+  for (const S of ran) {
+    const cud = peer.find((r) => r.context === S && r.impl === "sdpa-cudnn");
+    const ours = rows.find((r) => r.context === S && r.impl === "ours-sale" && r.metric === "latency_ms");
+    if (cud && ours) {
+      rows.push({
+        metric: "ratio_vs_cudnn",
+        impl: "ours-sale",
+        context: S,
+        value: ours.value / cud.value,
+        unit: "x",
+      });
+    }
   }
 }
 

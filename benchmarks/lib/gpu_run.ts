@@ -41,3 +41,61 @@ export const gpuRunner = (backend: Backend): GpuRunner => {
 /** The median of `x` (the upper one for an even length). */
 export const median = (x: readonly number[]): number =>
   [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
+
+/** A result row of the device benchmarks (the fields they share; the rest is free). */
+export interface PeerRow {
+  readonly metric: string;
+  readonly value: number;
+  readonly unit: string;
+  readonly context?: number;
+  readonly impl?: string;
+  readonly [k: string]: unknown;
+}
+
+/**
+ * PyTorch SDPA (flash and cuDNN) in the same job: `benchmarks/device/sdpa_peer.py` for `contexts` with the
+ * head layout `heads`/`kvHeads`/`dim` (`decode`: one query row against each context's keys). Returns its rows
+ * (`latency_ms` or `decode_latency_ms`, impl `sdpa-flash` / `sdpa-cudnn`), or none when Python, torch or CUDA
+ * is missing (the reason is printed, labelled `who`).
+ */
+export const sdpaPeer = async (
+  who: string,
+  contexts: readonly number[],
+  heads: number,
+  kvHeads: number,
+  dim: number,
+  decode = false,
+): Promise<PeerRow[]> => {
+  if (contexts.length === 0) return [];
+  const out = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const st = await new Deno.Command("python3", {
+      args: [
+        "benchmarks/device/sdpa_peer.py",
+        "--contexts",
+        contexts.join(","),
+        "--heads",
+        `${heads}`,
+        "--kv-heads",
+        `${kvHeads}`,
+        "--dim",
+        `${dim}`,
+        ...(decode ? ["--decode"] : []),
+        "--out",
+        out,
+      ],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!st.success) {
+      console.error(`${who}: sdpa_peer.py failed`);
+      return [];
+    }
+    return JSON.parse(await Deno.readTextFile(out)) as PeerRow[];
+  } catch (e) {
+    console.error(`${who}: could not run sdpa_peer.py: ${e}`);
+    return [];
+  } finally {
+    await Deno.remove(out).catch(() => {});
+  }
+};
