@@ -15,3 +15,4 @@ export * from "./src/plan.ts";
 export * from "./src/compile.ts";
 export * from "./src/builtin.ts";
 export * from "./src/registry.ts";
+export * from "./src/route.ts";
