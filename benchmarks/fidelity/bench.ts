@@ -30,7 +30,14 @@ import process from "node:process";
 import { Cause, Effect, Exit } from "effect";
 import { type AnyTechnique, decodeTechniqueParams, type Graph, InputError } from "@longctx/graph";
 import { TECHNIQUES } from "@longctx/ops";
-import { evaluateRouting, getModel, optionKey, route, ROUTE_TASKS } from "@longctx/plans";
+import {
+  evaluateRouting,
+  getModel,
+  optionKey,
+  route,
+  ROUTE_TASKS,
+  routeEvidenceFromRows,
+} from "@longctx/plans";
 import { appendRows, type RowInput } from "../lib/results.ts";
 import { loadLlama } from "../../runtime/src/model/llama.ts";
 import { type AttnComparison, type KvState, loadLlamaGraph } from "../../runtime/src/model/llama_graph.ts";
@@ -46,7 +53,7 @@ import {
   type TaskType,
 } from "./tasks.ts";
 import { buildIndex, DEFAULT_RAG, passages, type RagOptions, ragOptionsError } from "./rag.ts";
-import { evidenceFromRows } from "./evidence.ts";
+
 import { renderFidelitySvg } from "../charts/fidelity.ts";
 
 const USAGE =
@@ -497,7 +504,7 @@ const provisional = rows.map((r) => ({
   gpu: "none",
   driver: "-",
 }));
-const evidence = evidenceFromRows(provisional);
+const evidence = routeEvidenceFromRows(provisional);
 const routeLines: string[] = [];
 for (const L of lengths) {
   for (const task of ROUTE_TASKS) {

@@ -11,7 +11,8 @@
  *   task) of the same model and task type at the measured context length nearest to the request (log scale),
  *   pooled over documents; `bench fidelity` (benchmarks/fidelity/bench.ts) measures them.
  * - **Choice**: the option with the highest posterior mean accuracy `(correct + priorTasks · prior) / (tasks +
- *   priorTasks)`; ties go to the faster option (measured time per task), then to the exact LC technique.
+ *   priorTasks)`; ties go to the faster option (measured time per task), then to the exact LC technique. A
+ *   context beyond the model's trained context (`maxContext`) routes to RAG: LC cannot read the document.
  *
  * {@link evaluateRouting} checks the route against always-LC and always-RAG on the measured task set, both
  * in-sample and held out (each group of tasks — one haystack — routed by the evidence of the others).
@@ -231,6 +232,9 @@ export const route = (
         : (a.msPerTask ?? Infinity) - (b.msPerTask ?? Infinity) ||
           Number(b.key === exactKey) - Number(a.key === exactKey)
     );
+    // LC needs the whole document in the model's context: beyond it, only RAG is feasible.
+    const fits = request.context <= spec.maxContext;
+    if (!fits) scored.sort((a, b) => Number(b.key === "rag") - Number(a.key === "rag"));
     const choice = scored[0];
     const rag = scored.find((s) => s.key === "rag")!;
     const bestLc = scored.find((s) => s.key !== "rag")!;
@@ -250,9 +254,12 @@ export const route = (
       }`;
     const other = choice.key === "rag" ? bestLc : rag;
     const tie = Math.abs(choice.score - other.score) <= 1e-9;
-    const reason = `${describe(choice.option)}: ${priorText}; ${evidenceText}; posterior ${
-      fmtPct(choice.score)
-    } vs ${fmtPct(other.score)} for ${describe(other.option)}${tie ? " (tie: the faster)" : ""}`;
+    const reason = fits
+      ? `${describe(choice.option)}: ${priorText}; ${evidenceText}; posterior ${fmtPct(choice.score)} vs ${
+        fmtPct(other.score)
+      } for ${describe(other.option)}${tie ? " (tie: the faster)" : ""}`
+      : `RAG: ${request.context} tokens exceed ${spec.id}'s ${spec.maxContext}-token context, so LC cannot read ` +
+        `the whole document (${priorText}; ${evidenceText})`;
     return {
       request,
       choice,
@@ -345,3 +352,46 @@ export const evaluateRouting = (
     }
     return { heldOut: held, inSample: ins, decisions };
   });
+
+/** What {@link routeEvidenceFromRows} reads of a result row (a stored benchmark `Row` has it). */
+export interface EvidenceRow {
+  readonly metric: string;
+  readonly context?: number;
+  readonly impl?: string;
+  readonly params?: Readonly<Record<string, string | number | boolean>>;
+}
+
+/**
+ * The measured table as route evidence, from rows of `bench fidelity` (`benchmarks/results/fidelity.json`):
+ * every `accuracy` row of one task type (not `all`) is one cell (model, context, task type, option, tasks,
+ * correct, ms per task, and the haystack as its group). It reads `accuracy` rows whose `params` carry
+ * `model_id`, `task_type` (one of {@link ROUTE_TASKS}), `tasks`, `correct`, `ms_per_task`, `haystack` and, for LC, `technique` (with
+ * `knob_param` / `knob_value` for a swept technique); `impl: "rag"` rows are RAG. Other rows are skipped.
+ */
+export const routeEvidenceFromRows = (rows: readonly EvidenceRow[]): RouteEvidence[] => {
+  const out: RouteEvidence[] = [];
+  for (const r of rows) {
+    const p = r.params;
+    if (r.metric !== "accuracy" || !p || r.context === undefined) continue;
+    const task = p.task_type;
+    if (typeof task !== "string" || !(ROUTE_TASKS as readonly string[]).includes(task)) continue;
+    const option: RouteOption = r.impl === "rag" ? { kind: "rag" } : {
+      kind: "lc",
+      technique: String(p.technique ?? r.impl),
+      ...(typeof p.knob_param === "string" && typeof p.knob_value === "number"
+        ? { knob: { param: p.knob_param, value: p.knob_value } }
+        : {}),
+    };
+    out.push({
+      model: String(p.model_id),
+      context: r.context,
+      task: task as RouteTask,
+      option,
+      tasks: Number(p.tasks),
+      correct: Number(p.correct),
+      msPerTask: Number(p.ms_per_task),
+      ...(p.haystack === undefined ? {} : { group: String(p.haystack) }),
+    });
+  }
+  return out;
+};

@@ -77,6 +77,10 @@ test("route evidence: the nearest measured context is used; unknown models and b
   assert.equal(decide("single", e, "llama-3.1-70b", 2048).evidenceContext, undefined);
   const bad = Effect.runSync(Effect.flip(route({ model: "gpt-9", context: 2048, task: "single" }, e)));
   assert.equal(bad.reason, "unknown-model");
+  // Beyond the model's 8K context LC cannot run, whatever the prior (compare favours LC) or the evidence.
+  const long = decide("compare", [ev("compare", DENSE, 6, 6, 9000)], "smollm2-135m", 16384);
+  assert.equal(long.choice.key, "rag");
+  assert.match(long.reason, /16384 tokens exceed smollm2-135m's 8192-token context/);
   const ctx = Effect.runSync(Effect.flip(route({ model: "smollm2-135m", context: 0, task: "single" }, e)));
   assert.equal(ctx.reason, "bad-request");
 });
