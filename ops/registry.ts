@@ -8,11 +8,13 @@ import { Effect } from "effect";
 import { type AnyTechnique, TechniqueError } from "@longctx/graph";
 import { denseTechnique } from "./dense/technique.ts";
 import { saleTechnique } from "./sale/technique.ts";
+import { hipTechnique } from "./hip/technique.ts";
 
 /** Registered techniques, the exact baseline (`dense`) first. */
 export const TECHNIQUES: readonly AnyTechnique[] = [
   denseTechnique,
   saleTechnique,
+  hipTechnique,
 ];
 
 /** The names of `techniques` (default: the registry), in registry order. */

@@ -26,17 +26,11 @@
  */
 import { parseArgs } from "node:util";
 import { Effect } from "effect";
-import {
-  type Backend,
-  decodeTechniqueParams,
-  type Graph,
-  type Launch,
-  lower,
-  type Program,
-} from "@longctx/graph";
+import { type Backend, decodeTechniqueParams, type Graph, type Launch, lower } from "@longctx/graph";
 import { dense, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
+import { gpuRunner, median } from "../lib/gpu_run.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -82,19 +76,8 @@ const p = await Effect.runPromise(decodeTechniqueParams(sale.saleTechnique, {
   workgroupMemory: Math.min(wgMem, 65536),
 }));
 
-// GPU time from timestamp queries (per launch, summed) when the device has them, else wall clock.
-const timed = backend.features.has("timestamp-query");
-let timestampRuns = 0, wallRuns = 0;
-/** One run of a program: its GPU ms (or wall ms), and per-node GPU ms with `perNode`. */
-const run = async (prog: Program, perNode = false) => {
-  const t = performance.now();
-  const r = await Effect.runPromise(prog.run({ timed, perNode }));
-  const wall = performance.now() - t;
-  const ok = r.gpuMs !== undefined && r.gpuMs > 0 && r.gpuMs <= wall * 1.05 + 1;
-  if (ok) timestampRuns++;
-  else wallRuns++;
-  return { ms: ok ? r.gpuMs! : wall, nodes: r.nodes ?? [] };
-};
+const runner = gpuRunner(backend);
+const run = runner.run;
 
 /** Which part of SALE a node (by its operator) belongs to. */
 const partOf = (op: string): "quantize" | "estimate" | "select" | "sparse" =>
@@ -105,8 +88,6 @@ const partOf = (op: string): "quantize" | "estimate" | "select" | "sparse" =>
     : op.startsWith("sale.quantize")
     ? "quantize"
     : "sparse";
-
-const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
 
 interface Row {
   metric: string;
@@ -301,7 +282,7 @@ const common = {
   commit,
   command: `deno run -A benchmarks/device/sale_bench.ts ${Deno.args.join(" ")}`.trim(),
   threshold: p.threshold,
-  timing: `${timestampRuns} stage runs timed by GPU timestamps, ${wallRuns} by wall clock`,
+  timing: runner.summary(),
 };
 const final = rows.map((r) => ({
   backend: backend.kind === "webgpu" ? "webgpu (Deno navigator.gpu)" : backend.kind,

@@ -23,6 +23,8 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--out", default="")
+    ap.add_argument("--decode", action="store_true",
+                    help="one query row against S keys (a decode step, not causal): metric decode_latency_ms")
     a = ap.parse_args()
     rows = []
     try:
@@ -42,7 +44,7 @@ def main() -> int:
     backends = [("sdpa-flash", SDPBackend.FLASH_ATTENTION), ("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION)]
     for s in [int(x) for x in a.contexts.split(",") if x]:
         g = torch.Generator(device=dev).manual_seed(s)
-        q = torch.randn(1, a.heads, s, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
+        q = torch.randn(1, a.heads, 1 if a.decode else s, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
         k = torch.randn(1, a.kv_heads, s, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
         v = torch.randn(1, a.kv_heads, s, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
         rep = a.heads // a.kv_heads
@@ -50,12 +52,12 @@ def main() -> int:
             note = "enable_gqa"
 
             def call_gqa():
-                return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                return F.scaled_dot_product_attention(q, k, v, is_causal=not a.decode, enable_gqa=True)
 
             kr = vr = None
 
             def call_rep():
-                return F.scaled_dot_product_attention(q, kr, vr, is_causal=True)
+                return F.scaled_dot_product_attention(q, kr, vr, is_causal=not a.decode)
 
             fn = call_gqa
             try:
@@ -86,9 +88,9 @@ def main() -> int:
                     torch.cuda.synchronize()
                     times.append(e0.elapsed_time(e1))
             ms = statistics.median(times)
-            flops = 4 * a.heads * a.dim * s * (s + 1) / 2
+            flops = 4 * a.heads * a.dim * s * (1 if a.decode else (s + 1) / 2)
             rows.append({
-                "metric": "latency_ms", "impl": name, "context": s, "value": ms, "unit": "ms",
+                "metric": "decode_latency_ms" if a.decode else "latency_ms", "impl": name, "context": s, "value": ms, "unit": "ms",
                 "gpu": gpu, "backend": f"pytorch {torch.__version__} cuda", "dtype": "bf16",
                 "tflops": flops / ms / 1e9, "note": note,
             })

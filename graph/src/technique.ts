@@ -112,6 +112,12 @@ export interface Technique<P> {
   /** Phases it hands to another technique (SALE: decode → dense). */
   readonly delegates: Readonly<Partial<Record<Phase, PhaseDelegate<P>>>>;
   /**
+   * The density (attended / causal (query, key) pairs) the technique has by construction at `dims`, when its
+   * budget does not depend on the data (HiP: sink + k + window keys per query); the planner uses it where no
+   * density was measured. Absent for data-dependent techniques (SALE's threshold).
+   */
+  readonly constructedDensity?: (params: P, dims: AttnDims) => number;
+  /**
    * The attention graph of one layer for `phase` (see the module doc for its ports), shape-generic (dims
    * named, sizes not fixed) but checked against `dims` by shape inference. A delegated phase returns the
    * delegate's graph. `extraOutputs` are included when a stage produces them.

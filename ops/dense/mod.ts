@@ -8,3 +8,4 @@ export * from "./common.ts";
 export * from "./flash_wgsl.ts";
 export * from "./cache_attn.ts";
 export * from "./technique.ts";
+export * from "./index_attn.ts";

@@ -4,7 +4,7 @@
  * pluggable attention) at 8K tokens. Integer QK products of the 4-bit codes are computed as f32 GEMMs of the
  * code values, which is exact (|c| ≤ 7, sums ≤ 49·headDim < 2^24).
  *
- * Used by the `run` CLI and `tests/ops/sale_fidelity.ts`, checked against `saleCpu` in `tests/ops/sale_blas_test.ts`.
+ * Used by the `run` CLI and `tests/ops/technique_fidelity.ts`, checked against `saleCpu` in `tests/ops/sale_blas_test.ts`.
  * @module
  */
 import { causalKBlocks, roundEven } from "../dense/common.ts";

@@ -553,7 +553,18 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
           layer,
           params: numParams,
         });
-      const whole = lookup();
+      const measured = lookup();
+      // A technique whose budget does not depend on the data (HiP) has a density by construction.
+      const constructed = !measured && !lookup(0) && t.constructedDensity
+        ? t.constructedDensity(
+          Object.assign({}, ...r.ops.map((o) => o.params)),
+          { heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim, seq: T, kvSeq: T },
+        )
+        : undefined;
+      const whole = measured ??
+        (constructed === undefined
+          ? undefined
+          : { density: constructed, extrapolated: false, perLayer: false });
       if (!whole && !lookup(0)) {
         alternatives.push({
           pipeline: t.name,
@@ -586,7 +597,11 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
         // the current choice as fast as its fits allow (at least ±2.5 % each).
         const hiMs = ms + Math.max(uncertainty(pred), 0.025 * ms);
         const loCur = curMs - Math.max(uncertainty(cur.pred), 0.025 * curMs);
-        const src = d.perLayer ? "per-layer measurement" : "mean over layers";
+        const src = constructed !== undefined
+          ? "by construction: sink + k + window keys per query"
+          : d.perLayer
+          ? "per-layer measurement"
+          : "mean over layers";
         if (hiMs < loCur) {
           chosen++;
           choices[l] = {
@@ -594,7 +609,9 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
             pred,
             density: d.density,
             reason:
-              `${t.name}: ${fmtMs(ms)} ms/layer at measured density ${d.density.toFixed(3)} (${src}) vs ` +
+              `${t.name}: ${fmtMs(ms)} ms/layer at ${constructed === undefined ? "measured " : ""}density ${
+                d.density.toFixed(3)
+              } (${src}) vs ` +
               `${denseT.name} ${fmtMs(denseMs)} ms (−${((1 - ms / denseMs) * 100).toFixed(0)} %, ` +
               `still faster at the fits' worst case); pays below density ${dStar.toFixed(3)}`,
           };
@@ -602,7 +619,9 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
           choices[l] = {
             ...cur,
             reason: denseReason(
-              `${t.name} would take ${fmtMs(ms)} ms at measured density ${d.density.toFixed(3)} (${src}), ` +
+              `${t.name} would take ${fmtMs(ms)} ms at ${
+                constructed === undefined ? "measured " : ""
+              }density ${d.density.toFixed(3)} (${src}), ` +
                 `up to ${fmtMs(hiMs)} ms within its fit error; at best it pays below density ${
                   dStar.toFixed(3)
                 }`,

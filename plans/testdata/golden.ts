@@ -6,7 +6,11 @@
  */
 import { Effect } from "effect";
 import type { DensitySample, PlanRequest } from "../mod.ts";
+import { TECHNIQUES } from "@longctx/ops";
 import { decodeFixture, FIT, OPERATOR_NAMES, syntheticProfile } from "./fixtures.ts";
+
+/** The techniques the golden plans were recorded with (later techniques are planned by their own tests). */
+const GOLDEN_TECHNIQUES = TECHNIQUES.filter((t) => t.name === "dense" || t.name === "sale");
 
 /** Every fixture operator name at f32 and f16, and the decode fixture: all fitted with `FIT`. */
 export const goldenProfile = syntheticProfile(
@@ -53,7 +57,9 @@ export const goldenPlans = (mod: typeof import("../mod.ts")): unknown[] => {
       ? [decodeFixture, ...mod.defaultOperators()]
       : mod.defaultOperators();
     const r = Effect.runSync(
-      Effect.result(mod.plan(req, { profile, operators, densities: goldenDensities })),
+      Effect.result(
+        mod.plan(req, { profile, operators, densities: goldenDensities, techniques: GOLDEN_TECHNIQUES }),
+      ),
     );
     return r._tag === "Success"
       ? r.success

@@ -15,6 +15,7 @@ import { Schema } from "effect";
 import { ANY_DIMS, hostTensor, mulberry32, seededNormals } from "@longctx/graph";
 import type { AnyOperator, HostTensor, Scalars, TensorDesc } from "@longctx/graph";
 import { f32ToHalf, halfToF32 } from "../../ops/dense/common.ts";
+import { dense, hip } from "@longctx/ops";
 import {
   saleEstimate,
   saleEstimateF16,
@@ -551,6 +552,161 @@ const sale16: SaleCfg[] = [
   { blocks: SMALL, shape: [6, 2, 257, 257, 128] },
 ];
 const saleQk: SaleCfg[] = [{ blocks: SMALL, shape: [4, 1, 17, 100, 64] }];
+
+// ---- HiP: hip.mask and dense.indexAttn
+
+/** HiP configurations: [shape, parameters]; odd lengths, GQA, decode (S1), partial key blocks, no sink/window. */
+const HIP_GRID: readonly (readonly [Shape, Readonly<Record<string, number>>])[] = [
+  [[3, 1, 700, 700, 64], { topK: 64, sink: 4, window: 32 }],
+  [[4, 2, 333, 333, 128], { topK: 30, blockK: 3, sink: 5, window: 17, blockQ: 32 }],
+  [[9, 3, 257, 257, 64], { topK: 48, sink: 16, window: 24, blockQ: 16 }],
+  [[2, 2, 1, 901, 64], { topK: 128, sink: 16, window: 64 }],
+  [[2, 1, 129, 517, 64], { topK: 40, blockK: 4, sink: 0, window: 0, blockStrideQ: 1 }],
+];
+
+/**
+ * Integer-valued Q/K (multiples of 1/4 in [−3/4, 3/4], rounded to the dtype exactly): every f32 score is exact,
+ * so backends must return the CPU's lists bit for bit, ties included (they are frequent).
+ */
+const hipInts = (n: number, seed: number): Float32Array => {
+  const r = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => (Math.floor(r() * 7) - 3) / 4);
+};
+
+const hipQK = (op: AnyOperator, [H, Hk, S, kS, D]: Shape, seed: number) => ({
+  q: floatTensor(op, "q", [H, S, D], hipInts(H * S * D, seed)),
+  k: floatTensor(op, "k", [Hk, kS, D], hipInts(Hk * kS * D, seed + 1)),
+});
+
+/** The CPU hip.mask of a case (the lists `dense.indexAttn` cases attend). */
+const hipMaskOf = (s: Shape, raw: Readonly<Record<string, unknown>>, seed: number) => {
+  const [H, Hk, S, kS, D] = s;
+  const p = hip.hipParams(raw);
+  const { q, k } = hipQK(hip.hipMask, s, seed);
+  return { p, q, k, ...hip.hipMaskReference(p, q.x, k.x, H, Hk, S, kS, D) };
+};
+
+/**
+ * Violations of hip.mask's list properties and the density by brute force (attended / causal pairs per head).
+ */
+const hipListCheck = (p: hip.HipParams, idx: Int32Array, H: number, S: number, kS: number) => {
+  const qB = Math.ceil(S / p.blockQ), cap = Math.max(1, p.topK), off = kS - S;
+  let bad = 0;
+  const density = new Float64Array(H);
+  for (let h = 0; h < H; h++) {
+    let seen = 0, causal = 0;
+    for (let b = 0; b < qB; b++) {
+      const i0 = b * p.blockQ, i1 = Math.min(S, i0 + p.blockQ);
+      const reg = hip.hipRegion(p, i1 - 1 + off);
+      const list = [...idx.subarray((h * qB + b) * cap, (h * qB + b + 1) * cap)].filter((x) => x >= 0);
+      for (let e = 0; e < list.length; e++) {
+        if ((e > 0 && list[e] <= list[e - 1]) || list[e] < p.sink || list[e] >= reg.start + reg.tokens) bad++;
+      }
+      const partial = reg.tokens % p.blockK, last = reg.start + (reg.blocks - 1) * p.blockK;
+      const want = reg.dense
+        ? reg.tokens
+        : p.topK - (partial > 0 && list.includes(last) ? p.blockK - partial : 0);
+      if (list.length !== want) bad++;
+      const set = new Set(list);
+      for (let i = i0; i < i1; i++) {
+        const pos = i + off;
+        for (let j = 0; j <= pos; j++) if (j < p.sink || j > pos - p.window || set.has(j)) seen++;
+        causal += pos + 1;
+      }
+    }
+    density[h] = seen / causal;
+  }
+  return { bad, density };
+};
+
+/** hip.mask: index lists exact (integer scores: no rounding can reorder); density within 1e-6. */
+const hipMaskCases: CaseGenerator = (op) =>
+  HIP_GRID.map(([s, raw], n) => {
+    const [H, Hk, S, kS, D] = s;
+    return {
+      shape: `${shapeLabel(s)} k${raw.topK} bk${raw.blockK ?? 2}`,
+      dtype: dtypeOf(op),
+      qk: kS !== S,
+      params: raw,
+      descs: { q: descOf(op, "q", [H, S, D]), k: descOf(op, "k", [Hk, kS, D]) },
+      ...(kS !== S ? { equalDescs: { q: descOf(op, "q", [H, S, D]), k: descOf(op, "k", [Hk, S, D]) } } : {}),
+      build: () => {
+        const { q, k } = hipQK(op, s, 301 + n);
+        const p = hip.hipParams(raw);
+        return {
+          inputs: { q: q.t, k: k.t },
+          // ref64: the lists' properties (ascending, unique, inside the search region, min(k, region) keys) and
+          // the density recounted by brute force over (query, key) pairs from the lists.
+          ref64: (cpu) => {
+            const idx = cpu.indices.data as Int32Array;
+            const { bad, density } = hipListCheck(p, idx, H, S, kS);
+            return [
+              mismatches("list properties", [bad], [0]),
+              maxAbs("density", values(cpu.density), density, 1e-6),
+            ];
+          },
+          compare: (got, cpu) => [
+            mismatches("indices", got.indices.data as Int32Array, cpu.indices.data as Int32Array),
+            maxAbs("density", values(got.density), values(cpu.density), 1e-6),
+          ],
+        };
+      },
+    };
+  });
+
+/** dense.indexAttn over hip.mask's lists (per head) or one list shared by the heads, against float64. */
+const indexAttnCases: CaseGenerator = (op) =>
+  HIP_GRID.map(([s, raw], n) => {
+    const [H, Hk, S, kS, D] = s;
+    const shared = n % 2 === 1;
+    const params = { blockQ: raw.blockQ ?? 64, sink: raw.sink, window: raw.window };
+    const p = Schema.decodeUnknownSync(op.params)(params) as dense.IndexAttnParams;
+    const qB = Math.ceil(S / p.blockQ), cap = Math.max(1, raw.topK);
+    const descs = (ks: number) => ({
+      q: descOf(op, "q", [H, S, D]),
+      k: descOf(op, "k", [Hk, ks, D]),
+      v: descOf(op, "v", [Hk, ks, D]),
+      indices: descOf(op, "indices", [shared ? 1 : H, qB, cap]),
+    });
+    const dtype = dtypeOf(op);
+    return {
+      shape: `${shapeLabel(s)} ${shared ? "shared" : "per-head"} lists sink${p.sink} w${p.window}`,
+      dtype,
+      qk: kS !== S,
+      params,
+      descs: descs(kS),
+      ...(kS !== S ? { equalDescs: descs(S) } : {}),
+      build: () => {
+        const m = hipMaskOf(s, raw, 311 + n);
+        const { q, k, v } = qkvData(op, s, 321 + n, true);
+        const lists = shared ? m.indices.subarray(0, qB * cap) : m.indices;
+        const off = kS - S;
+        const sets = Array.from({ length: (shared ? 1 : H) * qB }, (_, e) =>
+          new Set(lists.subarray(e * cap, (e + 1) * cap)));
+        const keep = (h: number, i: number, j: number) => {
+          const pos = i + off;
+          return j < p.sink || j > pos - p.window ||
+            sets[(shared ? 0 : h) * qB + Math.floor(i / p.blockQ)].has(j);
+        };
+        return {
+          inputs: {
+            q: q.t,
+            k: k.t,
+            v: v!.t,
+            indices: hostTensor("i32", op.inputs.indices.dims, [shared ? 1 : H, qB, cap], lists.slice()),
+          },
+          note: `hip density ${
+            (m.density.reduce((a, b) => a + b, 0) / H).toFixed(3)
+          }`,
+          ref64: (cpu) => {
+            const r = attention64(q.x, k.x, v!.x, H, Hk, S, kS, D, scaleOf(p, D), keep);
+            return attnMetrics(cpu, r.o, r.lse, ATTN_TOL.ref64);
+          },
+          compare: (got, cpu) => attnMetrics(got, values(cpu.o), values(cpu.lse), ATTN_TOL[dtype]),
+        };
+      },
+    };
+  });
 
 // ---- dense.cacheAttn and the model.* operators
 
@@ -1153,6 +1309,10 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "sale.sparseAttn": saleSparseAttnCases([...sale32, ...saleQk]),
   "sale.sparseAttn.f16": saleSparseAttnCases([...sale16, ...saleQk]),
   "dense.cacheAttn": cacheAttnCases,
+  "dense.indexAttn": indexAttnCases,
+  "dense.indexAttn.f16": indexAttnCases,
+  "hip.mask": hipMaskCases,
+  "hip.mask.f16": hipMaskCases,
   "model.embed": embedCases,
   "model.rmsNorm": rmsNormCases,
   "model.addRmsNorm": addRmsNormCases,

@@ -28,7 +28,7 @@ const prefillDims = { heads: 4, kvHeads: 2, headDim: 64, seq: 96, kvSeq: 96 };
 const decodeDims = { ...prefillDims, seq: 1 };
 
 test("registry: unique names, exact baseline first, lookup by name with a typed error", () => {
-  assert.deepEqual(techniqueNames(), ["dense", "sale"]);
+  assert.deepEqual(techniqueNames(), ["dense", "sale", "hip"]);
   assert.equal(new Set(techniqueNames()).size, TECHNIQUES.length);
   assert.ok(!TECHNIQUES[0].sparse, "the first technique is the exact baseline");
   assert.equal(Effect.runSync(techniqueByName("sale")), sale.saleTechnique);
@@ -36,7 +36,7 @@ test("registry: unique names, exact baseline first, lookup by name with a typed 
   assert.ok(e instanceof TechniqueError);
   assert.equal(e.reason, "unknown-technique");
   assert.match(e.message, /"quest"/);
-  assert.match(e.hint, /dense, sale/);
+  assert.match(e.hint, /dense, sale, hip/);
   // a test-local registry is searched instead of the default one
   assert.match(failure(techniqueByName("sale", [dense.denseTechnique])).hint, /use one of: dense$/);
 });
@@ -44,7 +44,11 @@ test("registry: unique names, exact baseline first, lookup by name with a typed 
 for (const t of TECHNIQUES) {
   test(`registry invariants: ${t.name}`, () => {
     for (const op of t.operators) {
-      assert.ok(op.name.startsWith(`${t.name}.`), `${op.name} belongs to ${t.name}`);
+      // its own operators, or the shared attention operators of `dense` (dense.indexAttn)
+      assert.ok(
+        op.name.startsWith(`${t.name}.`) || op.name.startsWith("dense."),
+        `${op.name} belongs to ${t.name} or is shared`,
+      );
     }
     const p = Effect.runSync(decodeTechniqueParams(t, {}));
     assert.ok(typeof p === "object" && p !== null, "every parameter has a default");

@@ -27,8 +27,8 @@ import process from "node:process";
 import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import { Cause, Console, Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";
-import { InputError } from "@longctx/graph";
-import { sale, techniqueNames } from "@longctx/ops";
+import { decodeTechniqueParams, InputError, paramNames } from "@longctx/graph";
+import { techniqueNames, TECHNIQUES } from "@longctx/ops";
 import {
   builtinDensities,
   builtinProfile,
@@ -50,7 +50,13 @@ import {
 import { makeCpuBackend } from "../backends/cpu.ts";
 import { parseTokens } from "./plan.ts";
 import { buildPrompt, readInput } from "./run/prompt.ts";
-import { compareOverDocument, type LayerChoice, type PassResult, runPassGraph } from "./run/execute.ts";
+import {
+  compareOverDocument,
+  type LayerChoice,
+  type PassResult,
+  runPassGraph,
+  techniqueChoices,
+} from "./run/execute.ts";
 import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
@@ -59,8 +65,6 @@ import { makeProgress } from "./run/progress.ts";
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
 /** `--pipeline`: the planner's choice, or any registered technique (`TECHNIQUES` of `@longctx/ops`). */
 const PIPELINES = ["auto", ...techniqueNames()];
-/** The techniques whose per-layer choice this command builds today (`LayerChoice` of `run/execute.ts`). */
-const RUN_TECHNIQUES: readonly string[] = ["dense", "sale"];
 const BACKENDS = ["auto", "wgpu", "webgpu", "dawn", "cpu"] as const;
 /** Default context (prompt + answer tokens): the demo finishes in under 2 minutes on 2 CPU cores. */
 export const DEFAULT_CONTEXT = 1024;
@@ -146,42 +150,55 @@ const positiveInt = (flag: string, v: string, min: number) => {
 const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 
-/** Layer ranges of equal choices: `0-29 sale`. */
+/** A choice's parameters for the report: the technique's knob (`τ=0.004`, `topK=512`), else none. */
+const choiceParams = (c: LayerChoice): string => {
+  if (c.kind === "dense" || !c.params) return "";
+  const knob = TECHNIQUES.find((t) => t.name === c.kind)?.knob;
+  return knob && knob.param in c.params ? ` (${knob.param}=${c.params[knob.param]})` : "";
+};
+
+/** Layer ranges of equal choices: `layers 0-29: sale (threshold=0.004)`. */
 const describeChoices = (choices: readonly LayerChoice[]): string => {
   const parts: string[] = [];
+  const label = (c: LayerChoice) => `${c.kind}${choiceParams(c)}`;
   for (let i = 0; i < choices.length;) {
     let j = i;
-    while (j + 1 < choices.length && choices[j + 1].kind === choices[i].kind) j++;
-    const c = choices[i];
-    const params = c.kind === "sale"
-      ? ` (τ=${c.params.threshold}, blocks ${c.params.blockQ}×${c.params.blockK}, window ${c.params.localWindow}, sink ${c.params.sinkBlocks})`
-      : "";
-    parts.push(`layers ${i === j ? i : `${i}-${j}`}: ${c.kind}${params}`);
+    while (j + 1 < choices.length && label(choices[j + 1]) === label(choices[i])) j++;
+    parts.push(`layers ${i === j ? i : `${i}-${j}`}: ${label(choices[i])}`);
     i = j + 1;
   }
   return parts.join("; ");
 };
 
-const SALE_KEYS = ["blockQ", "blockK", "localWindow", "sinkBlocks", "threshold", "scale", "workgroupMemory"];
-
-/** Per-layer choices from a plan: `sale` groups with their planned parameters, everything else dense. */
+/**
+ * Per-layer choices from a plan: each group's technique with its planned parameters (those the technique's
+ * schema declares), dense groups dense; a group whose technique or parameters the registry refuses runs dense
+ * with a warning.
+ */
 const choicesFromPlan = (p: Plan, nLayer: number): { choices: LayerChoice[]; warnings: string[] } => {
-  const choices: LayerChoice[] = Array.from({ length: nLayer }, () => ({ kind: "dense" as const }));
+  const choices: LayerChoice[] = Array.from({ length: nLayer }, () => ({ kind: "dense" }));
   const warnings: string[] = [];
   for (const g of p.groups) {
     if (g.pipeline === "dense") continue;
-    if (g.pipeline !== "sale") {
+    const t = TECHNIQUES.find((x) => x.name === g.pipeline);
+    const all = Object.assign({}, ...g.stages.map((s) => s.params)) as Record<string, unknown>;
+    const known = t ? paramNames(t.params) : [];
+    const decoded = t
+      ? Effect.runSync(Effect.result(
+        decodeTechniqueParams(t, Object.fromEntries(Object.entries(all).filter(([k]) => known.includes(k)))),
+      ))
+      : undefined;
+    if (!decoded || decoded._tag === "Failure") {
       warnings.push(
-        `the planner chose ${g.pipeline} for layers ${g.layers[0]}-${g.layers[1] - 1}; run executes ` +
-          `dense and sale only, so those layers run dense`,
+        `the planner chose ${g.pipeline} for layers ${g.layers[0]}-${
+          g.layers[1] - 1
+        }, which run cannot build` +
+          (decoded?._tag === "Failure" ? ` (${decoded.failure.message})` : "") + "; those layers run dense",
       );
       continue;
     }
-    const all = Object.assign({}, ...g.stages.map((s) => s.params)) as Record<string, unknown>;
-    const params = sale.saleParams(
-      Object.fromEntries(Object.entries(all).filter(([k]) => SALE_KEYS.includes(k))),
-    );
-    for (let l = g.layers[0]; l < g.layers[1] && l < nLayer; l++) choices[l] = { kind: "sale", params };
+    const params = decoded.success as Record<string, unknown>;
+    for (let l = g.layers[0]; l < g.layers[1] && l < nLayer; l++) choices[l] = { kind: g.pipeline, params };
   }
   return { choices, warnings };
 };
@@ -196,17 +213,6 @@ const main = (i: Input) =>
     const warnings: string[] = [];
     // ---- validate flags (fast, before anything is loaded)
     const pipeline = yield* oneOf("pipeline", i.pipeline, PIPELINES);
-    if (pipeline !== "auto" && !RUN_TECHNIQUES.includes(pipeline)) {
-      return yield* new InputError({
-        message: `--pipeline ${pipeline} is a registered technique, but run builds layer choices only for ` +
-          RUN_TECHNIQUES.join(" and "),
-        hint:
-          `use --pipeline ${
-            RUN_TECHNIQUES.join(" or ")
-          }; the graph forward (runtime/src/model/llama_graph.ts) ` +
-          `runs ${pipeline}'s prefill graph through its attentionGraph option`,
-      });
-    }
     const backendChoice = yield* oneOf("backend", i.backend, BACKENDS);
     const modelId = yield* oneOf("model", i.model.toLowerCase(), RUNNABLE_MODELS);
     const spec = yield* getModel(modelId);
@@ -293,10 +299,7 @@ const main = (i: Input) =>
       }),
     );
     let plannerSays: string;
-    let plannerChoices: LayerChoice[] = Array.from(
-      { length: cfg.nLayer },
-      () => ({ kind: "dense" as const }),
-    );
+    let plannerChoices: LayerChoice[] = Array.from({ length: cfg.nLayer }, () => ({ kind: "dense" }));
     if (planned._tag === "Success") {
       planJson = planned.success;
       const r = choicesFromPlan(planned.success, cfg.nLayer);
@@ -320,12 +323,9 @@ const main = (i: Input) =>
       choices = plannerChoices;
       planSource = plannerSays;
     } else {
-      const c: LayerChoice = pipeline === "sale"
-        ? { kind: "sale", params: sale.saleParams({}) }
-        : { kind: "dense" };
-      choices = Array.from({ length: cfg.nLayer }, () => c);
+      choices = yield* techniqueChoices(pipeline, {}, cfg.nLayer);
       planSource = `--pipeline ${pipeline}` +
-        (pipeline === "sale" ? " (SALE defaults of the official code)" : "") +
+        (pipeline === "dense" ? "" : ` (${pipeline}'s defaults, from its official code)`) +
         ` (overrides the ${plannerSays})`;
     }
     phases.planMs = performance.now() - t;
@@ -345,7 +345,7 @@ const main = (i: Input) =>
           : "");
 
     // ---- dense pass, then the pipeline pass
-    const dense = Array.from({ length: cfg.nLayer }, () => ({ kind: "dense" as const }));
+    const dense: LayerChoice[] = Array.from({ length: cfg.nLayer }, () => ({ kind: "dense" }));
     const pass = (label: string, ch: readonly LayerChoice[]) =>
       Effect.gen(function* () {
         progress.phase(`prefill ${label}`, cfg.nLayer, "layers");

@@ -1,17 +1,23 @@
 /**
  * The `run` command's compute side: one prefill of the chat prompt with a per-layer attention choice (dense or
- * SALE), per-layer statistics, greedy decoding of the answer, and the dense-vs-pipeline comparison
- * (perplexity over the document tokens, KL(dense ‖ pipeline), top-1 agreement).
+ * any registered technique), per-layer statistics, greedy decoding of the answer, and the dense-vs-pipeline
+ * comparison (perplexity over the document tokens, KL(dense ‖ pipeline), top-1 agreement).
  *
- * Both passes run on the graph forward (`llama_graph.ts`, any backend): SALE layers (arXiv 2505.24179, §3) run
- * SALE's four operators inlined as their attention, on the whole prompt in one prefill; decode steps run dense
- * attention over the KV cache (SALE is a prefill method).
+ * Both passes run on the graph forward (`llama_graph.ts`, any backend): a technique's layers run its prefill
+ * graph (from the registry, e.g. SALE's four operators or HiP's mask search and index attention) inlined as
+ * their attention, on the whole prompt in one prefill; decode steps run dense attention over the KV cache.
  * @module
  */
 import { Effect } from "effect";
-import type { Graph, LongctxError } from "@longctx/graph";
-import { sale } from "@longctx/ops";
-import { buildPipelineGraph, type CompileError } from "@longctx/plans";
+import {
+  type AttnDims,
+  decodeTechniqueParams,
+  type Graph,
+  type LongctxError,
+  type TechniqueError,
+} from "@longctx/graph";
+import { techniqueByName } from "@longctx/ops";
+import type { CompileError } from "@longctx/plans";
 import { argmax, type LlamaModel } from "../../model/llama.ts";
 import type { GraphLlama } from "../../model/llama_graph.ts";
 import {
@@ -22,16 +28,42 @@ import {
   NonFiniteError,
 } from "../../model/metrics.ts";
 
-/** The attention of one layer. */
-export type LayerChoice = { readonly kind: "dense" } | {
-  readonly kind: "sale";
-  readonly params: sale.SaleParams;
-};
+/**
+ * The attention of one layer: `dense` (the forward's own `dense.attn`), or a registered technique by name with
+ * its parameters (decoded by the technique's schema when the graph is built).
+ */
+export interface LayerChoice {
+  /** `dense` or a technique name of the registry (`TECHNIQUES` of `@longctx/ops`). */
+  readonly kind: string;
+  /** The technique's parameters (absent: its defaults). */
+  readonly params?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Per-layer choices running technique `name` with `params` in every layer, except the first `denseLayers`
+ * layers when the decoded parameters have that key (HiP: the official defaults keep the first 3 dense).
+ * Fails with `TechniqueError` for an unknown name or bad parameters.
+ */
+export const techniqueChoices = (
+  name: string,
+  params: Readonly<Record<string, unknown>>,
+  nLayer: number,
+) =>
+  Effect.gen(function* () {
+    if (name === "dense") return Array.from({ length: nLayer }, (): LayerChoice => ({ kind: "dense" }));
+    const t = yield* techniqueByName(name);
+    const p = (yield* decodeTechniqueParams(t, params)) as Record<string, unknown>;
+    const denseLayers = typeof p.denseLayers === "number" ? p.denseLayers : 0;
+    return Array.from(
+      { length: nLayer },
+      (_, l): LayerChoice => (l < denseLayers ? { kind: "dense" } : { kind: name, params: p }),
+    );
+  });
 
 /** Per-layer statistics of a prefill. */
 export interface LayerStats {
   readonly layer: number;
-  readonly pipeline: "dense" | "sale";
+  readonly pipeline: string;
   /** Kept / causal blocks, mean over heads (1 for dense). */
   readonly density: number;
   /**
@@ -125,19 +157,18 @@ export const compareOverDocument = (
   };
 };
 
-/** SALE's four operators (f32) as one layer's attention graph, outputting the per-head density. */
-export const saleLayerGraph = (params: sale.SaleParams): Effect.Effect<Graph, CompileError> =>
-  buildPipelineGraph("sale", [
-    { op: sale.saleQuantize, params },
-    { op: sale.saleEstimate, params },
-    { op: sale.saleSelect, params },
-    { op: sale.saleSparseAttn, params },
-  ], ["density"]);
+/** The prefill attention graph (f32) of a technique layer choice, checked against `dims`. */
+export const techniqueLayerGraph = (c: LayerChoice, dims: AttnDims) =>
+  Effect.gen(function* () {
+    const t = yield* techniqueByName(c.kind);
+    const p = yield* decodeTechniqueParams(t, c.params ?? {});
+    return yield* t.graph(p, dims, "prefill", "f32");
+  });
 
 /**
  * The same pass on the graph forward (`llama_graph.ts`, any backend, e.g. the GPU): one prefill with
- * `choices[layer]` as each layer's attention (SALE layers run SALE's operator graph inlined into the forward;
- * dense layers `dense.attn`), all-position logits kept for the comparison, then greedy decoding on the KV cache
+ * `choices[layer]` as each layer's attention (a technique's layers run its prefill graph inlined into the
+ * forward; dense layers `dense.attn`), all-position logits kept for the comparison, then greedy decoding on the KV cache
  * state; with `layerErrors`, a second untimed prefill measures each sparse layer's output error against
  * `dense.attn` on its own inputs (`referenceMs`). Per-layer attention time is not measured (`null`): the layers
  * run as one program. Fails with the forward's typed errors.
@@ -150,17 +181,25 @@ export const runPassGraph = (
   maxNew: number,
   progress: PassProgress = {},
   layerErrors = true,
-): Effect.Effect<PassResult, LongctxError | CompileError | NonFiniteError> =>
+): Effect.Effect<PassResult, LongctxError | CompileError | NonFiniteError | TechniqueError> =>
   Effect.gen(function* () {
     const graphs = new Map<string, Graph>();
     const perLayer: (Graph | undefined)[] = [];
+    const cfg = model.config;
+    const dims = {
+      heads: cfg.nHead,
+      kvHeads: cfg.nKvHead,
+      headDim: cfg.headDim,
+      seq: prompt.length,
+      kvSeq: prompt.length,
+    };
     for (const c of choices) {
-      if (c.kind !== "sale") {
+      if (c.kind === "dense") {
         perLayer.push(undefined);
         continue;
       }
-      const key = JSON.stringify(c.params);
-      if (!graphs.has(key)) graphs.set(key, yield* saleLayerGraph(c.params));
+      const key = `${c.kind}:${JSON.stringify(c.params ?? {})}`;
+      if (!graphs.has(key)) graphs.set(key, yield* techniqueLayerGraph(c, dims));
       perLayer.push(graphs.get(key));
     }
     const V = model.config.vocab;
