@@ -1,8 +1,8 @@
 /**
  * `bench fidelity` (benchmarks/fidelity/bench.ts) end to end, tiny: one 2K haystack, one task of each type, the
  * exact reference, the registry's first sparse technique at its middle knob value, and RAG, on the real model
- * (skipped without it), without the recall pass (69 s inside the test suite and 92 s alone at load average 3, on the shared 2-core
- * machine, 1 Dec 2026); rows to a temporary results directory. Checks that every metric row is there with the
+ * (skipped without it), without the recall pass (69 s inside the test suite and 92 s alone at load average 3,
+ * on the shared 2-core machine, 1 Dec 2026); rows to a temporary results directory. Checks that every metric row is there with the
  * command, that the numbers are sane (dense's perplexity change is absent, the sparse one's density below 1 and
  * KL positive, accuracies are fractions of the tasks run) and that the route is printed against always-LC and
  * always-RAG. Also: `--help` prints the defaults and unknown or bad arguments are refused before any work.
