@@ -299,8 +299,9 @@ export interface RoutingEvaluation {
 /**
  * Evaluate the route on measured evidence (rows with `group`): for every group and (context, task) cell, the
  * route's choice is scored by that group's own outcome of the chosen option; always-LC takes the exact
- * technique, always-RAG RAG. Cells whose group lacks the chosen option's outcome count that option as not run
- * (a `bad-request` PlanError names it). Fails with `PlanError` as {@link route} does.
+ * technique, always-RAG RAG. The route chooses only among the options the group itself ran (evidence of
+ * other options is left out for it). Fails with `PlanError` `bad-request` when a group lacks RAG's or the exact
+ * technique's outcome for a cell, and as {@link route} does.
  */
 export const evaluateRouting = (
   model: string,
@@ -339,8 +340,11 @@ export const evaluateRouting = (
             acc.correct += r.correct;
             acc.ms += r.msPerTask * r.tasks;
           });
-        const h = yield* route({ model, context, task }, others, opts);
-        const i = yield* route({ model, context, task }, evidence, opts);
+        // The route may choose only among the options this group ran (a run may sweep fewer points).
+        const ran = new Set(rows.map((e) => optionKey(e.option)));
+        const pool = (xs: readonly RouteEvidence[]) => xs.filter((e) => ran.has(optionKey(e.option)));
+        const h = yield* route({ model, context, task }, pool(others), opts);
+        const i = yield* route({ model, context, task }, pool(evidence), opts);
         decisions.push({ group: g, decision: h });
         yield* tally(held.route, h.choice.key);
         yield* tally(ins.route, i.choice.key);

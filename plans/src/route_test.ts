@@ -97,7 +97,20 @@ test("evaluateRouting: held out by group, the route is scored on each group's ow
   assert.deepEqual(r.heldOut.lc, { tasks: 12, correct: 6, ms: 12 * 10000 });
   assert.deepEqual(r.heldOut.rag, { tasks: 12, correct: 6, ms: 12 * 2000 });
   assert.equal(r.decisions.length, 4);
-  // A group missing the chosen option is an error, not a silent skip.
+  // A group that ran fewer options is routed among those only (here: no sale in group "c").
+  const partial = [
+    ...e,
+    ev("compare", SALE, 3, 3, 1000, "a"),
+    ev("compare", DENSE, 0, 3, 10000, "c"),
+    ev("compare", RAG, 3, 3, 2000, "c"),
+  ];
+  const p = Effect.runSync(evaluateRouting("smollm2-135m", partial));
+  assert.ok(
+    p.decisions.filter((d) => d.group === "c").every((d) =>
+      d.decision.options.every((o) => o.key !== "lc:sale:threshold=0.1")
+    ),
+  );
+  // A group missing RAG's or the exact technique's outcome is an error, not a silent skip.
   const missing = Effect.runSync(
     Effect.flip(evaluateRouting("smollm2-135m", [ev("single", RAG, 1, 1, 1, "a")])),
   );
