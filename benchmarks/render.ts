@@ -16,6 +16,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
 import { median, renderLatencySvg, selectLatency } from "./charts/latency.ts";
+import { renderFidelitySvg } from "./charts/fidelity.ts";
 import { readAllResultsLenient, repoRoot, type Row } from "./lib/results.ts";
 import { parseArgs } from "node:util";
 
@@ -302,6 +303,8 @@ const table = (header: readonly string[], lines: readonly string[]): string[] =>
 export interface RenderOptions {
   /** Relative link from the markdown file to the chart SVG, when a chart was drawn. */
   readonly chartLink?: string;
+  /** Relative link to the fidelity chart (`charts/fidelity.ts`), when one was drawn from the `fidelity` suite. */
+  readonly fidelityChartLink?: string;
   /** Where the rows came from (shown in the header). */
   readonly source?: string;
   /** Results files left out because they failed the schema: file → reason (listed, so nothing is silent). */
@@ -379,6 +382,19 @@ export const renderMarkdown = (
     );
   }
 
+  if (opts.fidelityChartLink) {
+    out.push(
+      "## Fidelity against density",
+      "",
+      `![accuracy and perplexity change vs density](${opts.fidelityChartLink})`,
+      "",
+      "From the `fidelity` suite (`benchmarks/fidelity/bench.ts`): accuracy over the task set and perplexity " +
+        "change against dense, per technique, knob value and context length, against density (mean over " +
+        "haystacks and runs); RAG at its context fraction (values in the `fidelity` table below).",
+      "",
+    );
+  }
+
   const ceil = ceilings(all);
   const roof: string[] = [];
   for (const [suite, rows] of suites) {
@@ -447,9 +463,18 @@ export const renderFiles = async (
     writeAtomic(chartFile, svg);
     chartLink = path.relative(path.dirname(outFile), chartFile).split(path.sep).join("/");
   }
+  // The fidelity chart: beside the latency chart, from the `fidelity` suite's rows.
+  const fidelitySvg = await renderFidelitySvg(suites.get("fidelity") ?? []);
+  let fidelityChartLink: string | undefined;
+  if (fidelitySvg) {
+    const f = path.join(path.dirname(chartFile), "fidelity.svg");
+    fs.mkdirSync(path.dirname(f), { recursive: true });
+    writeAtomic(f, fidelitySvg);
+    fidelityChartLink = path.relative(path.dirname(outFile), f).split(path.sep).join("/");
+  }
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
   const source = path.relative(repoRoot(), resultsDir).split(path.sep).join("/") + "/*.json";
-  writeAtomic(outFile, renderMarkdown(suites, { chartLink, source, invalid: errors }));
+  writeAtomic(outFile, renderMarkdown(suites, { chartLink, fidelityChartLink, source, invalid: errors }));
   return { markdown: outFile, chart: svg ? chartFile : undefined };
 };
 

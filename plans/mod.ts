@@ -5,6 +5,8 @@
  * - `MODELS`, `getModel`: published hyperparameters of known models, each with its source.
  * - `DeviceProfile`, `decodeProfile`, `fitSamples`, `builtinProfile`: measured kernel latencies per device.
  * - `plan(request, env)` → `Plan` (versioned JSON schema), `decodePlan`, `compile(plan, operators)` → graphs.
+ * - `route(request, evidence)`: retrieval (RAG) or long context (and which technique) per model, context length
+ *   and task type, LaRA's gaps as the prior and `bench fidelity` measurements as the evidence; `evaluateRouting`.
  * @module
  */
 export * from "./src/errors.ts";
@@ -15,3 +17,4 @@ export * from "./src/plan.ts";
 export * from "./src/compile.ts";
 export * from "./src/builtin.ts";
 export * from "./src/registry.ts";
+export * from "./src/route.ts";

@@ -17,7 +17,14 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".
 /** A throwaway repo holding only what the CLI and the renderer need, sharing this repo's node_modules. */
 const scratchRepo = (): string => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "longctx-cli-"));
-  for (const f of ["benchmarks/lib/results.ts", "benchmarks/render.ts", "benchmarks/charts/latency.ts"]) {
+  for (
+    const f of [
+      "benchmarks/lib/results.ts",
+      "benchmarks/render.ts",
+      "benchmarks/charts/latency.ts",
+      "benchmarks/charts/fidelity.ts",
+    ]
+  ) {
     fs.mkdirSync(path.join(root, path.dirname(f)), { recursive: true });
     fs.copyFileSync(path.join(repo, f), path.join(root, f));
   }
