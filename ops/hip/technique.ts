@@ -60,13 +60,7 @@ export const hipCacheDecode = (p: HipParams): Effect.Effect<CacheDecodeGraphs, T
       vCache: g.input("vCache", indexCacheAttn.inputs.vCache),
     });
     // the attention reads only its own parameters (the graph builder refuses keys a schema lacks)
-    const ap = {
-      blockQ: p.blockQ,
-      sink: p.sink,
-      window: p.window,
-      scale: p.scale,
-      workgroupMemory: p.workgroupMemory,
-    };
+    const ap = indexAttnParamsOf(p);
     const s = graph("hip.decode.search");
     const si = ports(s);
     const m = s.add(hipCacheMask, p, { q: si.q, kCache: si.kCache }, "mask");

@@ -19,6 +19,7 @@
  * Pure TypeScript: no runtime imports.
  * @module
  */
+/** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect, Exit, Schema } from "effect";
 import { TECHNIQUES } from "@longctx/ops";
 import { PlanError } from "./errors.ts";
@@ -64,7 +65,18 @@ export const LARA_SMALL_MODEL_SHIFT: Readonly<Record<32768 | 131072, number>> = 
 export const SMALL_MODEL_PARAMS = 4e9;
 
 /** RAG, or LC with one attention technique (and its knob value when it has one). */
-export const RouteOption = Schema.Union([
+export type RouteOption =
+  | { readonly kind: "rag" }
+  | {
+    readonly kind: "lc";
+    /** A registered technique's name (`dense`, `sale`, `hip`). */
+    readonly technique: string;
+    /** The technique's knob and its value, when it has one. */
+    readonly knob?: { readonly param: string; readonly value: number };
+  };
+
+/** The schema of {@link RouteOption}. */
+export const RouteOption: Schema.Codec<RouteOption> = Schema.Union([
   Schema.Struct({ kind: Schema.Literal("rag") }),
   Schema.Struct({
     kind: Schema.Literal("lc"),
@@ -72,11 +84,29 @@ export const RouteOption = Schema.Union([
     knob: Schema.optionalKey(Schema.Struct({ param: Schema.String, value: Schema.Number })),
   }),
 ]);
-/** RAG, or LC with a technique. */
-export type RouteOption = typeof RouteOption.Type;
 
 /** Measured outcomes of one option on one group of tasks of one type. */
-export const RouteEvidence = Schema.Struct({
+export interface RouteEvidence {
+  /** Model id or alias of `plans/src/models.ts` (`smollm2-135m`). */
+  readonly model: string;
+  /** Context length (tokens) the tasks ran at. */
+  readonly context: number;
+  /** The task type. */
+  readonly task: RouteTask;
+  /** What ran. */
+  readonly option: RouteOption;
+  /** Tasks run. */
+  readonly tasks: number;
+  /** Tasks answered correctly. */
+  readonly correct: number;
+  /** Mean wall time per task (prefill + question + answer), ms. */
+  readonly msPerTask: number;
+  /** The group the tasks came from (one haystack), for held-out evaluation. */
+  readonly group?: string;
+}
+
+/** The schema of {@link RouteEvidence}. */
+export const RouteEvidence: Schema.Codec<RouteEvidence> = Schema.Struct({
   /** Model id or alias of `plans/src/models.ts` (`smollm2-135m`). */
   model: Schema.String,
   /** Context length (tokens) the tasks ran at. */
@@ -91,24 +121,28 @@ export const RouteEvidence = Schema.Struct({
   /** The group the tasks came from (one haystack), for held-out evaluation. */
   group: Schema.optionalKey(Schema.String),
 });
-/** One measured cell. */
-export type RouteEvidence = typeof RouteEvidence.Type;
 
 /** A routing request. */
 export interface RouteRequest {
+  /** Model id or alias of `plans/src/models.ts`. */
   readonly model: string;
   /** Context length (tokens) of the full document + question. */
   readonly context: number;
+  /** The task type. */
   readonly task: RouteTask;
 }
 
 /** One option as scored for a request. */
 export interface ScoredOption {
+  /** The option. */
   readonly option: RouteOption;
   /** `rag`, `lc:<technique>` or `lc:<technique>:<param>=<value>`. */
   readonly key: string;
+  /** Prior accuracy from LaRA's reported gaps, in [0, 1]. */
   readonly prior: number;
+  /** Measured tasks. */
   readonly tasks: number;
+  /** Measured tasks answered correctly. */
   readonly correct: number;
   /** Posterior mean accuracy, in [0, 1]. */
   readonly score: number;
@@ -118,7 +152,9 @@ export interface ScoredOption {
 
 /** The route for one request. */
 export interface RouteDecision {
+  /** What was asked. */
   readonly request: RouteRequest;
+  /** The chosen option. */
   readonly choice: ScoredOption;
   /** Every option considered, best first. */
   readonly options: readonly ScoredOption[];
@@ -272,7 +308,9 @@ export const route = (
 
 /** Accuracy and time of one policy over a task set. */
 export interface PolicyOutcome {
+  /** Tasks scored. */
   readonly tasks: number;
+  /** Tasks answered correctly. */
   readonly correct: number;
   /** Σ time per task × tasks, ms. */
   readonly ms: number;
@@ -359,9 +397,13 @@ export const evaluateRouting = (
 
 /** What {@link routeEvidenceFromRows} reads of a result row (a stored benchmark `Row` has it). */
 export interface EvidenceRow {
+  /** The row's metric (`accuracy`, `ms_per_task`, …). */
   readonly metric: string;
+  /** Context length, tokens. */
   readonly context?: number;
+  /** What ran (`dense`, a technique, `rag`). */
   readonly impl?: string;
+  /** The row's parameters (task type, knob, group, …). */
   readonly params?: Readonly<Record<string, string | number | boolean>>;
 }
 
