@@ -9,7 +9,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { decodeParamsSync } from "@longctx/graph";
+import { decodeParamsSync, ParamsError } from "@longctx/graph";
 
 const int = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Int> =>
   Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
@@ -64,9 +64,23 @@ export type HipParams = typeof HipParams.Type;
 
 /**
  * HiP parameters from a partial object, defaults filled. Throws a `ParamsError` naming the parameter for an
- * impossible value or an unknown key.
+ * impossible value, an unknown key, or a combination the search cannot take (`topK` not a multiple of
+ * `blockK`, more than 512 nodes, `blockQ` not a multiple of `blockStrideQ`).
  */
-export const hipParams = (p: Partial<HipParams> = {}): HipParams => decodeParamsSync("hip", HipParams, p);
+export const hipParams = (p: Partial<HipParams> = {}): HipParams => {
+  const d = decodeParamsSync("hip", HipParams, p);
+  const bad = hipProblem(d);
+  if (bad !== undefined) {
+    throw new ParamsError({
+      operator: "hip",
+      param: bad.startsWith("blockQ") ? "blockQ" : "topK",
+      message: `hip: ${bad}`,
+      hint:
+        "topK must be a multiple of blockK with topK / blockK ≤ 512 nodes; blockQ a multiple of blockStrideQ",
+    });
+  }
+  return d;
+};
 
 /** Why `p` cannot run (a message naming the parameter), or undefined. */
 export const hipProblem = (
