@@ -466,7 +466,9 @@ const main = (i: Input) =>
       `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
         report.speedup.attention === null ? "not measured" : `${report.speedup.attention.toFixed(2)}×`
       }`,
-      `density   ${density.toFixed(4)} (mean over layers of kept / causal blocks; min ${
+      `density   ${
+        density.toFixed(4)
+      } (mean over layers, dense layers counting 1, of the attended share: kept / causal blocks for SALE, attended / causal pairs for HiP; min ${
         Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
       }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
       `perplexity over ${cmp.positions} document tokens: dense ${cmp.perplexityDense.toFixed(4)}, pipeline ${

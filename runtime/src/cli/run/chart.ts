@@ -38,7 +38,7 @@ export const layerChartSpec = (
           y: {
             field: "density",
             type: "quantitative",
-            title: "density (kept / causal blocks)",
+            title: "density (attended / causal)",
             scale: { domain: [0, 1] },
           },
           color,

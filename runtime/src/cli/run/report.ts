@@ -108,7 +108,10 @@ export const RunReport = Schema.Struct({
     prefill: d(Schema.Finite, "dense prefill time / pipeline prefill time"),
     attention: d(NullableNumber, "dense attention time / pipeline attention time (null: not measured)"),
   }),
-  density: d(Schema.Finite, "mean over layers of kept / causal blocks"),
+  density: d(
+    Schema.Finite,
+    "mean over layers (dense layers count 1) of the attended share: kept / causal blocks (SALE), attended / causal pairs (HiP)",
+  ),
   perplexity: Schema.Struct({
     dense: d(Schema.Finite, "perplexity of the document tokens, dense pass"),
     pipeline: d(Schema.Finite, "the same, pipeline pass"),
