@@ -9,7 +9,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { decodeParamsSync, ParamsError } from "@longctx/graph";
+import { decodeParamsSync } from "@longctx/graph";
 
 const int = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Int> =>
   Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
@@ -58,7 +58,13 @@ export const HipParams: HipParamsSchema = Schema.Struct({
   refresh: int(1, 1 << 16, 8),
   /** The device's `maxComputeWorkgroupStorageSize` (bytes) kernels may use. */
   workgroupMemory: int(8192, 1 << 20, 32768),
-});
+}).check(
+  // combinations the search cannot take, reported at the parameter they name (decodeTechniqueParams reads it)
+  Schema.makeFilter((p) => {
+    const bad = hipProblem(p);
+    return bad === undefined ? true : { path: [bad.startsWith("blockQ") ? "blockQ" : "topK"], issue: bad };
+  }),
+);
 /** Decoded HiP parameters. */
 export type HipParams = typeof HipParams.Type;
 
@@ -67,20 +73,7 @@ export type HipParams = typeof HipParams.Type;
  * impossible value, an unknown key, or a combination the search cannot take (`topK` not a multiple of
  * `blockK`, more than 512 nodes, `blockQ` not a multiple of `blockStrideQ`).
  */
-export const hipParams = (p: Partial<HipParams> = {}): HipParams => {
-  const d = decodeParamsSync("hip", HipParams, p);
-  const bad = hipProblem(d);
-  if (bad !== undefined) {
-    throw new ParamsError({
-      operator: "hip",
-      param: bad.startsWith("blockQ") ? "blockQ" : "topK",
-      message: `hip: ${bad}`,
-      hint:
-        "topK must be a multiple of blockK with topK / blockK ≤ 512 nodes; blockQ a multiple of blockStrideQ",
-    });
-  }
-  return d;
-};
+export const hipParams = (p: Partial<HipParams> = {}): HipParams => decodeParamsSync("hip", HipParams, p);
 
 /** Why `p` cannot run (a message naming the parameter), or undefined. */
 export const hipProblem = (

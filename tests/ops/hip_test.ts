@@ -250,14 +250,18 @@ test("hip.mask and dense.indexAttn on wgpu = the CPU references (integer Q/K: id
 test("bad input: impossible HiP parameters and mis-shaped index lists are typed errors naming the culprit", async () => {
   const dims = { heads: 4, kvHeads: 2, headDim: 64, seq: 300, kvSeq: 300 };
   const t = hip.hipTechnique;
-  // topK not a multiple of blockK: the helper refuses it naming topK; a technique-level decode (schema only)
-  // lets it through to the graph, whose shape inference names it
-  assert.throws(() => hip.hipParams({ topK: 100, blockK: 3 }), /topK 100 is not a multiple of blockK 3/);
+  // topK not a multiple of blockK: the schema refuses the combination, naming topK (helper and technique)
+  assert.throws(
+    () => hip.hipParams({ topK: 100, blockK: 3 }),
+    /parameter "topK": topK 100 is not a multiple/,
+  );
   const { decodeTechniqueParams } = await import("@longctx/graph");
-  const loose = await Effect.runPromise(decodeTechniqueParams(t, { topK: 100, blockK: 3 }));
+  const combo = await Effect.runPromise(Effect.flip(decodeTechniqueParams(t, { topK: 100, blockK: 3 })));
+  assert.equal(combo.param, "topK");
+  // parameters built by hand (not through the schema) are still refused by the graph, as a typed error
+  const loose = { ...hip.hipParams(), topK: 100, blockK: 3 };
   const bad = await Effect.runPromise(Effect.flip(t.graph(loose, dims, "prefill", "f32")));
-  assert.equal(bad._tag, "ShapeError");
-  assert.match(bad.message, /topK 100 is not a multiple of blockK 3/);
+  assert.equal(bad._tag, "TechniqueError");
   // an unknown or impossible parameter: rejected by the schema, naming it
   const unk = await Effect.runPromise(Effect.flip(decodeTechniqueParams(t, { topk: 512 })));
   assert.equal(unk.param, "topk");
