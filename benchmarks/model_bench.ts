@@ -44,7 +44,7 @@ import * as os from "node:os";
 import process from "node:process";
 import { appendRows, type RowInput } from "./lib/results.ts";
 import { parseFlags } from "./lib/args.ts";
-import { type Backend, decodeTechniqueParams, paramNames } from "@longctx/graph";
+import { type Backend, decodeTechniqueParams, denseLayersOf, paramNames } from "@longctx/graph";
 import { techniqueByName, techniqueNames } from "@longctx/ops";
 // Type-only imports (erased): the modules themselves load lazily, so --synthetic-weights needs no GGUF reader.
 import type { AttentionFn, LlamaConfig } from "../runtime/src/model/llama.ts";
@@ -332,8 +332,7 @@ async function gpuBench(kind: "wgpu" | "webgpu" | "dawn" | "cpu"): Promise<void>
     const dims = { heads: c.nHead, kvHeads: c.nKvHead, headDim: c.headDim, seq: chunk, kvSeq: chunk };
     const g = await Effect.runPromise(t.graph(params, dims, "prefill"));
     // the technique's own first dense layers (HiP: denseLayers) stay dense, prefill and decode
-    const p = params as Record<string, unknown>;
-    const denseLayers = typeof p.denseLayers === "number" ? p.denseLayers : 0;
+    const denseLayers = denseLayersOf(params);
     attentionGraph = (l) => (l < denseLayers ? undefined : g);
     if (t.cacheDecode) {
       const d = await Effect.runPromise(t.cacheDecode(params));

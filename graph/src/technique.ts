@@ -93,6 +93,15 @@ export interface CacheDecodeGraphs {
   readonly state: readonly string[];
 }
 
+/**
+ * How many first layers a technique's decoded parameters keep dense: its numeric `denseLayers` parameter (HiP's
+ * official default is 3), else 0. The one reading of that convention for `run`, the planner and the scripts.
+ */
+export const denseLayersOf = (params: unknown): number => {
+  const d = (params as { readonly denseLayers?: unknown } | null | undefined)?.denseLayers;
+  return typeof d === "number" ? d : 0;
+};
+
 /** What building a technique's graph can fail with. */
 export type TechniqueGraphError = TechniqueError | GraphError | ParamsError | ShapeError;
 

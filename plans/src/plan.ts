@@ -21,6 +21,7 @@ import {
   type AnyTechnique,
   type Cost,
   decodeTechniqueParams,
+  denseLayersOf,
   descBytes,
   type DescsOf,
   findStageOperator,
@@ -715,7 +716,7 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
       let total = 0;
       let chosen = 0;
       // A technique that keeps its first layers dense (HiP's official `denseLayers`) is not planned there.
-      const denseLayers = typeof params.denseLayers === "number" ? params.denseLayers : 0;
+      const denseLayers = denseLayersOf(params);
       for (let l = 0; l < model.layers; l++) {
         if (l < denseLayers) {
           if (choices[l].r === dense) {

@@ -26,7 +26,7 @@
  */
 import { parseArgs } from "node:util";
 import { Effect } from "effect";
-import { decodeTechniqueParams, type Graph } from "@longctx/graph";
+import { decodeTechniqueParams, denseLayersOf, type Graph } from "@longctx/graph";
 import { techniqueByName } from "@longctx/ops";
 import { loadLlama } from "../../runtime/src/model/llama.ts";
 import { type AttnComparison, loadLlamaGraph } from "../../runtime/src/model/llama_graph.ts";
@@ -66,7 +66,7 @@ const p = (await Effect.runPromise(
   ),
 )) as Record<string, unknown>;
 const knobValue = knob ? p[knob.param] : undefined;
-const denseLayers = typeof p.denseLayers === "number" ? p.denseLayers : 0;
+const denseLayers = denseLayersOf(p);
 const out = args.out ?? `benchmarks/results/${technique.name}_fidelity.json`;
 const backend = await Effect.runPromise(makeCpuBackend({ gemm: model.sgemm.gemm }));
 const g = await Effect.runPromise(loadLlamaGraph(model, backend));

@@ -562,7 +562,7 @@ export const loadLlamaGraph = (
           (attention.some((a) => a !== undefined) || shadow.some((a) => a !== undefined));
         // decode steps with a stateful attention: search on refresh steps, reuse the last search's state else
         const decode: (DecodeChoice | undefined)[] = [];
-        let decodeKey = "";
+        let decodeGraphs = "", decodeMode = ""; // this step's decode graphs (key) and their mode
         if (seq === 1 && !fromZero && opts.decodeAttention) {
           const specs = Array.from({ length: nLayer }, (_, l) => opts.decodeAttention!(l));
           const refresh = new Set(specs.filter((x) => x).map((x) => x!.refresh));
@@ -577,14 +577,15 @@ export const loadLlamaGraph = (
             const step = decodeSteps.get(cache) ?? 0;
             const m: "search" | "reuse" = step % r === 0 ? "search" : "reuse";
             for (const x of specs) decode.push(x ? { spec: x, mode: m } : undefined);
-            decodeKey = `${m}:${
-              specs.map((x) => (x ? structKey(x.search) + structKey(x.reuse) : "-")).join(";")
-            }`;
+            decodeGraphs = specs.map((x) => (x ? structKey(x.search) + structKey(x.reuse) : "-")).join(";");
+            decodeMode = m;
           }
         }
-        const key = `${seq}|${cache.capacity}|${fromZero}|${mode}|${compare}|${
-          attention.map(structKey).join(";")
-        }|${shadow.map(structKey).join(";")}|${decodeKey}`;
+        const keyOf = (decodeAs: string) =>
+          `${seq}|${cache.capacity}|${fromZero}|${mode}|${compare}|${attention.map(structKey).join(";")}|${
+            shadow.map(structKey).join(";")
+          }|${decodeGraphs && `${decodeAs}:${decodeGraphs}`}`;
+        const key = keyOf(decodeMode);
         const have = programs.get(key);
         if (have) {
           reused = true;
@@ -616,7 +617,7 @@ export const loadLlamaGraph = (
         }
         if (decode.some((d) => d?.mode === "reuse")) {
           // the state: the output buffers of this shape's search program (lowered on the first decode step)
-          const search = programs.get(key.replace(/\|reuse:/, "|search:"));
+          const search = programs.get(keyOf("search"));
           if (!search) {
             return yield* Effect.fail(shapeError(
               "a decode step reuses attention state that no search step produced",

@@ -14,6 +14,7 @@ import {
   type AttnDims,
   type CacheDecodeGraphs,
   decodeTechniqueParams,
+  denseLayersOf,
   type Graph,
   type LongctxError,
   type TechniqueError,
@@ -55,7 +56,7 @@ export const techniqueChoices = (
     if (name === "dense") return Array.from({ length: nLayer }, (): LayerChoice => ({ kind: "dense" }));
     const t = yield* techniqueByName(name);
     const p = (yield* decodeTechniqueParams(t, params)) as Record<string, unknown>;
-    const denseLayers = typeof p.denseLayers === "number" ? p.denseLayers : 0;
+    const denseLayers = denseLayersOf(p);
     return Array.from(
       { length: nLayer },
       (_, l): LayerChoice => (l < denseLayers ? { kind: "dense" } : { kind: name, params: p }),
@@ -179,24 +180,22 @@ export const compareOverDocument = (
   };
 };
 
-/**
- * The stateful decode attention of a technique layer choice (`cacheDecode` of the technique: HiP's mask
- * refreshed every `refresh` steps), or undefined when the technique decodes dense.
- */
-export const techniqueDecodeGraphs = (c: LayerChoice) =>
-  Effect.gen(function* () {
-    const t = yield* techniqueByName(c.kind);
-    if (!t.cacheDecode) return undefined;
-    const p = yield* decodeTechniqueParams(t, c.params ?? {});
-    return yield* t.cacheDecode(p);
-  });
+/** One technique layer choice's attention: its prefill graph, and its stateful decode on the KV cache. */
+export interface TechniqueLayerGraphs {
+  /** The prefill graph (f32), checked against the call's dims. */
+  readonly prefill: Graph;
+  /** `cacheDecode` of the technique (HiP: the mask refreshed every `refresh` steps); undefined: dense decode. */
+  readonly decode?: CacheDecodeGraphs;
+}
 
-/** The prefill attention graph (f32) of a technique layer choice, checked against `dims`. */
-export const techniqueLayerGraph = (c: LayerChoice, dims: AttnDims) =>
+/** The graphs of a technique layer choice (the technique looked up and its parameters decoded once). */
+export const techniqueLayerGraphs = (c: LayerChoice, dims: AttnDims) =>
   Effect.gen(function* () {
     const t = yield* techniqueByName(c.kind);
     const p = yield* decodeTechniqueParams(t, c.params ?? {});
-    return yield* t.graph(p, dims, "prefill", "f32");
+    const prefill = yield* t.graph(p, dims, "prefill", "f32");
+    const decode = t.cacheDecode ? yield* t.cacheDecode(p) : undefined;
+    return (decode ? { prefill, decode } : { prefill }) as TechniqueLayerGraphs;
   });
 
 /**
@@ -217,7 +216,7 @@ export const runPassGraph = (
   layerErrors = true,
 ): Effect.Effect<PassResult, LongctxError | CompileError | NonFiniteError | TechniqueError> =>
   Effect.gen(function* () {
-    const graphs = new Map<string, Graph>();
+    const graphs = new Map<string, TechniqueLayerGraphs>();
     const perLayer: (Graph | undefined)[] = [];
     const cfg = model.config;
     const dims = {
@@ -227,7 +226,6 @@ export const runPassGraph = (
       seq: prompt.length,
       kvSeq: prompt.length,
     };
-    const decodes = new Map<string, CacheDecodeGraphs | undefined>();
     const perLayerDecode: (CacheDecodeGraphs | undefined)[] = [];
     for (const c of choices) {
       if (c.kind === "dense") {
@@ -236,12 +234,10 @@ export const runPassGraph = (
         continue;
       }
       const key = `${c.kind}:${JSON.stringify(c.params ?? {})}`;
-      if (!graphs.has(key)) {
-        graphs.set(key, yield* techniqueLayerGraph(c, dims));
-        decodes.set(key, yield* techniqueDecodeGraphs(c));
-      }
-      perLayer.push(graphs.get(key));
-      perLayerDecode.push(decodes.get(key));
+      let gs = graphs.get(key);
+      if (!gs) graphs.set(key, gs = yield* techniqueLayerGraphs(c, dims));
+      perLayer.push(gs.prefill);
+      perLayerDecode.push(gs.decode);
     }
     const decodeAttention = perLayerDecode.some((d) => d)
       ? { decodeAttention: (l: number) => perLayerDecode[l] }
