@@ -8,4 +8,5 @@ export * as kernels from "./kernels/mod.ts";
 export * as dense from "./dense/mod.ts";
 export * as sale from "./sale/mod.ts";
 export * as hip from "./hip/mod.ts";
+export * as tokenselect from "./tokenselect/mod.ts";
 export * as model from "./model/mod.ts";

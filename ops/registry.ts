@@ -9,12 +9,14 @@ import { type AnyTechnique, TechniqueError } from "@longctx/graph";
 import { denseTechnique } from "./dense/technique.ts";
 import { saleTechnique } from "./sale/technique.ts";
 import { hipTechnique } from "./hip/technique.ts";
+import { tokenSelectTechnique } from "./tokenselect/technique.ts";
 
 /** Registered techniques, the exact baseline (`dense`) first. */
 export const TECHNIQUES: readonly AnyTechnique[] = [
   denseTechnique,
   saleTechnique,
   hipTechnique,
+  tokenSelectTechnique,
 ];
 
 /** The names of `techniques` (default: the registry), in registry order. */

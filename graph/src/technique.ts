@@ -91,7 +91,34 @@ export interface CacheDecodeGraphs {
   readonly reuse: Graph;
   /** State tensors carried from a search to the reuses after it. */
   readonly state: readonly string[];
+  /**
+   * Whether `search` also runs the calls of more than one token — the prompt's chunks, the first from position
+   * 0 included (TokenSelect selects per prefill chunk); default false: prefill runs the forward's own attention.
+   */
+  readonly prefill?: boolean;
+  /** The most queries one call may hold (TokenSelect: `nLocal`); the forward refuses longer calls. */
+  readonly maxChunk?: number;
 }
+
+/**
+ * Graph inputs an attention graph may read besides `q`, `k`, `v`: the model's RoPE tables `ropeCos`, `ropeSin
+ * f32 [positions, headDim / 2]` (rotate-half pairs `(a, a + headDim/2)`, angle `p · θ_a`), for techniques that
+ * re-position keys (TokenSelect's compacted positions). The forward binds them to its own tables.
+ */
+export const ROPE_INPUTS: readonly string[] = ["ropeCos", "ropeSin"];
+
+/**
+ * The shape of graph input `port` of a technique's graph at `dims`: `q [heads, seq, headDim]`, `k`/`v`
+ * `[kvHeads, kvSeq, headDim]`, the RoPE tables `[kvSeq, headDim / 2]`; undefined for any other port.
+ */
+export const attnInputShape = (port: string, dims: AttnDims): number[] | undefined =>
+  port === "q"
+    ? [dims.heads, dims.seq, dims.headDim]
+    : port === "k" || port === "v"
+    ? [dims.kvHeads, dims.kvSeq, dims.headDim]
+    : ROPE_INPUTS.includes(port)
+    ? [dims.kvSeq, dims.headDim / 2]
+    : undefined;
 
 /**
  * How many first layers a technique's decoded parameters keep dense: its numeric `denseLayers` parameter (HiP's
@@ -292,7 +319,7 @@ export const resolveStages = <P>(
     return stages;
   });
 
-const GRAPH_INPUTS = new Set(["q", "k", "v"]);
+const GRAPH_INPUTS = new Set(["q", "k", "v", ...ROPE_INPUTS]);
 
 /**
  * Build the attention graph of a chain of stages. A stage's input port is fed by the latest earlier stage
@@ -387,12 +414,7 @@ export const stagedTechnique = <P>(spec: TechniqueSpec<P>): Technique<P> => {
         const stages = yield* resolveStages(t, params, phase, dtype);
         const g = yield* pipelineGraph(`${t.name}.${phase}`, stages, t.extraOutputs);
         const descs: Record<string, TensorDesc> = {};
-        for (const i of g.inputs) {
-          const shape = i.name === "q"
-            ? [dims.heads, dims.seq, dims.headDim]
-            : [dims.kvHeads, dims.kvSeq, dims.headDim];
-          descs[i.name] = { ...i.type, shape };
-        }
+        for (const i of g.inputs) descs[i.name] = { ...i.type, shape: attnInputShape(i.name, dims)! };
         yield* inferShapes(g, descs);
         return g;
       }),

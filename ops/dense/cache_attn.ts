@@ -47,6 +47,7 @@ export type CacheAttnParamsSchema = Schema.Struct<{
   readonly window: Schema.withDecodingDefaultKey<Schema.Int>;
   readonly layout: Schema.withDecodingDefaultKey<Schema.Literals<readonly ["heads", "rows"]>>;
   readonly splitKeys: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly compacted: Schema.withDecodingDefaultKey<Schema.Boolean>;
 }>;
 
 /** Parameters of `dense.cacheAttn`. */
@@ -70,6 +71,12 @@ export const CacheAttnParams: CacheAttnParamsSchema = Schema.Struct({
   splitKeys: Schema.Int.check(Schema.isGreaterThanOrEqualTo(64), Schema.isMultipleOf(64)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(256)),
   ),
+  /**
+   * The cache is a compacted key list of at most `capacity` rows (TokenSelect's sink ∪ selected ∪ local
+   * window): the queries sit at `min(pos, capacity − seq)`, i.e. at the end of the list once the context
+   * outgrows it, and `pos` may exceed the capacity.
+   */
+  compacted: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
 });
 /** Decoded `dense.cacheAttn` parameters. */
 export type CacheAttnParams = typeof CacheAttnParams.Type;
@@ -122,9 +129,15 @@ const splitGeometry = (seq: number, heads: number, d: number, capacity: number, 
 };
 
 /** The scalar `pos` of a run, checked against the capacity (throws `RangeError`). */
-const posOf = (scalars: CpuContext["scalars"] | undefined, seq: number, capacity: number): number => {
-  const pos = scalars?.pos;
-  if (pos === undefined || !Number.isInteger(pos) || pos < 0) throw new RangeError(`scalar pos = ${pos}`);
+const posOf = (
+  scalars: CpuContext["scalars"] | undefined,
+  seq: number,
+  capacity: number,
+  compacted = false,
+): number => {
+  const raw = scalars?.pos;
+  if (raw === undefined || !Number.isInteger(raw) || raw < 0) throw new RangeError(`scalar pos = ${raw}`);
+  const pos = compacted ? Math.min(raw, capacity - seq) : raw;
   if (pos + seq > capacity) {
     throw new RangeError(`pos ${pos} + ${seq} queries exceed the cache capacity ${capacity}`);
   }
@@ -394,8 +407,9 @@ export interface SplitKvShape {
 /**
  * The split-KV lowering (partial states + merge, see the module doc) for queries at position `pos` of a
  * cache, bindings `in:q`, `in:<kvPorts[0]>`, `in:<kvPorts[1]>` (default kCache, vCache), `out:o`, `out:lse`. `pos` is a
- * fixed offset, or `"pos"`: the runtime scalar (workgroups and uniforms follow it per run). Throws
- * `RangeError` for a `pos` past the capacity.
+ * fixed offset, or `"pos"`: the runtime scalar (workgroups and uniforms follow it per run), clamped to
+ * `capacity − seq` when `compacted` (see {@link CacheAttnParams}). Throws `RangeError` for a `pos` past the
+ * capacity.
  */
 export const splitKvLowering = (
   s: SplitKvShape,
@@ -405,6 +419,7 @@ export const splitKvLowering = (
   splitKeys: number,
   pos: number | "pos",
   kvPorts: readonly [string, string] = ["kCache", "vCache"],
+  compacted = false,
 ): GpuLowering => {
   if (s.headDim % 64 !== 0) {
     throw new RangeError(`the split-KV kernels need headDim % 64 = 0, got ${s.headDim}`);
@@ -415,7 +430,7 @@ export const splitKvLowering = (
       Uint32Array.of(s.seq, at, s.capacity, splitLen, Math.ceil((at + s.seq) / splitLen), 0, 0, 0).buffer,
     );
   const at = (sc: Readonly<Record<string, number>>) =>
-    pos === "pos" ? posOf(sc, s.seq, s.capacity) : posOf({ pos }, s.seq, s.capacity);
+    pos === "pos" ? posOf(sc, s.seq, s.capacity, compacted) : posOf({ pos }, s.seq, s.capacity, compacted);
   const fixed = pos === "pos" ? 0 : at({});
   const groups = (p: number) => [s.seq, s.heads, Math.ceil((p + s.seq) / splitLen)] as const;
   const dynamic = pos === "pos"
@@ -504,7 +519,7 @@ export const cacheAttn: Operator<CacheAttnParams, In, Out> = {
   },
   cpu: (p, i, ctx) => {
     const s = shapes({ q: i.q.desc, kCache: i.kCache.desc, vCache: i.vCache.desc });
-    const pos = posOf(ctx?.scalars, s.seq, s.capacity);
+    const pos = posOf(ctx?.scalars, s.seq, s.capacity, p.compacted);
     const scale = effectiveScale(p.scale, s.headDim);
     const args = [i.q.data, i.kCache.data, i.vCache.data, s, pos, scale, p.window, p.layout] as const;
     const r = ctx?.gemm ? cacheAttentionGemm(ctx.gemm, ...args) : cacheAttentionReference(...args);
@@ -519,7 +534,16 @@ export const cacheAttn: Operator<CacheAttnParams, In, Out> = {
     return { o, lse } as HostOf<Out>;
   },
   gpu: (p, i): GpuLowering =>
-    splitKvLowering(shapes(i), effectiveScale(p.scale, i.q.shape[2]), p.window, p.layout, p.splitKeys, "pos"),
+    splitKvLowering(
+      shapes(i),
+      effectiveScale(p.scale, i.q.shape[2]),
+      p.window,
+      p.layout,
+      p.splitKeys,
+      "pos",
+      ["kCache", "vCache"],
+      p.compacted,
+    ),
   cost: (p, i): Cost => {
     const s = shapes(i);
     const { splitLen } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, p.splitKeys);

@@ -19,6 +19,7 @@ import { Effect, Schema } from "effect";
 import {
   type AnyOperator,
   type AnyTechnique,
+  attnInputShape,
   type Cost,
   decodeTechniqueParams,
   denseLayersOf,
@@ -379,12 +380,10 @@ const jsonParams = (p: Record<string, unknown>): Record<string, number | boolean
 const layerCosts = (r: Resolved, dims: AttnDims): Effect.Effect<readonly StageCost[], PlanError> =>
   Effect.gen(function* () {
     const avail = new Map<string, TensorDesc>();
-    const graphInput = (port: string, t: TensorType): TensorDesc | undefined =>
-      port === "q"
-        ? { ...t, shape: [dims.heads, dims.seq, dims.headDim] }
-        : port === "k" || port === "v"
-        ? { ...t, shape: [dims.kvHeads, dims.kvSeq, dims.headDim] }
-        : undefined;
+    const graphInput = (port: string, t: TensorType): TensorDesc | undefined => {
+      const shape = attnInputShape(port, dims);
+      return shape ? { ...t, shape } : undefined;
+    };
     const out: StageCost[] = [];
     for (const { op, params } of r.ops) {
       const inputs: Record<string, TensorDesc> = {};

@@ -43,7 +43,7 @@ const runCase = async (backend: Backend, c: Case, layout: "heads" | "rows") => {
   const q = g.input("q", dense.cacheAttn.inputs.q);
   const kc = g.input("kCache", dense.cacheAttn.inputs.kCache);
   const vc = g.input("vCache", dense.cacheAttn.inputs.vCache);
-  const r = g.add(dense.cacheAttn, { scale: 0, window: c.window, layout, splitKeys: 64 }, {
+  const r = g.add(dense.cacheAttn, { scale: 0, window: c.window, layout, splitKeys: 64, compacted: false }, {
     q,
     kCache: kc,
     vCache: vc,
@@ -140,7 +140,13 @@ test("dense.cacheAttn: a position past the capacity or a missing pos is a typed 
     const g = graph("bad");
     const q = g.input("q", dense.cacheAttn.inputs.q);
     const kc = g.input("kCache", dense.cacheAttn.inputs.kCache);
-    const r = g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "heads", splitKeys: 256 }, {
+    const r = g.add(dense.cacheAttn, {
+      scale: 0,
+      window: 0,
+      layout: "heads",
+      splitKeys: 256,
+      compacted: false,
+    }, {
       q,
       kCache: kc,
       vCache: kc,

@@ -28,7 +28,7 @@ const prefillDims = { heads: 4, kvHeads: 2, headDim: 64, seq: 96, kvSeq: 96 };
 const decodeDims = { ...prefillDims, seq: 1 };
 
 test("registry: unique names, exact baseline first, lookup by name with a typed error", () => {
-  assert.deepEqual(techniqueNames(), ["dense", "sale", "hip"]);
+  assert.deepEqual(techniqueNames(), ["dense", "sale", "hip", "tokenselect"]);
   assert.equal(new Set(techniqueNames()).size, TECHNIQUES.length);
   assert.ok(!TECHNIQUES[0].sparse, "the first technique is the exact baseline");
   assert.equal(Effect.runSync(techniqueByName("sale")), sale.saleTechnique);
@@ -36,7 +36,7 @@ test("registry: unique names, exact baseline first, lookup by name with a typed 
   assert.ok(e instanceof TechniqueError);
   assert.equal(e.reason, "unknown-technique");
   assert.match(e.message, /"quest"/);
-  assert.match(e.hint, /dense, sale, hip/);
+  assert.match(e.hint, /dense, sale, hip, tokenselect/);
   // a test-local registry is searched instead of the default one
   assert.match(failure(techniqueByName("sale", [dense.denseTechnique])).hint, /use one of: dense$/);
 });
@@ -57,7 +57,14 @@ for (const t of TECHNIQUES) {
       assert.ok(t.knob.values.length >= 2, "the knob sweep has at least two values");
       for (const v of t.knob.values) Effect.runSync(decodeTechniqueParams(t, { [t.knob.param]: v }));
     }
-    assert.equal(t.sparse, t.densityScaled.length > 0, "sparse techniques scale some stage by density");
+    // a sparse technique scales some stage by density, or its stages' costs are already its sparse costs (the
+    // density is its constructed one: TokenSelect's attention over a list of fixed length)
+    assert.equal(
+      t.sparse,
+      t.densityScaled.length > 0 || t.constructedDensity !== undefined,
+      "sparse techniques scale some stage by density or have a constructed density",
+    );
+    if (!t.sparse) assert.equal(t.densityScaled.length, 0, "an exact technique scales nothing");
     assert.ok(t.state.description.length > 0);
     for (const phase of ["prefill", "decode"] as const) {
       assert.ok(t.phases.includes(phase) || t.delegates[phase] !== undefined, `${t.name} covers ${phase}`);

@@ -345,17 +345,42 @@ export const loadLlamaGraph = (
           }, `${p}rope`);
           let o: Port<"f32">;
           const dec = decode[l];
-          if (!fromZero && dec) {
+          if (dec) {
             // the layer's stateful decode attention: search (outputs the state) or reuse (reads it)
             const graphOf = dec.mode === "search" ? dec.spec.search : dec.spec.reuse;
-            const bindIn: Record<string, Port> = { q: r.q, kCache: r.kCacheOut, vCache: r.vCacheOut };
+            // the cache under both names (`kCache`: HiP's operators, `k`: a technique's staged graph) and the
+            // RoPE tables (TokenSelect's compacted positions)
+            const bindIn: Record<string, Port> = {
+              q: r.q,
+              kCache: r.kCacheOut,
+              vCache: r.vCacheOut,
+              k: r.kCacheOut,
+              v: r.vCacheOut,
+              ropeCos: cos,
+              ropeSin: sin,
+            };
             if (dec.mode === "reuse") {
               // the state's shapes: the search graph's outputs, inferred on this step's Q and cache
-              const shapesOf = yield* inferShapes(dec.spec.search, {
+              const cacheDesc = {
+                dtype: "f32",
+                dims: ["kvHeads", "capacity", "headDim"],
+                shape: [KH, capacity, D],
+              } as const;
+              const all = {
                 q: { dtype: "f32", dims: ["heads", "seq", "headDim"], shape: [H, 1, D] },
-                kCache: { dtype: "f32", dims: ["kvHeads", "capacity", "headDim"], shape: [KH, capacity, D] },
-                vCache: { dtype: "f32", dims: ["kvHeads", "capacity", "headDim"], shape: [KH, capacity, D] },
-              });
+                kCache: cacheDesc,
+                vCache: cacheDesc,
+                k: cacheDesc,
+                v: cacheDesc,
+                ropeCos: { dtype: "f32", dims: ["positions", "half"], shape: [...shapes.rope_cos] },
+                ropeSin: { dtype: "f32", dims: ["positions", "half"], shape: [...shapes.rope_cos] },
+              } as const;
+              const shapesOf = yield* inferShapes(
+                dec.spec.search,
+                Object.fromEntries(
+                  dec.spec.search.inputs.map((i) => [i.name, all[i.name as keyof typeof all]]),
+                ),
+              );
               for (const name of dec.spec.state) {
                 const t = graphOf.inputs.find((i) => i.name === name);
                 const out = dec.spec.search.outputs.find((o) => o.name === name);
@@ -385,7 +410,13 @@ export const loadLlamaGraph = (
             }
             o = g.add(ops.headsToRows, {}, { a: sub.o as Port<"f32"> }, `${p}h2r`).o;
           } else if (!fromZero) {
-            o = g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "rows", splitKeys: 256 }, {
+            o = g.add(dense.cacheAttn, {
+              scale: 0,
+              window: 0,
+              layout: "rows",
+              splitKeys: 256,
+              compacted: false,
+            }, {
               q: r.q,
               kCache: r.kCacheOut,
               vCache: r.vCacheOut,
@@ -563,8 +594,20 @@ export const loadLlamaGraph = (
         // decode steps with a stateful attention: search on refresh steps, reuse the last search's state else
         const decode: (DecodeChoice | undefined)[] = [];
         let decodeGraphs = "", decodeMode = ""; // this step's decode graphs (key) and their mode
-        if (seq === 1 && !fromZero && opts.decodeAttention) {
-          const specs = Array.from({ length: nLayer }, (_, l) => opts.decodeAttention!(l));
+        const specs0 = opts.decodeAttention
+          ? Array.from({ length: nLayer }, (_, l) => opts.decodeAttention!(l))
+          : [];
+        const single = seq === 1 && !fromZero;
+        if (specs0.some((x) => x && (single || x.prefill))) {
+          // a multi-token call runs only the specs that serve prefill chunks (TokenSelect's); decode steps all
+          const specs = specs0.map((x) => (x && (single || x.prefill) ? x : undefined));
+          const limit = Math.min(...specs.map((x) => x?.maxChunk ?? Infinity));
+          if (seq > limit) {
+            return yield* Effect.fail(shapeError(
+              `a call of ${seq} tokens; the layers' cache attention takes at most ${limit} per call`,
+              `run the prompt in chunks of at most ${limit} tokens (generateGreedyGraph's chunk)`,
+            ));
+          }
           const refresh = new Set(specs.filter((x) => x).map((x) => x!.refresh));
           if (refresh.size > 1) {
             return yield* Effect.fail(shapeError(
@@ -574,7 +617,7 @@ export const loadLlamaGraph = (
           }
           const r = [...refresh][0];
           if (r !== undefined) {
-            const step = decodeSteps.get(cache) ?? 0;
+            const step = single ? (decodeSteps.get(cache) ?? 0) : 0;
             const m: "search" | "reuse" = step % r === 0 ? "search" : "reuse";
             for (const x of specs) decode.push(x ? { spec: x, mode: m } : undefined);
             decodeGraphs = specs.map((x) => (x ? structKey(x.search) + structKey(x.reuse) : "-")).join(";");
@@ -883,6 +926,22 @@ export const loadLlamaGraph = (
     } satisfies GraphLlama;
   });
 
+/**
+ * The most tokens one call may hold under `decodeAttention` (the smallest `maxChunk` of the layers' cache
+ * attentions that serve prefill chunks; Infinity when none limits it): the prefill chunk to use.
+ */
+export const cacheAttentionChunk = (
+  decodeAttention: GraphForwardOptions["decodeAttention"],
+  nLayer: number,
+): number => {
+  let limit = Infinity;
+  for (let l = 0; l < nLayer && decodeAttention; l++) {
+    const d = decodeAttention(l);
+    if (d?.prefill && d.maxChunk !== undefined) limit = Math.min(limit, d.maxChunk);
+  }
+  return limit;
+};
+
 /** Options of {@link generateGreedyGraph}. */
 export interface GraphGenerateOptions {
   /** Stop after emitting one of these ids (e.g. EOS and control ids); default none. */
@@ -910,7 +969,8 @@ export const generateGreedyGraph = (
 ): Effect.Effect<{ ids: number[]; cache: KvState; prefillMs: number; decodeMs: number }, LongctxError> =>
   Effect.gen(function* () {
     if (prompt.length === 0) return yield* Effect.fail(shapeError("empty prompt", "pass at least one token"));
-    const chunk = options.chunk ?? 2048;
+    const chunk = options.chunk ??
+      Math.min(2048, cacheAttentionChunk(options.decodeAttention, m.config.nLayer));
     const cache = yield* m.newCache(prompt.length + Math.max(0, maxNew));
     const t0 = performance.now();
     let next = 0;
@@ -918,12 +978,15 @@ export const generateGreedyGraph = (
       next = yield* m.forwardArgmax(
         prompt.slice(s, s + chunk),
         cache,
-        s === 0 && options.attentionGraph
-          ? {
-            attentionGraph: options.attentionGraph,
-            ...(options.onDensity ? { onDensity: options.onDensity } : {}),
-          }
-          : {},
+        {
+          ...(s === 0 && options.attentionGraph
+            ? {
+              attentionGraph: options.attentionGraph,
+              ...(options.onDensity ? { onDensity: options.onDensity } : {}),
+            }
+            : {}),
+          ...(options.decodeAttention ? { decodeAttention: options.decodeAttention } : {}),
+        },
       );
     }
     const t1 = performance.now();

@@ -172,7 +172,7 @@ test(
       const vc = g.input("vCache", dense.cacheAttn.inputs.vCache);
       g.output(
         "o",
-        g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "heads", splitKeys: 64 }, {
+        g.add(dense.cacheAttn, { scale: 0, window: 0, layout: "heads", splitKeys: 64, compacted: false }, {
           q,
           kCache: kc,
           vCache: vc,

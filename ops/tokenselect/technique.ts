@@ -1,0 +1,163 @@
+/**
+ * The `tokenselect` technique: per call (decode step or prefill chunk of at most `nLocal` queries) and layer,
+ * `tokenselect.select` (criticality, soft voting, top-k: one token list for every head) → `tokenselect.compact`
+ * (sink ∪ selected ∪ local window gathered, compacted positions) → `dense.cacheAttn` over the list. It runs on
+ * the KV cache (the model forward's `decodeAttention` with `prefill: true`: the prompt in chunks too) and needs
+ * the model's RoPE tables.
+ *
+ * Reference: TokenSelect (EMNLP 2025, arXiv 2411.02886); official code pzs19/TokenSelect
+ * `patcher/token_retrieval.py` (see ops/tokenselect/README.md for the defaults and deviations).
+ * @module
+ */
+import { Effect } from "effect";
+import {
+  type AttnDims,
+  type CacheDecodeGraphs,
+  type Graph,
+  graph,
+  inferShapes,
+  stagedTechnique,
+  type Technique,
+  TechniqueError,
+  type TechniqueGraphError,
+  type TensorDesc,
+} from "@longctx/graph";
+import { cacheAttn } from "../dense/cache_attn.ts";
+import { denseTechnique } from "../dense/technique.ts";
+import { compact } from "./compact.ts";
+import { listRows, TokenSelectParams } from "./params.ts";
+import { select } from "./select.ts";
+
+/**
+ * TokenSelect's density by construction at `dims` (attended / causal (query, key) pairs): each query attends
+ * `min(its causal keys, nInit + topK + nLocal)` keys.
+ */
+export const tokenSelectConstructedDensity = (
+  p: TokenSelectParams,
+  dims: { seq: number; kvSeq: number },
+): number => {
+  const off = dims.kvSeq - dims.seq, R = listRows(p);
+  let seen = 0, causal = 0;
+  for (let i = 0; i < dims.seq; i++) {
+    seen += Math.min(i + off + 1, R);
+    causal += i + off + 1;
+  }
+  return seen / causal;
+};
+
+/**
+ * One layer's TokenSelect graph on a KV cache: inputs `q f32 [heads, seq, headDim]` (after RoPE, positions
+ * `pos …`), `k`, `v f32 [kvHeads, capacity, headDim]` (the cache, `pos + seq` valid rows; runtime scalar `pos`),
+ * `ropeCos`, `ropeSin f32 [positions, headDim / 2]`; outputs `o f32 [heads, seq, headDim]`, `lse f32 [heads,
+ * seq]` (over the list) and `indices i32 [1, 1, topK]` (the selection; all −1 when every token is attended).
+ */
+export const tokenSelectGraph = (
+  p: TokenSelectParams,
+  name = "tokenselect.cache",
+): Effect.Effect<Graph, TechniqueGraphError> =>
+  Effect.gen(function* () {
+    const g = graph(name);
+    const q = g.input("q", select.inputs.q);
+    const k = g.input("k", select.inputs.k);
+    const v = g.input("v", compact.inputs.v);
+    const ropeCos = g.input("ropeCos", select.inputs.ropeCos);
+    const ropeSin = g.input("ropeSin", select.inputs.ropeSin);
+    const s = g.add(select, p, { q, k, ropeCos, ropeSin }, "select");
+    const c = g.add(compact, p, { q, k, v, ropeCos, ropeSin, indices: s.indices }, "compact");
+    const a = g.add(
+      cacheAttn,
+      { scale: p.scale, window: 0, layout: "heads", splitKeys: 256, compacted: true },
+      { q: c.q, kCache: c.kCache, vCache: c.vCache },
+      "attn",
+    );
+    g.output("o", a.o);
+    g.output("lse", a.lse);
+    g.output("indices", s.indices);
+    return yield* g.build();
+  });
+
+/**
+ * TokenSelect on the model forward's KV cache: every call — decode steps and the prompt's chunks (`prefill`,
+ * at most `nLocal` queries each: `maxChunk`) — selects again (`refresh` 1, no state: the released code's
+ * default, its Selection Cache off).
+ */
+export const tokenSelectCacheDecode = (
+  p: TokenSelectParams,
+): Effect.Effect<CacheDecodeGraphs, TechniqueGraphError> =>
+  Effect.gen(function* () {
+    const g = yield* tokenSelectGraph(p);
+    return { refresh: 1, search: g, reuse: g, state: [], prefill: true, maxChunk: p.nLocal };
+  });
+
+const staged = stagedTechnique<TokenSelectParams>({
+  name: "tokenselect",
+  reference: "TokenSelect (EMNLP 2025, arXiv 2411.02886): dynamic token-level KV cache selection, " +
+    "official code pzs19/TokenSelect patcher/token_retrieval.py",
+  phases: ["decode"],
+  sparse: true,
+  params: TokenSelectParams,
+  operators: [select, compact, cacheAttn],
+  stages: ["token-select", "token-compact", "cache-attn"],
+  densityScaled: [],
+  knob: {
+    name: "selected tokens",
+    param: "topK",
+    values: [256, 512, 1024, 2048],
+    sparser: "lower",
+    description: "tokens selected per layer and call besides the nInit sink and the nLocal window (tokens)",
+  },
+  constructedDensity: tokenSelectConstructedDensity,
+  cacheDecode: tokenSelectCacheDecode,
+  delegates: {
+    prefill: {
+      technique: denseTechnique,
+      params: (p) => ({ scale: p.scale }),
+      reason:
+        "TokenSelect selects per prefill chunk on the KV cache: a whole-prompt graph runs dense attention; " +
+        "the chunked prefill runs through the forward's cache attention (cacheDecode with prefill)",
+    },
+  },
+  state: {
+    perSequence: false,
+    description:
+      "none: every call selects again from the KV cache (the released code's Selection Cache is off)",
+  },
+});
+
+/**
+ * The `tokenselect` technique (see the module doc): a decode-phase technique (one call of ≤ `nLocal` queries on
+ * the KV cache, the forward's prefill chunks included through {@link tokenSelectCacheDecode}), knob `topK`,
+ * density by construction. Its graph for `decode` is {@link tokenSelectGraph} checked against `dims` (the
+ * cache `kvSeq` rows, the RoPE tables `kvSeq` positions); a whole-prompt `prefill` graph is dense's (the
+ * delegate): TokenSelect prefills in chunks on the cache, through {@link tokenSelectCacheDecode}.
+ */
+export const tokenSelectTechnique: Technique<TokenSelectParams> = {
+  ...staged,
+  graph: (p, dims: AttnDims, phase, dtype = "f32") =>
+    Effect.gen(function* () {
+      if (phase === "prefill") return yield* staged.graph(p, dims, phase, dtype);
+      if (dtype !== "f32") {
+        return yield* new TechniqueError({
+          reason: "unsupported-phase",
+          technique: "tokenselect",
+          message: `tokenselect runs on the f32 KV cache; ${dtype} was asked`,
+          hint: 'build its decode graph with dtype "f32"',
+        });
+      }
+      const g = yield* tokenSelectGraph(p, "tokenselect.decode");
+      const f32 = (shape: number[], dimsOf: readonly string[]): TensorDesc => ({
+        dtype: "f32",
+        dims: dimsOf,
+        shape,
+      });
+      const kv = [dims.kvHeads, dims.kvSeq, dims.headDim], rope = [dims.kvSeq, dims.headDim / 2];
+      yield* inferShapes(g, {
+        q: f32([dims.heads, dims.seq, dims.headDim], ["heads", "seq", "headDim"]),
+        k: f32(kv, ["kvHeads", "kvSeq", "headDim"]),
+        v: f32(kv, ["kvHeads", "kvSeq", "headDim"]),
+        ropeCos: f32(rope, ["positions", "half"]),
+        ropeSin: f32(rope, ["positions", "half"]),
+      });
+      return g;
+    }),
+};

@@ -1,0 +1,351 @@
+/**
+ * TokenSelect (`tokenselect.select`, `tokenselect.compact`, the `tokenselect` graph): the selection's votes
+ * against an independent float64 derivation from un-rotated Q/K (RoPE angles from `Math.cos`, not the tables),
+ * the compacted list against keys rotated directly to their list index, the whole graph on the cpu backend
+ * against float64 attention over the compacted list, the dense rule, the even-kernel pooling, the GQA head
+ * mappings, and the wgpu kernels (lavapipe here) against the CPU references on many shapes.
+ * @module
+ */
+import { assert, test } from "../harness.ts";
+import { Effect } from "effect";
+import { type Backend, hostTensor, run } from "@longctx/graph";
+import { tokenselect } from "@longctx/ops";
+import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
+import { randn, relErr } from "./ref64.ts";
+
+const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
+  .then((m) => Effect.runPromise(m.makeWgpuBackend()))
+  .catch(() => undefined);
+const cpu = await Effect.runPromise(makeCpuBackend());
+
+const THETA = 10000;
+
+/** The forward's RoPE tables (angles in f64, stored f32), `[positions, d/2]`. */
+const tables = (positions: number, d: number) => {
+  const half = d / 2, cos = new Float32Array(positions * half), sin = new Float32Array(positions * half);
+  for (let p = 0; p < positions; p++) {
+    for (let a = 0; a < half; a++) {
+      const x = p * THETA ** (-(2 * a) / d);
+      cos[p * half + a] = Math.cos(x);
+      sin[p * half + a] = Math.sin(x);
+    }
+  }
+  return { cos, sin };
+};
+
+/** Rotate-half RoPE of `x [d]` at position `p` in float64 from exact angles. */
+const rope64 = (x: ArrayLike<number>, p: number, d: number): Float64Array => {
+  const half = d / 2, y = new Float64Array(d);
+  for (let a = 0; a < half; a++) {
+    const ang = p * THETA ** (-(2 * a) / d), c = Math.cos(ang), s = Math.sin(ang);
+    y[a] = x[a] * c - x[a + half] * s;
+    y[a + half] = x[a] * s + x[a + half] * c;
+  }
+  return y;
+};
+
+interface Case {
+  readonly H: number;
+  readonly Hk: number;
+  readonly seq: number;
+  readonly pos: number;
+  readonly cap: number;
+  readonly d: number;
+  readonly p: Partial<tokenselect.TokenSelectParams>;
+}
+
+/** Raw (un-rotated) Q/K/V of a case and the cache the forward would hold: `R(t) k_t`, queries `R(pos + j) q_j`. */
+const problem = (c: Case, seed: number) => {
+  const { H, Hk, seq, pos, cap, d } = c;
+  const qRaw = randn(H * seq * d, seed, 0.6), kRaw = randn(Hk * cap * d, seed + 1, 0.6);
+  const v = randn(Hk * cap * d, seed + 2);
+  const q = new Float32Array(H * seq * d), k = new Float32Array(Hk * cap * d);
+  for (let h = 0; h < H; h++) {
+    for (let j = 0; j < seq; j++) {
+      q.set(rope64(qRaw.subarray((h * seq + j) * d, (h * seq + j + 1) * d), pos + j, d), (h * seq + j) * d);
+    }
+  }
+  for (let hk = 0; hk < Hk; hk++) {
+    for (let t = 0; t < pos + seq; t++) {
+      k.set(rope64(kRaw.subarray((hk * cap + t) * d, (hk * cap + t + 1) * d), t, d), (hk * cap + t) * d);
+    }
+  }
+  return { qRaw, kRaw, q, k, v, ...tables(cap, d) };
+};
+
+/** The votes of the module doc computed from the raw Q/K: `q̄ = mean_j R(nLocal + j) q_j`, keys un-rotated. */
+const votesFromRaw = (p: tokenselect.TokenSelectParams, c: Case, qRaw: Float32Array, kRaw: Float32Array) => {
+  const { H, Hk, seq, pos, cap, d } = c;
+  const g = tokenselect.selectGeometry(p, pos, seq);
+  const vote = new Float64Array(g.candidates);
+  for (let h = 0; h < H; h++) {
+    const qbar = new Float64Array(d);
+    for (let j = 0; j < seq; j++) {
+      const r = rope64(qRaw.subarray((h * seq + j) * d, (h * seq + j + 1) * d), p.nLocal + j, d);
+      for (let x = 0; x < d; x++) qbar[x] += r[x] / seq;
+    }
+    const hk = tokenselect.selectKvHead(p.headMap, h, H, Hk);
+    const s = Array.from({ length: g.candidates }, (_, i) => {
+      let dot = 0;
+      for (let x = 0; x < d; x++) dot += qbar[x] * kRaw[(hk * cap + p.nInit + i) * d + x];
+      return dot;
+    });
+    const m = Math.max(...s), z = s.reduce((a, b) => a + Math.exp(b - m), 0);
+    for (let i = 0; i < g.candidates; i++) vote[i] += Math.exp(s[i] - m) / z;
+  }
+  return vote;
+};
+
+/** The whole TokenSelect graph on `backend`: `o`, `lse`, `indices`. */
+const runGraph = async (
+  backend: Backend,
+  p: tokenselect.TokenSelectParams,
+  c: Case,
+  x: ReturnType<typeof problem>,
+) => {
+  const g = await Effect.runPromise(tokenselect.tokenSelectGraph(p));
+  const kv = (data: Float32Array) =>
+    hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [c.Hk, c.cap, c.d], data);
+  const tab = (data: Float32Array) => hostTensor("f32", ["positions", "half"], [c.cap, c.d / 2], data);
+  const { outputs } = await Effect.runPromise(
+    run(g, backend, {
+      q: hostTensor("f32", ["heads", "seq", "headDim"], [c.H, c.seq, c.d], x.q),
+      k: kv(x.k),
+      v: kv(x.v),
+      ropeCos: tab(x.cos),
+      ropeSin: tab(x.sin),
+    }, { scalars: { pos: c.pos } }),
+  );
+  return {
+    o: outputs.o.data as Float32Array,
+    lse: outputs.lse.data as Float32Array,
+    indices: outputs.indices.data as Int32Array,
+  };
+};
+
+/** Float64 attention of the raw queries over the list, every row at its list index (compacted positions). */
+const compactedAttention64 = (
+  p: tokenselect.TokenSelectParams,
+  c: Case,
+  x: ReturnType<typeof problem>,
+  indices: Int32Array,
+): Float64Array => {
+  const { H, Hk, seq, pos, cap, d } = c;
+  const g = tokenselect.selectGeometry(p, pos, seq), rows = g.rows, G = H / Hk;
+  const o = new Float64Array(H * seq * d);
+  for (let h = 0; h < H; h++) {
+    const hk = Math.floor(h / G);
+    const keys = Array.from({ length: rows }, (_, r) => {
+      const t = tokenselect.listToken(p, indices, g.n, g.dense, r);
+      return {
+        k: rope64(x.kRaw.subarray((hk * cap + t) * d, (hk * cap + t + 1) * d), r, d),
+        v: x.v.subarray((hk * cap + t) * d, (hk * cap + t + 1) * d),
+      };
+    });
+    for (let j = 0; j < seq; j++) {
+      const at = rows - seq + j;
+      const qj = rope64(x.qRaw.subarray((h * seq + j) * d, (h * seq + j + 1) * d), at, d);
+      const s = keys.slice(0, at + 1).map(({ k }) =>
+        k.reduce((acc, kx, e) => acc + kx * qj[e], 0) / Math.sqrt(d)
+      );
+      const m = Math.max(...s), w = s.map((y) => Math.exp(y - m)), z = w.reduce((a, b) => a + b, 0);
+      for (let r = 0; r <= at; r++) {
+        for (let e = 0; e < d; e++) o[(h * seq + j) * d + e] += (w[r] / z) * keys[r].v[e];
+      }
+    }
+  }
+  return o;
+};
+
+test("tokenselect.select (CPU): votes = an independent float64 derivation from un-rotated Q/K; top-k rule", () => {
+  const cases: Case[] = [
+    { H: 4, Hk: 2, seq: 1, pos: 300, cap: 320, d: 16, p: { nInit: 8, nLocal: 32, topK: 40 } },
+    {
+      H: 6,
+      Hk: 2,
+      seq: 7,
+      pos: 201,
+      cap: 240,
+      d: 8,
+      p: { nInit: 3, nLocal: 16, topK: 25, headMap: "modulo" },
+    },
+  ];
+  for (const [n, c] of cases.entries()) {
+    const p = tokenselect.tokenSelectParams(c.p);
+    const x = problem(c, 10 + n);
+    const got = tokenselect.selectVotes(p, x.q, x.k, x.cos, x.sin, { ...c });
+    const want = votesFromRaw(p, c, x.qRaw, x.kRaw);
+    assert.equal(got.length, want.length);
+    assert.ok(
+      relErr(Float32Array.from(got), want) < 1e-5,
+      `case ${n}: votes ${relErr(Float32Array.from(got), want)}`,
+    );
+    const sum = got.reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - c.H) < 1e-9, `votes sum to the head count (${sum})`);
+    const idx = tokenselect.selectReference(p, x.q, x.k, x.cos, x.sin, { ...c });
+    assert.equal(idx.length, p.topK);
+    for (let e = 1; e < idx.length; e++) assert.ok(idx[e] > idx[e - 1], "ascending, unique");
+    const g = tokenselect.selectGeometry(p, c.pos, c.seq);
+    assert.ok(idx[0] >= p.nInit && idx[idx.length - 1] < g.n - p.nLocal, "inside the candidates");
+    // the k-th largest vote bounds every picked one from below and every other one from above
+    const picked = new Set(idx);
+    const kth = Math.min(...[...picked].map((t) => got[t - p.nInit]));
+    for (let i = 0; i < got.length; i++) if (!picked.has(i + p.nInit)) assert.ok(got[i] <= kth);
+  }
+  // ties: the lower index wins, output ascending
+  assert.deepEqual([...tokenselect.topKAscending([1, 3, 3, 2, 3], 2, 10)], [11, 12]);
+  // the grouped and the modulo (released kernel) head maps differ for GQA
+  assert.equal(tokenselect.selectKvHead("grouped", 1, 8, 2), 0);
+  assert.equal(tokenselect.selectKvHead("modulo", 1, 8, 2), 1);
+});
+
+test("tokenselect.select (CPU): dense below nInit + topK + nLocal; even pooling never picks the last candidate", () => {
+  const c: Case = { H: 2, Hk: 1, seq: 1, pos: 99, cap: 128, d: 8, p: { nInit: 4, nLocal: 16, topK: 80 } };
+  const p = tokenselect.tokenSelectParams(c.p);
+  const x = problem(c, 3);
+  assert.ok(tokenselect.selectGeometry(p, 99, 1).dense);
+  assert.ok(tokenselect.selectReference(p, x.q, x.k, x.cos, x.sin, { ...c }).every((t) => t === -1));
+  // pooled with an even kernel: one fewer entry; with topK = pooled every candidate but the last is picked
+  const pe = tokenselect.tokenSelectParams({ nInit: 4, nLocal: 16, topK: 9, kernelSize: 6 });
+  const ge = tokenselect.selectGeometry(pe, 29, 1); // n 30: candidates [4, 14)
+  assert.equal(ge.candidates, 10);
+  assert.equal(ge.pooled, 9);
+  const idx = tokenselect.selectReference(pe, x.q, x.k, x.cos, x.sin, { ...c, pos: 29 });
+  assert.deepEqual([...idx], [4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  // an odd kernel keeps the length, and pooling smooths: a planted peak lifts its neighbours
+  const po = tokenselect.tokenSelectParams({ nInit: 4, nLocal: 16, topK: 3, kernelSize: 3 });
+  const votes = tokenselect.selectVotes(po, x.q, x.k, x.cos, x.sin, { ...c, pos: 29 });
+  assert.equal(votes.length, 10);
+});
+
+test("tokenselect.compact (CPU): rows = keys rotated directly to their list index; queries to the list's end", () => {
+  const c: Case = { H: 4, Hk: 2, seq: 3, pos: 140, cap: 160, d: 16, p: { nInit: 5, nLocal: 20, topK: 30 } };
+  const p = tokenselect.tokenSelectParams(c.p);
+  const x = problem(c, 21);
+  const idx = tokenselect.selectReference(p, x.q, x.k, x.cos, x.sin, { ...c });
+  const r = tokenselect.compactReference(p, x.q, x.k, x.v, x.cos, x.sin, idx, { ...c });
+  const R = tokenselect.listRows(p), n = c.pos + c.seq;
+  let err = 0;
+  for (let hk = 0; hk < c.Hk; hk++) {
+    for (let row = 0; row < R; row++) {
+      const t = tokenselect.listToken(p, idx, n, false, row);
+      const want = rope64(x.kRaw.subarray((hk * c.cap + t) * c.d, (hk * c.cap + t + 1) * c.d), row, c.d);
+      for (let e = 0; e < c.d; e++) err = Math.max(err, Math.abs(r.k[(hk * R + row) * c.d + e] - want[e]));
+      assert.equal(r.v[(hk * R + row) * c.d], x.v[(hk * c.cap + t) * c.d], "values gathered");
+    }
+  }
+  for (let h = 0; h < c.H; h++) {
+    for (let j = 0; j < c.seq; j++) {
+      const want = rope64(
+        x.qRaw.subarray((h * c.seq + j) * c.d, (h * c.seq + j + 1) * c.d),
+        R - c.seq + j,
+        c.d,
+      );
+      for (let e = 0; e < c.d; e++) err = Math.max(err, Math.abs(r.q[(h * c.seq + j) * c.d + e] - want[e]));
+    }
+  }
+  assert.ok(err < 2e-6, `max |Δ| ${err}`);
+  // the list: sink, the selection, the window, in token order
+  assert.equal(tokenselect.listToken(p, idx, n, false, 0), 0);
+  assert.equal(tokenselect.listToken(p, idx, n, false, p.nInit), idx[0]);
+  assert.equal(tokenselect.listToken(p, idx, n, false, R - 1), n - 1);
+  // original positions: a gather
+  const po = tokenselect.tokenSelectParams({ ...c.p, positions: "original" });
+  const ro = tokenselect.compactReference(po, x.q, x.k, x.v, x.cos, x.sin, idx, { ...c });
+  assert.deepEqual(ro.q, x.q);
+  const t = idx[3];
+  assert.deepEqual(
+    ro.k.subarray((p.nInit + 3) * c.d, (p.nInit + 4) * c.d),
+    x.k.subarray(t * c.d, (t + 1) * c.d),
+  );
+});
+
+test("the tokenselect graph (cpu backend) = float64 attention over the compacted list; dense when it all fits", async () => {
+  const cases: Case[] = [
+    { H: 4, Hk: 2, seq: 1, pos: 250, cap: 260, d: 16, p: { nInit: 6, nLocal: 24, topK: 32 } },
+    { H: 3, Hk: 1, seq: 9, pos: 181, cap: 200, d: 8, p: { nInit: 2, nLocal: 12, topK: 20, kernelSize: 5 } },
+    { H: 2, Hk: 2, seq: 5, pos: 40, cap: 64, d: 8, p: { nInit: 4, nLocal: 16, topK: 48 } }, // dense
+  ];
+  for (const [n, c] of cases.entries()) {
+    const p = tokenselect.tokenSelectParams(c.p);
+    const x = problem(c, 40 + n);
+    const got = await runGraph(cpu, p, c, x);
+    assert.deepEqual(got.indices, tokenselect.selectReference(p, x.q, x.k, x.cos, x.sin, { ...c }));
+    const want = compactedAttention64(p, c, x, got.indices);
+    const e = relErr(got.o, want);
+    assert.ok(e < 1e-5, `case ${n}: o ${e}`);
+  }
+});
+
+test("tokenselect kernels on wgpu = the CPU references (selection, list, attention) over many shapes", async () => {
+  if (!wgpu) return console.warn("skipped: no wgpu backend");
+  const cases: Case[] = [
+    { H: 4, Hk: 2, seq: 1, pos: 1500, cap: 1600, d: 64, p: { nInit: 16, nLocal: 64, topK: 256 } },
+    { H: 9, Hk: 3, seq: 1, pos: 3001, cap: 3100, d: 64, p: { nInit: 128, nLocal: 512, topK: 700 } },
+    { H: 8, Hk: 2, seq: 37, pos: 2222, cap: 2300, d: 128, p: { nInit: 7, nLocal: 64, topK: 333 } },
+    {
+      H: 6,
+      Hk: 6,
+      seq: 1,
+      pos: 999,
+      cap: 1024,
+      d: 64,
+      p: { nInit: 0, nLocal: 33, topK: 129, kernelSize: 6 },
+    },
+    { H: 8, Hk: 2, seq: 1, pos: 1800, cap: 1900, d: 64, p: { topK: 300, kernelSize: 5, headMap: "modulo" } },
+    {
+      H: 4,
+      Hk: 1,
+      seq: 16,
+      pos: 2047,
+      cap: 2100,
+      d: 64,
+      p: { nInit: 32, nLocal: 128, topK: 512, positions: "original" },
+    },
+    { H: 4, Hk: 2, seq: 3, pos: 500, cap: 640, d: 64, p: { nInit: 16, nLocal: 64, topK: 512 } }, // dense
+  ];
+  for (const [n, c] of cases.entries()) {
+    const p = tokenselect.tokenSelectParams(c.p);
+    const x = problem(c, 70 + n);
+    const ref = await runGraph(cpu, p, c, x);
+    const got = await runGraph(wgpu, p, c, x);
+    let diff = 0;
+    for (let e = 0; e < ref.indices.length; e++) if (ref.indices[e] !== got.indices[e]) diff++;
+    assert.equal(diff, 0, `case ${n}: ${diff} of ${p.topK} selected tokens differ`);
+    const e = relErr(got.o, ref.o);
+    assert.ok(e < 1e-4, `case ${n}: o ${e}`);
+  }
+});
+
+test("bad input: a call longer than nLocal, mis-shaped tables and impossible parameters are typed errors", async () => {
+  assert.throws(() => tokenselect.tokenSelectParams({ topK: 0 }), /topK/);
+  assert.throws(() => tokenselect.tokenSelectParams({ positions: "rope" as never }), /positions/);
+  const p = tokenselect.tokenSelectParams({ nLocal: 16 });
+  const g = await Effect.runPromise(tokenselect.tokenSelectGraph(p));
+  const c: Case = { H: 2, Hk: 1, seq: 17, pos: 0, cap: 64, d: 8, p: {} };
+  const x = problem(c, 1);
+  const r = await Effect.runPromise(
+    Effect.flip(
+      run(g, cpu, {
+        q: hostTensor("f32", ["heads", "seq", "headDim"], [2, 17, 8], x.q),
+        k: hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [1, 64, 8], x.k),
+        v: hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [1, 64, 8], x.v),
+        ropeCos: hostTensor("f32", ["positions", "half"], [64, 4], x.cos),
+        ropeSin: hostTensor("f32", ["positions", "half"], [64, 4], x.sin),
+      }, { scalars: { pos: 0 } }),
+    ),
+  );
+  assert.equal(r._tag, "ShapeError");
+  assert.match((r as { message: string }).message, /nLocal/);
+  assert.match((r as { hint: string }).hint, /chunks of at most nLocal = 16/);
+  const t = tokenselect.tokenSelectTechnique;
+  const e = await Effect.runPromise(
+    Effect.flip(t.graph(p, { heads: 2, kvHeads: 1, headDim: 8, seq: 1, kvSeq: 64 }, "decode", "f16")),
+  );
+  assert.equal((e as { reason?: string }).reason, "unsupported-phase");
+  // a whole-prompt prefill graph is the dense delegate's
+  const pg = await Effect.runPromise(
+    t.graph(p, { heads: 2, kvHeads: 1, headDim: 8, seq: 64, kvSeq: 64 }, "prefill"),
+  );
+  assert.deepEqual(pg.nodes.map((x) => x.op.name), ["dense.attn"]);
+});
