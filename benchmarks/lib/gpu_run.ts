@@ -14,8 +14,8 @@ export interface TimedRun {
 
 /** A runner of programs on `backend` that counts how many runs were timed by timestamps and by wall clock. */
 export interface GpuRunner {
-  /** Run `prog` once (with per-node timings when `perNode`). */
-  run(prog: Program, perNode?: boolean): Promise<TimedRun>;
+  /** Run `prog` once (with per-node timings when `perNode`; `scalars`: its runtime scalars, e.g. `pos`). */
+  run(prog: Program, perNode?: boolean, scalars?: Readonly<Record<string, number>>): Promise<TimedRun>;
   /** `N runs timed by GPU timestamps, M by wall clock`. */
   summary(): string;
 }
@@ -25,9 +25,9 @@ export const gpuRunner = (backend: Backend): GpuRunner => {
   const timed = backend.features.has("timestamp-query");
   let ts = 0, wall = 0;
   return {
-    run: async (prog, perNode = false) => {
+    run: async (prog, perNode = false, scalars) => {
       const t = performance.now();
-      const r = await Effect.runPromise(prog.run({ timed, perNode }));
+      const r = await Effect.runPromise(prog.run({ timed, perNode, ...(scalars ? { scalars } : {}) }));
       const w = performance.now() - t;
       const ok = r.gpuMs !== undefined && r.gpuMs > 0 && r.gpuMs <= w * 1.05 + 1;
       if (ok) ts++;
