@@ -46,13 +46,19 @@ const fail = (message: string, hint: string): never => {
   Deno.exit(2);
 };
 const lengths = args.lengths.map((n) =>
-  Number.isInteger(n) ? n : fail(`--lengths: ${n} is not a whole number of tokens`, "e.g. --lengths 16384,32768")
+  Number.isInteger(n)
+    ? n
+    : fail(`--lengths: ${n} is not a whole number of tokens`, "e.g. --lengths 16384,32768")
 );
 const types = list(args.types).map((t) =>
-  (TASK_TYPES as readonly string[]).includes(t) ? t : fail(`--types: unknown "${t}"`, `use ${TASK_TYPES.join(", ")}`)
+  (TASK_TYPES as readonly string[]).includes(t)
+    ? t
+    : fail(`--types: unknown "${t}"`, `use ${TASK_TYPES.join(", ")}`)
 );
 const options = list(args.options).map((o) =>
-  (OPTIONS as readonly string[]).includes(o) ? o as Option : fail(`--options: unknown "${o}"`, `use ${OPTIONS.join(", ")}`)
+  (OPTIONS as readonly string[]).includes(o)
+    ? o as Option
+    : fail(`--options: unknown "${o}"`, `use ${OPTIONS.join(", ")}`)
 );
 
 const t0 = performance.now();
@@ -76,7 +82,11 @@ const feed = (ids: readonly number[], cache: KvState, chunk: number, spec: Cache
   Effect.gen(function* () {
     let next = 0;
     for (let s = 0; s < ids.length; s += chunk) {
-      next = yield* g.forwardArgmax(ids.slice(s, s + chunk), cache, spec ? { decodeAttention: () => spec } : {});
+      next = yield* g.forwardArgmax(
+        ids.slice(s, s + chunk),
+        cache,
+        spec ? { decodeAttention: () => spec } : {},
+      );
     }
     return next;
   });
@@ -149,7 +159,8 @@ for (const L of lengths) {
     rows.push({ metric: "accuracy", value: correct / plan.tasks.length, unit: "fraction", ...common });
     rows.push({ metric: "perplexity", value: ppl, unit: "ppl", ...common });
     rows.push({ metric: "prefill_ms", value: prefillMs, unit: "ms", ...common });
-    const line = `${String(L).padStart(6)} ${o.padEnd(21)} ${correct}/${plan.tasks.length}  ppl ${ppl.toFixed(2)}  ` +
+    const line =
+      `${String(L).padStart(6)} ${o.padEnd(21)} ${correct}/${plan.tasks.length}  ppl ${ppl.toFixed(2)}  ` +
       `prefill ${(prefillMs / 1000).toFixed(0)} s`;
     summary.push(line);
     console.error(`[${elapsed()}] ${line}`);

@@ -33,7 +33,12 @@ const args = parseFlags("deno run -A benchmarks/device/tokenselect_bench.ts [fla
   "kv-heads": { kind: "int", default: 8, min: 1, help: "KV heads (divides --heads)" },
   dim: { kind: "int", default: 128, min: 64, help: "head dim (a multiple of 64)" },
   "top-k": { kind: "int", default: 2048, min: 1, help: "TokenSelect's k (official 2048)" },
-  chunk: { kind: "int", default: 512, min: 0, help: "prefill chunk queries measured (0: none; ≤ nLocal 512)" },
+  chunk: {
+    kind: "int",
+    default: 512,
+    min: 0,
+    help: "prefill chunk queries measured (0: none; ≤ nLocal 512)",
+  },
   theta: { kind: "number", default: 500000, min: 1, help: "RoPE base of the tables" },
   runs: { kind: "int", default: 20, min: 1, help: "timed runs per measurement (median)" },
   "no-peer": { kind: "switch", help: "skip PyTorch SDPA" },
@@ -143,7 +148,9 @@ const measure = async (S: number, T: number) => {
   const sc = { pos: T - S };
   await warm(dp, sc);
   await warm(tp, sc);
-  const d: number[] = [], tot: number[] = [], st: Record<string, number[]> = { select: [], compact: [], attn: [] };
+  const d: number[] = [],
+    tot: number[] = [],
+    st: Record<string, number[]> = { select: [], compact: [], attn: [] };
   for (let r = 0; r < args.runs; r++) {
     d.push((await runner.run(dp, false, sc)).ms);
     tot.push((await runner.run(tp, false, sc)).ms);
@@ -182,8 +189,20 @@ for (const T of args.contexts) {
   rows.push(
     { metric: "decode_latency_ms", impl: "ours-tokenselect", context: T, value: m.total, unit: "ms" },
     { metric: "decode_latency_ms", impl: "ours-tokenselect-select", context: T, value: m.select, unit: "ms" },
-    { metric: "decode_latency_ms", impl: "ours-tokenselect-gather", context: T, value: m.compact, unit: "ms" },
-    { metric: "decode_latency_ms", impl: "ours-tokenselect-attention", context: T, value: m.attn, unit: "ms" },
+    {
+      metric: "decode_latency_ms",
+      impl: "ours-tokenselect-gather",
+      context: T,
+      value: m.compact,
+      unit: "ms",
+    },
+    {
+      metric: "decode_latency_ms",
+      impl: "ours-tokenselect-attention",
+      context: T,
+      value: m.attn,
+      unit: "ms",
+    },
     { metric: "decode_latency_ms", impl: "ours-dense", context: T, value: m.dense, unit: "ms" },
     {
       metric: "decode_speedup_vs_own_dense",
@@ -196,7 +215,9 @@ for (const T of args.contexts) {
   if (args.chunk > 0) {
     const c = await measure(args.chunk, T);
     console.error(
-      `chunk of ${args.chunk} at T=${T}: tokenselect ${c.total.toFixed(3)} ms (select ${c.select.toFixed(3)}); ` +
+      `chunk of ${args.chunk} at T=${T}: tokenselect ${c.total.toFixed(3)} ms (select ${
+        c.select.toFixed(3)
+      }); ` +
         `our dense ${c.dense.toFixed(3)} ms: ${(c.dense / c.total).toFixed(2)}×`,
     );
     rows.push(
@@ -213,7 +234,9 @@ for (const T of args.contexts) {
   }
 }
 
-if (!args["no-peer"]) rows.push(...(await sdpaPeer("tokenselect_bench", args.contexts, H, HK, D, true)) as Row[]);
+if (!args["no-peer"]) {
+  rows.push(...(await sdpaPeer("tokenselect_bench", args.contexts, H, HK, D, true)) as Row[]);
+}
 
 const common = {
   model: `Llama-3.1-8B attention heads (${H} q / ${HK} kv, d ${D}), synthetic structured inputs ` +
@@ -237,5 +260,7 @@ await Deno.writeTextFile(args.out, JSON.stringify(final, null, 1) + "\n");
 const outDir = Deno.env.get("OUT");
 if (outDir) await Deno.writeTextFile(`${outDir}/tokenselect.json`, JSON.stringify(final, null, 1) + "\n");
 console.error(
-  `tokenselect_bench: ${final.length} rows → ${args.out} in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
+  `tokenselect_bench: ${final.length} rows → ${args.out} in ${
+    ((performance.now() - t0) / 1000).toFixed(0)
+  } s`,
 );

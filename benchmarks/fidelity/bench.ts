@@ -28,7 +28,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
 import { Cause, Effect, Exit } from "effect";
-import { type AnyTechnique, decodeTechniqueParams, type Graph, InputError } from "@longctx/graph";
+import {
+  type AnyTechnique,
+  type CacheDecodeGraphs,
+  decodeTechniqueParams,
+  type Graph,
+  InputError,
+} from "@longctx/graph";
 import { TECHNIQUES } from "@longctx/ops";
 import {
   evaluateRouting,
@@ -262,7 +268,7 @@ const rows: RowInput[] = [];
 const printed: string[] = [];
 
 /** Greedy answer from `next` (the argmax after the question) on `cache`; stops at EOS/control tokens. */
-const answer = (first: number, cache: KvState) =>
+const answer = (first: number, cache: KvState, spec?: CacheDecodeGraphs) =>
   Effect.gen(function* () {
     const ids: number[] = [];
     let next = first;
@@ -270,7 +276,7 @@ const answer = (first: number, cache: KvState) =>
       if (next === tok.eosId || tok.controlIds.has(next)) break;
       ids.push(next);
       if (ids.length === maxNew) break;
-      next = yield* g.forwardArgmax([next], cache);
+      next = yield* g.forwardArgmax([next], cache, spec ? { decodeAttention: () => spec } : {});
     }
     return tok.decode(ids, true).trim();
   });
@@ -324,24 +330,49 @@ const runLc = (h: Haystack, p: LcPoint, cache: KvState, ref: Float32Array | unde
       seq: h.prefix.length,
       kvSeq: h.prefix.length,
     };
-    const graph: Graph | undefined = p.reference
+    // a technique whose cache attention serves prefill chunks (TokenSelect) runs the prompt, the questions
+    // and the answers in calls of at most its maxChunk through it; the others prefill with their graph
+    const spec = p.reference || !p.technique.cacheDecode
+      ? undefined
+      : yield* p.technique.cacheDecode(p.params);
+    const chunked = spec?.prefill ? spec : undefined;
+    const graph: Graph | undefined = p.reference || chunked
       ? undefined
       : yield* p.technique.graph(p.params, dims, "prefill", "f32");
     let density: readonly (Float32Array | undefined)[] = [];
     cache.length = 0;
     const tp = performance.now();
-    const logits = yield* g.forward(h.prefix, cache, {
-      logits: "all",
-      ...(graph ? { attentionGraph: () => graph, onDensity: (d) => (density = d) } : {}),
-    });
+    let logits: Float32Array;
+    const step = chunked?.maxChunk ?? h.prefix.length;
+    if (chunked) {
+      logits = new Float32Array(h.prefix.length * V);
+      for (let s = 0; s < h.prefix.length; s += step) {
+        const part = h.prefix.slice(s, s + step);
+        logits.set(yield* g.forward(part, cache, { logits: "all", decodeAttention: () => chunked }), s * V);
+      }
+      const d = p.technique.constructedDensity?.(p.params, dims);
+      if (d !== undefined) density = [Float32Array.of(d)];
+    } else {
+      logits = yield* g.forward(h.prefix, cache, {
+        logits: "all",
+        ...(graph ? { attentionGraph: () => graph, onDensity: (d) => (density = d) } : {}),
+      });
+    }
     const prefillMs = performance.now() - tp;
     yield* assertFinite(logits, `prefill of ${h.id} with ${label(p)}`);
     const outs: TaskOutcome[] = [];
     for (const [i, task] of h.plan.tasks.entries()) {
       cache.length = h.prefix.length;
       const tq = performance.now();
-      const first = yield* g.forwardArgmax(h.suffixes[i], cache);
-      const out = yield* answer(first, cache);
+      let first = 0;
+      for (let s = 0; s < h.suffixes[i].length; s += step) {
+        first = yield* g.forwardArgmax(
+          h.suffixes[i].slice(s, s + step),
+          cache,
+          chunked ? { decodeAttention: () => chunked } : {},
+        );
+      }
+      const out = yield* answer(first, cache, chunked);
       const c = checkAnswer(task.expected, out);
       outs.push({ type: task.type, id: task.id, answer: out, ...c, ms: prefillMs + performance.now() - tq });
     }

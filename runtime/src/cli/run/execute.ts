@@ -22,7 +22,7 @@ import {
 import { techniqueByName } from "@longctx/ops";
 import type { CompileError } from "@longctx/plans";
 import { argmax, type LlamaModel } from "../../model/llama.ts";
-import type { GraphLlama } from "../../model/llama_graph.ts";
+import { cacheAttentionChunk, type GraphLlama } from "../../model/llama_graph.ts";
 import {
   assertFinite,
   compareLogits,
@@ -186,6 +186,8 @@ export interface TechniqueLayerGraphs {
   readonly prefill: Graph;
   /** `cacheDecode` of the technique (HiP: the mask refreshed every `refresh` steps); undefined: dense decode. */
   readonly decode?: CacheDecodeGraphs;
+  /** The technique's density by construction at the call's dims, when it has one. */
+  readonly constructedDensity?: number;
 }
 
 /** The graphs of a technique layer choice (the technique looked up and its parameters decoded once). */
@@ -195,7 +197,12 @@ export const techniqueLayerGraphs = (c: LayerChoice, dims: AttnDims) =>
     const p = yield* decodeTechniqueParams(t, c.params ?? {});
     const prefill = yield* t.graph(p, dims, "prefill", "f32");
     const decode = t.cacheDecode ? yield* t.cacheDecode(p) : undefined;
-    return (decode ? { prefill, decode } : { prefill }) as TechniqueLayerGraphs;
+    const density = t.constructedDensity?.(p, dims);
+    return {
+      prefill,
+      ...(decode ? { decode } : {}),
+      ...(density === undefined ? {} : { constructedDensity: density }),
+    } as TechniqueLayerGraphs;
   });
 
 /**
@@ -203,8 +210,11 @@ export const techniqueLayerGraphs = (c: LayerChoice, dims: AttnDims) =>
  * `choices[layer]` as each layer's attention (a technique's layers run its prefill graph inlined into the
  * forward; dense layers `dense.attn`), all-position logits kept for the comparison, then greedy decoding on the KV cache
  * state; with `layerErrors`, a second untimed prefill measures each sparse layer's output error against
- * `dense.attn` on its own inputs (`referenceMs`). Per-layer attention time is not measured (`null`): the layers
- * run as one program. Fails with the forward's typed errors.
+ * `dense.attn` on its own inputs (`referenceMs`). A technique whose cache attention serves prefill chunks
+ * (TokenSelect: `CacheDecodeGraphs.prefill`) prefills in chunks of its `maxChunk` through it instead, its
+ * density the constructed one and its output error not measured (`null`: the layers' inputs differ from
+ * dense's after the first sparse layer). Per-layer attention time is not measured (`null`): the layers run as
+ * one program. Fails with the forward's typed errors.
  */
 export const runPassGraph = (
   g: GraphLlama,
@@ -217,6 +227,7 @@ export const runPassGraph = (
 ): Effect.Effect<PassResult, LongctxError | CompileError | NonFiniteError | TechniqueError> =>
   Effect.gen(function* () {
     const graphs = new Map<string, TechniqueLayerGraphs>();
+    const constructed = new Map<string, number>();
     const perLayer: (Graph | undefined)[] = [];
     const cfg = model.config;
     const dims = {
@@ -236,21 +247,41 @@ export const runPassGraph = (
       const key = `${c.kind}:${JSON.stringify(c.params ?? {})}`;
       let gs = graphs.get(key);
       if (!gs) graphs.set(key, gs = yield* techniqueLayerGraphs(c, dims));
+      if (gs.constructedDensity !== undefined) constructed.set(key, gs.constructedDensity);
       perLayer.push(gs.prefill);
       perLayerDecode.push(gs.decode);
     }
     const decodeAttention = perLayerDecode.some((d) => d)
       ? { decodeAttention: (l: number) => perLayerDecode[l] }
       : {};
+    // a technique whose cache attention also serves prefill chunks (TokenSelect) prefills in chunks through it
+    const chunk = cacheAttentionChunk(decodeAttention.decodeAttention, choices.length);
+    const chunked = perLayerDecode.some((d) => d?.prefill);
     const V = model.config.vocab;
     let density: readonly (Float32Array | undefined)[] = [];
     const cache = yield* g.newCache(prompt.length + maxNew);
     const t0 = performance.now();
-    const logits = yield* g.forward(prompt, cache, {
-      logits: "all",
-      attentionGraph: (l) => perLayer[l],
-      onDensity: (d) => (density = d),
-    });
+    let logits: Float32Array;
+    if (chunked) {
+      logits = new Float32Array(prompt.length * V);
+      for (let s = 0; s < prompt.length; s += chunk) {
+        const part = prompt.slice(s, s + chunk);
+        logits.set(yield* g.forward(part, cache, { logits: "all", ...decodeAttention }), s * V);
+      }
+      // by construction (the list's length per query), per layer
+      density = choices.map((c) => {
+        const d = c.kind === "dense"
+          ? undefined
+          : constructed.get(`${c.kind}:${JSON.stringify(c.params ?? {})}`);
+        return d === undefined ? undefined : Float32Array.of(d);
+      });
+    } else {
+      logits = yield* g.forward(prompt, cache, {
+        logits: "all",
+        attentionGraph: (l) => perLayer[l],
+        onDensity: (d) => (density = d),
+      });
+    }
     const prefillMs = performance.now() - t0;
     if (logits.some((x) => !Number.isFinite(x))) {
       // Find the layer: a diagnostic prefill keeping every layer's Q/K/V projection and MLP output.
@@ -294,7 +325,7 @@ export const runPassGraph = (
     // dense.attn beside every sparse layer's graph (model.sqDiff reduces the difference on the backend).
     let errors: readonly (number | undefined)[] = [];
     let referenceMs = 0;
-    if (layerErrors && perLayer.some((x) => x !== undefined)) {
+    if (layerErrors && !chunked && perLayer.some((x) => x !== undefined)) {
       const t2 = performance.now();
       const c2 = yield* g.newCache(prompt.length);
       yield* g.forward(prompt, c2, {
