@@ -93,6 +93,8 @@ export interface NodeReport {
   readonly gpuMs?: number;
   /** Kernel launches issued (0 on the host path). */
   readonly launches: number;
+  /** Device time of each launch in ms, in order (a program's per-node run with timestamps). */
+  readonly launchMs?: readonly number[];
 }
 
 /** What a run did. */

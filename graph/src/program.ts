@@ -399,11 +399,13 @@ export const lower = <I extends Ports, O extends Ports>(
           const timed = opts.timed === true && backend.features.has("timestamp-query");
           let pending: Launch[] = [];
           let gpuMs: number | undefined;
+          let launchMs: readonly number[] = [];
           let launches = 0, dispatches = 0, hostNodes = 0;
           const flush = Effect.gen(function* () {
             if (pending.length === 0) return;
             const t: DispatchTiming | undefined = yield* backend.dispatch(pending, { timed });
             if (t) gpuMs = (gpuMs ?? 0) + t.totalMs;
+            launchMs = t?.perLaunchMs ?? [];
             dispatches++;
             pending = [];
           });
@@ -466,7 +468,7 @@ export const lower = <I extends Ports, O extends Ports>(
                 op: n.op.name,
                 path: "gpu",
                 ms: performance.now() - ts,
-                ...(gpuMs === undefined ? {} : { gpuMs: gpuMs - g0 }),
+                ...(gpuMs === undefined ? {} : { gpuMs: gpuMs - g0, launchMs }),
                 launches: launches - l0,
               });
             }
