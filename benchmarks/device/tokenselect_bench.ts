@@ -151,6 +151,7 @@ const measure = async (S: number, T: number) => {
   const d: number[] = [],
     tot: number[] = [],
     st: Record<string, number[]> = { select: [], compact: [], attn: [] };
+  const launches: number[][] = [];
   for (let r = 0; r < args.runs; r++) {
     d.push((await runner.run(dp, false, sc)).ms);
     tot.push((await runner.run(tp, false, sc)).ms);
@@ -158,6 +159,12 @@ const measure = async (S: number, T: number) => {
     const acc: Record<string, number> = { select: 0, compact: 0, attn: 0 };
     for (const n of per.nodes) acc[stageOf(n.op)] += n.gpuMs ?? n.ms;
     for (const k of Object.keys(acc)) st[k].push(acc[k]);
+    const sn = per.nodes.find((n) => stageOf(n.op) === "select");
+    if (sn?.launchMs) sn.launchMs.forEach((ms, i) => (launches[i] ??= []).push(ms));
+  }
+  if (launches.length > 0) {
+    // the selection's launches (qbar, score, lse, vote, pool, find, hist, find, hist, find, count, scan, write)
+    console.error(`  select launches (median ms): ${launches.map((x) => median(x).toFixed(3)).join(" ")}`);
   }
   // the selection is real: its list is sorted, unique and inside the candidates
   const idx = (await Effect.runPromise(tp.read("indices"))).data as Int32Array;
