@@ -9,7 +9,12 @@ import type { Backend, Program } from "@longctx/graph";
 /** One timed run: milliseconds (GPU or wall), and per-node timings when asked. */
 export interface TimedRun {
   readonly ms: number;
-  readonly nodes: readonly { readonly op: string; readonly ms: number; readonly gpuMs?: number }[];
+  readonly nodes: readonly {
+    readonly op: string;
+    readonly ms: number;
+    readonly gpuMs?: number;
+    readonly launchMs?: readonly number[];
+  }[];
 }
 
 /** A runner of programs on `backend` that counts how many runs were timed by timestamps and by wall clock. */
