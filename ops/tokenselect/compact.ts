@@ -153,7 +153,6 @@ const WG = 64;
 
 const compactWgsl = (p: TokenSelectParams, Hk: number, seq: number, cap: number, d: number) => {
   const half = d / 2, R = listRows(p), rot = p.positions === "compacted";
-  // one workgroup per (list row, KV head) for K/V, then per (query, head) for Q: grid [max(R, seq), Hk + H]
   return [
     `struct Uni { a: vec4<u32>, b: vec4<u32> }`,
     `@group(0) @binding(0) var<storage, read> Q: array<f32>;`,
@@ -173,29 +172,32 @@ const compactWgsl = (p: TokenSelectParams, Hk: number, seq: number, cap: number,
     `  let c = ct * cf + st * sf; let s = st * cf - ct * sf;`,
     `  return vec2<f32>(x1 * c - x2 * s, x1 * s + x2 * c);`,
     `}`,
+    // the list's K/V: one workgroup per (row, KV head)
     `@compute @workgroup_size(${WG})`,
-    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
-    `  let pos = U.a.x; let n = U.a.y; let rows = U.a.z; let dense = U.a.w == 1u;`,
+    `fn kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
+    `  let n = U.a.y; let rows = U.a.z; let dense = U.a.w == 1u;`,
     `  let moveIt = ${rot ? "!dense" : "false"};`,
-    `  if (wid.y < ${Hk}u) {`,
-    `    let c = wid.x; let hk = wid.y;`,
-    `    if (c >= rows) { return; }`,
-    `    var tok = c;`,
-    `    if (!dense && c >= ${p.nInit}u) {`,
-    `      if (c < ${p.nInit + p.topK}u) { tok = u32(IDX[c - ${p.nInit}u]); }`,
-    `      else { tok = n - ${p.nLocal}u + (c - ${p.nInit + p.topK}u); }`,
-    `    }`,
-    `    let src = (hk * ${cap}u + tok) * ${d}u; let dst = (hk * ${R}u + c) * ${d}u;`,
-    `    for (var a = t; a < ${half}u; a += ${WG}u) {`,
-    `      VO[dst + a] = V[src + a]; VO[dst + a + ${half}u] = V[src + a + ${half}u];`,
-    `      var y = vec2<f32>(K[src + a], K[src + a + ${half}u]);`,
-    `      if (moveIt) { y = mv(y.x, y.y, tok, c, a); }`,
-    `      KO[dst + a] = y.x; KO[dst + a + ${half}u] = y.y;`,
-    `    }`,
-    `    return;`,
+    `  let c = wid.x; let hk = wid.y;`,
+    `  if (c >= rows) { return; }`,
+    `  var tok = c;`,
+    `  if (!dense && c >= ${p.nInit}u) {`,
+    `    if (c < ${p.nInit + p.topK}u) { tok = u32(IDX[c - ${p.nInit}u]); }`,
+    `    else { tok = n - ${p.nLocal}u + (c - ${p.nInit + p.topK}u); }`,
     `  }`,
-    `  let j = wid.x; let h = wid.y - ${Hk}u;`,
-    `  if (j >= ${seq}u) { return; }`,
+    `  let src = (hk * ${cap}u + tok) * ${d}u; let dst = (hk * ${R}u + c) * ${d}u;`,
+    `  for (var a = t; a < ${half}u; a += ${WG}u) {`,
+    `    VO[dst + a] = V[src + a]; VO[dst + a + ${half}u] = V[src + a + ${half}u];`,
+    `    var y = vec2<f32>(K[src + a], K[src + a + ${half}u]);`,
+    `    if (moveIt) { y = mv(y.x, y.y, tok, c, a); }`,
+    `    KO[dst + a] = y.x; KO[dst + a + ${half}u] = y.y;`,
+    `  }`,
+    `}`,
+    // the queries: one workgroup per (query, head)
+    `@compute @workgroup_size(${WG})`,
+    `fn qs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
+    `  let pos = U.a.x; let rows = U.a.z; let dense = U.a.w == 1u;`,
+    `  let moveIt = ${rot ? "!dense" : "false"};`,
+    `  let j = wid.x; let h = wid.y;`,
     `  let o = (h * ${seq}u + j) * ${d}u;`,
     `  for (var a = t; a < ${half}u; a += ${WG}u) {`,
     `    var y = vec2<f32>(Q[o + a], Q[o + a + ${half}u]);`,
@@ -272,30 +274,30 @@ export const compact: Operator<TokenSelectParams, CompactInputs, CompactOutputs>
   gpu: (p, i): GpuLowering => {
     const [H, seq, d] = i.q.shape as [number, number, number];
     const [Hk, cap] = i.k.shape as [number, number, number];
-    const R = listRows(p);
+    const R = listRows(p), wgsl = compactWgsl(p, Hk, seq, cap, d);
     const uniform = (pos: number) => {
       const g = selectGeometry(p, pos, seq);
       return new Uint8Array(Uint32Array.of(pos, g.n, g.rows, g.dense ? 1 : 0, 0, 0, 0, 0).buffer);
     };
     return {
       workspaces: { u: 32 },
-      launches: [{
+      launches: (["kv", "qs"] as const).map((entry) => ({
         kernel: {
-          key:
-            `tokenselect.compact:${H}/${Hk}x${seq}x${cap}x${d}:${p.nInit}/${p.topK}/${p.nLocal}:${p.positions}`,
-          wgsl: compactWgsl(p, Hk, seq, cap, d),
-          entryPoint: "main",
+          key: `tokenselect.compact:${H}/${Hk}x${seq}x${cap}x${d}:${p.nInit}/${p.topK}/${p.nLocal}:` +
+            `${p.positions}:${entry}`,
+          wgsl,
+          entryPoint: entry,
           bindings: [
-            "read",
-            "read",
-            "read",
-            "read",
-            "read",
-            "read",
-            "read_write",
-            "read_write",
-            "read_write",
-            "uniform",
+            "read" as const,
+            "read" as const,
+            "read" as const,
+            "read" as const,
+            "read" as const,
+            "read" as const,
+            "read_write" as const,
+            "read_write" as const,
+            "read_write" as const,
+            "uniform" as const,
           ],
         },
         buffers: [
@@ -310,10 +312,12 @@ export const compact: Operator<TokenSelectParams, CompactInputs, CompactOutputs>
           "out:vCache",
           "ws:u",
         ],
-        workgroups: [Math.max(R, seq), Hk + H, 1],
+        workgroups: (entry === "kv" ? [R, Hk, 1] : [seq, H, 1]) as [number, number, number],
         uniforms: { u: uniform(0) },
-        dynamic: (sc) => ({ uniforms: { u: uniform(selectPos(sc, seq, cap, i.ropeCos.shape[0])) } }),
-      }],
+        dynamic: (sc: Readonly<Record<string, number>>) => ({
+          uniforms: { u: uniform(selectPos(sc, seq, cap, i.ropeCos.shape[0])) },
+        }),
+      })),
     };
   },
   cost: (p, i): Cost => {

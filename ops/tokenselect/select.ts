@@ -212,11 +212,11 @@ export const selectReference = (
 // ---- GPU
 
 const WG = 256;
-/** Candidates per scoring workgroup: the largest of 32, 16, 8 whose tile fits 16 KiB of workgroup memory. */
-export const scoreTile = (heads: number, d: number): number => {
-  for (const t of [32, 16, 8]) if ((d * (t + 1) + heads * t) * 4 <= 16384) return t;
-  return 4;
-};
+/**
+ * Candidates per scoring workgroup (one invocation each): 64, or 32 when the per-head scores of 64 would not
+ * fit 16 KiB of workgroup memory (more than 64 heads).
+ */
+export const scoreTile = (heads: number): number => (heads * 64 * 4 <= 16384 ? 64 : 32);
 
 /** The uniform of every launch: `(pos, n, candidates, pooled, dense, scoreTiles, 0, 0)` as u32. */
 const selectUniform = (p: TokenSelectParams, pos: number, seq: number, tile: number): Uint8Array => {
@@ -293,67 +293,63 @@ const qbarKernel = (p: TokenSelectParams, s: Shape): Kernel => {
 };
 
 /**
- * K1: scores `s [H, maxCand]` of one tile of `tile` candidates against the un-rotated keys, and per (tile,
- * head) the softmax partials `(max, Σ exp(s − max))`. Workgroups: `[tiles, 1, 1]`.
+ * K1: scores `s [H, maxCand]` against the un-rotated keys, one invocation per candidate (its key rows read as
+ * vec4, its RoPE row from the tables, every KV head in turn), and per (head, tile of `tile` candidates) the
+ * softmax partials `(max, Σ exp(s − max))` in `PART [H, tiles, 2]`. Workgroups: `[tiles, 1, 1]` of `tile`.
  */
 const scoreKernel = (p: TokenSelectParams, s: Shape): Kernel => {
-  const half = s.d / 2, T = s.tile, G = s.H / s.Hk, P = T + 1;
-  const head = p.headMap === "modulo" ? `hk + gi * ${s.Hk}u` : `hk * ${G}u + gi`;
-  return kernel(`score:${s.H}/${s.Hk}x${s.cap}x${s.d}:${T}:${p.nInit}:${p.headMap}`, [
+  const half = s.d / 2, T = s.tile, G = s.H / s.Hk, q4 = half / 4, tiles = Math.ceil(s.maxCand / T);
+  const head = (gi: string) => (p.headMap === "modulo" ? `hk + ${gi} * ${s.Hk}u` : `hk * ${G}u + ${gi}`);
+  return kernel(`score:${s.H}/${s.Hk}x${s.cap}x${s.d}:${T}:${p.nInit}:${p.headMap}:${s.maxCand}`, [
     UNIFORM,
     ...header([
-      "var<storage, read> K: array<f32>",
-      "var<storage, read> COS: array<f32>",
-      "var<storage, read> SIN: array<f32>",
-      "var<storage, read> QBAR: array<f32>",
+      "var<storage, read> K: array<vec4<f32>>",
+      "var<storage, read> COS: array<vec4<f32>>",
+      "var<storage, read> SIN: array<vec4<f32>>",
+      "var<storage, read> QBAR: array<vec4<f32>>",
       "var<storage, read_write> S: array<f32>",
       "var<storage, read_write> PART: array<f32>",
       "var<uniform> U: Uni",
     ]),
-    `var<workgroup> kt: array<f32, ${s.d * P}>;`,
     `var<workgroup> sc: array<f32, ${s.H * T}>;`,
-    `@compute @workgroup_size(${WG})`,
+    `@compute @workgroup_size(${T})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
     `  if (U.b.x == 1u || wid.x >= U.b.y) { return; }`,
-    `  let nc = U.a.z; let i0 = wid.x * ${T}u;`,
+    `  let nc = U.a.z; let i = wid.x * ${T}u + t; let ok = i < nc;`,
+    `  let j = ${p.nInit}u + min(i, nc - 1u);`,
     `  for (var hk = 0u; hk < ${s.Hk}u; hk++) {`,
-    `    for (var e = t; e < ${T * half}u; e += ${WG}u) {`,
-    `      let c = e / ${half}u; let a = e % ${half}u; let i = i0 + c;`,
-    `      var y1 = 0.0; var y2 = 0.0;`,
-    `      if (i < nc) {`,
-    `        let j = ${p.nInit}u + i;`,
-    `        let x1 = K[(hk * ${s.cap}u + j) * ${s.d}u + a]; let x2 = K[(hk * ${s.cap}u + j) * ${s.d}u + a + ${half}u];`,
-    `        let cs = COS[j * ${half}u + a]; let sn = SIN[j * ${half}u + a];`,
-    `        y1 = x1 * cs + x2 * sn; y2 = x2 * cs - x1 * sn;`,
+    `    var acc = array<f32, ${G}>();`,
+    `    let kb = (hk * ${s.cap}u + j) * ${s.d / 4}u;`,
+    `    for (var a = 0u; a < ${q4}u; a++) {`,
+    `      let x1 = K[kb + a]; let x2 = K[kb + ${q4}u + a];`,
+    `      let cs = COS[j * ${q4}u + a]; let sn = SIN[j * ${q4}u + a];`,
+    `      let y1 = x1 * cs + x2 * sn; let y2 = x2 * cs - x1 * sn;`,
+    `      for (var gi = 0u; gi < ${G}u; gi++) {`,
+    `        let qb = (${head("gi")}) * ${s.d / 4}u;`,
+    `        acc[gi] += dot(QBAR[qb + a], y1) + dot(QBAR[qb + ${q4}u + a], y2);`,
     `      }`,
-    `      kt[a * ${P}u + c] = y1; kt[(a + ${half}u) * ${P}u + c] = y2;`,
     `    }`,
-    `    workgroupBarrier();`,
-    `    for (var e = t; e < ${G * T}u; e += ${WG}u) {`,
-    `      let gi = e / ${T}u; let c = e % ${T}u; let h = ${head};`,
-    `      var dot = 0.0;`,
-    `      for (var x = 0u; x < ${s.d}u; x++) { dot += QBAR[h * ${s.d}u + x] * kt[x * ${P}u + c]; }`,
-    `      sc[h * ${T}u + c] = dot;`,
+    `    for (var gi = 0u; gi < ${G}u; gi++) {`,
+    `      let h = ${head("gi")};`,
+    `      sc[h * ${T}u + t] = select(-3.0e38, acc[gi], ok);`,
+    `      if (ok) { S[h * ${s.maxCand}u + i] = acc[gi]; }`,
     `    }`,
-    `    workgroupBarrier();`,
     `  }`,
-    `  for (var e = t; e < ${s.H * T}u; e += ${WG}u) {`,
-    `    let h = e / ${T}u; let c = e % ${T}u;`,
-    `    if (i0 + c < nc) { S[h * ${s.maxCand}u + i0 + c] = sc[e]; }`,
-    `  }`,
-    `  for (var h = t; h < ${s.H}u; h += ${WG}u) {`,
+    `  workgroupBarrier();`,
+    `  for (var h = t; h < ${s.H}u; h += ${T}u) {`,
     `    var m = -3.0e38; var l = 0.0;`,
-    `    for (var c = 0u; c < ${T}u; c++) { if (i0 + c < nc) { m = max(m, sc[h * ${T}u + c]); } }`,
-    `    for (var c = 0u; c < ${T}u; c++) { if (i0 + c < nc) { l += exp(sc[h * ${T}u + c] - m); } }`,
-    `    PART[(wid.x * ${s.H}u + h) * 2u] = m; PART[(wid.x * ${s.H}u + h) * 2u + 1u] = l;`,
+    `    for (var c = 0u; c < ${T}u; c++) { m = max(m, sc[h * ${T}u + c]); }`,
+    `    for (var c = 0u; c < ${T}u; c++) { l += exp(sc[h * ${T}u + c] - m); }`,
+    `    PART[(h * ${tiles}u + wid.x) * 2u] = m; PART[(h * ${tiles}u + wid.x) * 2u + 1u] = l;`,
     `  }`,
     `}`,
   ], ["read", "read", "read", "read", "read_write", "read_write", "uniform"]);
 };
 
-/** K2: per head `lse_h = log Σ_i exp(s_{h,i})` from the tiles' partials. One workgroup. */
-const lseKernel = (s: Shape): Kernel =>
-  kernel(`lse:${s.H}`, [
+/** K2: per head `lse_h = log Σ_i exp(s_{h,i})` from the tiles' partials. Workgroups: `[H, 1, 1]`. */
+const lseKernel = (s: Shape): Kernel => {
+  const tiles = Math.ceil(s.maxCand / s.tile);
+  return kernel(`lse:${s.H}:${tiles}`, [
     UNIFORM,
     ...header([
       "var<storage, read> PART: array<f32>",
@@ -363,28 +359,26 @@ const lseKernel = (s: Shape): Kernel =>
     `var<workgroup> wm: array<f32, ${WG}>;`,
     `var<workgroup> wl: array<f32, ${WG}>;`,
     `@compute @workgroup_size(${WG})`,
-    `fn main(@builtin(local_invocation_index) t: u32) {`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
     `  if (U.b.x == 1u) { return; }`,
-    `  for (var h = 0u; h < ${s.H}u; h++) {`,
-    `    var m = -3.0e38; var l = 0.0;`,
-    `    for (var b = t; b < U.b.y; b += ${WG}u) {`,
-    `      let bm = PART[(b * ${s.H}u + h) * 2u]; let bl = PART[(b * ${s.H}u + h) * 2u + 1u];`,
-    `      let nm = max(m, bm); l = l * exp(m - nm) + bl * exp(bm - nm); m = nm;`,
-    `    }`,
-    `    wm[t] = m; wl[t] = l;`,
-    `    for (var st = ${WG / 2}u; st > 0u; st >>= 1u) {`,
-    `      workgroupBarrier();`,
-    `      if (t < st) {`,
-    `        let am = wm[t]; let bm = wm[t + st]; let nm = max(am, bm);`,
-    `        wl[t] = wl[t] * exp(am - nm) + wl[t + st] * exp(bm - nm); wm[t] = nm;`,
-    `      }`,
-    `    }`,
-    `    workgroupBarrier();`,
-    `    if (t == 0u) { LSE[h] = wm[0] + log(wl[0]); }`,
-    `    workgroupBarrier();`,
+    `  let h = wid.x;`,
+    `  var m = -3.0e38; var l = 0.0;`,
+    `  for (var b = t; b < U.b.y; b += ${WG}u) {`,
+    `    let bm = PART[(h * ${tiles}u + b) * 2u]; let bl = PART[(h * ${tiles}u + b) * 2u + 1u];`,
+    `    let nm = max(m, bm); l = l * exp(m - nm) + bl * exp(bm - nm); m = nm;`,
     `  }`,
+    `  wm[t] = m; wl[t] = l;`,
+    `  for (var st = ${WG / 2}u; st > 0u; st >>= 1u) {`,
+    `    workgroupBarrier();`,
+    `    if (t < st) {`,
+    `      let am = wm[t]; let bm = wm[t + st]; let nm = max(am, bm);`,
+    `      wl[t] = wl[t] * exp(am - nm) + wl[t + st] * exp(bm - nm); wm[t] = nm;`,
+    `    }`,
+    `  }`,
+    `  if (t == 0u) { LSE[h] = wm[0] + log(wl[0]); }`,
     `}`,
   ], ["read", "read_write", "uniform"]);
+};
 
 /** K3: the votes `v_i = Σ_h exp(s_{h,i} − lse_h)`. Workgroups: `[⌈maxCand / 256⌉]`. */
 const voteKernel = (s: Shape): Kernel =>
@@ -679,7 +673,8 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
     const [H, seq, d] = i.q.shape as [number, number, number];
     const [Hk, cap] = i.k.shape as [number, number, number];
     const maxCand = Math.max(1, cap - p.nLocal - p.nInit);
-    const tile = scoreTile(H, d);
+    if (d % 8 !== 0) throw new RangeError(`the selection kernels need headDim % 8 = 0, got ${d}`);
+    const tile = scoreTile(H);
     const s: Shape = { H, Hk, seq, cap, d, maxCand, tile };
     const tiles = Math.ceil(maxCand / tile), groups = Math.ceil(maxCand / WG);
     const at = (sc: Readonly<Record<string, number>>) => selectPos(sc, seq, cap, i.ropeCos.shape[0]);
@@ -731,7 +726,7 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
           [tiles, 1, 1],
           tile,
         ),
-        launch(lseKernel(s), ["ws:part", "ws:lse"], one),
+        launch(lseKernel(s), ["ws:part", "ws:lse"], [H, 1, 1]),
         launch(voteKernel(s), ["ws:s", "ws:lse", "ws:vote"], [groups, 1, 1], WG),
         launch(poolKernel(p), ["ws:vote", "ws:keys", "ws:hist"], [groups, 1, 1], WG),
         launch(findKernel(0), hist, one),
