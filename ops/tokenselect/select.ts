@@ -212,11 +212,8 @@ export const selectReference = (
 // ---- GPU
 
 const WG = 256;
-/**
- * Candidates per scoring workgroup (one invocation each): 64, or 32 when the per-head scores of 64 would not
- * fit 16 KiB of workgroup memory (more than 64 heads).
- */
-export const scoreTile = (heads: number): number => (heads * 64 * 4 <= 16384 ? 64 : 32);
+/** Candidates per scoring workgroup (one invocation each). */
+export const scoreTile = (): number => 64;
 
 /** The uniform of every launch: `(pos, n, candidates, pooled, dense, scoreTiles, 0, 0)` as u32. */
 const selectUniform = (p: TokenSelectParams, pos: number, seq: number, tile: number): Uint8Array => {
@@ -293,9 +290,11 @@ const qbarKernel = (p: TokenSelectParams, s: Shape): Kernel => {
 };
 
 /**
- * K1: scores `s [H, maxCand]` against the un-rotated keys, one invocation per candidate (its key rows read as
- * vec4, its RoPE row from the tables, every KV head in turn), and per (head, tile of `tile` candidates) the
- * softmax partials `(max, Σ exp(s − max))` in `PART [H, tiles, 2]`. Workgroups: `[tiles, 1, 1]` of `tile`.
+ * K1: scores `s [H, maxCand]` against the un-rotated keys: workgroup `tile · Hk + hk` scores `tile` candidates
+ * (one invocation each: its key row read as vec4, its RoPE row from the tables) for the query heads of KV head
+ * `hk` — the KV heads of one tile run side by side, so its table rows are read once from memory — and writes
+ * per (head, tile) the softmax partials `(max, Σ exp(s − max))` in `PART [H, tiles, 2]`. Workgroups:
+ * `[tiles · Hk, 1, 1]` of `tile`.
  */
 const scoreKernel = (p: TokenSelectParams, s: Shape): Kernel => {
   const half = s.d / 2, T = s.tile, G = s.H / s.Hk, q4 = half / 4, tiles = Math.ceil(s.maxCand / T);
@@ -311,36 +310,35 @@ const scoreKernel = (p: TokenSelectParams, s: Shape): Kernel => {
       "var<storage, read_write> PART: array<f32>",
       "var<uniform> U: Uni",
     ]),
-    `var<workgroup> sc: array<f32, ${s.H * T}>;`,
+    `var<workgroup> sc: array<f32, ${G * T}>;`,
     `@compute @workgroup_size(${T})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
-    `  if (U.b.x == 1u || wid.x >= U.b.y) { return; }`,
-    `  let nc = U.a.z; let i = wid.x * ${T}u + t; let ok = i < nc;`,
+    `  let tile = wid.x / ${s.Hk}u; let hk = wid.x % ${s.Hk}u;`,
+    `  if (U.b.x == 1u || tile >= U.b.y) { return; }`,
+    `  let nc = U.a.z; let i = tile * ${T}u + t; let ok = i < nc;`,
     `  let j = ${p.nInit}u + min(i, nc - 1u);`,
-    `  for (var hk = 0u; hk < ${s.Hk}u; hk++) {`,
-    `    var acc = array<f32, ${G}>();`,
-    `    let kb = (hk * ${s.cap}u + j) * ${s.d / 4}u;`,
-    `    for (var a = 0u; a < ${q4}u; a++) {`,
-    `      let x1 = K[kb + a]; let x2 = K[kb + ${q4}u + a];`,
-    `      let cs = COS[j * ${q4}u + a]; let sn = SIN[j * ${q4}u + a];`,
-    `      let y1 = x1 * cs + x2 * sn; let y2 = x2 * cs - x1 * sn;`,
-    `      for (var gi = 0u; gi < ${G}u; gi++) {`,
-    `        let qb = (${head("gi")}) * ${s.d / 4}u;`,
-    `        acc[gi] += dot(QBAR[qb + a], y1) + dot(QBAR[qb + ${q4}u + a], y2);`,
-    `      }`,
-    `    }`,
+    `  var acc = array<f32, ${G}>();`,
+    `  let kb = (hk * ${s.cap}u + j) * ${s.d / 4}u;`,
+    `  for (var a = 0u; a < ${q4}u; a++) {`,
+    `    let x1 = K[kb + a]; let x2 = K[kb + ${q4}u + a];`,
+    `    let cs = COS[j * ${q4}u + a]; let sn = SIN[j * ${q4}u + a];`,
+    `    let y1 = x1 * cs + x2 * sn; let y2 = x2 * cs - x1 * sn;`,
     `    for (var gi = 0u; gi < ${G}u; gi++) {`,
-    `      let h = ${head("gi")};`,
-    `      sc[h * ${T}u + t] = select(-3.0e38, acc[gi], ok);`,
-    `      if (ok) { S[h * ${s.maxCand}u + i] = acc[gi]; }`,
+    `      let qb = (${head("gi")}) * ${s.d / 4}u;`,
+    `      acc[gi] += dot(QBAR[qb + a], y1) + dot(QBAR[qb + ${q4}u + a], y2);`,
     `    }`,
     `  }`,
+    `  for (var gi = 0u; gi < ${G}u; gi++) {`,
+    `    sc[gi * ${T}u + t] = select(-3.0e38, acc[gi], ok);`,
+    `    if (ok) { S[(${head("gi")}) * ${s.maxCand}u + i] = acc[gi]; }`,
+    `  }`,
     `  workgroupBarrier();`,
-    `  for (var h = t; h < ${s.H}u; h += ${T}u) {`,
+    `  for (var gi = t; gi < ${G}u; gi += ${T}u) {`,
     `    var m = -3.0e38; var l = 0.0;`,
-    `    for (var c = 0u; c < ${T}u; c++) { m = max(m, sc[h * ${T}u + c]); }`,
-    `    for (var c = 0u; c < ${T}u; c++) { l += exp(sc[h * ${T}u + c] - m); }`,
-    `    PART[(h * ${tiles}u + wid.x) * 2u] = m; PART[(h * ${tiles}u + wid.x) * 2u + 1u] = l;`,
+    `    for (var c = 0u; c < ${T}u; c++) { m = max(m, sc[gi * ${T}u + c]); }`,
+    `    for (var c = 0u; c < ${T}u; c++) { l += exp(sc[gi * ${T}u + c] - m); }`,
+    `    let h = ${head("gi")};`,
+    `    PART[(h * ${tiles}u + tile) * 2u] = m; PART[(h * ${tiles}u + tile) * 2u + 1u] = l;`,
     `  }`,
     `}`,
   ], ["read", "read", "read", "read", "read_write", "read_write", "uniform"]);
@@ -674,21 +672,22 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
     const [Hk, cap] = i.k.shape as [number, number, number];
     const maxCand = Math.max(1, cap - p.nLocal - p.nInit);
     if (d % 8 !== 0) throw new RangeError(`the selection kernels need headDim % 8 = 0, got ${d}`);
-    const tile = scoreTile(H);
+    const tile = scoreTile();
     const s: Shape = { H, Hk, seq, cap, d, maxCand, tile };
     const tiles = Math.ceil(maxCand / tile), groups = Math.ceil(maxCand / WG);
     const at = (sc: Readonly<Record<string, number>>) => selectPos(sc, seq, cap, i.ropeCos.shape[0]);
     const uni = (sc: Readonly<Record<string, number>>) => ({ u: selectUniform(p, at(sc), seq, tile) });
     const fixed = { u: selectUniform(p, 0, seq, tile) };
-    const wgOf = (sc: Readonly<Record<string, number>>, per: number) => {
+    const wgOf = (sc: Readonly<Record<string, number>>, per: number, times: number) => {
       const g = selectGeometry(p, at(sc), seq);
-      return [Math.max(1, Math.ceil(g.candidates / per)), 1, 1] as const;
+      return [Math.max(1, Math.ceil(g.candidates / per)) * times, 1, 1] as const;
     };
     const launch = (
       k: Kernel,
       buffers: string[],
       workgroups: readonly [number, number, number],
       per = 0,
+      times = 1,
     ) => ({
       kernel: k,
       buffers: [...buffers, "ws:u"],
@@ -696,7 +695,7 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
       uniforms: fixed,
       dynamic: (sc: Readonly<Record<string, number>>) => ({
         uniforms: uni(sc),
-        ...(per > 0 ? { workgroups: wgOf(sc, per) } : {}),
+        ...(per > 0 ? { workgroups: wgOf(sc, per, times) } : {}),
       }),
     });
     const one = [1, 1, 1] as const;
@@ -723,8 +722,9 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
         launch(
           scoreKernel(p, s),
           ["in:k", "in:ropeCos", "in:ropeSin", "ws:qbar", "ws:s", "ws:part"],
-          [tiles, 1, 1],
+          [tiles * Hk, 1, 1],
           tile,
+          Hk,
         ),
         launch(lseKernel(s), ["ws:part", "ws:lse"], [H, 1, 1]),
         launch(voteKernel(s), ["ws:s", "ws:lse", "ws:vote"], [groups, 1, 1], WG),
