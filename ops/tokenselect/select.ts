@@ -212,12 +212,8 @@ export const selectReference = (
 // ---- GPU
 
 const WG = 256;
-/** Candidates per scoring workgroup: 32, or fewer when their key rows would not fit 16 KiB of workgroup memory. */
-export const scoreTile = (d: number): number => {
-  let t = 32;
-  while (t > 4 && t * (d / 4 + 1) * 16 > 16384) t /= 2;
-  return t;
-};
+/** Candidates per scoring workgroup (one invocation each). */
+export const scoreTile = (): number => 64;
 
 /** The uniform of every launch: `(pos, n, candidates, pooled, dense, scoreTiles, 0, 0)` as u32. */
 const selectUniform = (p: TokenSelectParams, pos: number, seq: number, tile: number): Uint8Array => {
@@ -294,17 +290,14 @@ const qbarKernel = (p: TokenSelectParams, s: Shape): Kernel => {
 };
 
 /**
- * K1: scores `s [H, maxCand]` against the un-rotated keys: workgroup `tile · Hk + hk` stages the key rows of
- * `tile` candidates of KV head `hk` in workgroup memory (coalesced vec4 loads; rows padded by one vec4), then one
- * invocation per (candidate, query head of `hk`) un-rotates the row with its RoPE row and dots it with `q̄`. The
- * KV heads of a tile run side by side (each table row read once from memory). Per (head, tile) the softmax
- * partials `(max, Σ exp(s − max))` go to `PART [H, tiles, 2]`. Workgroups: `[tiles · Hk, 1, 1]` of 256.
+ * K1: scores `s [H, maxCand]` against the un-rotated keys: workgroup `tile · Hk + hk` scores `tile` candidates
+ * (one invocation each: its key row read as vec4, its RoPE row from the tables) for the query heads of KV head
+ * `hk` — the KV heads of one tile run side by side, so its table rows are read once from memory — and writes
+ * per (head, tile) the softmax partials `(max, Σ exp(s − max))` in `PART [H, tiles, 2]`. Workgroups:
+ * `[tiles · Hk, 1, 1]` of `tile`.
  */
 const scoreKernel = (p: TokenSelectParams, s: Shape): Kernel => {
-  const half = s.d / 2, T = s.tile, G = s.H / s.Hk, q4 = half / 4, d4 = s.d / 4, R4 = d4 + 1;
-  const tiles = Math.ceil(s.maxCand / T);
-  // P invocations per (candidate, head) pair, each over `per` of the q4 vec4 pairs, so most of the 256 work
-  const P = Math.max(1, Math.min(q4, Math.floor(WG / (G * T)))), per = Math.ceil(q4 / P);
+  const half = s.d / 2, T = s.tile, G = s.H / s.Hk, q4 = half / 4, tiles = Math.ceil(s.maxCand / T);
   const head = (gi: string) => (p.headMap === "modulo" ? `hk + ${gi} * ${s.Hk}u` : `hk * ${G}u + ${gi}`);
   return kernel(`score:${s.H}/${s.Hk}x${s.cap}x${s.d}:${T}:${p.nInit}:${p.headMap}:${s.maxCand}`, [
     UNIFORM,
@@ -317,43 +310,30 @@ const scoreKernel = (p: TokenSelectParams, s: Shape): Kernel => {
       "var<storage, read_write> PART: array<f32>",
       "var<uniform> U: Uni",
     ]),
-    `var<workgroup> kt: array<vec4<f32>, ${T * R4}>;`,
     `var<workgroup> sc: array<f32, ${G * T}>;`,
-    `var<workgroup> red: array<f32, ${G * T * P}>;`,
-    `@compute @workgroup_size(${WG})`,
+    `@compute @workgroup_size(${T})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
     `  let tile = wid.x / ${s.Hk}u; let hk = wid.x % ${s.Hk}u;`,
     `  if (U.b.x == 1u || tile >= U.b.y) { return; }`,
-    `  let nc = U.a.z; let i0 = tile * ${T}u;`,
-    `  for (var e = t; e < ${T * d4}u; e += ${WG}u) {`,
-    `    let c = e / ${d4}u; let v = e % ${d4}u;`,
-    `    let j = ${p.nInit}u + min(i0 + c, nc - 1u);`,
-    `    kt[c * ${R4}u + v] = K[(hk * ${s.cap}u + j) * ${d4}u + v];`,
-    `  }`,
-    `  workgroupBarrier();`,
-    // invocation (pair e, part r): pair e = (candidate, query head) of the G·T, part r of the P ranges of pairs
-    `  for (var x = t; x < ${G * T * P}u; x += ${WG}u) {`,
-    `    let e = x % ${G * T}u; let r = x / ${G * T}u;`,
-    `    let c = e % ${T}u; let gi = e / ${T}u; let h = ${head("gi")};`,
-    `    let i = i0 + c; let j = ${p.nInit}u + min(i, nc - 1u);`,
-    `    var acc = 0.0;`,
-    `    for (var a = r * ${per}u; a < min(${q4}u, r * ${per}u + ${per}u); a++) {`,
-    `      let x1 = kt[c * ${R4}u + a]; let x2 = kt[c * ${R4}u + ${q4}u + a];`,
-    `      let cs = COS[j * ${q4}u + a]; let sn = SIN[j * ${q4}u + a];`,
-    `      acc += dot(QBAR[h * ${d4}u + a], x1 * cs + x2 * sn) + dot(QBAR[h * ${d4}u + ${q4}u + a], x2 * cs - x1 * sn);`,
+    `  let nc = U.a.z; let i = tile * ${T}u + t; let ok = i < nc;`,
+    `  let j = ${p.nInit}u + min(i, nc - 1u);`,
+    `  var acc = array<f32, ${G}>();`,
+    `  let kb = (hk * ${s.cap}u + j) * ${s.d / 4}u;`,
+    `  for (var a = 0u; a < ${q4}u; a++) {`,
+    `    let x1 = K[kb + a]; let x2 = K[kb + ${q4}u + a];`,
+    `    let cs = COS[j * ${q4}u + a]; let sn = SIN[j * ${q4}u + a];`,
+    `    let y1 = x1 * cs + x2 * sn; let y2 = x2 * cs - x1 * sn;`,
+    `    for (var gi = 0u; gi < ${G}u; gi++) {`,
+    `      let qb = (${head("gi")}) * ${s.d / 4}u;`,
+    `      acc[gi] += dot(QBAR[qb + a], y1) + dot(QBAR[qb + ${q4}u + a], y2);`,
     `    }`,
-    `    red[r * ${G * T}u + e] = acc;`,
+    `  }`,
+    `  for (var gi = 0u; gi < ${G}u; gi++) {`,
+    `    sc[gi * ${T}u + t] = select(-3.0e38, acc[gi], ok);`,
+    `    if (ok) { S[(${head("gi")}) * ${s.maxCand}u + i] = acc[gi]; }`,
     `  }`,
     `  workgroupBarrier();`,
-    `  for (var e = t; e < ${G * T}u; e += ${WG}u) {`,
-    `    let c = e % ${T}u; let gi = e / ${T}u; let h = ${head("gi")}; let i = i0 + c;`,
-    `    var acc = 0.0;`,
-    `    for (var r = 0u; r < ${P}u; r++) { acc += red[r * ${G * T}u + e]; }`,
-    `    sc[gi * ${T}u + c] = select(-3.0e38, acc, i < nc);`,
-    `    if (i < nc) { S[h * ${s.maxCand}u + i] = acc; }`,
-    `  }`,
-    `  workgroupBarrier();`,
-    `  for (var gi = t; gi < ${G}u; gi += ${WG}u) {`,
+    `  for (var gi = t; gi < ${G}u; gi += ${T}u) {`,
     `    var m = -3.0e38; var l = 0.0;`,
     `    for (var c = 0u; c < ${T}u; c++) { m = max(m, sc[gi * ${T}u + c]); }`,
     `    for (var c = 0u; c < ${T}u; c++) { l += exp(sc[gi * ${T}u + c] - m); }`,
@@ -692,7 +672,7 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
     const [Hk, cap] = i.k.shape as [number, number, number];
     const maxCand = Math.max(1, cap - p.nLocal - p.nInit);
     if (d % 8 !== 0) throw new RangeError(`the selection kernels need headDim % 8 = 0, got ${d}`);
-    const tile = scoreTile(d);
+    const tile = scoreTile();
     const s: Shape = { H, Hk, seq, cap, d, maxCand, tile };
     const tiles = Math.ceil(maxCand / tile), groups = Math.ceil(maxCand / WG);
     const at = (sc: Readonly<Record<string, number>>) => selectPos(sc, seq, cap, i.ropeCos.shape[0]);
