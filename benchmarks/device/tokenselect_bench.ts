@@ -20,7 +20,7 @@
  * @module
  */
 import { Effect } from "effect";
-import { type Backend, graph, hostTensor, type Launch, lower, type Program } from "@longctx/graph";
+import { type Backend, type DeviceBuffer, graph, type Launch, lower, type Program } from "@longctx/graph";
 import { dense, sale, tokenselect } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
@@ -73,14 +73,14 @@ interface Row {
 }
 const rows: Row[] = [];
 
-/** Fill a program's q, k, v with structured synthetic f32 data on the device. */
-const fill = async (prog: Program, S: number, T: number) => {
+/** Fill the buffers q, k, v with structured synthetic f32 data on the device. */
+const fill = async (bufs: Readonly<Record<string, DeviceBuffer>>, S: number, T: number) => {
   const gen: Launch[] = ([[0, H, "q", S], [1, HK, "k", T], [2, HK, "v", T]] as const).map(
     ([w, n, name, len]) => {
       const g = sale.syntheticWgsl(w, n, len, D, GROUP, "f32", 1);
       return {
         kernel: { key: g.key, wgsl: g.wgsl, entryPoint: "main", bindings: ["read_write"] },
-        buffers: [prog.buffer(name)],
+        buffers: [bufs[name]],
         workgroups: g.workgroups,
       };
     },
@@ -123,8 +123,23 @@ const measure = async (S: number, T: number) => {
     throw new RangeError(`K of ${HK * T * D * 4} B exceeds the device's binding limit ${maxBinding} B`);
   }
   const tg = await Effect.runPromise(tokenselect.tokenSelectTechnique.graph(p, dims, "decode", "f32"));
+  // the inputs in buffers of their own, bound (a program-owned input's memory is reused after its last use, so
+  // a program run again would read what later nodes wrote there)
+  const bufs: Record<string, DeviceBuffer> = {};
+  for (const [name, bytes] of [["q", H * S * D * 4], ["k", HK * T * D * 4], ["v", HK * T * D * 4]] as const) {
+    bufs[name] = await Effect.runPromise(backend.allocate(bytes, name));
+  }
+  const tab = ropeTables(T);
+  for (const [name, data] of [["ropeCos", tab.cos], ["ropeSin", tab.sin]] as const) {
+    bufs[name] = await Effect.runPromise(backend.allocate(data.byteLength, name));
+    await Effect.runPromise(backend.upload(bufs[name], data));
+  }
+  await fill(bufs, S, T);
   const tp = await Effect.runPromise(
-    lower(tg, backend, { q: qd, k: kd, v: kd, ropeCos: rd, ropeSin: rd }, { label: `tokenselect.${S}x${T}` }),
+    lower(tg, backend, { q: qd, k: kd, v: kd, ropeCos: rd, ropeSin: rd }, {
+      bind: bufs,
+      label: `tokenselect.${S}x${T}`,
+    }),
   );
   const cd = { dtype: "f32", dims: ["kvHeads", "capacity", "headDim"], shape: [HK, T, D] } as const;
   // our dense: dense.cacheAttn (split-KV) over all T keys — the forward's own decode and chunk attention
@@ -139,12 +154,8 @@ const measure = async (S: number, T: number) => {
     await Effect.runPromise(dgb.build()),
     backend,
     { q: qd, kCache: cd, vCache: cd },
-    { bind: { q: tp.buffer("q"), kCache: tp.buffer("k"), vCache: tp.buffer("v") }, label: `dense.${S}x${T}` },
+    { bind: { q: bufs.q, kCache: bufs.k, vCache: bufs.v }, label: `dense.${S}x${T}` },
   ));
-  await fill(tp, S, T);
-  const tab = ropeTables(T);
-  await Effect.runPromise(tp.write("ropeCos", hostTensor("f32", ["positions", "half"], [T, D / 2], tab.cos)));
-  await Effect.runPromise(tp.write("ropeSin", hostTensor("f32", ["positions", "half"], [T, D / 2], tab.sin)));
   const sc = { pos: T - S };
   await warm(dp, sc);
   await warm(tp, sc);
@@ -175,6 +186,7 @@ const measure = async (S: number, T: number) => {
   }
   dp.release();
   tp.release();
+  for (const b of Object.values(bufs)) backend.release(b);
   return {
     dense: median(d),
     total: median(tot),

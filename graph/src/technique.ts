@@ -98,6 +98,20 @@ export interface CacheDecodeGraphs {
   readonly prefill?: boolean;
   /** The most queries one call may hold (TokenSelect: `nLocal`); the forward refuses longer calls. */
   readonly maxChunk?: number;
+  /**
+   * Inputs of `search` the forward keeps per layer and per KV cache across calls, zeroed when a sequence starts
+   * (a call at position 0), which the graph updates in place (an operator output aliasing the input):
+   * TokenSelect's Selection Cache (the last selection query, its list, hit counters).
+   */
+  readonly carried?: readonly CarriedTensor[];
+}
+
+/** A tensor a cache attention carries across calls (see {@link CacheDecodeGraphs.carried}). */
+export interface CarriedTensor {
+  /** The graph input's name. */
+  readonly name: string;
+  /** Its shape for a model's attention layout. */
+  readonly shape: (dims: Pick<AttnDims, "heads" | "kvHeads" | "headDim">) => readonly number[];
 }
 
 /**

@@ -26,6 +26,8 @@ export type TokenSelectParamsSchema = Schema.Struct<{
   readonly headMap: Schema.withDecodingDefaultKey<Schema.Literals<readonly ["grouped", "modulo"]>>;
   readonly scale: Schema.withDecodingDefaultKey<Schema.Finite>;
   readonly denseLayers: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly selectionCache: Schema.withDecodingDefaultKey<Schema.Boolean>;
+  readonly cacheThreshold: Schema.withDecodingDefaultKey<Schema.Finite>;
 }>;
 
 /** Parameters of the `tokenselect` technique (each operator reads the ones it declares). */
@@ -66,6 +68,16 @@ export const TokenSelectParams: TokenSelectParamsSchema = Schema.Struct({
   ),
   /** The first `denseLayers` layers run dense attention (official: none; every layer selects). */
   denseLayers: int(0, 1024, 0),
+  /**
+   * The Selection Cache (paper): a call whose selection query `q̄` (all heads, flattened) has cosine similarity
+   * ≥ `cacheThreshold` with the one of the layer's last selection reuses that selection. Off by default, as
+   * in the released code (`QUERY_CACHE = False`).
+   */
+  selectionCache: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
+  /** The Selection Cache's cosine threshold θ (official 0.9 for every layer); > 1 never reuses. */
+  cacheThreshold: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(-1), Schema.isLessThanOrEqualTo(2)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(0.9)),
+  ),
 });
 /** Decoded TokenSelect parameters. */
 export type TokenSelectParams = typeof TokenSelectParams.Type;

@@ -112,22 +112,17 @@ const rotPair = (
 };
 
 /**
- * The voted (and pooled) scores of a selection in float64 (steps 1–4 of the module doc): `q [H, seq, d]`,
- * `k [Hk, cap, d]` (after RoPE), the RoPE tables `[positions, d/2]`. Returns the pooled votes (one per pooled
- * candidate; index `i` is token `nInit + i`), empty when dense.
+ * The selection query of a call in float64 (step 1 of the module doc): `q̄ [H, d]` from `q [H, seq, d]` (after
+ * RoPE at `pos …`), every query's RoPE moved to `nLocal + j` and averaged over the call.
  */
-export const selectVotes = (
-  p: TokenSelectParams,
+export const selectionQuery = (
+  p: Pick<TokenSelectParams, "nLocal">,
   q: Float32Array,
-  k: Float32Array,
   cos: Float32Array,
   sin: Float32Array,
-  dm: SelectDims,
+  dm: Pick<SelectDims, "H" | "seq" | "d" | "pos">,
 ): Float64Array => {
-  const { H, Hk, seq, cap, d, pos } = dm, half = d / 2;
-  const geo = selectGeometry(p, pos, seq);
-  if (geo.dense) return new Float64Array(0);
-  // 1. the selection query: mean over the call, rotated by nLocal − pos
+  const { H, seq, d, pos } = dm, half = d / 2;
   const qbar = new Float64Array(H * d);
   for (let h = 0; h < H; h++) {
     for (let a = 0; a < half; a++) {
@@ -141,6 +136,25 @@ export const selectVotes = (
       qbar[h * d + a + half] = r2;
     }
   }
+  return qbar;
+};
+
+/**
+ * The voted (and pooled) scores of a selection in float64 (steps 2–4 of the module doc) for the selection
+ * query `qbar [H, d]`: `k [Hk, cap, d]` (after RoPE), the RoPE tables `[positions, d/2]`. Returns the pooled
+ * votes (one per pooled candidate; index `i` is token `nInit + i`), empty when dense.
+ */
+export const votesOf = (
+  p: TokenSelectParams,
+  qbar: Float64Array,
+  k: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  dm: SelectDims,
+): Float64Array => {
+  const { H, Hk, seq, cap, d, pos } = dm, half = d / 2;
+  const geo = selectGeometry(p, pos, seq);
+  if (geo.dense) return new Float64Array(0);
   // 2–3. scores against the un-rotated candidate keys, softmax per head, summed over heads
   const nc = geo.candidates, vote = new Float64Array(nc), s = new Float64Array(nc);
   const ku = new Float64Array(Hk * nc * d);
@@ -179,6 +193,23 @@ export const selectVotes = (
   }
   return pooled;
 };
+
+/**
+ * The voted (and pooled) scores of a selection in float64 (steps 1–4 of the module doc): `q [H, seq, d]`,
+ * `k [Hk, cap, d]` (after RoPE), the RoPE tables `[positions, d/2]`. Returns the pooled votes (one per pooled
+ * candidate; index `i` is token `nInit + i`), empty when dense.
+ */
+export const selectVotes = (
+  p: TokenSelectParams,
+  q: Float32Array,
+  k: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  dm: SelectDims,
+): Float64Array =>
+  selectGeometry(p, dm.pos, dm.seq).dense
+    ? new Float64Array(0)
+    : votesOf(p, selectionQuery(p, q, cos, sin, dm), k, cos, sin, dm);
 
 /**
  * The `k` largest of `scores` (ties: the lower index first), returned in ascending index order, each plus
@@ -265,7 +296,7 @@ const qbarKernel = (p: TokenSelectParams, s: Shape): Kernel => {
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(local_invocation_index) t: u32) {`,
     `  for (var b = t; b < 2048u; b += ${WG}u) { HIST[b] = 0u; }`,
-    `  if (t == 0u) { ST[0] = 0u; ST[1] = ${p.topK}u; }`,
+    `  if (t == 0u) { ST[0] = 0u; ST[1] = ${p.topK}u; ST[2] = 0u; }`,
     `  if (U.b.x == 1u) {`,
     `    for (var e = t; e < ${p.topK}u; e += ${WG}u) { IDX[e] = -1; }`,
     `    return;`,
@@ -308,13 +339,17 @@ const scoreKernel = (p: TokenSelectParams, s: Shape): Kernel => {
       "var<storage, read> QBAR: array<vec4<f32>>",
       "var<storage, read_write> S: array<f32>",
       "var<storage, read_write> PART: array<f32>",
+      "var<storage, read> ST: array<u32>",
       "var<uniform> U: Uni",
     ]),
     `var<workgroup> sc: array<f32, ${G * T}>;`,
+    `var<workgroup> skipW: u32;`,
     `@compute @workgroup_size(${T})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
     `  let tile = wid.x / ${s.Hk}u; let hk = wid.x % ${s.Hk}u;`,
-    `  if (U.b.x == 1u || tile >= U.b.y) { return; }`,
+    `  if (t == 0u) { skipW = ST[2]; }`,
+    `  let skip = workgroupUniformLoad(&skipW);`,
+    `  if (U.b.x == 1u || skip == 1u || tile >= U.b.y) { return; }`,
     `  let nc = U.a.z; let i = tile * ${T}u + t; let ok = i < nc;`,
     `  let j = ${p.nInit}u + min(i, nc - 1u);`,
     `  var acc = array<f32, ${G}>();`,
@@ -341,7 +376,7 @@ const scoreKernel = (p: TokenSelectParams, s: Shape): Kernel => {
     `    PART[(h * ${tiles}u + tile) * 2u] = m; PART[(h * ${tiles}u + tile) * 2u + 1u] = l;`,
     `  }`,
     `}`,
-  ], ["read", "read", "read", "read", "read_write", "read_write", "uniform"]);
+  ], ["read", "read", "read", "read", "read_write", "read_write", "read", "uniform"]);
 };
 
 /** K2: per head `lse_h = log Σ_i exp(s_{h,i})` from the tiles' partials. Workgroups: `[H, 1, 1]`. */
@@ -352,13 +387,17 @@ const lseKernel = (s: Shape): Kernel => {
     ...header([
       "var<storage, read> PART: array<f32>",
       "var<storage, read_write> LSE: array<f32>",
+      "var<storage, read> ST: array<u32>",
       "var<uniform> U: Uni",
     ]),
     `var<workgroup> wm: array<f32, ${WG}>;`,
     `var<workgroup> wl: array<f32, ${WG}>;`,
+    `var<workgroup> skipW: u32;`,
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
-    `  if (U.b.x == 1u) { return; }`,
+    `  if (t == 0u) { skipW = ST[2]; }`,
+    `  let skip = workgroupUniformLoad(&skipW);`,
+    `  if (U.b.x == 1u || skip == 1u) { return; }`,
     `  let h = wid.x;`,
     `  var m = -3.0e38; var l = 0.0;`,
     `  for (var b = t; b < U.b.y; b += ${WG}u) {`,
@@ -375,7 +414,7 @@ const lseKernel = (s: Shape): Kernel => {
     `  }`,
     `  if (t == 0u) { LSE[h] = wm[0] + log(wl[0]); }`,
     `}`,
-  ], ["read", "read_write", "uniform"]);
+  ], ["read", "read_write", "read", "uniform"]);
 };
 
 /** K3: the votes `v_i = Σ_h exp(s_{h,i} − lse_h)`. Workgroups: `[⌈maxCand / 256⌉]`. */
@@ -386,17 +425,18 @@ const voteKernel = (s: Shape): Kernel =>
       "var<storage, read> S: array<f32>",
       "var<storage, read> LSE: array<f32>",
       "var<storage, read_write> VOTE: array<f32>",
+      "var<storage, read> ST: array<u32>",
       "var<uniform> U: Uni",
     ]),
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(global_invocation_id) gid: vec3<u32>) {`,
     `  let i = gid.x;`,
-    `  if (U.b.x == 1u || i >= U.a.z) { return; }`,
+    `  if (U.b.x == 1u || ST[2] == 1u || i >= U.a.z) { return; }`,
     `  var v = 0.0;`,
     `  for (var h = 0u; h < ${s.H}u; h++) { v += exp(S[h * ${s.maxCand}u + i] - LSE[h]); }`,
     `  VOTE[i] = v;`,
     `}`,
-  ], ["read", "read", "read_write", "uniform"]);
+  ], ["read", "read", "read_write", "read", "uniform"]);
 
 /**
  * K4: the pooled votes as ordered keys (`bitcast<u32>` of a non-negative float) and the first radix
@@ -417,12 +457,16 @@ const poolKernel = (p: TokenSelectParams): Kernel => {
       "var<storage, read> VOTE: array<f32>",
       "var<storage, read_write> KEYS: array<u32>",
       "var<storage, read_write> HIST: array<atomic<u32>>",
+      "var<storage, read> ST: array<u32>",
       "var<uniform> U: Uni",
     ]),
     `var<workgroup> lh: array<atomic<u32>, 2048>;`,
+    `var<workgroup> skipW: u32;`,
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
-    `  if (U.b.x == 1u) { return; }`,
+    `  if (t == 0u) { skipW = ST[2]; }`,
+    `  let skip = workgroupUniformLoad(&skipW);`,
+    `  if (U.b.x == 1u || skip == 1u) { return; }`,
     `  for (var b = t; b < 2048u; b += ${WG}u) { atomicStore(&lh[b], 0u); }`,
     `  workgroupBarrier();`,
     `  let i = gid.x;`,
@@ -438,7 +482,7 @@ const poolKernel = (p: TokenSelectParams): Kernel => {
     `    if (c > 0u) { atomicAdd(&HIST[b], c); }`,
     `  }`,
     `}`,
-  ], ["read", "read_write", "read_write", "uniform"]);
+  ], ["read", "read_write", "read_write", "read", "uniform"]);
 };
 
 /** The radix passes: the key bits each histograms (shift, width). */
@@ -458,9 +502,12 @@ const findKernel = (pass: number): Kernel => {
       "var<uniform> U: Uni",
     ]),
     `var<workgroup> suf: array<u32, ${WG}>;`,
+    `var<workgroup> skipW: u32;`,
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(local_invocation_index) t: u32) {`,
-    `  if (U.b.x == 1u) { return; }`,
+    `  if (t == 0u) { skipW = ST[2]; }`,
+    `  let skip = workgroupUniformLoad(&skipW);`,
+    `  if (U.b.x == 1u || skip == 1u) { return; }`,
     `  let need = ST[1];`,
     // thread t owns buckets [per·t, per·t + per); suf[t] = keys in buckets above and including its own range
     `  var own = 0u;`,
@@ -504,7 +551,7 @@ const histKernel = (pass: number): Kernel => {
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(global_invocation_id) gid: vec3<u32>) {`,
     `  let i = gid.x;`,
-    `  if (U.b.x == 1u || i >= U.a.w) { return; }`,
+    `  if (U.b.x == 1u || ST[2] == 1u || i >= U.a.w) { return; }`,
     `  let key = KEYS[i];`,
     `  if ((key >> ${above}u) == ST[0]) { atomicAdd(&HIST[(key >> ${shift}u) & ${(1 << width) - 1}u], 1u); }`,
     `}`,
@@ -523,9 +570,12 @@ const countKernel = (): Kernel =>
     ]),
     `var<workgroup> gt: atomic<u32>;`,
     `var<workgroup> eq: atomic<u32>;`,
+    `var<workgroup> skipW: u32;`,
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
-    `  if (U.b.x == 1u) { return; }`,
+    `  if (t == 0u) { skipW = ST[2]; }`,
+    `  let skip = workgroupUniformLoad(&skipW);`,
+    `  if (U.b.x == 1u || skip == 1u) { return; }`,
     `  if (t == 0u) { atomicStore(&gt, 0u); atomicStore(&eq, 0u); }`,
     `  workgroupBarrier();`,
     `  let i = gid.x; let th = ST[0];`,
@@ -543,12 +593,15 @@ const scanKernel = (groups: number): Kernel => {
   const per = Math.ceil(groups / WG);
   return kernel(`scan:${groups}`, [
     UNIFORM,
-    ...header(["var<storage, read_write> CNT: array<u32>", "var<uniform> U: Uni"]),
+    ...header(["var<storage, read_write> CNT: array<u32>", "var<storage, read> ST: array<u32>", "var<uniform> U: Uni"]),
     `var<workgroup> sg: array<u32, ${WG}>;`,
     `var<workgroup> se: array<u32, ${WG}>;`,
+    `var<workgroup> skipW: u32;`,
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(local_invocation_index) t: u32) {`,
-    `  if (U.b.x == 1u) { return; }`,
+    `  if (t == 0u) { skipW = ST[2]; }`,
+    `  let skip = workgroupUniformLoad(&skipW);`,
+    `  if (U.b.x == 1u || skip == 1u) { return; }`,
     `  let n = (U.a.w + ${WG - 1}u) / ${WG}u;`,
     `  var g = 0u; var e = 0u;`,
     `  for (var b = t * ${per}u; b < min(n, t * ${per}u + ${per}u); b++) { g += CNT[b * 2u]; e += CNT[b * 2u + 1u]; }`,
@@ -567,7 +620,7 @@ const scanKernel = (groups: number): Kernel => {
     `    CNT[b * 2u] = og; CNT[b * 2u + 1u] = oe; og += cg; oe += ce;`,
     `  }`,
     `}`,
-  ], ["read_write", "uniform"]);
+  ], ["read_write", "read", "uniform"]);
 };
 
 /**
@@ -586,9 +639,12 @@ const writeKernel = (p: TokenSelectParams): Kernel =>
     ]),
     `var<workgroup> pg: array<u32, ${WG}>;`,
     `var<workgroup> pe: array<u32, ${WG}>;`,
+    `var<workgroup> skipW: u32;`,
     `@compute @workgroup_size(${WG})`,
     `fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
-    `  if (U.b.x == 1u) { return; }`,
+    `  if (t == 0u) { skipW = ST[2]; }`,
+    `  let skip = workgroupUniformLoad(&skipW);`,
+    `  if (U.b.x == 1u || skip == 1u) { return; }`,
     `  let i = gid.x; let th = ST[0]; let need = ST[1];`,
     `  var key = 0u;`,
     `  if (i < U.a.w) { key = KEYS[i]; }`,
@@ -721,21 +777,21 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
         ),
         launch(
           scoreKernel(p, s),
-          ["in:k", "in:ropeCos", "in:ropeSin", "ws:qbar", "ws:s", "ws:part"],
+          ["in:k", "in:ropeCos", "in:ropeSin", "ws:qbar", "ws:s", "ws:part", "ws:st"],
           [tiles * Hk, 1, 1],
           tile,
           Hk,
         ),
-        launch(lseKernel(s), ["ws:part", "ws:lse"], [H, 1, 1]),
-        launch(voteKernel(s), ["ws:s", "ws:lse", "ws:vote"], [groups, 1, 1], WG),
-        launch(poolKernel(p), ["ws:vote", "ws:keys", "ws:hist"], [groups, 1, 1], WG),
+        launch(lseKernel(s), ["ws:part", "ws:lse", "ws:st"], [H, 1, 1]),
+        launch(voteKernel(s), ["ws:s", "ws:lse", "ws:vote", "ws:st"], [groups, 1, 1], WG),
+        launch(poolKernel(p), ["ws:vote", "ws:keys", "ws:hist", "ws:st"], [groups, 1, 1], WG),
         launch(findKernel(0), hist, one),
         launch(histKernel(1), ["ws:keys", "ws:st", "ws:hist"], [groups, 1, 1], WG),
         launch(findKernel(1), hist, one),
         launch(histKernel(2), ["ws:keys", "ws:st", "ws:hist"], [groups, 1, 1], WG),
         launch(findKernel(2), hist, one),
         launch(countKernel(), ["ws:keys", "ws:st", "ws:cnt"], [groups, 1, 1], WG),
-        launch(scanKernel(groups), ["ws:cnt"], one),
+        launch(scanKernel(groups), ["ws:cnt", "ws:st"], one),
         launch(writeKernel(p), ["ws:keys", "ws:st", "ws:cnt", "out:indices"], [groups, 1, 1], WG),
       ],
     };
@@ -751,4 +807,173 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
       workspaceBytes: (H + 3) * nc * 4,
     };
   },
+};
+
+// ---- the Selection Cache
+
+/** Input ports of `tokenselect.selectCached`: those of `tokenselect.select` and the layer's carried state. */
+export type CachedSelectInputs = SelectInputs & {
+  /** The selection query of the layer's last selection, `f32 [heads, headDim]` (zero: none yet). */
+  readonly selQ: TensorType<"f32", readonly ["heads", "headDim"]>;
+  /** The layer's last selection, `i32 [1, 1, topK]` (updated in place: the output `indices`). */
+  readonly selIdx: TensorType<"i32", readonly ["selHeads", "qBlocks", "kCap"]>;
+  /** Counters `u32 [4]`: reuses (hits), calls that selected or reused (dense calls excluded), 0, 0. */
+  readonly selStats: TensorType<"u32", readonly ["stats"]>;
+};
+/** Output ports of `tokenselect.selectCached`: the selection and the state, each aliasing its input. */
+export type CachedSelectOutputs = SelectOutputs & {
+  /** `selQ` after the call (aliases it). */
+  readonly selQOut: TensorType<"f32", readonly ["heads", "headDim"]>;
+  /** `selStats` after the call (aliases it). */
+  readonly selStatsOut: TensorType<"u32", readonly ["stats"]>;
+};
+const cachedInputs: CachedSelectInputs = {
+  ...inputs,
+  selQ: tensorType("f32", ["heads", "headDim"] as const),
+  selIdx: tensorType("i32", ["selHeads", "qBlocks", "kCap"] as const),
+  selStats: tensorType("u32", ["stats"] as const),
+};
+const cachedOutputs: CachedSelectOutputs = {
+  ...outputs,
+  selQOut: tensorType("f32", ["heads", "headDim"] as const),
+  selStatsOut: tensorType("u32", ["stats"] as const),
+};
+
+/**
+ * Whether the Selection Cache reuses the last selection: `cos(q̄, last) ≥ θ` over the flattened heads, false
+ * while no selection is stored (`last` all zero).
+ */
+export const selectionHit = (qbar: ArrayLike<number>, last: ArrayLike<number>, threshold: number): boolean => {
+  let dot = 0, qq = 0, ll = 0;
+  for (let e = 0; e < qbar.length; e++) {
+    dot += qbar[e] * last[e];
+    qq += qbar[e] * qbar[e];
+    ll += last[e] * last[e];
+  }
+  return ll > 0 && qq > 0 && dot / Math.sqrt(qq * ll) >= threshold;
+};
+
+/** The cache check after the selection query (one workgroup): `ST[2]` = hit, counters, `q̄` stored on a miss. */
+const cacheKernel = (p: TokenSelectParams, s: Shape): Kernel =>
+  kernel(`cache:${s.H * s.d}:${p.cacheThreshold}`, [
+    UNIFORM,
+    ...header([
+      "var<storage, read> QBAR: array<f32>",
+      "var<storage, read_write> SELQ: array<f32>",
+      "var<storage, read_write> ST: array<u32>",
+      "var<storage, read_write> STATS: array<u32>",
+      "var<uniform> U: Uni",
+    ]),
+    `var<workgroup> r1: array<f32, ${WG}>;`,
+    `var<workgroup> r2: array<f32, ${WG}>;`,
+    `var<workgroup> r3: array<f32, ${WG}>;`,
+    `var<workgroup> hitW: u32;`,
+    `@compute @workgroup_size(${WG})`,
+    `fn main(@builtin(local_invocation_index) t: u32) {`,
+    `  if (U.b.x == 1u) { return; }`,
+    `  var a = 0.0; var b = 0.0; var c = 0.0;`,
+    `  for (var e = t; e < ${s.H * s.d}u; e += ${WG}u) { let q = QBAR[e]; let l = SELQ[e]; a += q * l; b += q * q; c += l * l; }`,
+    `  r1[t] = a; r2[t] = b; r3[t] = c;`,
+    `  for (var st = ${WG / 2}u; st > 0u; st >>= 1u) {`,
+    `    workgroupBarrier();`,
+    `    if (t < st) { r1[t] += r1[t + st]; r2[t] += r2[t + st]; r3[t] += r3[t + st]; }`,
+    `  }`,
+    `  workgroupBarrier();`,
+    `  if (t == 0u) {`,
+    `    let hit = r3[0] > 0.0 && r2[0] > 0.0 && r1[0] / sqrt(r2[0] * r3[0]) >= ${p.cacheThreshold.toPrecision(9)};`,
+    `    ST[2] = select(0u, 1u, hit); STATS[1] += 1u; if (hit) { STATS[0] += 1u; }`,
+    `    hitW = select(0u, 1u, hit);`,
+    `  }`,
+    `  let hit = workgroupUniformLoad(&hitW);`,
+    `  if (hit == 0u) { for (var e = t; e < ${s.H * s.d}u; e += ${WG}u) { SELQ[e] = QBAR[e]; } }`,
+    `}`,
+  ], ["read", "read_write", "read_write", "read_write", "uniform"]);
+
+/**
+ * `tokenselect.selectCached`: `tokenselect.select` with TokenSelect's Selection Cache (paper; official code
+ * `TokenRetriever.retrieval_indices` with `QUERY_CACHE`): per layer, a call whose selection query has cosine
+ * similarity ≥ `cacheThreshold` with the stored one reuses the stored selection (`selIdx`, unchanged), else
+ * selects and stores its query and list. The state (`selQ`, `selIdx`, `selStats`) is carried by the caller across
+ * calls (the model forward keeps it per cache and zeroes it when a sequence starts); the outputs alias it.
+ */
+export const selectCached: Operator<TokenSelectParams, CachedSelectInputs, CachedSelectOutputs> = {
+  name: "tokenselect.selectCached",
+  kind: "token-select",
+  reference: select.reference + "; the Selection Cache (cosine of consecutive selection queries ≥ θ)",
+  params: TokenSelectParams,
+  inputs: cachedInputs,
+  outputs: cachedOutputs,
+  scalars: ["pos"],
+  aliases: { indices: "selIdx", selQOut: "selQ", selStatsOut: "selStats" },
+  infer: (p, i) =>
+    Effect.gen(function* () {
+      const base = yield* select.infer(p, i);
+      const [H, , d] = i.q.shape as [number, number, number];
+      yield* need(
+        i.selQ.shape.join() === `${H},${d}` && i.selIdx.shape.join() === `1,1,${p.topK}` &&
+          i.selStats.shape.join() === "4",
+        "selQ",
+        `state selQ [${i.selQ.shape}], selIdx [${i.selIdx.shape}], selStats [${i.selStats.shape}]`,
+        `the Selection Cache's state is selQ [${H}, ${d}], selIdx [1, 1, ${p.topK}], selStats [4]`,
+      );
+      return {
+        ...base,
+        selQOut: { ...cachedOutputs.selQOut, shape: [H, d] },
+        selStatsOut: { ...cachedOutputs.selStatsOut, shape: [4] },
+      } as DescsOf<CachedSelectOutputs>;
+    }),
+  cpu: (p, i, ctx) => {
+    const [H, seq, d] = i.q.desc.shape as [number, number, number];
+    const [Hk, cap] = i.k.desc.shape as [number, number, number];
+    const pos = selectPos(ctx?.scalars, seq, cap, i.ropeCos.desc.shape[0]);
+    const dm = { H, Hk, seq, cap, d, pos };
+    const cos = i.ropeCos.data as Float32Array, sin = i.ropeSin.data as Float32Array;
+    const idx = i.selIdx.data as Int32Array, last = i.selQ.data as Float32Array;
+    const stats = i.selStats.data as Uint32Array;
+    if (selectGeometry(p, pos, seq).dense) {
+      idx.fill(-1);
+    } else {
+      const qbar = selectionQuery(p, i.q.data as Float32Array, cos, sin, dm);
+      // the check on the query as the device holds it (f32)
+      const q32 = Float32Array.from(qbar);
+      const hit = selectionHit(q32, last, p.cacheThreshold);
+      stats[1]++;
+      if (hit) {
+        stats[0]++;
+      } else {
+        const votes = votesOf(p, qbar, i.k.data as Float32Array, cos, sin, dm);
+        idx.fill(-1);
+        idx.set(topKAscending(votes, p.topK, p.nInit));
+        last.set(q32);
+      }
+    }
+    return { indices: i.selIdx, selQOut: i.selQ, selStatsOut: i.selStats } as HostOf<CachedSelectOutputs>;
+  },
+  gpu: (p, i, features): GpuLowering => {
+    const low = select.gpu!(p, i, features);
+    const [H, seq, d] = i.q.shape as [number, number, number];
+    const [Hk, cap] = i.k.shape as [number, number, number];
+    const s: Shape = {
+      H,
+      Hk,
+      seq,
+      cap,
+      d,
+      maxCand: Math.max(1, cap - p.nLocal - p.nInit),
+      tile: scoreTile(),
+    };
+    const launches = low.launches.map((l) => ({
+      ...l,
+      buffers: l.buffers.map((b) => (b === "out:indices" ? "in:selIdx" : b)),
+    }));
+    const first = launches[0];
+    const check = {
+      ...first,
+      kernel: cacheKernel(p, s),
+      buffers: ["ws:qbar", "in:selQ", "ws:st", "in:selStats", "ws:u"],
+      workgroups: [1, 1, 1] as const,
+    };
+    return { workspaces: low.workspaces, launches: [first, check, ...launches.slice(1)] };
+  },
+  cost: (p, i): Cost => select.cost(p, i),
 };

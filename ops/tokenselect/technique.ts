@@ -13,6 +13,7 @@ import { Effect } from "effect";
 import {
   type AttnDims,
   type CacheDecodeGraphs,
+  type CarriedTensor,
   type Graph,
   graph,
   inferShapes,
@@ -26,7 +27,7 @@ import { cacheAttn } from "../dense/cache_attn.ts";
 import { denseTechnique } from "../dense/technique.ts";
 import { compact } from "./compact.ts";
 import { listRows, TokenSelectParams } from "./params.ts";
-import { select } from "./select.ts";
+import { select, selectCached } from "./select.ts";
 
 /**
  * TokenSelect's density by construction at `dims` (attended / causal (query, key) pairs): each query attends
@@ -62,31 +63,59 @@ export const tokenSelectGraph = (
     const v = g.input("v", compact.inputs.v);
     const ropeCos = g.input("ropeCos", select.inputs.ropeCos);
     const ropeSin = g.input("ropeSin", select.inputs.ropeSin);
-    const s = g.add(select, p, { q, k, ropeCos, ropeSin }, "select");
-    const c = g.add(compact, p, { q, k, v, ropeCos, ropeSin, indices: s.indices }, "compact");
+    const indices = p.selectionCache
+      ? g.add(selectCached, p, {
+        q,
+        k,
+        ropeCos,
+        ropeSin,
+        selQ: g.input("selQ", selectCached.inputs.selQ),
+        selIdx: g.input("selIdx", selectCached.inputs.selIdx),
+        selStats: g.input("selStats", selectCached.inputs.selStats),
+      }, "select").indices
+      : g.add(select, p, { q, k, ropeCos, ropeSin }, "select").indices;
+    const c = g.add(compact, p, { q, k, v, ropeCos, ropeSin, indices }, "compact");
     const a = g.add(
       cacheAttn,
-      { scale: p.scale, window: 0, layout: "heads", splitKeys: 256, compacted: true },
+      { scale: p.scale, window: 0, layout: "heads", splitKeys: 64, compacted: true },
       { q: c.q, kCache: c.kCache, vCache: c.vCache },
       "attn",
     );
     g.output("o", a.o);
     g.output("lse", a.lse);
-    g.output("indices", s.indices);
+    g.output("indices", indices);
     return yield* g.build();
   });
 
 /**
+ * The Selection Cache's carried state per layer (see `CacheDecodeGraphs.carried`): `selQ f32 [heads, headDim]`,
+ * `selIdx i32 [1, 1, topK]`, `selStats u32 [4]` (hits, selecting calls).
+ */
+export const selectionCacheState = (p: TokenSelectParams): readonly CarriedTensor[] => [
+  { name: "selQ", shape: (d) => [d.heads, d.headDim] },
+  { name: "selIdx", shape: () => [1, 1, p.topK] },
+  { name: "selStats", shape: () => [4] },
+];
+
+/**
  * TokenSelect on the model forward's KV cache: every call — decode steps and the prompt's chunks (`prefill`,
- * at most `nLocal` queries each: `maxChunk`) — selects again (`refresh` 1, no state: the released code's
- * default, its Selection Cache off).
+ * at most `nLocal` queries each: `maxChunk`) — selects again (`refresh` 1), or with `selectionCache` reuses the
+ * layer's last selection when the selection queries are similar (its state carried by the forward).
  */
 export const tokenSelectCacheDecode = (
   p: TokenSelectParams,
 ): Effect.Effect<CacheDecodeGraphs, TechniqueGraphError> =>
   Effect.gen(function* () {
     const g = yield* tokenSelectGraph(p);
-    return { refresh: 1, search: g, reuse: g, state: [], prefill: true, maxChunk: p.nLocal };
+    return {
+      refresh: 1,
+      search: g,
+      reuse: g,
+      state: [],
+      prefill: true,
+      maxChunk: p.nLocal,
+      ...(p.selectionCache ? { carried: selectionCacheState(p) } : {}),
+    };
   });
 
 const staged = stagedTechnique<TokenSelectParams>({
@@ -96,7 +125,7 @@ const staged = stagedTechnique<TokenSelectParams>({
   phases: ["decode"],
   sparse: true,
   params: TokenSelectParams,
-  operators: [select, compact, cacheAttn],
+  operators: [select, selectCached, compact, cacheAttn],
   stages: ["token-select", "token-compact", "cache-attn"],
   densityScaled: [],
   knob: {
@@ -118,9 +147,9 @@ const staged = stagedTechnique<TokenSelectParams>({
     },
   },
   state: {
-    perSequence: false,
-    description:
-      "none: every call selects again from the KV cache (the released code's Selection Cache is off)",
+    perSequence: true,
+    description: "none by default (every call selects again, as the released code); with selectionCache, per " +
+      "layer the last selection query f32 [heads, headDim], its list i32 [topK] and two counters",
   },
 });
 

@@ -8,7 +8,15 @@
  */
 import { assert, test } from "../harness.ts";
 import { Effect } from "effect";
-import { type Backend, hostTensor, run } from "@longctx/graph";
+import {
+  type Backend,
+  type DeviceBuffer,
+  type HostTensor,
+  hostTensor,
+  lower,
+  run,
+  type TensorDesc,
+} from "@longctx/graph";
 import { tokenselect } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { randn, relErr } from "./ref64.ts";
@@ -348,4 +356,111 @@ test("bad input: a call longer than nLocal, mis-shaped tables and impossible par
     t.graph(p, { heads: 2, kvHeads: 1, headDim: 8, seq: 64, kvSeq: 64 }, "prefill"),
   );
   assert.deepEqual(pg.nodes.map((x) => x.op.name), ["dense.attn"]);
+});
+
+test("the Selection Cache: θ > 1 never reuses (= no cache), θ = −1 reuses the first selection; wgpu = cpu", async () => {
+  const c: Case = {
+    H: 4,
+    Hk: 2,
+    seq: 1,
+    pos: 1500,
+    cap: 1600,
+    d: 64,
+    p: { nInit: 16, nLocal: 64, topK: 256 },
+  };
+  const x = problem(c, 90);
+  const steps = 4;
+  /** Decode steps at pos, pos + 1, … on one lowered program (its state kept between runs). */
+  const decode = async (backend: Backend, p: tokenselect.TokenSelectParams) => {
+    const g = await Effect.runPromise(tokenselect.tokenSelectGraph(p));
+    const q = (j: number) =>
+      hostTensor("f32", ["heads", "seq", "headDim"], [c.H, 1, c.d], randn(c.H * c.d, 500 + j, 0.6));
+    const kv = (data: Float32Array) =>
+      hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [c.Hk, c.cap, c.d], data);
+    const tab = (data: Float32Array) => hostTensor("f32", ["positions", "half"], [c.cap, c.d / 2], data);
+    const inputs: Record<string, HostTensor> = {
+      q: q(0),
+      k: kv(x.k),
+      v: kv(x.v),
+      ropeCos: tab(x.cos),
+      ropeSin: tab(x.sin),
+    };
+    // the state as the forward holds it: buffers bound to the program (a program-owned input may share memory
+    // with later tensors after its last use)
+    const bind: Record<string, DeviceBuffer> = {};
+    const descs: Record<string, TensorDesc> = Object.fromEntries(
+      Object.entries(inputs).map(([k, t]) => [k, t.desc]),
+    );
+    if (p.selectionCache) {
+      const state = {
+        selQ: { dtype: "f32", dims: ["heads", "headDim"], shape: [c.H, c.d] },
+        selIdx: { dtype: "i32", dims: ["selHeads", "qBlocks", "kCap"], shape: [1, 1, p.topK] },
+        selStats: { dtype: "u32", dims: ["stats"], shape: [4] },
+      } as const;
+      for (const [k, d] of Object.entries(state)) {
+        const bytes = 4 * d.shape.reduce((a: number, b: number) => a * b, 1);
+        bind[k] = await Effect.runPromise(backend.allocate(bytes, k));
+        await Effect.runPromise(backend.upload(bind[k], new Uint8Array(bytes)));
+        descs[k] = d;
+      }
+    }
+    const prog = await Effect.runPromise(lower(g, backend, descs, { bind }));
+    const out: Int32Array[] = [];
+    for (let s = 0; s < steps; s++) {
+      // raw queries: step 1 near step 0's, step 2 a new one, step 3 near step 2's (the Selection Cache's
+      // cases: reuse, select, reuse at θ 0.9), each after RoPE at its position
+      const raw = randn(c.H * c.d, s < 2 ? 600 : 601, 0.6), noise = randn(c.H * c.d, 700 + s, 0.01);
+      const qs = new Float32Array(c.H * c.d);
+      for (let h = 0; h < c.H; h++) {
+        const r = raw.subarray(h * c.d, (h + 1) * c.d).map((v, e) => v + (s % 2) * noise[h * c.d + e]);
+        qs.set(rope64(r, c.pos + s, c.d), h * c.d);
+      }
+      // every program-owned input again: the planner may reuse an input's memory after its last use
+      for (const [k, t] of Object.entries(inputs)) await Effect.runPromise(prog.write(k, t));
+      await Effect.runPromise(
+        prog.write("q", hostTensor("f32", ["heads", "seq", "headDim"], [c.H, 1, c.d], qs)),
+      );
+      await Effect.runPromise(prog.run({ scalars: { pos: c.pos + s } }));
+      out.push(Int32Array.from((await Effect.runPromise(prog.read("indices"))).data as Int32Array));
+    }
+    const stats = p.selectionCache
+      ? Array.from(new Uint32Array((await Effect.runPromise(backend.download(bind.selStats))).slice().buffer))
+      : [];
+    prog.release();
+    for (const b of Object.values(bind)) backend.release(b);
+    return { out, stats };
+  };
+  const base = tokenselect.tokenSelectParams(c.p);
+  const never = tokenselect.tokenSelectParams({ ...c.p, selectionCache: true, cacheThreshold: 1.5 });
+  const always = tokenselect.tokenSelectParams({ ...c.p, selectionCache: true, cacheThreshold: -1 });
+  const official = tokenselect.tokenSelectParams({ ...c.p, selectionCache: true });
+  for (const backend of [cpu, ...(wgpu ? [wgpu] : [])]) {
+    const b = await decode(backend, base),
+      n = await decode(backend, never),
+      a = await decode(backend, always);
+    for (let s = 0; s < steps; s++) {
+      assert.deepEqual(n.out[s], b.out[s], `step ${s}: θ > 1 selects every step`);
+    }
+    assert.deepEqual(n.stats.slice(0, 2), [0, steps]);
+    for (let s = 1; s < steps; s++) {
+      assert.deepEqual(a.out[s], a.out[0], `step ${s}: θ = −1 reuses step 0's list`);
+    }
+    assert.deepEqual(a.stats.slice(0, 2), [steps - 1, steps]);
+    assert.ok(b.out.some((o) => o.join() !== b.out[0].join()), "without the cache the selection moves");
+    const o = await decode(backend, official);
+    assert.deepEqual(o.stats.slice(0, 2), [2, steps], "θ 0.9: steps 1 and 3 reuse, 0 and 2 select");
+    assert.deepEqual(o.out[0], b.out[0], `${backend.kind}: step 0 selects as without the cache`);
+    assert.deepEqual(o.out[2], b.out[2], `${backend.kind}: step 2 selects as without the cache`);
+    assert.deepEqual(o.out[1], o.out[0]);
+    assert.deepEqual(o.out[3], o.out[2]);
+    assert.notDeepEqual(o.out[2], o.out[0]);
+  }
+  if (wgpu) {
+    const bc = await decode(cpu, base), bw = await decode(wgpu, base);
+    for (let s = 0; s < steps; s++) assert.deepEqual(bw.out[s], bc.out[s], `no cache, step ${s}: wgpu = cpu`);
+    const gc = await decode(cpu, official), gw = await decode(wgpu, official);
+    console.log(`  Selection Cache θ 0.9: cpu ${gc.stats}, wgpu ${gw.stats}`);
+    assert.deepEqual(gw.stats, gc.stats, "the same hits on both backends");
+    for (let s = 0; s < steps; s++) assert.deepEqual(gw.out[s], gc.out[s], `step ${s}`);
+  }
 });

@@ -175,6 +175,11 @@ export interface GraphLlama {
     tokens: ArrayLike<number>,
     options?: Pick<GraphForwardOptions, "attentionGraph">,
   ): Effect.Effect<NonFiniteAt | undefined, LongctxError>;
+  /**
+   * The bytes of tensor `name` that layer `layer`'s cache attention carries for `cache` (see
+   * `CacheDecodeGraphs.carried`; TokenSelect's `selStats` counters), or `undefined` when it carries none.
+   */
+  carried(cache: KvState, layer: number, name: string): Effect.Effect<Uint8Array | undefined, BackendError>;
   /** Program statistics (see {@link ForwardStats}). */
   stats(): ForwardStats;
   /** Bytes the cached programs own (activations, workspaces, uniforms). */
@@ -395,7 +400,24 @@ export const loadLlamaGraph = (
                 bindIn[name] = g.input(`state.${l}.${name}`, t.type, [...desc.shape]);
               }
             }
-            const sub = yield* inline(g, graphOf, `${p}dec.`, bindIn, densities, l, dec.spec.state);
+            // tensors the forward carries across calls (zeroed when a sequence starts), updated in place
+            const carried = dec.spec.carried ?? [];
+            for (const c of carried) {
+              const t = graphOf.inputs.find((i) => i.name === c.name);
+              if (!t) {
+                return yield* Effect.fail(shapeError(
+                  `decode graph "${graphOf.name}" of layer ${l} does not read its carried tensor "${c.name}"`,
+                  "a carried tensor is an input of the search graph",
+                ));
+              }
+              bindIn[c.name] = g.input(`carry.${l}.${c.name}`, t.type, [
+                ...c.shape({ heads: H, kvHeads: KH, headDim: D }),
+              ]);
+            }
+            const sub = yield* inline(g, graphOf, `${p}dec.`, bindIn, densities, l, [
+              ...dec.spec.state,
+              ...carried.map((c) => c.name),
+            ]);
             if (dec.mode === "search") {
               for (const name of dec.spec.state) {
                 const h = sub.ports[name];
@@ -556,6 +578,26 @@ export const loadLlamaGraph = (
         return { o: resolve(oRef.ref), ...(lseRef ? { lse: resolve(lseRef.ref) } : {}), ports: named };
       });
 
+    // Carried tensors of cache attentions (CacheDecodeGraphs.carried), per cache: name → buffer, zeroed when a
+    // sequence starts (a call at position 0)
+    const carriedBufs = new WeakMap<KvState, Map<string, DeviceBuffer>>();
+    const carriedBuffer = (cache: KvState, name: string, shape: readonly number[]) =>
+      Effect.gen(function* () {
+        let m = carriedBufs.get(cache);
+        if (!m) carriedBufs.set(cache, m = new Map());
+        const have = m.get(name);
+        if (have) return have;
+        const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+        const b = yield* backend.allocate(bytes, name);
+        yield* backend.upload(b, new Uint8Array(bytes));
+        m.set(name, b);
+        return b;
+      });
+    const zeroCarried = (cache: KvState) =>
+      Effect.gen(function* () {
+        for (const b of carriedBufs.get(cache)?.values() ?? []) yield* backend.upload(b, new Uint8Array(b.bytes));
+      });
+
     // Programs, by shape key.
     const programs = new Map<string, { program: Program; densities: string[]; errors: string[] }>();
     /** Decode steps per cache since its last multi-token call. */
@@ -673,6 +715,12 @@ export const loadLlamaGraph = (
             }
           }
         }
+        for (let l = 0; l < nLayer; l++) {
+          for (const c of decode[l]?.spec.carried ?? []) {
+            const shape = c.shape({ heads: H, kvHeads: KH, headDim: D });
+            all[`carry.${l}.${c.name}`] = yield* carriedBuffer(cache, `carry.${l}.${c.name}`, shape);
+          }
+        }
         const bind: Record<string, DeviceBuffer> = {};
         for (const i of gr.inputs) if (all[i.name]) bind[i.name] = all[i.name];
         const descs: Record<string, { dtype: "f32" | "u32"; dims: readonly string[]; shape: number[] }> = {};
@@ -734,6 +782,7 @@ export const loadLlamaGraph = (
         bindCache(cache);
         const seq = tokens.length;
         const { program, densities, errors } = yield* programFor(seq, cache, mode, opts);
+        if (cache.length === 0) yield* zeroCarried(cache);
         yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
         yield* program.run({ scalars: { pos: cache.length } });
         cache.length += seq;
@@ -892,17 +941,23 @@ export const loadLlamaGraph = (
           alloc,
           () => Effect.sync(() => [...k, ...v].forEach((b) => backend.release(b))),
         );
-        return {
+        const st: KvState = {
           capacity,
           length: 0,
           k,
           v,
           release: () => {
-            for (const b of [...k, ...v]) {
-              backend.release(b);
-            }
+            for (const b of [...k, ...v, ...(carriedBufs.get(st)?.values() ?? [])]) backend.release(b);
+            carriedBufs.delete(st);
           },
         };
+        return st;
+      });
+
+    const carried: GraphLlama["carried"] = (cache, layer, name) =>
+      Effect.gen(function* () {
+        const b = carriedBufs.get(cache)?.get(`carry.${layer}.${name}`);
+        return b ? yield* backend.download(b) : undefined;
       });
 
     return {
@@ -910,6 +965,7 @@ export const loadLlamaGraph = (
       backend,
       weightBytes,
       newCache,
+      carried,
       forward,
       forwardArgmax,
       diagnose,
