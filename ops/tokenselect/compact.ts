@@ -151,7 +151,7 @@ export const compactReference = (
 
 const WG = 64;
 
-const compactWgsl = (p: TokenSelectParams, Hk: number, seq: number, cap: number, d: number) => {
+const compactWgsl = (p: TokenSelectParams, seq: number, cap: number, d: number) => {
   const half = d / 2, R = listRows(p), rot = p.positions === "compacted";
   return [
     `struct Uni { a: vec4<u32>, b: vec4<u32> }`,
@@ -274,7 +274,7 @@ export const compact: Operator<TokenSelectParams, CompactInputs, CompactOutputs>
   gpu: (p, i): GpuLowering => {
     const [H, seq, d] = i.q.shape as [number, number, number];
     const [Hk, cap] = i.k.shape as [number, number, number];
-    const R = listRows(p), wgsl = compactWgsl(p, Hk, seq, cap, d);
+    const R = listRows(p), wgsl = compactWgsl(p, seq, cap, d);
     const uniform = (pos: number) => {
       const g = selectGeometry(p, pos, seq);
       return new Uint8Array(Uint32Array.of(pos, g.n, g.rows, g.dense ? 1 : 0, 0, 0, 0, 0).buffer);
