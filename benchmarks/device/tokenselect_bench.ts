@@ -197,6 +197,8 @@ const measure = async (S: number, T: number) => {
 };
 
 for (const T of args.contexts) {
+  // the chunk first: its long dense runs keep the GPU at its working clock for the short decode runs after
+  const c = args.chunk > 0 ? await measure(args.chunk, T) : undefined;
   const m = await measure(1, T);
   console.error(
     `decode T=${T}: tokenselect ${m.total.toFixed(3)} ms (select ${m.select.toFixed(3)}, gather ${
@@ -231,8 +233,7 @@ for (const T of args.contexts) {
       unit: "x",
     },
   );
-  if (args.chunk > 0) {
-    const c = await measure(args.chunk, T);
+  if (c) {
     console.error(
       `chunk of ${args.chunk} at T=${T}: tokenselect ${c.total.toFixed(3)} ms (select ${
         c.select.toFixed(3)

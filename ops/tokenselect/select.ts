@@ -280,7 +280,7 @@ const kernel = (key: string, wgsl: string[], bindings: Kernel["bindings"]): Kern
 
 /** K0: the selection query `q̄ [H, d]`, the histogram and radix state cleared, −1 in `indices` when dense. */
 const qbarKernel = (p: TokenSelectParams, s: Shape): Kernel => {
-  const half = s.d / 2;
+  const half = s.d / 2, P = Math.max(1, Math.floor(WG / Math.min(half, WG)));
   return kernel(`qbar:${s.H}x${s.seq}x${s.d}:${p.nLocal}:${p.topK}`, [
     UNIFORM,
     ...header([
@@ -293,28 +293,43 @@ const qbarKernel = (p: TokenSelectParams, s: Shape): Kernel => {
       "var<storage, read_write> IDX: array<i32>",
       "var<uniform> U: Uni",
     ]),
+    `var<workgroup> r1: array<f32, ${WG}>;`,
+    `var<workgroup> r2: array<f32, ${WG}>;`,
+    // workgroup h: head h's pairs, the call's queries split over P invocations per pair
     `@compute @workgroup_size(${WG})`,
-    `fn main(@builtin(local_invocation_index) t: u32) {`,
-    `  for (var b = t; b < 2048u; b += ${WG}u) { HIST[b] = 0u; }`,
-    `  if (t == 0u) { ST[0] = 0u; ST[1] = ${p.topK}u; ST[2] = 0u; }`,
-    `  if (U.b.x == 1u) {`,
-    `    for (var e = t; e < ${p.topK}u; e += ${WG}u) { IDX[e] = -1; }`,
-    `    return;`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
+    `  let h = wid.x;`,
+    `  if (h == 0u) {`,
+    `    for (var b = t; b < 2048u; b += ${WG}u) { HIST[b] = 0u; }`,
+    `    if (t == 0u) { ST[0] = 0u; ST[1] = ${p.topK}u; ST[2] = 0u; }`,
+    `    if (U.b.x == 1u) { for (var e = t; e < ${p.topK}u; e += ${WG}u) { IDX[e] = -1; } }`,
     `  }`,
+    `  if (U.b.x == 1u) { return; }`,
     `  let r = i32(${p.nLocal}) - i32(U.a.x);`,
     `  let ar = u32(abs(r));`,
     `  let sg = select(1.0, -1.0, r < 0);`,
-    `  for (var e = t; e < ${s.H * half}u; e += ${WG}u) {`,
-    `    let h = e / ${half}u; let a = e % ${half}u;`,
+    `  for (var a0 = 0u; a0 < ${half}u; a0 += ${Math.min(half, WG)}u) {`,
+    `    let a = a0 + t % ${Math.min(half, WG)}u; let part = t / ${Math.min(half, WG)}u;`,
     `    var x1 = 0.0; var x2 = 0.0;`,
-    `    for (var j = 0u; j < ${s.seq}u; j++) {`,
-    `      x1 += Q[(h * ${s.seq}u + j) * ${s.d}u + a];`,
-    `      x2 += Q[(h * ${s.seq}u + j) * ${s.d}u + a + ${half}u];`,
+    `    if (a < ${half}u && part < ${P}u) {`,
+    `      for (var j = part; j < ${s.seq}u; j += ${P}u) {`,
+    `        x1 += Q[(h * ${s.seq}u + j) * ${s.d}u + a];`,
+    `        x2 += Q[(h * ${s.seq}u + j) * ${s.d}u + a + ${half}u];`,
+    `      }`,
     `    }`,
-    `    x1 = x1 / ${s.seq}.0; x2 = x2 / ${s.seq}.0;`,
-    `    let c = COS[ar * ${half}u + a]; let sn = sg * SIN[ar * ${half}u + a];`,
-    `    QBAR[h * ${s.d}u + a] = x1 * c - x2 * sn;`,
-    `    QBAR[h * ${s.d}u + a + ${half}u] = x1 * sn + x2 * c;`,
+    `    r1[t] = x1; r2[t] = x2;`,
+    `    workgroupBarrier();`,
+    `    if (part == 0u && a < ${half}u) {`,
+    `      var y1 = 0.0; var y2 = 0.0;`,
+    `      for (var q = 0u; q < ${P}u; q++) { y1 += r1[q * ${Math.min(half, WG)}u + t]; y2 += r2[q * ${
+      Math.min(half, WG)
+    }u + t]; }`,
+    `      y1 = y1 / ${s.seq}.0; y2 = y2 / ${s.seq}.0;`,
+    `      let c = COS[ar * ${half}u + a]; let sn = sg * SIN[ar * ${half}u + a];`,
+    `      QBAR[h * ${s.d}u + a] = y1 * c - y2 * sn;`,
+    `      QBAR[h * ${s.d}u + a + ${half}u] = y1 * sn + y2 * c;`,
+    `    }`,
+    `    workgroupBarrier();`,
     `  }`,
     `}`,
   ], ["read", "read", "read", "read_write", "read_write", "read_write", "read_write", "uniform"]);
@@ -593,7 +608,11 @@ const scanKernel = (groups: number): Kernel => {
   const per = Math.ceil(groups / WG);
   return kernel(`scan:${groups}`, [
     UNIFORM,
-    ...header(["var<storage, read_write> CNT: array<u32>", "var<storage, read> ST: array<u32>", "var<uniform> U: Uni"]),
+    ...header([
+      "var<storage, read_write> CNT: array<u32>",
+      "var<storage, read> ST: array<u32>",
+      "var<uniform> U: Uni",
+    ]),
     `var<workgroup> sg: array<u32, ${WG}>;`,
     `var<workgroup> se: array<u32, ${WG}>;`,
     `var<workgroup> skipW: u32;`,
@@ -773,7 +792,7 @@ export const select: Operator<TokenSelectParams, SelectInputs, SelectOutputs> = 
         launch(
           qbarKernel(p, s),
           ["in:q", "in:ropeCos", "in:ropeSin", "ws:qbar", ...hist, "out:indices"],
-          one,
+          [H, 1, 1],
         ),
         launch(
           scoreKernel(p, s),
@@ -843,7 +862,11 @@ const cachedOutputs: CachedSelectOutputs = {
  * Whether the Selection Cache reuses the last selection: `cos(q̄, last) ≥ θ` over the flattened heads, false
  * while no selection is stored (`last` all zero).
  */
-export const selectionHit = (qbar: ArrayLike<number>, last: ArrayLike<number>, threshold: number): boolean => {
+export const selectionHit = (
+  qbar: ArrayLike<number>,
+  last: ArrayLike<number>,
+  threshold: number,
+): boolean => {
   let dot = 0, qq = 0, ll = 0;
   for (let e = 0; e < qbar.length; e++) {
     dot += qbar[e] * last[e];
@@ -872,7 +895,9 @@ const cacheKernel = (p: TokenSelectParams, s: Shape): Kernel =>
     `fn main(@builtin(local_invocation_index) t: u32) {`,
     `  if (U.b.x == 1u) { return; }`,
     `  var a = 0.0; var b = 0.0; var c = 0.0;`,
-    `  for (var e = t; e < ${s.H * s.d}u; e += ${WG}u) { let q = QBAR[e]; let l = SELQ[e]; a += q * l; b += q * q; c += l * l; }`,
+    `  for (var e = t; e < ${
+      s.H * s.d
+    }u; e += ${WG}u) { let q = QBAR[e]; let l = SELQ[e]; a += q * l; b += q * q; c += l * l; }`,
     `  r1[t] = a; r2[t] = b; r3[t] = c;`,
     `  for (var st = ${WG / 2}u; st > 0u; st >>= 1u) {`,
     `    workgroupBarrier();`,
@@ -880,7 +905,9 @@ const cacheKernel = (p: TokenSelectParams, s: Shape): Kernel =>
     `  }`,
     `  workgroupBarrier();`,
     `  if (t == 0u) {`,
-    `    let hit = r3[0] > 0.0 && r2[0] > 0.0 && r1[0] / sqrt(r2[0] * r3[0]) >= ${p.cacheThreshold.toPrecision(9)};`,
+    `    let hit = r3[0] > 0.0 && r2[0] > 0.0 && r1[0] / sqrt(r2[0] * r3[0]) >= ${
+      p.cacheThreshold.toPrecision(9)
+    };`,
     `    ST[2] = select(0u, 1u, hit); STATS[1] += 1u; if (hit) { STATS[0] += 1u; }`,
     `    hitW = select(0u, 1u, hit);`,
     `  }`,

@@ -148,7 +148,8 @@ const staged = stagedTechnique<TokenSelectParams>({
   },
   state: {
     perSequence: true,
-    description: "none by default (every call selects again, as the released code); with selectionCache, per " +
+    description:
+      "none by default (every call selects again, as the released code); with selectionCache, per " +
       "layer the last selection query f32 [heads, headDim], its list i32 [topK] and two counters",
   },
 });
