@@ -22,18 +22,11 @@
  * @module
  */
 import { Effect } from "effect";
-import {
-  type Backend,
-  decodeTechniqueParams,
-  type Graph,
-  type Launch,
-  lower,
-  type Program,
-} from "@longctx/graph";
-import { dense, hip, sale } from "@longctx/ops";
+import { type Backend, decodeTechniqueParams, type Graph, lower, type Program } from "@longctx/graph";
+import { dense, hip } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { gpuRunner, median, sdpaPeer } from "../lib/gpu_run.ts";
+import { fillSynthetic, gpuRunner, median, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/hip_bench.ts [flags]", {
@@ -102,7 +95,7 @@ interface Row {
 const rows: Row[] = [];
 
 /** Fill a program's q, k, v with structured synthetic data (chunk `c`), on the device. */
-const fill = async (
+const fill = (
   prog: Program,
   hc: number,
   hkc: number,
@@ -110,26 +103,15 @@ const fill = async (
   kS: number,
   dtype: "f16" | "f32",
   c: number,
-) => {
-  const gen: Launch[] = ([[0, hc, "q", S], [1, hkc, "k", kS], [2, hkc, "v", kS]] as const).map(
-    ([w, n, name, len]) => {
-      const g = sale.syntheticWgsl(w, n, len, D, GROUP, dtype, 1 + c);
-      return {
-        kernel: {
-          key: g.key,
-          wgsl: g.wgsl,
-          entryPoint: "main",
-          bindings: ["read_write"],
-          enables: dtype === "f16" ? ["f16"] : [],
-        },
-        buffers: [prog.buffer(name)],
-        workgroups: g.workgroups,
-      };
-    },
+) =>
+  fillSynthetic(
+    backend,
+    [[0, hc, S, prog.buffer("q")], [1, hkc, kS, prog.buffer("k")], [2, hkc, kS, prog.buffer("v")]],
+    D,
+    GROUP,
+    dtype,
+    1 + c,
   );
-  await Effect.runPromise(backend.dispatch(gen));
-  await Effect.runPromise(backend.sync());
-};
 
 const isMask = (op: string) => op.startsWith("hip.mask");
 let warmed = false;
@@ -345,9 +327,4 @@ const final = rows.map((r) => ({
   ...r,
   gpu: r.gpu ?? gpuName,
 }));
-await Deno.writeTextFile(args.out, JSON.stringify(final, null, 1) + "\n");
-const outDir = Deno.env.get("OUT");
-if (outDir) await Deno.writeTextFile(`${outDir}/hip.json`, JSON.stringify(final, null, 1) + "\n");
-console.error(
-  `hip_bench: ${final.length} rows → ${args.out} in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
-);
+await writeDeviceRows("hip_bench", args.out, "hip.json", final, t0);

@@ -25,11 +25,11 @@
  * @module
  */
 import { Effect } from "effect";
-import { type Backend, decodeTechniqueParams, type Graph, type Launch, lower } from "@longctx/graph";
+import { type Backend, decodeTechniqueParams, type Graph, lower } from "@longctx/graph";
 import { dense, sale } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { gpuRunner, median, sdpaPeer } from "../lib/gpu_run.ts";
+import { fillSynthetic, gpuRunner, median, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/sale_bench.ts [flags]", {
@@ -150,16 +150,14 @@ for (const S of contexts) {
   const nChunks = H / HC;
   for (let c = 0; c < nChunks; c++) {
     // generate structured inputs for this chunk of heads on the device, into the programs' input buffers
-    const gen: Launch[] = ([[0, HC, "q"], [1, HKC, "k"], [2, HKC, "v"]] as const).map(([w, n, name]) => {
-      const g = sale.syntheticWgsl(w, n, S, D, H / HK, "f16", 1 + c);
-      return {
-        kernel: { key: g.key, wgsl: g.wgsl, entryPoint: "main", bindings: ["read_write"], enables: ["f16"] },
-        buffers: [sp.buffer(name)],
-        workgroups: g.workgroups,
-      };
-    });
-    await Effect.runPromise(backend.dispatch(gen));
-    await Effect.runPromise(backend.sync());
+    await fillSynthetic(
+      backend,
+      [[0, HC, S, sp.buffer("q")], [1, HKC, S, sp.buffer("k")], [2, HKC, S, sp.buffer("v")]],
+      D,
+      H / HK,
+      "f16",
+      1 + c,
+    );
     // warm-up: an idle H200 sits at ~345 MHz SM clock and needs sustained load to reach 1980 MHz; run dense
     // for 2 s before the first measurement, then 400 ms before each chunk (at least once)
     const warm0 = performance.now(), warmMs = warmedUp ? 400 : 2000;
@@ -275,10 +273,7 @@ const final = rows.map((r) => ({
 for (const S of skipped) {
   final.push({ metric: "skipped", value: S, unit: "tokens", ...common, backend: backend.kind } as never);
 }
-await Deno.mkdir(args.out.split("/").slice(0, -1).join("/") || ".", { recursive: true });
-await Deno.writeTextFile(args.out, JSON.stringify(final, null, 1) + "\n");
-const outDir = Deno.env.get("OUT");
-if (outDir) await Deno.writeTextFile(`${outDir}/sale.json`, JSON.stringify(final, null, 1) + "\n");
+await writeDeviceRows("sale_bench", args.out, "sale.json", final, t0);
 console.table(
   rows.map((r) => ({
     metric: r.metric,
@@ -288,6 +283,3 @@ console.table(
   })),
 );
 console.error(`sale_bench: ${common.timing}`);
-console.error(
-  `sale_bench: ${final.length} rows → ${args.out} in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
-);

@@ -20,11 +20,11 @@
  * @module
  */
 import { Effect } from "effect";
-import { type Backend, type DeviceBuffer, graph, type Launch, lower, type Program } from "@longctx/graph";
-import { dense, sale, tokenselect } from "@longctx/ops";
+import { type Backend, type DeviceBuffer, graph, lower, type Program } from "@longctx/graph";
+import { dense, tokenselect } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { gpuRunner, median, sdpaPeer } from "../lib/gpu_run.ts";
+import { fillSynthetic, gpuRunner, median, type PeerRow, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/tokenselect_bench.ts [flags]", {
@@ -63,31 +63,7 @@ console.error(`tokenselect_bench: ${backend.kind} on ${backend.adapter.name}, ma
 const p = tokenselect.tokenSelectParams({ topK: args["top-k"] });
 const runner = gpuRunner(backend);
 
-interface Row {
-  metric: string;
-  value: number;
-  unit: string;
-  context?: number;
-  impl?: string;
-  [k: string]: unknown;
-}
-const rows: Row[] = [];
-
-/** Fill the buffers q, k, v with structured synthetic f32 data on the device. */
-const fill = async (bufs: Readonly<Record<string, DeviceBuffer>>, S: number, T: number) => {
-  const gen: Launch[] = ([[0, H, "q", S], [1, HK, "k", T], [2, HK, "v", T]] as const).map(
-    ([w, n, name, len]) => {
-      const g = sale.syntheticWgsl(w, n, len, D, GROUP, "f32", 1);
-      return {
-        kernel: { key: g.key, wgsl: g.wgsl, entryPoint: "main", bindings: ["read_write"] },
-        buffers: [bufs[name]],
-        workgroups: g.workgroups,
-      };
-    },
-  );
-  await Effect.runPromise(backend.dispatch(gen));
-  await Effect.runPromise(backend.sync());
-};
+const rows: PeerRow[] = [];
 
 /** The RoPE tables `[T, D/2]` (angles in f64, as the model forward). */
 const ropeTables = (T: number) => {
@@ -123,8 +99,7 @@ const measure = async (S: number, T: number) => {
     throw new RangeError(`K of ${HK * T * D * 4} B exceeds the device's binding limit ${maxBinding} B`);
   }
   const tg = await Effect.runPromise(tokenselect.tokenSelectTechnique.graph(p, dims, "decode", "f32"));
-  // the inputs in buffers of their own, bound (a program-owned input's memory is reused after its last use, so
-  // a program run again would read what later nodes wrote there)
+  // the inputs in buffers of their own, bound to both programs
   const bufs: Record<string, DeviceBuffer> = {};
   for (const [name, bytes] of [["q", H * S * D * 4], ["k", HK * T * D * 4], ["v", HK * T * D * 4]] as const) {
     bufs[name] = await Effect.runPromise(backend.allocate(bytes, name));
@@ -134,7 +109,7 @@ const measure = async (S: number, T: number) => {
     bufs[name] = await Effect.runPromise(backend.allocate(data.byteLength, name));
     await Effect.runPromise(backend.upload(bufs[name], data));
   }
-  await fill(bufs, S, T);
+  await fillSynthetic(backend, [[0, H, S, bufs.q], [1, HK, T, bufs.k], [2, HK, T, bufs.v]], D, GROUP, "f32");
   const tp = await Effect.runPromise(
     lower(tg, backend, { q: qd, k: kd, v: kd, ropeCos: rd, ropeSin: rd }, {
       bind: bufs,
@@ -255,7 +230,7 @@ for (const T of args.contexts) {
 }
 
 if (!args["no-peer"]) {
-  rows.push(...(await sdpaPeer("tokenselect_bench", args.contexts, H, HK, D, true)) as Row[]);
+  rows.push(...(await sdpaPeer("tokenselect_bench", args.contexts, H, HK, D, true)));
 }
 
 const common = {
@@ -276,11 +251,4 @@ const final = rows.map((r) => ({
   ...r,
   gpu: r.gpu ?? gpuName,
 }));
-await Deno.writeTextFile(args.out, JSON.stringify(final, null, 1) + "\n");
-const outDir = Deno.env.get("OUT");
-if (outDir) await Deno.writeTextFile(`${outDir}/tokenselect.json`, JSON.stringify(final, null, 1) + "\n");
-console.error(
-  `tokenselect_bench: ${final.length} rows → ${args.out} in ${
-    ((performance.now() - t0) / 1000).toFixed(0)
-  } s`,
-);
+await writeDeviceRows("tokenselect_bench", args.out, "tokenselect.json", final, t0);

@@ -4,7 +4,8 @@
  * @module
  */
 import { Effect } from "effect";
-import type { Backend, Program } from "@longctx/graph";
+import type { Backend, DeviceBuffer, Launch, Program } from "@longctx/graph";
+import { sale } from "@longctx/ops";
 
 /** One timed run: milliseconds (GPU or wall), and per-node timings when asked. */
 export interface TimedRun {
@@ -103,4 +104,54 @@ export const sdpaPeer = async (
   } finally {
     await Deno.remove(out).catch(() => {});
   }
+};
+
+/**
+ * Fill device buffers with structured synthetic attention inputs (`ops/sale/synthetic.ts`: sinks, locality, heavy
+ * hitters), generated on the device: each target is `[which (0 q, 1 k, 2 v), heads, rows, buffer]` of `d`-wide
+ * rows of `dtype`, `group` query heads per KV head, seed `seed`.
+ */
+export const fillSynthetic = async (
+  backend: Backend,
+  targets: readonly (readonly [0 | 1 | 2, number, number, DeviceBuffer])[],
+  d: number,
+  group: number,
+  dtype: "f16" | "f32",
+  seed = 1,
+): Promise<void> => {
+  const gen: Launch[] = targets.map(([w, n, len, buffer]) => {
+    const g = sale.syntheticWgsl(w, n, len, d, group, dtype, seed);
+    return {
+      kernel: {
+        key: g.key,
+        wgsl: g.wgsl,
+        entryPoint: "main",
+        bindings: ["read_write"],
+        enables: dtype === "f16" ? ["f16"] : [],
+      },
+      buffers: [buffer],
+      workgroups: g.workgroups,
+    };
+  });
+  await Effect.runPromise(backend.dispatch(gen));
+  await Effect.runPromise(backend.sync());
+};
+
+/**
+ * Write a device benchmark's rows to `file` and, when `$OUT` is set (the device machine), to `$OUT/<name>`;
+ * prints `<who>: N rows → file in S s` (`t0`: the bench's start, `performance.now()`).
+ */
+export const writeDeviceRows = async (
+  who: string,
+  file: string,
+  name: string,
+  rows: readonly unknown[],
+  t0: number,
+): Promise<void> => {
+  const text = JSON.stringify(rows, null, 1) + "\n";
+  await Deno.mkdir(file.split("/").slice(0, -1).join("/") || ".", { recursive: true });
+  await Deno.writeTextFile(file, text);
+  const outDir = Deno.env.get("OUT");
+  if (outDir) await Deno.writeTextFile(`${outDir}/${name}`, text);
+  console.error(`${who}: ${rows.length} rows → ${file} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
 };

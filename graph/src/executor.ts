@@ -180,10 +180,12 @@ export const planRun = (
     for (const o of g.outputs) use(refKey(o.ref), last);
     for (const key of options.keepAlive ?? []) use(key, last);
     const lifetimes: Lifetime[] = [];
+    // A program-owned input lives through the whole run: a program run again reads what was written into it
+    // (`Program.write`), so no later tensor may take its memory.
     for (const i of g.inputs) {
       if (bound.has(i.name)) continue;
       const key = refKey({ input: i.name });
-      lifetimes.push({ key, bytes: descBytes(shapes.get(key)!), start: -1, end: end.get(key) ?? -1 });
+      lifetimes.push({ key, bytes: descBytes(shapes.get(key)!), start: -1, end: last });
     }
     const paths = new Map<string, NodePath>();
     const lowerings = new Map<string, GpuLowering>();

@@ -11,6 +11,8 @@ import {
   defineGraph,
   graph,
   graphCost,
+  hostTensor,
+  lower,
   planRun,
   portTypes,
   run,
@@ -314,4 +316,26 @@ test("failure mid-run (an operator throws; out of memory) releases every buffer"
   const oom = await Effect.runPromise(Effect.flip(run(g, tiny, { a })));
   assert.ok(oom instanceof BackendError && oom.reason === "out-of-memory", String(oom));
   assert.deepEqual(tiny.live(), { buffers: 0, bytes: 0 });
+});
+
+test("a program-owned input keeps its memory through the run: a program run again reads what was written", async () => {
+  // x → add(x, x) = t → add(t, t) = u → add(u, u) = y: after its last use (node 0) x's memory would be free for
+  // u, so a second run would read u's values as x without the input's lifetime spanning the run
+  const cpu = await Effect.runPromise(makeCpuBackend());
+  const g = graph("chain");
+  const x = g.input("x", addOp.inputs.a);
+  const t = g.add(addOp, { alpha: 1 }, { a: x, b: x }, "t").c;
+  const u = g.add(addOp, { alpha: 1 }, { a: t, b: t }, "u").c;
+  g.output("y", g.add(addOp, { alpha: 1 }, { a: u, b: u }, "y").c);
+  const desc = { dtype: "f32", dims: ["heads", "seq", "headDim"], shape: [2, 8, 4] } as const;
+  const prog = await Effect.runPromise(lower(await Effect.runPromise(g.build()), cpu, { x: desc }));
+  await Effect.runPromise(
+    prog.write("x", hostTensor("f32", desc.dims, desc.shape, new Float32Array(64).fill(1))),
+  );
+  for (let r = 0; r < 3; r++) {
+    await Effect.runPromise(prog.run());
+    const y = (await Effect.runPromise(prog.read("y"))).data as Float32Array;
+    assert.ok(y.every((v) => v === 8), `run ${r}: y = 8x (got ${y[0]})`);
+  }
+  prog.release();
 });

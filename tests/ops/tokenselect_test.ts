@@ -385,8 +385,7 @@ test("the Selection Cache: θ > 1 never reuses (= no cache), θ = −1 reuses th
       ropeCos: tab(x.cos),
       ropeSin: tab(x.sin),
     };
-    // the state as the forward holds it: buffers bound to the program (a program-owned input may share memory
-    // with later tensors after its last use)
+    // the state as the forward holds it: buffers bound to the program
     const bind: Record<string, DeviceBuffer> = {};
     const descs: Record<string, TensorDesc> = Object.fromEntries(
       Object.entries(inputs).map(([k, t]) => [k, t.desc]),
@@ -405,6 +404,7 @@ test("the Selection Cache: θ > 1 never reuses (= no cache), θ = −1 reuses th
       }
     }
     const prog = await Effect.runPromise(lower(g, backend, descs, { bind }));
+    for (const [k, t] of Object.entries(inputs)) await Effect.runPromise(prog.write(k, t));
     const out: Int32Array[] = [];
     for (let s = 0; s < steps; s++) {
       // raw queries: step 1 near step 0's, step 2 a new one, step 3 near step 2's (the Selection Cache's
@@ -415,8 +415,6 @@ test("the Selection Cache: θ > 1 never reuses (= no cache), θ = −1 reuses th
         const r = raw.subarray(h * c.d, (h + 1) * c.d).map((v, e) => v + (s % 2) * noise[h * c.d + e]);
         qs.set(rope64(r, c.pos + s, c.d), h * c.d);
       }
-      // every program-owned input again: the planner may reuse an input's memory after its last use
-      for (const [k, t] of Object.entries(inputs)) await Effect.runPromise(prog.write(k, t));
       await Effect.runPromise(
         prog.write("q", hostTensor("f32", ["heads", "seq", "headDim"], [c.H, 1, c.d], qs)),
       );
