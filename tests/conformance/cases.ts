@@ -15,7 +15,14 @@ import { Schema } from "effect";
 import { ANY_DIMS, hostTensor, mulberry32, seededNormals } from "@longctx/graph";
 import type { AnyOperator, HostTensor, Scalars, TensorDesc } from "@longctx/graph";
 import { f32ToHalf, halfToF32 } from "../../ops/dense/common.ts";
-import { dense, hip } from "@longctx/ops";
+import { dense, hip, tokenselect } from "@longctx/ops";
+import {
+  compactFromRaw,
+  type TsCase,
+  type TsProblem,
+  tsProblem,
+  votesFromRaw,
+} from "../ops/tokenselect_ref.ts";
 import {
   saleEstimate,
   saleEstimateF16,
@@ -717,6 +724,200 @@ const HIP_CACHE_GRID:
     [3, 1, 1, 300, 64, 10, { topK: 64, sink: 4, window: 32 }],
   ];
 
+/** TokenSelect calls: [heads, kvHeads, queries, pos, cache rows, headDim, raw parameters]. */
+const TS_GRID:
+  readonly (readonly [number, number, number, number, number, number, Record<string, unknown>])[] = [
+    [4, 2, 1, 700, 720, 64, { nInit: 8, nLocal: 32, topK: 96 }],
+    [9, 3, 5, 611, 640, 64, { nInit: 16, nLocal: 64, topK: 128, kernelSize: 5 }],
+    [8, 2, 1, 900, 960, 128, { nInit: 4, nLocal: 48, topK: 200, headMap: "modulo" }],
+    [4, 4, 3, 300, 320, 64, { nInit: 8, nLocal: 32, topK: 300 }], // dense: every token fits the list
+  ];
+
+/** The inputs of a TokenSelect case (q, k, rope tables; v for the gather). */
+const tsInputs = (op: AnyOperator, c: TsCase, x: TsProblem) => ({
+  q: hostTensor("f32", op.inputs.q.dims, [c.H, c.seq, c.d], x.q),
+  k: hostTensor("f32", op.inputs.k.dims, [c.Hk, c.cap, c.d], x.k),
+  ropeCos: hostTensor("f32", op.inputs.ropeCos.dims, [c.cap, c.d / 2], x.cos),
+  ropeSin: hostTensor("f32", op.inputs.ropeSin.dims, [c.cap, c.d / 2], x.sin),
+});
+const tsDescs = (op: AnyOperator, c: TsCase) => ({
+  q: descOf(op, "q", [c.H, c.seq, c.d]),
+  k: descOf(op, "k", [c.Hk, c.cap, c.d]),
+  ropeCos: descOf(op, "ropeCos", [c.cap, c.d / 2]),
+  ropeSin: descOf(op, "ropeSin", [c.cap, c.d / 2]),
+});
+/** The selection from the votes derived from the raw Q/K (independent of the operator's arithmetic). */
+const tsWant = (p: tokenselect.TokenSelectParams, c: TsCase, x: TsProblem): Int32Array => {
+  const out = new Int32Array(p.topK).fill(-1);
+  if (!tokenselect.selectGeometry(p, c.pos, c.seq).dense) {
+    const votes = votesFromRaw(p, c, x.qRaw, x.kRaw);
+    let pooled: ArrayLike<number> = votes;
+    if (p.kernelSize > 1) {
+      const pad = Math.floor((p.kernelSize - 1) / 2), n = tokenselect.selectGeometry(p, c.pos, c.seq).pooled;
+      pooled = Array.from({ length: n }, (_, i) => {
+        let m = -Infinity;
+        for (let j = Math.max(0, i - pad); j < Math.min(votes.length, i - pad + p.kernelSize); j++) {
+          m = Math.max(m, votes[j]);
+        }
+        return m;
+      });
+    }
+    out.set(tokenselect.topKAscending(pooled, p.topK, p.nInit));
+  }
+  return out;
+};
+
+/** tokenselect.select: lists exact against the selection from raw-Q/K votes and against the CPU reference. */
+const tsSelectCases: CaseGenerator = (op) =>
+  TS_GRID.map(([H, Hk, S, pos, cap, D, raw], n) => {
+    const c: TsCase = { H, Hk, seq: S, pos, cap, d: D };
+    return {
+      shape: `H${H}/${Hk} S${S} pos${pos} cap${cap} D${D} k${raw.topK}`,
+      dtype: "f32",
+      qk: false,
+      params: raw,
+      scalars: { pos },
+      descs: tsDescs(op, c),
+      build: () => {
+        const p = tokenselect.tokenSelectParams(raw);
+        const x = tsProblem(c, 1701 + n);
+        const want = tsWant(p, c, x);
+        return {
+          inputs: tsInputs(op, c, x),
+          ref64: (cpu) => [mismatches("indices", cpu.indices.data as Int32Array, want)],
+          compare: (
+            got,
+            cpu,
+          ) => [mismatches("indices", got.indices.data as Int32Array, cpu.indices.data as Int32Array)],
+        };
+      },
+    };
+  });
+
+/**
+ * tokenselect.selectCached: from an empty state (a miss: the selection as tokenselect.select's, the query stored),
+ * and from a state holding this call's own query and a planted list (a hit: the planted list kept).
+ */
+const tsSelectCachedCases: CaseGenerator = (op) =>
+  TS_GRID.slice(0, 3).flatMap(([H, Hk, S, pos, cap, D, raw], n) =>
+    (["miss", "hit"] as const).map((mode) => {
+      const c: TsCase = { H, Hk, seq: S, pos, cap, d: D };
+      const params = { ...raw, selectionCache: true };
+      return {
+        shape: `H${H}/${Hk} S${S} pos${pos} D${D} ${mode}`,
+        dtype: "f32" as const,
+        qk: false,
+        params,
+        scalars: { pos },
+        descs: {
+          ...tsDescs(op, c),
+          selQ: descOf(op, "selQ", [H, D]),
+          selIdx: descOf(op, "selIdx", [1, 1, Number(raw.topK)]),
+          selStats: descOf(op, "selStats", [4]),
+        },
+        build: () => {
+          const p = tokenselect.tokenSelectParams(params);
+          const x = tsProblem(c, 1801 + n);
+          const qbar = Float32Array.from(
+            tokenselect.selectionQuery(p, x.q, x.cos, x.sin, { H, seq: S, d: D, pos }),
+          );
+          const planted = Int32Array.from({ length: p.topK }, (_, i) => p.nInit + 2 * i);
+          const want = mode === "hit" ? planted : tsWant(p, c, x);
+          return {
+            inputs: {
+              ...tsInputs(op, c, x),
+              selQ: hostTensor(
+                "f32",
+                op.inputs.selQ.dims,
+                [H, D],
+                mode === "hit" ? qbar : new Float32Array(H * D),
+              ),
+              selIdx: hostTensor(
+                "i32",
+                op.inputs.selIdx.dims,
+                [1, 1, p.topK],
+                mode === "hit" ? planted : new Int32Array(p.topK),
+              ),
+              selStats: hostTensor("u32", op.inputs.selStats.dims, [4], Uint32Array.of(3, 5, 0, 0)),
+            },
+            ref64: (cpu) => [
+              mismatches("indices", cpu.indices.data as Int32Array, want),
+              mismatches(
+                "selStats",
+                cpu.selStatsOut.data as Uint32Array,
+                Uint32Array.of(mode === "hit" ? 4 : 3, 6, 0, 0),
+              ),
+              maxAbs("selQ", values(cpu.selQOut), qbar, 1e-6),
+            ],
+            compare: (got, cpu) => [
+              mismatches("indices", got.indices.data as Int32Array, cpu.indices.data as Int32Array),
+              mismatches(
+                "selStats",
+                got.selStatsOut.data as Uint32Array,
+                cpu.selStatsOut.data as Uint32Array,
+              ),
+              maxAbs("selQ", values(got.selQOut), values(cpu.selQOut), 1e-5),
+            ],
+          };
+        },
+      };
+    })
+  );
+
+/** tokenselect.compact: the list against keys rotated straight to their list index (valid rows compared). */
+const tsCompactCases: CaseGenerator = (op) =>
+  TS_GRID.flatMap(([H, Hk, S, pos, cap, D, raw], n) =>
+    (["compacted", "original"] as const).map((positions) => {
+      const c: TsCase = { H, Hk, seq: S, pos, cap, d: D };
+      const params = { ...raw, positions };
+      const topK = Number(raw.topK);
+      return {
+        shape: `H${H}/${Hk} S${S} pos${pos} D${D} ${positions}`,
+        dtype: "f32" as const,
+        qk: false,
+        params,
+        scalars: { pos },
+        descs: {
+          ...tsDescs(op, c),
+          v: descOf(op, "v", [Hk, cap, D]),
+          indices: descOf(op, "indices", [1, 1, topK]),
+        },
+        build: () => {
+          const p = tokenselect.tokenSelectParams(params);
+          const x = tsProblem(c, 1901 + n);
+          const idx = tsWant(p, c, x);
+          const want = compactFromRaw(p, c, x, idx);
+          const R = tokenselect.listRows(p), rows = want.rows;
+          /** The valid rows of a `[Hk, R, D]` list. */
+          const valid = (a: ArrayLike<number>) => {
+            const o = new Float64Array(Hk * rows * D);
+            for (let h = 0; h < Hk; h++) {
+              for (let e = 0; e < rows * D; e++) o[h * rows * D + e] = a[h * R * D + e];
+            }
+            return o;
+          };
+          return {
+            inputs: {
+              ...tsInputs(op, c, x),
+              v: hostTensor("f32", op.inputs.v.dims, [Hk, cap, D], x.v),
+              indices: hostTensor("i32", op.inputs.indices.dims, [1, 1, topK], idx),
+            },
+            ref64: (cpu) => [
+              maxAbs("q", values(cpu.q), want.q, 2e-5),
+              maxAbs("k", valid(values(cpu.kCache)), valid(want.k), 2e-5),
+              maxAbs("v", valid(values(cpu.vCache)), valid(want.v), 0),
+            ],
+            compare: (got, cpu) => [
+              maxAbs("q", values(got.q), values(cpu.q), 2e-5),
+              maxAbs("k", valid(values(got.kCache)), valid(values(cpu.kCache)), 2e-5),
+              maxAbs("v", valid(values(got.vCache)), valid(values(cpu.vCache)), 0),
+            ],
+          };
+        },
+      };
+    })
+  );
+
 /** hip.cacheMask (runtime pos): lists exact against the CPU reference; CPU against the list properties. */
 const hipCacheMaskCases: CaseGenerator = (op) =>
   HIP_CACHE_GRID.map(([H, Hk, S, cap, D, pos, raw], n) => ({
@@ -1412,6 +1613,9 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "dense.indexAttn.f16": indexAttnCases,
   "hip.mask": hipMaskCases,
   "hip.cacheMask": hipCacheMaskCases,
+  "tokenselect.select": tsSelectCases,
+  "tokenselect.selectCached": tsSelectCachedCases,
+  "tokenselect.compact": tsCompactCases,
   "dense.indexCacheAttn": indexCacheAttnCases,
   "hip.mask.f16": hipMaskCases,
   "model.embed": embedCases,

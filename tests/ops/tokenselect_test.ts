@@ -20,89 +20,15 @@ import {
 import { tokenselect } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { randn, relErr } from "./ref64.ts";
+import { rope64, type TsCase, tsProblem, votesFromRaw } from "./tokenselect_ref.ts";
 
 const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
   .then((m) => Effect.runPromise(m.makeWgpuBackend()))
   .catch(() => undefined);
 const cpu = await Effect.runPromise(makeCpuBackend());
 
-const THETA = 10000;
-
-/** The forward's RoPE tables (angles in f64, stored f32), `[positions, d/2]`. */
-const tables = (positions: number, d: number) => {
-  const half = d / 2, cos = new Float32Array(positions * half), sin = new Float32Array(positions * half);
-  for (let p = 0; p < positions; p++) {
-    for (let a = 0; a < half; a++) {
-      const x = p * THETA ** (-(2 * a) / d);
-      cos[p * half + a] = Math.cos(x);
-      sin[p * half + a] = Math.sin(x);
-    }
-  }
-  return { cos, sin };
-};
-
-/** Rotate-half RoPE of `x [d]` at position `p` in float64 from exact angles. */
-const rope64 = (x: ArrayLike<number>, p: number, d: number): Float64Array => {
-  const half = d / 2, y = new Float64Array(d);
-  for (let a = 0; a < half; a++) {
-    const ang = p * THETA ** (-(2 * a) / d), c = Math.cos(ang), s = Math.sin(ang);
-    y[a] = x[a] * c - x[a + half] * s;
-    y[a + half] = x[a] * s + x[a + half] * c;
-  }
-  return y;
-};
-
-interface Case {
-  readonly H: number;
-  readonly Hk: number;
-  readonly seq: number;
-  readonly pos: number;
-  readonly cap: number;
-  readonly d: number;
-  readonly p: Partial<tokenselect.TokenSelectParams>;
-}
-
-/** Raw (un-rotated) Q/K/V of a case and the cache the forward would hold: `R(t) k_t`, queries `R(pos + j) q_j`. */
-const problem = (c: Case, seed: number) => {
-  const { H, Hk, seq, pos, cap, d } = c;
-  const qRaw = randn(H * seq * d, seed, 0.6), kRaw = randn(Hk * cap * d, seed + 1, 0.6);
-  const v = randn(Hk * cap * d, seed + 2);
-  const q = new Float32Array(H * seq * d), k = new Float32Array(Hk * cap * d);
-  for (let h = 0; h < H; h++) {
-    for (let j = 0; j < seq; j++) {
-      q.set(rope64(qRaw.subarray((h * seq + j) * d, (h * seq + j + 1) * d), pos + j, d), (h * seq + j) * d);
-    }
-  }
-  for (let hk = 0; hk < Hk; hk++) {
-    for (let t = 0; t < pos + seq; t++) {
-      k.set(rope64(kRaw.subarray((hk * cap + t) * d, (hk * cap + t + 1) * d), t, d), (hk * cap + t) * d);
-    }
-  }
-  return { qRaw, kRaw, q, k, v, ...tables(cap, d) };
-};
-
-/** The votes of the module doc computed from the raw Q/K: `q̄ = mean_j R(nLocal + j) q_j`, keys un-rotated. */
-const votesFromRaw = (p: tokenselect.TokenSelectParams, c: Case, qRaw: Float32Array, kRaw: Float32Array) => {
-  const { H, Hk, seq, pos, cap, d } = c;
-  const g = tokenselect.selectGeometry(p, pos, seq);
-  const vote = new Float64Array(g.candidates);
-  for (let h = 0; h < H; h++) {
-    const qbar = new Float64Array(d);
-    for (let j = 0; j < seq; j++) {
-      const r = rope64(qRaw.subarray((h * seq + j) * d, (h * seq + j + 1) * d), p.nLocal + j, d);
-      for (let x = 0; x < d; x++) qbar[x] += r[x] / seq;
-    }
-    const hk = tokenselect.selectKvHead(p.headMap, h, H, Hk);
-    const s = Array.from({ length: g.candidates }, (_, i) => {
-      let dot = 0;
-      for (let x = 0; x < d; x++) dot += qbar[x] * kRaw[(hk * cap + p.nInit + i) * d + x];
-      return dot;
-    });
-    const m = Math.max(...s), z = s.reduce((a, b) => a + Math.exp(b - m), 0);
-    for (let i = 0; i < g.candidates; i++) vote[i] += Math.exp(s[i] - m) / z;
-  }
-  return vote;
-};
+type Case = TsCase & { readonly p: Partial<tokenselect.TokenSelectParams> };
+const problem = tsProblem;
 
 /** The whole TokenSelect graph on `backend`: `o`, `lse`, `indices`. */
 const runGraph = async (
