@@ -468,7 +468,7 @@ const main = (i: Input) =>
       }`,
       `density   ${
         density.toFixed(4)
-      } (mean over layers, dense layers counting 1, of the attended share: kept / causal blocks for SALE, attended / causal pairs for HiP; min ${
+      } (mean over layers, dense layers counting 1, of the attended share: kept / causal blocks for SALE, attended / causal pairs for HiP and TokenSelect; min ${
         Math.min(...rPipe.layers.map((l) => l.density)).toFixed(4)
       }, max ${Math.max(...rPipe.layers.map((l) => l.density)).toFixed(4)})`,
       `perplexity over ${cmp.positions} document tokens: dense ${cmp.perplexityDense.toFixed(4)}, pipeline ${

@@ -595,7 +595,9 @@ export const loadLlamaGraph = (
       });
     const zeroCarried = (cache: KvState) =>
       Effect.gen(function* () {
-        for (const b of carriedBufs.get(cache)?.values() ?? []) yield* backend.upload(b, new Uint8Array(b.bytes));
+        for (const b of carriedBufs.get(cache)?.values() ?? []) {
+          yield* backend.upload(b, new Uint8Array(b.bytes));
+        }
       });
 
     // Programs, by shape key.
