@@ -5,6 +5,8 @@
  * Inputs are synthesised from the ports' types:
  * - a float port (`f32`, `f16`) whose dims all have a base size (`heads`, `kvHeads`, `seq`, `kvSeq`,
  *   `headDim`, …; see `DEFAULT_DIMS`) gets seeded random normal data (speed inputs only, never fidelity);
+ * - the RoPE tables' dims follow from those (`positions` = the larger of `kvSeq` and `capacity`, `half` =
+ *   `headDim / 2`); an integer port of known dims that no operator produces starts at zero (carried state);
  * - any other port (packed int4 codes, BSR `indptr`/`indices`, block scores, …) is produced by running the
  *   cpu reference of another discovered operator that has an output port of the same name and type, on
  *   inputs made the same way (recursively, depth ≤ 4). So `sale.sparseAttn`'s mask comes from `sale.select`
@@ -143,11 +145,18 @@ const inferOutputs = (op: AnyOperator, params: unknown, descs: Record<string, Te
 export const prepare = (
   op: AnyOperator,
   all: readonly AnyOperator[],
-  dims: Readonly<Record<string, number>> = DEFAULT_DIMS,
+  base: Readonly<Record<string, number>> = DEFAULT_DIMS,
   depth = 0,
   seed = 1,
 ): Prepared => {
   if (depth > 4) throw new PrepareError("producer chain deeper than 4");
+  // dims derived from the base ones: the RoPE tables' rows and half width, state counters
+  const dims: Readonly<Record<string, number>> = {
+    positions: Math.max(base.kvSeq ?? 0, base.capacity ?? 0),
+    half: (base.headDim ?? 0) / 2,
+    stats: 4,
+    ...base,
+  };
   const params = decodeParams(op);
   const inputs: Record<string, HostTensor> = {};
   let k = 0;
@@ -163,18 +172,40 @@ export const prepare = (
       inputs[port] = h;
       continue;
     }
-    const producer = all.find((p) =>
+    // a producer of the same technique first (tokenselect.select's list for tokenselect.compact, not hip.mask's)
+    const family = op.name.split(".")[0];
+    const producers = all.filter((p) =>
       p !== op && Object.entries(p.outputs as Ports).some(([n, pt]) => n === port && sameType(pt, t))
     );
+    let producer = producers.find((p) => p.name.split(".")[0] === family) ?? producers[0];
+    let from = port;
+    if (!producer && !known) {
+      // else an output of the same type by another name, from the same technique (a state the operator
+      // carries: the list `selIdx` as tokenselect.select's `indices`)
+      const alt = all.find((p) =>
+        p !== op && p.name.split(".")[0] === family &&
+        Object.values(p.outputs as Ports).some((pt) => sameType(pt, t))
+      );
+      if (alt) {
+        producer = alt;
+        from = Object.entries(alt.outputs as Ports).find(([, pt]) => sameType(pt, t))![0];
+      }
+    }
+    if (!producer && known) {
+      // an integer tensor no operator produces but whose dims are known: state that starts at zero
+      // (TokenSelect's Selection Cache list and counters)
+      inputs[port] = allocHost({ dtype: t.dtype, dims: t.dims, shape: t.dims.map((d) => dims[d]) });
+      continue;
+    }
     if (!producer) {
       throw new PrepareError(`no base size or producer for port ${port}: ${t.dtype}[${t.dims.join(",")}]`);
     }
-    const prep = prepare(producer, all, dims, depth + 1, seed);
+    const prep = prepare(producer, all, base, depth + 1, seed);
     const out = producer.cpu(prep.params, prep.inputs as never, { scalars: DEFAULT_SCALARS }) as Record<
       string,
       HostTensor
     >;
-    inputs[port] = out[port];
+    inputs[port] = out[from];
   }
   const descs: Record<string, TensorDesc> = {};
   for (const [port, h] of Object.entries(inputs)) descs[port] = h.desc;
