@@ -30,8 +30,9 @@ import { listRows, TokenSelectParams } from "./params.ts";
 import { select, selectCached } from "./select.ts";
 
 /**
- * TokenSelect's density by construction at `dims` (attended / causal (query, key) pairs): each query attends
- * `min(its causal keys, nInit + topK + nLocal)` keys.
+ * TokenSelect's density by construction at `dims` (attended / causal (query, key) pairs), the `seq` queries run
+ * in calls of `nLocal` (the forward's chunks): a call ending at `n` tokens attends every causal key when `n ≤
+ * nInit + topK + nLocal = R`, else its query `j` sees the list's first `R − len + j + 1` rows (bottom-right).
  */
 export const tokenSelectConstructedDensity = (
   p: TokenSelectParams,
@@ -39,9 +40,13 @@ export const tokenSelectConstructedDensity = (
 ): number => {
   const off = dims.kvSeq - dims.seq, R = listRows(p);
   let seen = 0, causal = 0;
-  for (let i = 0; i < dims.seq; i++) {
-    seen += Math.min(i + off + 1, R);
-    causal += i + off + 1;
+  for (let s = 0; s < dims.seq; s += p.nLocal) {
+    const len = Math.min(p.nLocal, dims.seq - s), n = off + s + len;
+    for (let j = 0; j < len; j++) {
+      const pos = off + s + j;
+      seen += n <= R ? pos + 1 : R - len + j + 1;
+      causal += pos + 1;
+    }
   }
   return seen / causal;
 };

@@ -388,3 +388,19 @@ test("the Selection Cache: θ > 1 never reuses (= no cache), θ = −1 reuses th
     for (let s = 0; s < steps; s++) assert.deepEqual(gw.out[s], gc.out[s], `step ${s}`);
   }
 });
+
+test("the density by construction: 1 while the list holds every token; the list's rows per query after", () => {
+  const p = tokenselect.tokenSelectParams({ nInit: 4, nLocal: 8, topK: 8 }); // R = 20
+  assert.equal(tokenselect.tokenSelectConstructedDensity(p, { seq: 16, kvSeq: 16 }), 1);
+  assert.equal(tokenselect.tokenSelectConstructedDensity(p, { seq: 1, kvSeq: 10 }), 1);
+  assert.equal(tokenselect.tokenSelectConstructedDensity(p, { seq: 1, kvSeq: 100 }), 20 / 100);
+  // 24 prompt tokens in calls of 8: the third call (n = 24 > 20) sees 12 + j + 1 rows for query j
+  let seen = 0, causal = 0;
+  for (let q = 0; q < 24; q++) {
+    seen += q < 16 ? q + 1 : 20 - 8 + (q - 16) + 1;
+    causal += q + 1;
+  }
+  assert.ok(
+    Math.abs(tokenselect.tokenSelectConstructedDensity(p, { seq: 24, kvSeq: 24 }) - seen / causal) < 1e-12,
+  );
+});
