@@ -78,9 +78,11 @@ export interface PhaseDelegate<P> {
 /**
  * A stateful decode attention on a KV cache (the model forward's decode steps): `search` runs on a refresh step
  * and outputs the state besides `o`, `reuse` reads the state of the last refresh. Both read `q f32 [heads,
- * seq, headDim]` (after RoPE), `kCache`, `vCache f32 [kvHeads, capacity, headDim]` holding `pos + seq` rows
- * (runtime scalar `pos`) and output `o f32 [heads, seq, headDim]`; `state` names the tensors `search` outputs
- * and `reuse` reads as inputs (e.g. HiP's `indices`).
+ * seq, headDim]` (after RoPE) and the cache `f32 [kvHeads, capacity, headDim]` holding `pos + seq` rows
+ * (runtime scalar `pos`) under either name — `kCache`, `vCache` (HiP's operators) or `k`, `v` (a staged
+ * technique's graph, TokenSelect's) — and may read the RoPE tables ({@link ROPE_INPUTS}) and `carried` tensors;
+ * they output `o f32 [heads, seq, headDim]`; `state` names the tensors `search` outputs and `reuse` reads as
+ * inputs (e.g. HiP's `indices`).
  */
 export interface CacheDecodeGraphs {
   /** Decode steps per search: step s after a prefill searches when `s % refresh === 0`. */
@@ -264,7 +266,8 @@ export const decodeTechniqueParams = <P>(
 /**
  * The operator a stage of `technique` runs: kind `kind`, queries of `dtype` (operators without a `q` port
  * qualify for any dtype); in decode, only operators whose key port is indexed by `kvSeq` (query rows ≠ key
- * rows, as `signatures.ts` defines). The first match in `operators` wins.
+ * rows, as `signatures.ts` defines) or is a KV cache (`kCache` indexed by `capacity`: `dense.cacheAttn`).
+ * The first match in `operators` wins.
  */
 export const findStageOperator = (
   operators: readonly AnyOperator[],
@@ -274,7 +277,8 @@ export const findStageOperator = (
 ): AnyOperator | undefined =>
   operators.find((o) =>
     o.kind === kind && (o.inputs.q?.dtype ?? dtype) === dtype &&
-    (phase === "prefill" || (o.inputs.k?.dims ?? []).includes("kvSeq"))
+    (phase === "prefill" || (o.inputs.k?.dims ?? []).includes("kvSeq") ||
+      (o.inputs.kCache?.dims ?? []).includes("capacity"))
   );
 
 /** One stage of a pipeline graph: an operator and its decoded parameters. */

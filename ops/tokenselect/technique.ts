@@ -94,7 +94,7 @@ export const tokenSelectGraph = (
 
 /**
  * The Selection Cache's carried state per layer (see `CacheDecodeGraphs.carried`): `selQ f32 [heads, headDim]`,
- * `selIdx i32 [1, 1, topK]`, `selStats u32 [4]` (hits, selecting calls).
+ * `selIdx i32 [1, 1, topK]`, `selStats u32 [4]` (reuses, calls that selected or reused, 0, 0).
  */
 export const selectionCacheState = (p: TokenSelectParams): readonly CarriedTensor[] => [
   { name: "selQ", shape: (d) => [d.heads, d.headDim] },

@@ -1071,6 +1071,8 @@ interface CacheCfg {
   readonly layout: "heads" | "rows";
   readonly scale?: number;
   readonly splitKeys?: number;
+  /** A compacted list (TokenSelect's): `pos` may exceed the capacity; the queries sit at its end. */
+  readonly compacted?: boolean;
 }
 
 /**
@@ -1090,22 +1092,40 @@ const CACHE_GRID: readonly CacheCfg[] = [
   { H: 4, KH: 1, D: 128, seq: 5, cap: 65, pos: 7, window: 1, layout: "rows", scale: 0.05 },
   { H: 3, KH: 1, D: 64, seq: 3, cap: 201, pos: 150, window: 100, layout: "heads", splitKeys: 64 },
   { H: 6, KH: 2, D: 64, seq: 9, cap: 99, pos: 0, window: 5, layout: "rows", splitKeys: 64 },
+  {
+    H: 4,
+    KH: 2,
+    D: 64,
+    seq: 1,
+    cap: 120,
+    pos: 500,
+    window: 0,
+    layout: "heads",
+    splitKeys: 64,
+    compacted: true,
+  },
+  { H: 8, KH: 2, D: 128, seq: 16, cap: 160, pos: 1000, window: 0, layout: "heads", compacted: true },
+  { H: 3, KH: 1, D: 64, seq: 5, cap: 90, pos: 40, window: 0, layout: "rows", compacted: true },
 ];
 
 const cacheAttnCases: CaseGenerator = (op) =>
   CACHE_GRID.map((c, n) => {
-    const { H, KH, D, seq, cap, pos, window, layout } = c;
+    const { H, KH, D, seq, cap, window, layout } = c;
+    // a compacted list: the queries at min(pos, cap − seq)
+    const pos = c.compacted ? Math.min(c.pos, cap - seq) : c.pos;
     const params = {
       window,
       layout,
       ...(c.scale !== undefined ? { scale: c.scale } : {}),
       ...(c.splitKeys !== undefined ? { splitKeys: c.splitKeys } : {}),
+      ...(c.compacted ? { compacted: true } : {}),
     };
     return modelCase(op, {
-      shape: `H${H}/${KH} S${seq} cap${cap} pos${pos} D${D} w${window} ${layout}` +
-        (c.splitKeys ? ` split${c.splitKeys}` : "") + (c.scale ? ` scale${c.scale}` : ""),
+      shape: `H${H}/${KH} S${seq} cap${cap} pos${c.pos} D${D} w${window} ${layout}` +
+        (c.splitKeys ? ` split${c.splitKeys}` : "") + (c.scale ? ` scale${c.scale}` : "") +
+        (c.compacted ? " compacted" : ""),
       params,
-      scalars: { pos },
+      scalars: { pos: c.pos },
       shapes: { q: [H, seq, D], kCache: [KH, cap, D], vCache: [KH, cap, D] },
       build: () => {
         const seed = 401 + 17 * n;
