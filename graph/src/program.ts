@@ -313,14 +313,22 @@ export const lower = <I extends Ports, O extends Ports>(
         for (const [port, r] of Object.entries(n.inputs)) host[port] = yield* hostIn(refKey(r));
         const out = yield* Effect.try({
           try: () => n.op.cpu(n.params, host as HostOf<Ports>, ctx) as Readonly<Record<string, HostTensor>>,
+          // a RangeError is the operators' convention for a runtime scalar or an input value out of the range
+          // the call allows (a `pos` past the cache, a token id past the vocabulary): the caller's input, as
+          // the GPU path's `dynamic` errors; anything else is a bug of the reference
           catch: (e) =>
-            internal(
-              backend,
-              `node ${n.name}(${n.op.name}): cpu reference threw: ${
-                e instanceof Error ? e.message : String(e)
-              }`,
-              `a bug in ${n.op.name}.cpu, or inputs its infer() should have rejected`,
-            ),
+            e instanceof RangeError
+              ? new ShapeError({
+                message: `node ${n.name}(${n.op.name}): ${e.message}`,
+                hint: "runtime scalars or input values out of the range this call allows",
+              })
+              : internal(
+                backend,
+                `node ${n.name}(${n.op.name}): cpu reference threw: ${
+                  e instanceof Error ? e.message : String(e)
+                }`,
+                `a bug in ${n.op.name}.cpu, or inputs its infer() should have rejected`,
+              ),
         });
         for (const port of Object.keys(n.op.outputs)) {
           const key = refKey({ node: n.name, port });

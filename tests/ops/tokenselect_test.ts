@@ -404,3 +404,32 @@ test("the density by construction: 1 while the list holds every token; the list'
     Math.abs(tokenselect.tokenSelectConstructedDensity(p, { seq: 24, kvSeq: 24 }) - seen / causal) < 1e-12,
   );
 });
+
+test("bad input: a pos past the cache or the RoPE table is a typed ShapeError, not a reference bug", async () => {
+  const p = tokenselect.tokenSelectParams({ nInit: 2, nLocal: 16, topK: 8 });
+  const g = await Effect.runPromise(tokenselect.tokenSelectGraph(p));
+  const c: Case = { H: 2, Hk: 1, seq: 4, pos: 0, cap: 64, d: 64, p: {} };
+  const x = problem(c, 5);
+  const inputs = (positions: number) => ({
+    q: hostTensor("f32", ["heads", "seq", "headDim"], [2, 4, 64], x.q),
+    k: hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [1, 64, 64], x.k),
+    v: hostTensor("f32", ["kvHeads", "kvSeq", "headDim"], [1, 64, 64], x.v),
+    ropeCos: hostTensor("f32", ["positions", "half"], [positions, 32], x.cos.subarray(0, positions * 32)),
+    ropeSin: hostTensor("f32", ["positions", "half"], [positions, 32], x.sin.subarray(0, positions * 32)),
+  });
+  for (
+    const [positions, pos, want] of [[64, 61, /exceed the cache capacity 64/], [
+      32,
+      40,
+      /RoPE table/,
+    ]] as const
+  ) {
+    for (const backend of [cpu, ...(wgpu ? [wgpu] : [])]) {
+      const e = await Effect.runPromise(
+        Effect.flip(run(g, backend, inputs(positions), { scalars: { pos } })),
+      );
+      assert.equal(e._tag, "ShapeError", `${backend.kind} pos ${pos}: ${e.message}`);
+      assert.match(e.message, want);
+    }
+  }
+});
