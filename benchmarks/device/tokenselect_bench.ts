@@ -21,7 +21,7 @@
  */
 import { Effect } from "effect";
 import { type Backend, type DeviceBuffer, graph, lower, type Program } from "@longctx/graph";
-import { dense, tokenselect } from "@longctx/ops";
+import { dense, model, tokenselect } from "@longctx/ops";
 import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
 import { fillSynthetic, gpuRunner, median, type PeerRow, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
@@ -65,19 +65,6 @@ const runner = gpuRunner(backend);
 
 const rows: PeerRow[] = [];
 
-/** The RoPE tables `[T, D/2]` (angles in f64, as the model forward). */
-const ropeTables = (T: number) => {
-  const half = D / 2, cos = new Float32Array(T * half), sin = new Float32Array(T * half);
-  for (let t = 0; t < T; t++) {
-    for (let a = 0; a < half; a++) {
-      const x = t * args.theta ** (-(2 * a) / D);
-      cos[t * half + a] = Math.cos(x);
-      sin[t * half + a] = Math.sin(x);
-    }
-  }
-  return { cos, sin };
-};
-
 let warmed = false;
 const warm = async (prog: Program, scalars?: Readonly<Record<string, number>>) => {
   // an idle H200 runs at a low SM clock until it has been busy for a while
@@ -104,7 +91,7 @@ const measure = async (S: number, T: number) => {
   for (const [name, bytes] of [["q", H * S * D * 4], ["k", HK * T * D * 4], ["v", HK * T * D * 4]] as const) {
     bufs[name] = await Effect.runPromise(backend.allocate(bytes, name));
   }
-  const tab = ropeTables(T);
+  const tab = model.ropeTables(T, D, args.theta);
   for (const [name, data] of [["ropeCos", tab.cos], ["ropeSin", tab.sin]] as const) {
     bufs[name] = await Effect.runPromise(backend.allocate(data.byteLength, name));
     await Effect.runPromise(backend.upload(bufs[name], data));

@@ -318,6 +318,28 @@ export const linear: Operator<LinearParams, typeof linearPorts.inputs, typeof li
 
 // ---- model.rope (RoPE + KV append)
 
+/**
+ * The RoPE tables `model.rope` (and TokenSelect's re-positioning) read: `cos`, `sin f32 [positions, headDim / 2]`,
+ * entry `(p, a)` = cos / sin of `p · theta^(−2a / headDim)` computed in f64 (RoFormer §3.4.2, rotate-half pairs
+ * `(a, a + headDim / 2)`). `positions` rows from position 0; `headDim` even.
+ */
+export const ropeTables = (
+  positions: number,
+  headDim: number,
+  theta: number,
+): { readonly cos: Float32Array; readonly sin: Float32Array } => {
+  const half = headDim / 2;
+  const cos = new Float32Array(positions * half), sin = new Float32Array(positions * half);
+  for (let p = 0; p < positions; p++) {
+    for (let a = 0; a < half; a++) {
+      const x = p * theta ** (-(2 * a) / headDim);
+      cos[p * half + a] = Math.cos(x);
+      sin[p * half + a] = Math.sin(x);
+    }
+  }
+  return { cos, sin };
+};
+
 /** Parameters of `model.rope`: the model's head layout. */
 export const RopeParams: Schema.Struct<{
   readonly heads: Schema.Int;

@@ -4,24 +4,11 @@
  * scores derived from the un-rotated Q/K, and attention over the compacted list.
  * @module
  */
-import { tokenselect } from "@longctx/ops";
+import { model, tokenselect } from "@longctx/ops";
 import { randn } from "./ref64.ts";
 
 /** RoPE base of the test problems. */
 export const THETA = 10000;
-
-/** The forward's RoPE tables (angles in f64, stored f32), `[positions, d/2]`. */
-export const ropeTables = (positions: number, d: number): { cos: Float32Array; sin: Float32Array } => {
-  const half = d / 2, cos = new Float32Array(positions * half), sin = new Float32Array(positions * half);
-  for (let p = 0; p < positions; p++) {
-    for (let a = 0; a < half; a++) {
-      const x = p * THETA ** (-(2 * a) / d);
-      cos[p * half + a] = Math.cos(x);
-      sin[p * half + a] = Math.sin(x);
-    }
-  }
-  return { cos, sin };
-};
 
 /** Rotate-half RoPE of `x [d]` at position `p` in float64 from exact angles. */
 export const rope64 = (x: ArrayLike<number>, p: number, d: number): Float64Array => {
@@ -73,7 +60,7 @@ export const tsProblem = (c: TsCase, seed: number): TsProblem => {
       k.set(rope64(kRaw.subarray((hk * cap + t) * d, (hk * cap + t + 1) * d), t, d), (hk * cap + t) * d);
     }
   }
-  return { qRaw, kRaw, q, k, v, ...ropeTables(cap, d) };
+  return { qRaw, kRaw, q, k, v, ...model.ropeTables(cap, d, THETA) };
 };
 
 /** The votes derived from the raw Q/K: `q̄ = mean_j R(nLocal + j) q_j`, keys un-rotated, softmax per head, summed. */

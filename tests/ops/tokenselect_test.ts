@@ -20,7 +20,7 @@ import {
 import { tokenselect } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { randn, relErr } from "./ref64.ts";
-import { rope64, type TsCase, tsProblem, votesFromRaw } from "./tokenselect_ref.ts";
+import { compactFromRaw, rope64, type TsCase, tsProblem, votesFromRaw } from "./tokenselect_ref.ts";
 
 const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
   .then((m) => Effect.runPromise(m.makeWgpuBackend()))
@@ -57,34 +57,28 @@ const runGraph = async (
   };
 };
 
-/** Float64 attention of the raw queries over the list, every row at its list index (compacted positions). */
+/** Float64 attention over the compacted list built from the raw Q/K ({@link compactFromRaw}), bottom-right causal. */
 const compactedAttention64 = (
   p: tokenselect.TokenSelectParams,
   c: Case,
   x: ReturnType<typeof problem>,
   indices: Int32Array,
 ): Float64Array => {
-  const { H, Hk, seq, pos, cap, d } = c;
-  const g = tokenselect.selectGeometry(p, pos, seq), rows = g.rows, G = H / Hk;
+  const { H, Hk, seq, d } = c, R = tokenselect.listRows(p), G = H / Hk;
+  const l = compactFromRaw(p, c, x, indices);
   const o = new Float64Array(H * seq * d);
   for (let h = 0; h < H; h++) {
-    const hk = Math.floor(h / G);
-    const keys = Array.from({ length: rows }, (_, r) => {
-      const t = tokenselect.listToken(p, indices, g.n, g.dense, r);
-      return {
-        k: rope64(x.kRaw.subarray((hk * cap + t) * d, (hk * cap + t + 1) * d), r, d),
-        v: x.v.subarray((hk * cap + t) * d, (hk * cap + t + 1) * d),
-      };
-    });
+    const kb = Math.floor(h / G) * R * d;
     for (let j = 0; j < seq; j++) {
-      const at = rows - seq + j;
-      const qj = rope64(x.qRaw.subarray((h * seq + j) * d, (h * seq + j + 1) * d), at, d);
-      const s = keys.slice(0, at + 1).map(({ k }) =>
-        k.reduce((acc, kx, e) => acc + kx * qj[e], 0) / Math.sqrt(d)
-      );
+      const at = l.rows - seq + j, qo = (h * seq + j) * d;
+      const s = Array.from({ length: at + 1 }, (_, r) => {
+        let dot = 0;
+        for (let e = 0; e < d; e++) dot += l.q[qo + e] * l.k[kb + r * d + e];
+        return dot / Math.sqrt(d);
+      });
       const m = Math.max(...s), w = s.map((y) => Math.exp(y - m)), z = w.reduce((a, b) => a + b, 0);
       for (let r = 0; r <= at; r++) {
-        for (let e = 0; e < d; e++) o[(h * seq + j) * d + e] += (w[r] / z) * keys[r].v[e];
+        for (let e = 0; e < d; e++) o[qo + e] += (w[r] / z) * l.v[kb + r * d + e];
       }
     }
   }

@@ -278,14 +278,7 @@ export const loadLlamaGraph = (
     const ropeTables = (n: number) =>
       Effect.gen(function* () {
         const half = D / 2;
-        const cos = new Float32Array(n * half), sin = new Float32Array(n * half);
-        for (let p = 0; p < n; p++) {
-          for (let i = 0; i < half; i++) {
-            const a = p * config.ropeTheta ** (-(2 * i) / D);
-            cos[p * half + i] = Math.cos(a);
-            sin[p * half + i] = Math.sin(a);
-          }
-        }
+        const { cos, sin } = ops.ropeTables(n, D, config.ropeTheta);
         for (const name of ["rope_cos", "rope_sin"]) {
           const old = w[name];
           if (old) {
