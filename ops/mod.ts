@@ -10,3 +10,4 @@ export * as sale from "./sale/mod.ts";
 export * as hip from "./hip/mod.ts";
 export * as tokenselect from "./tokenselect/mod.ts";
 export * as model from "./model/mod.ts";
+export * as traceback from "./traceback/mod.ts";

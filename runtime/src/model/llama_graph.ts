@@ -107,6 +107,14 @@ export interface GraphForwardOptions {
    * `dense.cacheAttn`. Every layer given one must share one `refresh`.
    */
   readonly decodeAttention?: (layer: number) => CacheDecodeGraphs | undefined;
+  /**
+   * Further outputs of the layers' `attentionGraph`s to read back after a prefill from position 0 (f32
+   * tensors, e.g. the traced graph's `trace f32 [seq]` of `@longctx/ops` `traceback.tracebackGraph`); each
+   * layer's graph that has an output of such a name gets it read. Ignored without {@link onOutputs}.
+   */
+  readonly readOutputs?: readonly string[];
+  /** Per layer, the `readOutputs` its attention graph produced (name → data; empty for other layers). */
+  readonly onOutputs?: (layers: readonly Readonly<Record<string, Float32Array>>[]) => void;
 }
 
 /** One layer's sparse attention against dense on the same inputs. */
@@ -312,6 +320,7 @@ export const loadLlamaGraph = (
       shadow: readonly (Graph | undefined)[],
       compare: boolean,
       decode: readonly (DecodeChoice | undefined)[] = [],
+      readOut: readonly string[] = [],
     ) =>
       Effect.gen(function* () {
         const g: GraphBuilder = graph(
@@ -325,6 +334,7 @@ export const loadLlamaGraph = (
         let t: Port<"f32"> | undefined;
         const densities: string[] = [];
         const errors: string[] = [];
+        const extras: Record<string, string>[] = Array.from({ length: nLayer }, () => ({}));
         for (let l = 0; l < nLayer; l++) {
           const p = `l${l}.`;
           const norm1 = t
@@ -475,6 +485,12 @@ export const loadLlamaGraph = (
             } else {
               const main = yield* inline(g, sub, p, qkvIn, densities, l);
               oh = main.o as Port<"f32">;
+              for (const name of readOut) {
+                const port = main.ports[name];
+                if (!port) continue;
+                g.output(`read.${l}.${name}`, port);
+                extras[l][name] = `read.${l}.${name}`;
+              }
               if (compare) compareWith(main, denseAttn("attn_ref"));
             }
             o = g.add(ops.headsToRows, {}, { a: oh }, `${p}h2r`).o;
@@ -501,7 +517,7 @@ export const loadLlamaGraph = (
           // Only the K/V appends matter; the last layer's output is an output so nothing is pruned.
           g.output("t", t!);
         }
-        return { graph: yield* g.build(), densities, errors };
+        return { graph: yield* g.build(), densities, errors, extras };
       });
 
     /** Inline an attention sub-graph: its nodes get the layer's prefix; returns its `o`. */
@@ -594,7 +610,10 @@ export const loadLlamaGraph = (
       });
 
     // Programs, by shape key.
-    const programs = new Map<string, { program: Program; densities: string[]; errors: string[] }>();
+    const programs = new Map<
+      string,
+      { program: Program; densities: string[]; errors: string[]; extras: Record<string, string>[] }
+    >();
     /** Decode steps per cache since its last multi-token call. */
     const decodeSteps = new WeakMap<KvState, number>();
     let lowered = 0;
@@ -661,10 +680,11 @@ export const loadLlamaGraph = (
             decodeMode = m;
           }
         }
+        const readOut = fromZero && opts.onOutputs ? (opts.readOutputs ?? []) : [];
         const keyOf = (decodeAs: string) =>
           `${seq}|${cache.capacity}|${fromZero}|${mode}|${compare}|${attention.map(structKey).join(";")}|${
             shadow.map(structKey).join(";")
-          }|${decodeGraphs && `${decodeAs}:${decodeGraphs}`}`;
+          }|${decodeGraphs && `${decodeAs}:${decodeGraphs}`}|${readOut.join(",")}`;
         const key = keyOf(decodeMode);
         const have = programs.get(key);
         if (have) {
@@ -680,7 +700,7 @@ export const loadLlamaGraph = (
             }
           }
         }
-        const { graph: gr, densities, errors } = yield* buildGraph(
+        const { graph: gr, densities, errors, extras } = yield* buildGraph(
           seq,
           cache.capacity,
           fromZero,
@@ -689,6 +709,7 @@ export const loadLlamaGraph = (
           shadow,
           compare,
           decode,
+          readOut,
         );
         const all: Record<string, DeviceBuffer> = { ...w };
         for (let l = 0; l < nLayer; l++) {
@@ -729,7 +750,7 @@ export const loadLlamaGraph = (
         });
         lowered++;
         reused = false;
-        const entry = { program, densities, errors };
+        const entry = { program, densities, errors, extras };
         programs.set(key, entry);
         return entry;
       });
@@ -776,13 +797,24 @@ export const loadLlamaGraph = (
         if (bad) return yield* Effect.fail(bad);
         bindCache(cache);
         const seq = tokens.length;
-        const { program, densities, errors } = yield* programFor(seq, cache, mode, opts);
+        const { program, densities, errors, extras } = yield* programFor(seq, cache, mode, opts);
         if (cache.length === 0) yield* zeroCarried(cache);
         yield* program.write("tokens", hostTensor("u32", ["seq"], [seq], Uint32Array.from(tokens)));
         yield* program.run({ scalars: { pos: cache.length } });
         cache.length += seq;
         // decode steps since the last multi-token call (the stateful decode attentions' refresh clock)
         decodeSteps.set(cache, seq > 1 ? 0 : (decodeSteps.get(cache) ?? 0) + 1);
+        if (opts.onOutputs && extras.some((e) => Object.keys(e).length > 0)) {
+          const out: Record<string, Float32Array>[] = [];
+          for (let l = 0; l < nLayer; l++) {
+            const r: Record<string, Float32Array> = {};
+            for (const [name, at] of Object.entries(extras[l])) {
+              r[name] = (yield* program.read(at)).data as Float32Array;
+            }
+            out.push(r);
+          }
+          opts.onOutputs(out);
+        }
         if (opts.onDensity && densities.length > 0) {
           const out: (Float32Array | undefined)[] = [];
           for (let l = 0; l < nLayer; l++) {
