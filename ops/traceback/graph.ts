@@ -6,7 +6,7 @@
  * @module
  */
 import { Effect } from "effect";
-import { type Graph, graph, type GraphError, ParamsError, type ShapeError } from "@longctx/graph";
+import { type Graph, graph, type GraphError, type ParamsError, type ShapeError } from "@longctx/graph";
 import { denseAttn, denseParams } from "../dense/attn.ts";
 import { weights } from "./weights.ts";
 import { tracebackWeightsParams } from "./params.ts";
