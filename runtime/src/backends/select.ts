@@ -9,7 +9,8 @@
  */
 import { Effect } from "effect";
 import process from "node:process";
-import { type Backend, BackendError, InputError } from "@longctx/graph";
+import { type Backend, BackendError, type Gemm, InputError } from "@longctx/graph";
+import { makeCpuBackend } from "./cpu.ts";
 
 /** A backend choice as the option / `LONGCTX_BACKEND` spell it. */
 export type BackendChoice = "auto" | "wgpu" | "webgpu" | "dawn" | "cpu";
@@ -166,4 +167,24 @@ export const selectBackend = (
     fallbacks.push(why);
     const backend = yield* make("cpu", options);
     return { backend, report: `${describeBackend(backend)} — ${why}`, fallbacks };
+  });
+
+/** Whether an adapter is a CPU rasterizer (Mesa's lavapipe/llvmpipe, SwiftShader) rather than a GPU. */
+export const isSoftwareAdapter = (name: string): boolean =>
+  /llvmpipe|lavapipe|swiftshader|software/i.test(name);
+
+/**
+ * The backend a model forward runs on, for a selection made with `choice`: the selected GPU backend, except
+ * that `auto` on a software adapter (lavapipe, where the cpu backend is ~10× faster) runs the cpu backend with
+ * `gemm` (OpenBLAS); an explicit GPU choice runs on the GPU even when it is software. `onGpu` says which.
+ */
+export const forwardBackend = (
+  selection: Selection,
+  choice: BackendChoice,
+  gemm: Gemm,
+): Effect.Effect<{ readonly backend: Backend; readonly onGpu: boolean }, BackendError> =>
+  Effect.gen(function* () {
+    const software = isSoftwareAdapter(selection.backend.adapter.name);
+    const onGpu = selection.backend.kind !== "cpu" && (choice !== "auto" || !software);
+    return { backend: onGpu ? selection.backend : yield* makeCpuBackend({ gemm }), onGpu };
   });

@@ -4,6 +4,8 @@
  * into `--help` ({@link withShownDefault}) and read numbers with an error naming the flag ({@link intFlag}).
  * @module
  */
+import { accessSync, constants, existsSync, statSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { NodeRuntime, NodeServices } from "@effect/platform-node";
 import { Cause, Effect } from "effect";
 import { CliError, CliOutput, Command, Flag } from "effect/cli";
@@ -106,3 +108,31 @@ export const runCli = <Name extends string, Input, E, R>(
   );
   NodeRuntime.runMain(program as Effect.Effect<void>);
 };
+
+/**
+ * Check before a long computation that `path` can be written (`flag` names it in the error): fails with an
+ * `InputError` for a folder or a missing or read-only parent folder.
+ */
+export const checkWritable = (path: string, flag: string): Effect.Effect<void, InputError> =>
+  Effect.try({
+    try: () => {
+      if (existsSync(path) && statSync(path).isDirectory()) throw new Error(`${path} is a folder`);
+      accessSync(dirname(resolve(path)), constants.W_OK);
+    },
+    catch: (e) =>
+      new InputError({
+        message: `cannot write ${flag} ${path}: ${e instanceof Error ? e.message : String(e)}`,
+        hint: "pass a file path in an existing, writable folder",
+      }),
+  });
+
+/** Write `text` to `path`; fails with an `InputError` naming `flag`. */
+export const writeFile = (path: string, text: string, flag: string): Effect.Effect<void, InputError> =>
+  Effect.try({
+    try: () => writeFileSync(path, text),
+    catch: (e) =>
+      new InputError({
+        message: `cannot write ${flag} ${path}: ${e instanceof Error ? e.message : String(e)}`,
+        hint: "pass a writable path",
+      }),
+  });

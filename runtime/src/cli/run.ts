@@ -21,8 +21,6 @@
  * `error: … — fix: …` line and exits with 1 (`--verbose` adds the stack).
  * @module
  */
-import { accessSync, constants, existsSync, statSync, writeFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 import process from "node:process";
 import { Console, Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";
@@ -43,10 +41,10 @@ import { loadLlamaGraph } from "../model/llama_graph.ts";
 import {
   type BackendChoice,
   describeBackend,
+  forwardBackend,
   plannerProfileName,
   selectBackend,
 } from "../backends/select.ts";
-import { makeCpuBackend } from "../backends/cpu.ts";
 import { parseTokens } from "./plan.ts";
 import { buildPrompt, readInput } from "./run/prompt.ts";
 import {
@@ -59,7 +57,7 @@ import {
 import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
-import { intFlag, runCli, withShownDefault } from "./main.ts";
+import { checkWritable, intFlag, runCli, withShownDefault, writeFile } from "./main.ts";
 import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
@@ -200,9 +198,6 @@ const choicesFromPlan = (p: Plan, nLayer: number): { choices: LayerChoice[]; war
   return { choices, warnings };
 };
 
-/** Whether an adapter is a CPU rasterizer (Mesa's lavapipe/llvmpipe, SwiftShader) rather than a GPU. */
-const isSoftwareAdapter = (name: string): boolean => /llvmpipe|lavapipe|swiftshader|software/i.test(name);
-
 const main = (i: Input) =>
   Effect.gen(function* () {
     const tStart = performance.now();
@@ -331,9 +326,11 @@ const main = (i: Input) =>
 
     // ---- where the forward runs: the graph forward on a GPU backend; the CPU forward otherwise (and for
     // `--backend auto` on a software adapter such as lavapipe, where the CPU forward is ~10× faster)
-    const software = isSoftwareAdapter(selection.backend.adapter.name);
-    const onGpu = selection.backend.kind !== "cpu" && (backendChoice !== "auto" || !software);
-    const computeBackend = onGpu ? selection.backend : yield* makeCpuBackend({ gemm: model.sgemm.gemm });
+    const { backend: computeBackend, onGpu } = yield* forwardBackend(
+      selection,
+      backendChoice,
+      model.sgemm.gemm,
+    );
     const graphModel = yield* loadLlamaGraph(model, computeBackend);
     const compute = onGpu
       ? `${selection.backend.kind}: graph forward on ${selection.backend.adapter.name} (f32; runtime/src/model/llama_graph.ts)`
@@ -564,29 +561,6 @@ const main = (i: Input) =>
   });
 
 /** Fails with `InputError` when `path`'s folder does not exist or is not writable, or `path` is a folder. */
-const checkWritable = (path: string, flag: string) =>
-  Effect.try({
-    try: () => {
-      if (existsSync(path) && statSync(path).isDirectory()) throw new Error(`${path} is a folder`);
-      accessSync(dirname(resolve(path)), constants.W_OK);
-    },
-    catch: (e) =>
-      new InputError({
-        message: `cannot write ${flag} ${path}: ${e instanceof Error ? e.message : String(e)}`,
-        hint: "pass a file path in an existing, writable folder",
-      }),
-  });
-
-const writeFile = (path: string, text: string, flag: string) =>
-  Effect.try({
-    try: () => writeFileSync(path, text),
-    catch: (e) =>
-      new InputError({
-        message: `cannot write ${flag} ${path}: ${e instanceof Error ? e.message : String(e)}`,
-        hint: "pass a writable path",
-      }),
-  });
-
 /** The `run` command (exported for a future multi-command entry point). */
 export const runCommand = Command.make("run", flags, main).pipe(
   Command.withDescription(
