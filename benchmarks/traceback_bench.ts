@@ -47,6 +47,18 @@ const args = parseFlags("deno run -A benchmarks/traceback_bench.ts [flags]", {
   backend: { kind: "string", default: "cpu", help: "cpu | wgpu | webgpu | dawn" },
   "check-layers": { kind: "switch", help: "check the traced weights against a float64 reference first" },
   "check-tokens": { kind: "int", default: 1024, min: 64, help: "tokens of the --check-layers case" },
+  only: {
+    kind: "list",
+    default: [],
+    min: 0,
+    help: "run only these case indices, in this order (default all)",
+  },
+  "deadline-s": {
+    kind: "int",
+    default: 0,
+    min: 0,
+    help: "start no case this many seconds after the first (0: none)",
+  },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
 const fail = (message: string, hint: string): never => {
@@ -213,7 +225,23 @@ const kinds: CaseKind[] = [
   ...Array.from({ length: args.injections }, () => "injection" as const),
 ];
 let tokensSum = 0, textsSum = 0;
-for (const [i, kind] of kinds.entries()) {
+const order = args.only.length > 0 ? [...args.only] : kinds.map((_, i) => i);
+for (const i of order) {
+  if (!Number.isInteger(i) || i >= kinds.length) {
+    fail(`--only: no case ${i}`, `use indices below ${kinds.length}`);
+  }
+}
+let done = 0;
+const tCases = performance.now();
+for (const i of order) {
+  const kind = kinds[i];
+  if (args["deadline-s"] > 0 && performance.now() - tCases > args["deadline-s"] * 1000) {
+    console.error(
+      `[${elapsed()}] --deadline-s ${args["deadline-s"]}: stopping after ${done} of ${order.length} cases`,
+    );
+    break;
+  }
+  done++;
   const c = await fitCase(kind, i, args.tokens);
   const p = await Effect.runPromise(tracePrompt(tok, c.question, c.texts));
   const ans = tok.encodeOrdinary(c.answer);
@@ -236,7 +264,7 @@ for (const [i, kind] of kinds.entries()) {
   console.error(`[${elapsed()}] ${line.join(" · ")}`);
 }
 
-const cases = kinds.length;
+const cases = done;
 const summary: string[] = [];
 for (const [m, t] of tally) {
   const params = {
@@ -254,6 +282,9 @@ for (const [m, t] of tally) {
     ...(m === "random" ? { expectation: "analytic" } : {}),
     answers: "given (teacher-forced)",
     seed: args.seed,
+    caseSet: args.only.length > 0
+      ? `indices ${args.only.join(",")} of ${kinds.length}`
+      : `all ${kinds.length}`,
   };
   const row = (metric: string, value: number, unit: string) =>
     rows.push({ metric, value, unit, ...common, context: args.tokens, impl: m, params });
