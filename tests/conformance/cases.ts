@@ -15,7 +15,7 @@ import { Schema } from "effect";
 import { ANY_DIMS, hostTensor, mulberry32, seededNormals } from "@longctx/graph";
 import type { AnyOperator, HostTensor, Scalars, TensorDesc } from "@longctx/graph";
 import { f32ToHalf, halfToF32 } from "../../ops/dense/common.ts";
-import { dense, hip, tokenselect } from "@longctx/ops";
+import { dense, hip, tokenselect, traceback } from "@longctx/ops";
 import {
   compactFromRaw,
   type TsCase,
@@ -918,6 +918,62 @@ const tsCompactCases: CaseGenerator = (op) =>
     })
   );
 
+/** [heads, kvHeads, seq, headDim, answerTokens] */
+const TRACE_GRID: readonly (readonly [number, number, number, number, number])[] = [
+  [9, 3, 77, 64, 5],
+  [4, 1, 130, 64, 1],
+  [2, 2, 33, 128, 31],
+  [8, 2, 300, 64, 24],
+];
+
+/**
+ * traceback.weights: the CPU reference against float64 softmax probabilities (its `lse` input computed in
+ * float64 from the same Q/K), a backend against the CPU reference.
+ */
+const tracebackCases: CaseGenerator = (op) =>
+  TRACE_GRID.map(([H, Hk, S, D, A], n) => ({
+    shape: `H${H}/${Hk} S${S} D${D} A${A}`,
+    dtype: "f32" as const,
+    qk: false,
+    params: { answerTokens: A },
+    descs: {
+      q: descOf(op, "q", [H, S, D]),
+      k: descOf(op, "k", [Hk, S, D]),
+      lse: descOf(op, "lse", [H, S]),
+    },
+    build: () => {
+      const q = seededNormals(H * S * D, 2301 + n).map((x) => 1.5 * x);
+      const k = seededNormals(Hk * S * D, 2401 + n).map((x) => 1.5 * x);
+      const scale = 1 / Math.sqrt(D), lse = new Float32Array(H * S), w = new Float64Array(S);
+      const score = (h: number, r: number, j: number) => {
+        let dot = 0;
+        const hk = Math.floor(h / (H / Hk));
+        for (let x = 0; x < D; x++) dot += q[(h * S + r) * D + x] * k[(hk * S + j) * D + x];
+        return dot * scale;
+      };
+      for (let h = 0; h < H; h++) {
+        for (let r = 0; r < S; r++) {
+          let mx = -Infinity, sum = 0;
+          for (let j = 0; j <= r; j++) mx = Math.max(mx, score(h, r, j));
+          for (let j = 0; j <= r; j++) sum += Math.exp(score(h, r, j) - mx);
+          lse[h * S + r] = mx + Math.log(sum);
+          if (r >= S - A - 1 && r <= S - 2) {
+            for (let j = 0; j <= r; j++) w[j] += Math.exp(score(h, r, j) - mx) / sum / (H * A);
+          }
+        }
+      }
+      return {
+        inputs: {
+          q: hostTensor("f32", op.inputs.q.dims, [H, S, D], q),
+          k: hostTensor("f32", op.inputs.k.dims, [Hk, S, D], k),
+          lse: hostTensor("f32", op.inputs.lse.dims, [H, S], lse),
+        },
+        ref64: (cpu) => [maxAbs("w", values(cpu.w), w, 2e-6)],
+        compare: (got, cpu) => [maxAbs("w", values(got.w), values(cpu.w), 1e-6)],
+      };
+    },
+  }));
+
 /** hip.cacheMask (runtime pos): lists exact against the CPU reference; CPU against the list properties. */
 const hipCacheMaskCases: CaseGenerator = (op) =>
   HIP_CACHE_GRID.map(([H, Hk, S, cap, D, pos, raw], n) => ({
@@ -1636,6 +1692,7 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "tokenselect.select": tsSelectCases,
   "tokenselect.selectCached": tsSelectCachedCases,
   "tokenselect.compact": tsCompactCases,
+  "traceback.weights": tracebackCases,
   "dense.indexCacheAttn": indexCacheAttnCases,
   "hip.mask.f16": hipMaskCases,
   "model.embed": embedCases,
