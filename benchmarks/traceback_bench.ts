@@ -24,6 +24,7 @@ import { attnTrace, fullLength, tracePrompt, tracLlmTrace } from "../runtime/src
 import { type CaseKind, makeCase, type TraceCase } from "./traceback/cases.ts";
 import { appendRows, type RowInput } from "./lib/results.ts";
 import { parseFlags } from "./lib/args.ts";
+import { tracebackWeights64 } from "../tests/ops/ref64.ts";
 
 const METHODS = ["attntrace", "attntrace-full", "tracllm"] as const;
 type Method = typeof METHODS[number];
@@ -133,26 +134,7 @@ if (args["check-layers"]) {
   const { nHead: H, nKvHead: Hk, headDim: d, nLayer: L } = model.config;
   const want: Float64Array[] = [];
   await Effect.runPromise(model.forward([...ids, ...ans], model.newCache(seq), {
-    capture: (layer, q, k) => {
-      const w = new Float64Array(seq), r0 = seq - A - 1, scale = 1 / Math.sqrt(d);
-      for (let h = 0; h < H; h++) {
-        const hk = Math.floor(h / (H / Hk));
-        for (let i = 0; i < A; i++) {
-          const r = r0 + i, s = new Float64Array(r + 1);
-          let mx = -Infinity;
-          for (let j = 0; j <= r; j++) {
-            let dot = 0;
-            for (let x = 0; x < d; x++) dot += q[(h * seq + r) * d + x] * k[(hk * seq + j) * d + x];
-            s[j] = dot * scale;
-            if (s[j] > mx) mx = s[j];
-          }
-          let sum = 0;
-          for (let j = 0; j <= r; j++) sum += Math.exp(s[j] - mx);
-          for (let j = 0; j <= r; j++) w[j] += Math.exp(s[j] - mx) / sum / (H * A);
-        }
-      }
-      want[layer] = w;
-    },
+    capture: (layer, q, k) => (want[layer] = tracebackWeights64(q, k, { H, Hk, seq, d, A })),
   }));
   const got: Float32Array[] = [];
   const graph = await Effect.runPromise(traceback.tracebackGraph(A));

@@ -15,7 +15,7 @@ import { Schema } from "effect";
 import { ANY_DIMS, hostTensor, mulberry32, seededNormals } from "@longctx/graph";
 import type { AnyOperator, HostTensor, Scalars, TensorDesc } from "@longctx/graph";
 import { f32ToHalf, halfToF32 } from "../../ops/dense/common.ts";
-import { dense, hip, tokenselect, traceback } from "@longctx/ops";
+import { dense, hip, tokenselect } from "@longctx/ops";
 import {
   compactFromRaw,
   type TsCase,
@@ -49,6 +49,7 @@ import {
   swiglu64,
 } from "./ref.ts";
 import { codeMetrics, maxAbs, maxRel, maxScaled, type Metric, mismatches, relL2, values } from "./metrics.ts";
+import { tracebackWeights64 } from "../ops/ref64.ts";
 
 /** Output host tensors by port. */
 export type Outputs = Readonly<Record<string, HostTensor>>;
@@ -944,24 +945,20 @@ const tracebackCases: CaseGenerator = (op) =>
     build: () => {
       const q = seededNormals(H * S * D, 2301 + n).map((x) => 1.5 * x);
       const k = seededNormals(Hk * S * D, 2401 + n).map((x) => 1.5 * x);
-      const scale = 1 / Math.sqrt(D), lse = new Float32Array(H * S), w = new Float64Array(S);
-      const score = (h: number, r: number, j: number) => {
-        let dot = 0;
-        const hk = Math.floor(h / (H / Hk));
-        for (let x = 0; x < D; x++) dot += q[(h * S + r) * D + x] * k[(hk * S + j) * D + x];
-        return dot * scale;
-      };
+      // the LSE input in float64 from the same Q/K; the weights from scratch (tests/ops/ref64.ts)
+      const scale = 1 / Math.sqrt(D), lse = new Float32Array(H * S);
       for (let h = 0; h < H; h++) {
+        const hk = Math.floor(h / (H / Hk));
         for (let r = 0; r < S; r++) {
-          let mx = -Infinity, sum = 0;
-          for (let j = 0; j <= r; j++) mx = Math.max(mx, score(h, r, j));
-          for (let j = 0; j <= r; j++) sum += Math.exp(score(h, r, j) - mx);
-          lse[h * S + r] = mx + Math.log(sum);
-          if (r >= S - A - 1 && r <= S - 2) {
-            for (let j = 0; j <= r; j++) w[j] += Math.exp(score(h, r, j) - mx) / sum / (H * A);
+          const s = new Float64Array(r + 1);
+          for (let j = 0; j <= r; j++) {
+            for (let x = 0; x < D; x++) s[j] += q[(h * S + r) * D + x] * k[(hk * S + j) * D + x] * scale;
           }
+          const mx = Math.max(...s);
+          lse[h * S + r] = mx + Math.log(s.reduce((a, b) => a + Math.exp(b - mx), 0));
         }
       }
+      const w = tracebackWeights64(q, k, { H, Hk, seq: S, d: D, A });
       return {
         inputs: {
           q: hostTensor("f32", op.inputs.q.dims, [H, S, D], q),

@@ -22,6 +22,7 @@ import {
   tracePrompt,
 } from "../../runtime/src/trace/trace.ts";
 import { haveModel, model } from "./fixture.ts";
+import { tracebackWeights64 } from "../ops/ref64.ts";
 
 const wgpu: Backend | undefined = haveModel
   ? await import("../../runtime/src/backends/wgpu.ts")
@@ -52,30 +53,11 @@ for (
     async () => {
       const { m, p, answer } = await smallCase(6);
       const ids = [...assemble(p, [0, 1, 2, 3, 4, 5]).ids, ...answer];
-      const seq = ids.length, A = answer.length, r0 = seq - A - 1;
+      const seq = ids.length, A = answer.length;
       const { nHead: H, nKvHead: Hk, headDim: d, nLayer: L } = m.config;
       const want: Float64Array[] = [];
       await Effect.runPromise(m.forward(ids, m.newCache(seq), {
-        capture: (layer, q, k) => {
-          const w = new Float64Array(seq);
-          for (let h = 0; h < H; h++) {
-            const hk = Math.floor(h / (H / Hk));
-            for (let i = 0; i < A; i++) {
-              const r = r0 + i, s = new Float64Array(r + 1);
-              let mx = -Infinity;
-              for (let j = 0; j <= r; j++) {
-                let dot = 0;
-                for (let x = 0; x < d; x++) dot += q[(h * seq + r) * d + x] * k[(hk * seq + j) * d + x];
-                s[j] = dot / Math.sqrt(d);
-                mx = Math.max(mx, s[j]);
-              }
-              let sum = 0;
-              for (let j = 0; j <= r; j++) sum += Math.exp(s[j] - mx);
-              for (let j = 0; j <= r; j++) w[j] += Math.exp(s[j] - mx) / sum / (H * A);
-            }
-          }
-          want[layer] = w;
-        },
+        capture: (layer, q, k) => (want[layer] = tracebackWeights64(q, k, { H, Hk, seq, d, A })),
       }));
       const backend = (await make())!;
       const g = await Effect.runPromise(loadLlamaGraph(m, backend));

@@ -123,3 +123,39 @@ export const cacheAttention64 = (
   }
   return { o, lse };
 };
+
+/**
+ * AttnTrace's token weights in float64 from scratch (every row's causal softmax, its own max and sum): `q [H,
+ * seq, d]`, `k [Hk, seq, d]` (after RoPE), the `A` rows `seq − A − 1 … seq − 2` → `w [seq]`, the probabilities
+ * averaged over heads and rows (GQA: query head `h` reads KV head `⌊h / (H / Hk)⌋`).
+ */
+export const tracebackWeights64 = (
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  dm: {
+    readonly H: number;
+    readonly Hk: number;
+    readonly seq: number;
+    readonly d: number;
+    readonly A: number;
+  },
+): Float64Array => {
+  const { H, Hk, seq, d, A } = dm, r0 = seq - A - 1, scale = 1 / Math.sqrt(d), w = new Float64Array(seq);
+  for (let h = 0; h < H; h++) {
+    const hk = Math.floor(h / (H / Hk));
+    for (let i = 0; i < A; i++) {
+      const r = r0 + i, s = new Float64Array(r + 1);
+      let mx = -Infinity;
+      for (let j = 0; j <= r; j++) {
+        let dot = 0;
+        for (let x = 0; x < d; x++) dot += q[(h * seq + r) * d + x] * k[(hk * seq + j) * d + x];
+        s[j] = dot * scale;
+        if (s[j] > mx) mx = s[j];
+      }
+      let sum = 0;
+      for (let j = 0; j <= r; j++) sum += Math.exp(s[j] - mx);
+      for (let j = 0; j <= r; j++) w[j] += Math.exp(s[j] - mx) / sum / (H * A);
+    }
+  }
+  return w;
+};

@@ -13,7 +13,7 @@ import { type Backend, hostTensor, run } from "@longctx/graph";
 import { traceback } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { loadSgemm } from "../../runtime/src/model/blas.ts";
-import { maxAbsDiff, randn, relErr } from "./ref64.ts";
+import { maxAbsDiff, randn, relErr, tracebackWeights64 } from "./ref64.ts";
 
 const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
   .then((m) => Effect.runPromise(m.makeWgpuBackend()))
@@ -36,27 +36,7 @@ const CASES: readonly Case[] = [
   { H: 6, Hk: 2, seq: 257, d: 64, A: 12 },
 ];
 
-/** Float64 reference: every row's causal softmax from scratch, weights averaged over heads and answer rows. */
-const reference = (c: Case, q: Float32Array, k: Float32Array) => {
-  const { H, Hk, seq, d, A } = c, r0 = seq - A - 1, scale = 1 / Math.sqrt(d), w = new Float64Array(seq);
-  for (let h = 0; h < H; h++) {
-    const hk = Math.floor(h / (H / Hk));
-    for (let i = 0; i < A; i++) {
-      const r = r0 + i, s = new Float64Array(r + 1);
-      let mx = -Infinity;
-      for (let j = 0; j <= r; j++) {
-        let dot = 0;
-        for (let x = 0; x < d; x++) dot += q[(h * seq + r) * d + x] * k[(hk * seq + j) * d + x];
-        s[j] = dot * scale;
-        mx = Math.max(mx, s[j]);
-      }
-      let sum = 0;
-      for (let j = 0; j <= r; j++) sum += Math.exp(s[j] - mx);
-      for (let j = 0; j <= r; j++) w[j] += Math.exp(s[j] - mx) / sum / (H * A);
-    }
-  }
-  return w;
-};
+const reference = (c: Case, q: Float32Array, k: Float32Array) => tracebackWeights64(q, k, c);
 
 const runTraced = async (backend: Backend, c: Case, q: Float32Array, k: Float32Array, v: Float32Array) => {
   const g = await Effect.runPromise(traceback.tracebackGraph(c.A));

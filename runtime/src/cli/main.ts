@@ -136,3 +136,22 @@ export const writeFile = (path: string, text: string, flag: string): Effect.Effe
         hint: "pass a writable path",
       }),
   });
+
+/**
+ * A flag value that must be one of `allowed`; fails with an `InputError` naming the flag and listing the
+ * allowed values.
+ */
+export const oneOf = <T extends string>(
+  flag: string,
+  v: string,
+  allowed: readonly T[],
+): Effect.Effect<T, InputError> =>
+  (allowed as readonly string[]).includes(v) ? Effect.succeed(v as T) : Effect.fail(
+    new InputError({ message: `unknown --${flag} "${v}"`, hint: `use one of: ${allowed.join(", ")}` }),
+  );
+
+/** The `--verbose` flag every CLI has: stack traces on errors (read by `reportFailure`). */
+export const verboseFlag: Flag.Flag<boolean> = Flag.Boolean("verbose").pipe(
+  Flag.withDescription("print stack traces on errors"),
+  Flag.withDefault(false),
+);

@@ -57,7 +57,7 @@ import {
 import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
-import { checkWritable, intFlag, runCli, withShownDefault, writeFile } from "./main.ts";
+import { checkWritable, intFlag, oneOf, runCli, verboseFlag, withShownDefault, writeFile } from "./main.ts";
 import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
@@ -126,21 +126,10 @@ const flags = {
     Flag.withDescription("write an SVG chart of per-layer density and output error (default: no chart)"),
     Flag.optional,
   ),
-  verbose: Flag.Boolean("verbose").pipe(
-    Flag.withDescription("print stack traces on errors"),
-    Flag.withDefault(false),
-  ),
+  verbose: verboseFlag,
 };
 
 type Input = Command.Command.Config.Infer<typeof flags>;
-
-const oneOf = <T extends string>(flag: string, v: string, allowed: readonly T[]) =>
-  (allowed as readonly string[]).includes(v) ? Effect.succeed(v as T) : Effect.fail(
-    new InputError({
-      message: `unknown --${flag} "${v}"`,
-      hint: `use one of: ${allowed.join(", ")}`,
-    }),
-  );
 
 const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);

@@ -28,7 +28,7 @@ import { type BackendChoice, forwardBackend, selectBackend } from "../backends/s
 import { parseTokens } from "./plan.ts";
 import { readInput } from "./run/prompt.ts";
 import { makeProgress } from "./run/progress.ts";
-import { checkWritable, intFlag, runCli, withShownDefault, writeFile } from "./main.ts";
+import { checkWritable, intFlag, oneOf, runCli, verboseFlag, withShownDefault, writeFile } from "./main.ts";
 import { assemble, attnTrace, fullLength, tracePrompt, tracLlmTrace } from "../trace/trace.ts";
 
 /** Version of `trace --json`'s report. */
@@ -79,18 +79,10 @@ const flags = {
     Flag.withDescription("write an HTML page of the document with the top texts highlighted"),
     Flag.optional,
   ),
-  verbose: Flag.Boolean("verbose").pipe(
-    Flag.withDescription("print stack traces on errors"),
-    Flag.withDefault(false),
-  ),
+  verbose: verboseFlag,
 };
 
 type Input = Command.Command.Config.Infer<typeof flags>;
-
-const oneOf = <T extends string>(flag: string, v: string, allowed: readonly T[]) =>
-  (allowed as readonly string[]).includes(v) ? Effect.succeed(v as T) : Effect.fail(
-    new InputError({ message: `unknown --${flag} "${v}"`, hint: `use one of: ${allowed.join(", ")}` }),
-  );
 
 const ratioFlag = (v: string) => {
   const x = Number(v);
