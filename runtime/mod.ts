@@ -1,7 +1,8 @@
 /**
  * `@longctx/runtime`: backends (`wgpu` through FFI, `webgpu`, `dawn`, `cpu`) and `selectBackend`, model loading
- * (GGUF, tokenizer), the Llama forward as a graph of operators, fidelity metrics, and `runMain`, the entry point
- * that prints a script's failure as one `error: … — fix: …` line.
+ * (GGUF, tokenizer), the Llama forward as a graph of operators, fidelity metrics, context traceback on that
+ * forward (AttnTrace, TracLLM), and `runMain`, the entry point that prints a script's failure as one
+ * `error: … — fix: …` line.
  * @module
  */
 export * from "./src/backends/webgpu.ts";
@@ -10,3 +11,4 @@ export * from "./src/backends/cpu.ts";
 export * from "./src/backends/wgpu.ts";
 export * from "./src/model/mod.ts";
 export * from "./src/main.ts";
+export * from "./src/trace/trace.ts";

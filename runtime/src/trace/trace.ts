@@ -15,7 +15,7 @@ import type { GraphLlama, KvState } from "../model/llama_graph.ts";
 import type { TextTokenizer } from "../model/tokenizer.ts";
 
 /** The instruction around the context (after TracLLM's and AttnTrace's QA prompt). */
-export const TRACE_INSTRUCTION =
+export const TRACE_INSTRUCTION: string =
   "You are a helpful assistant, below is a query from a user and some relevant " +
   "contexts. Answer the query given the information in those contexts. Your answer should be short and concise.";
 
@@ -99,6 +99,9 @@ export const assemble = (p: TracePrompt, subset: readonly number[]): Assembled =
 export const fullLength = (p: TracePrompt, answer: readonly number[]): number =>
   p.prefix.length + p.texts.reduce((a, t) => a + t.length, 0) + p.suffix.length + answer.length;
 
+/** One AttnTrace subsample: its texts and their scores (`traceback.TraceRound` of `@longctx/ops`). */
+export type TraceRound = traceback.TraceRound;
+
 /** AttnTrace's result. */
 export interface AttnTraceResult {
   /** Per text, its final score (mean over the subsamples that held it; 0 if never sampled). */
@@ -106,7 +109,7 @@ export interface AttnTraceResult {
   /** The `topK` texts, best first. */
   readonly top: readonly number[];
   /** Each subsample's texts and scores. */
-  readonly rounds: readonly traceback.TraceRound[];
+  readonly rounds: readonly TraceRound[];
   /** Forwards run. */
   readonly forwards: number;
   /** Wall time of the forwards and scoring, ms. */
