@@ -7,6 +7,7 @@
  * | `docs/schemas/device-profile.schema.json` | `calibrate --out` | `DeviceProfile` of `@longctx/plans` |
  * | `docs/schemas/density-table.schema.json` | `plans/profiles/density-*.json` | `DensityTable` of `@longctx/plans` |
  * | `docs/schemas/run-report.schema.json` | `run --json` | `RunReport` of `runtime/src/cli/run/report.ts` |
+ * | `docs/schemas/trace-report.schema.json` | `trace --json` | `TraceReport` of `runtime/src/cli/trace_report.ts` |
  *
  * Each document carries a `version` field; a reader checks it first. Regenerate after changing a schema:
  * `bash scripts/deno.sh run -A scripts/schemas.ts` (`scripts/schemas_test.ts` fails while a file is stale).
@@ -16,6 +17,7 @@ import { writeFileSync } from "node:fs";
 import { Schema } from "effect";
 import { DensityTable, DeviceProfile, Plan } from "@longctx/plans";
 import { RunReport } from "../runtime/src/cli/run/report.ts";
+import { TraceReport } from "../runtime/src/cli/trace_report.ts";
 
 /** Where the files go, relative to the repository root. */
 export const SCHEMA_DIR = "docs/schemas";
@@ -46,6 +48,12 @@ const documents: readonly { file: string; title: string; description: string; sc
     description:
       "The report of `run --json` (format version 1): times in ms, perplexity per token, KL in nats.",
     schema: RunReport,
+  },
+  {
+    file: "trace-report.schema.json",
+    title: "longctx trace report",
+    description: "The report of `trace --json` (format version 1): times in ms, TracLLM scores in nats.",
+    schema: TraceReport,
   },
 ];
 

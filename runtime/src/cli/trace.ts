@@ -30,9 +30,13 @@ import { readInput } from "./run/prompt.ts";
 import { makeProgress } from "./run/progress.ts";
 import { checkWritable, intFlag, oneOf, runCli, verboseFlag, withShownDefault, writeFile } from "./main.ts";
 import { assemble, attnTrace, fullLength, tracePrompt, tracLlmTrace } from "../trace/trace.ts";
+import {
+  type MethodReport,
+  type RankedText,
+  TRACE_REPORT_VERSION,
+  type TraceReport,
+} from "./trace_report.ts";
 
-/** Version of `trace --json`'s report. */
-export const TRACE_REPORT_VERSION = 1;
 const METHODS = ["attntrace", "tracllm", "both"] as const;
 const BACKENDS = ["auto", "wgpu", "webgpu", "dawn", "cpu"] as const;
 
@@ -90,42 +94,6 @@ const ratioFlag = (v: string) => {
     new InputError({ message: `--sample-ratio "${v}" is not in (0, 1]`, hint: "e.g. --sample-ratio 0.4" }),
   );
 };
-
-/** One ranked text of a method's result. */
-export interface RankedText {
-  readonly rank: number;
-  readonly text: number;
-  readonly score: number;
-  /** Characters `[start, end)` of the text in the document. */
-  readonly start: number;
-  readonly end: number;
-}
-
-/** What one method found. */
-export interface MethodReport {
-  readonly method: "attntrace" | "tracllm";
-  readonly params: Readonly<Record<string, unknown>>;
-  readonly top: readonly RankedText[];
-  /** Every text's score (AttnTrace: all; TracLLM: texts no search kept are null). */
-  readonly scores: readonly (number | null)[];
-  readonly forwards: number;
-  readonly ms: number;
-}
-
-/** `trace --json`'s report. */
-export interface TraceReport {
-  readonly version: number;
-  readonly input: string;
-  readonly question: string;
-  readonly answer: string;
-  readonly answerSource: "given" | "generated";
-  readonly texts: number;
-  readonly wordsPerText: number;
-  readonly truncatedTexts: number;
-  readonly tokens: number;
-  readonly backend: string;
-  readonly methods: readonly MethodReport[];
-}
 
 const escapeHtml = (s: string) =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -282,7 +250,7 @@ const main = (i: Input) =>
       progress.done();
       reports.push({
         method: "attntrace",
-        params: atP,
+        params: { ...atP },
         top: ranked(r.scores, r.top),
         scores: [...r.scores],
         forwards: r.forwards,
@@ -295,7 +263,7 @@ const main = (i: Input) =>
       progress.done();
       reports.push({
         method: "tracllm",
-        params: tlP,
+        params: { ...tlP },
         top: ranked(r.scores, r.top.filter((t) => Number.isFinite(r.scores[t]))),
         scores: [...r.scores].map((s) => (Number.isFinite(s) ? s : null)),
         forwards: r.forwards,

@@ -9,6 +9,8 @@ import { join } from "node:path";
 import process from "node:process";
 import { assert, runtimeName, test } from "../../../tests/harness.ts";
 import { haveModel } from "../../../tests/model/fixture.ts";
+import { Schema } from "effect";
+import { TraceReport } from "./trace_report.ts";
 
 const root = new URL("../../../", import.meta.url).pathname;
 const cli = join(root, "runtime/src/cli/trace.ts");
@@ -91,7 +93,7 @@ test("trace CLI: a given answer traced with AttnTrace (one forward), JSON to std
     html,
   );
   assert.equal(r.code, 0, r.err);
-  const j = JSON.parse(r.out);
+  const j = Schema.decodeUnknownSync(TraceReport)(JSON.parse(r.out));
   assert.equal(j.version, 1);
   assert.equal(j.answerSource, "given");
   assert.equal(j.texts, 5);
