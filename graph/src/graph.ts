@@ -327,6 +327,36 @@ const paramsError = (op: AnyOperator, node: string, failure: unknown): ParamsErr
 };
 
 /**
+ * An integer parameter schema for an operator's or technique's `params`: in `[min, max]`, a multiple of `step`
+ * when `step > 1`, defaulting to `def` when the key is absent.
+ */
+export const intParam = (
+  min: number,
+  max: number,
+  def: number,
+  step = 1,
+): Schema.withDecodingDefaultKey<Schema.Int> =>
+  (step > 1
+    ? Schema.Int.check(
+      Schema.isGreaterThanOrEqualTo(min),
+      Schema.isLessThanOrEqualTo(max),
+      Schema.isMultipleOf(step, { expected: `a multiple of ${step}` }),
+    )
+    : Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max))).pipe(
+      Schema.withDecodingDefaultKey(Effect.succeed(def)),
+    );
+
+/** A finite number parameter schema in `[min, max]`, defaulting to `def` when the key is absent. */
+export const finiteParam = (
+  min: number,
+  max: number,
+  def: number,
+): Schema.withDecodingDefaultKey<Schema.Finite> =>
+  Schema.Finite.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
+    Schema.withDecodingDefaultKey(Effect.succeed(def)),
+  );
+
+/**
  * Decode user parameters with `schema`, filling defaults, and reject keys it does not declare: what the
  * `saleParams()`-style helpers of `@longctx/ops` do. Throws a `ParamsError` whose `param` and message name the
  * offending parameter (`sale: parameter "blockQ": Expected a multiple of 16`) and whose hint lists the known

@@ -9,12 +9,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { decodeParamsSync } from "@longctx/graph";
-
-const int = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Int> =>
-  Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(def)),
-  );
+import { decodeParamsSync, intParam } from "@longctx/graph";
 
 /** The schema of {@link HipParams}: every field optional on input, the default filled in on decode. */
 export type HipParamsSchema = Schema.Struct<{
@@ -39,25 +34,25 @@ export const HipParams: HipParamsSchema = Schema.Struct({
     Schema.isMultipleOf(16),
   ).pipe(Schema.withDecodingDefaultKey(Effect.succeed(64))),
   /** Score a child on every `blockStrideQ`-th query of the block (2: 32 of 64). */
-  blockStrideQ: int(1, 16, 2),
+  blockStrideQ: intParam(1, 16, 2),
   /** Keys per key block: the search's unit (2 in the official defaults). */
-  blockK: int(1, 64, 2),
+  blockK: intParam(1, 64, 2),
   /** k: keys selected per query block outside the sink and window (a multiple of `blockK`). */
-  topK: int(0, 1 << 16, 512),
+  topK: intParam(0, 1 << 16, 512),
   /** Sink tokens `[0, sink)` every query attends. */
-  sink: int(0, 1 << 16, 16),
+  sink: intParam(0, 1 << 16, 16),
   /** Sliding window in tokens: the query at position `p` attends `(p − window, p]`. */
-  window: int(0, 1 << 20, 256),
+  window: intParam(0, 1 << 20, 256),
   /** Softmax scale of the attention; 0 means 1/sqrt(headDim). The search ranks raw q·k. */
   scale: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(0)),
   ),
   /** The first `denseLayers` layers run dense attention (official: 3 for LongBench, 4 for demos). */
-  denseLayers: int(0, 1024, 3),
+  denseLayers: intParam(0, 1024, 3),
   /** Decode: the mask is searched again every `refresh` steps and reused in between. */
-  refresh: int(1, 1 << 16, 8),
+  refresh: intParam(1, 1 << 16, 8),
   /** The device's `maxComputeWorkgroupStorageSize` (bytes) kernels may use. */
-  workgroupMemory: int(8192, 1 << 20, 32768),
+  workgroupMemory: intParam(8192, 1 << 20, 32768),
 }).check(
   // combinations the search cannot take, reported at the parameter they name (decodeTechniqueParams reads it)
   Schema.makeFilter((p) => {

@@ -7,16 +7,8 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { decodeParamsSync } from "@longctx/graph";
+import { decodeParamsSync, intParam } from "@longctx/graph";
 import { causalKBlocks } from "../dense/common.ts";
-
-/** An integer parameter in `[min, max]`, a multiple of `step`, that defaults to `def`. */
-const int = (min: number, max: number, def: number, step = 1): Schema.withDecodingDefaultKey<Schema.Int> =>
-  Schema.Int.check(
-    Schema.isGreaterThanOrEqualTo(min),
-    Schema.isLessThanOrEqualTo(max),
-    Schema.isMultipleOf(step, { expected: `a multiple of ${step}` }),
-  ).pipe(Schema.withDecodingDefaultKey(Effect.succeed(def)));
 
 /** A finite number parameter `≥ 0` that defaults to `def`. */
 const nonNegative = (def: number): Schema.withDecodingDefaultKey<Schema.Finite> =>
@@ -41,19 +33,19 @@ export type SaleParamsSchema = Schema.Struct<{
  */
 export const SaleParams: SaleParamsSchema = Schema.Struct({
   /** Query rows per block: 16 to 128, a multiple of 16 (default 64). */
-  blockQ: int(16, 128, 64, 16),
+  blockQ: intParam(16, 128, 64, 16),
   /** Keys per block: 8 to 128, a multiple of 8 (default 32). */
-  blockK: int(8, 128, 32, 8),
+  blockK: intParam(8, 128, 32, 8),
   /** Local window in tokens, counted back from the query block's last causal key block (diagonal included). */
-  localWindow: int(0, 1 << 20, 128),
+  localWindow: intParam(0, 1 << 20, 128),
   /** Sink: the first `sinkBlocks` key blocks are always kept. */
-  sinkBlocks: int(0, 1 << 16, 1),
+  sinkBlocks: intParam(0, 1 << 16, 1),
   /** Relative Attention Score threshold τ: a block is kept when its score ≥ τ (0 keeps every block). */
   threshold: nonNegative(0.004),
   /** Softmax scale; 0 means 1/sqrt(headDim). */
   scale: nonNegative(0),
   /** The device's `maxComputeWorkgroupStorageSize` (bytes) kernels may use: 8192 to 1 MiB (default 32768). */
-  workgroupMemory: int(8192, 1 << 20, 32768),
+  workgroupMemory: intParam(8192, 1 << 20, 32768),
 });
 /** Decoded SALE parameters. */
 export type SaleParams = typeof SaleParams.Type;

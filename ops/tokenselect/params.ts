@@ -9,12 +9,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { decodeParamsSync } from "@longctx/graph";
-
-const int = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Int> =>
-  Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(def)),
-  );
+import { decodeParamsSync, intParam } from "@longctx/graph";
 
 /** The schema of {@link TokenSelectParams}: every field optional on input, the default filled in on decode. */
 export type TokenSelectParamsSchema = Schema.Struct<{
@@ -33,20 +28,20 @@ export type TokenSelectParamsSchema = Schema.Struct<{
 /** Parameters of the `tokenselect` technique (each operator reads the ones it declares). */
 export const TokenSelectParams: TokenSelectParamsSchema = Schema.Struct({
   /** Initial (sink) tokens `[0, nInit)` every query attends; never candidates (official 128). */
-  nInit: int(0, 1 << 16, 128),
+  nInit: intParam(0, 1 << 16, 128),
   /**
    * Local window: the last `nLocal` cached tokens (this call's included) are attended and never candidates
    * (official 512). A call (decode step or prefill chunk) may hold at most `nLocal` queries.
    */
-  nLocal: int(1, 1 << 16, 512),
+  nLocal: intParam(1, 1 << 16, 512),
   /** k: tokens selected per layer (one list shared by every head) outside the sink and the window (official 2048). */
-  topK: int(1, 1 << 17, 2048),
+  topK: intParam(1, 1 << 17, 2048),
   /**
    * 1-D max-pool of the voted scores before top-k (stride 1, padding ⌊(kernelSize − 1) / 2⌋, as the official
    * code: an even size shortens the pooled list by one, so the last candidate is never picked); 0 or 1: off
    * (the official server default; its benchmarks set 0–128 per task).
    */
-  kernelSize: int(0, 1024, 0),
+  kernelSize: intParam(0, 1024, 0),
   /**
    * `"compacted"` (the paper's and the official code's, whose keys are cached without RoPE): the attended
    * tokens take their index in the attended list as position, so no distance exceeds `nInit + topK + nLocal`
@@ -67,7 +62,7 @@ export const TokenSelectParams: TokenSelectParamsSchema = Schema.Struct({
     Schema.withDecodingDefaultKey(Effect.succeed(0)),
   ),
   /** The first `denseLayers` layers run dense attention (official: none; every layer selects). */
-  denseLayers: int(0, 1024, 0),
+  denseLayers: intParam(0, 1024, 0),
   /**
    * The Selection Cache (paper): a call whose selection query `q̄` (all heads, flattened) has cosine similarity
    * ≥ `cacheThreshold` with the one of the layer's last selection reuses that selection. Off by default, as

@@ -7,16 +7,7 @@
  * @module
  */
 import { Effect, Schema } from "effect";
-import { decodeParamsSync } from "@longctx/graph";
-
-const int = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Int> =>
-  Schema.Int.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(def)),
-  );
-const real = (min: number, max: number, def: number): Schema.withDecodingDefaultKey<Schema.Finite> =>
-  Schema.Finite.check(Schema.isGreaterThanOrEqualTo(min), Schema.isLessThanOrEqualTo(max)).pipe(
-    Schema.withDecodingDefaultKey(Effect.succeed(def)),
-  );
+import { decodeParamsSync, finiteParam, intParam } from "@longctx/graph";
 
 /** The schema of {@link TracebackWeightsParams}. */
 export type TracebackWeightsParamsSchema = Schema.Struct<{
@@ -30,7 +21,7 @@ export const TracebackWeightsParams: TracebackWeightsParamsSchema = Schema.Struc
    * Answer tokens `A` at the end of the sequence: the query rows read are `seq − A − 1 … seq − 2`, the
    * positions that predict the answer tokens (AttnTrace's shift by one).
    */
-  answerTokens: int(1, 1 << 20, 1),
+  answerTokens: intParam(1, 1 << 20, 1),
   /** Softmax scale of the attention; 0 means 1/sqrt(headDim). */
   scale: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(0)),
@@ -52,20 +43,20 @@ export type AttnTraceParamsSchema = Schema.Struct<{
 /** Parameters of AttnTrace (official defaults). */
 export const AttnTraceParams: AttnTraceParamsSchema = Schema.Struct({
   /** Texts reported (official K = 5). */
-  topK: int(1, 1 << 16, 5),
+  topK: intParam(1, 1 << 16, 5),
   /** A text's score in one subsample: the mean of its `avgK` largest token weights (official 5). */
-  avgK: int(1, 1 << 16, 5),
+  avgK: intParam(1, 1 << 16, 5),
   /**
    * Fraction `q` of the texts in each subsample (official 0.4), drawn uniformly without replacement and kept
    * in document order; 1 runs one forward over every text (no subsampling: then `rounds` is 1).
    */
-  sampleRatio: real(0.01, 1, 0.4),
+  sampleRatio: finiteParam(0.01, 1, 0.4),
   /** Subsamples `B` (official 30). */
-  rounds: int(1, 10_000, 30),
+  rounds: intParam(1, 10_000, 30),
   /** Words per text when a context is split into segments (official 100). */
-  words: int(1, 1 << 16, 100),
+  words: intParam(1, 1 << 16, 100),
   /** Seed of the subsampling RNG. */
-  seed: int(0, 2 ** 31 - 1, 0),
+  seed: intParam(0, 2 ** 31 - 1, 0),
 });
 /** Parameters of AttnTrace. */
 export type AttnTraceParams = typeof AttnTraceParams.Type;
@@ -86,21 +77,21 @@ export type TracLlmParamsSchema = Schema.Struct<{
 /** Parameters of TracLLM (official defaults; `permutations` is the README's speed setting). */
 export const TracLlmParams: TracLlmParamsSchema = Schema.Struct({
   /** Groups kept per level of the informed search, and texts reported (official K = 5). */
-  topK: int(1, 1 << 16, 5),
+  topK: intParam(1, 1 << 16, 5),
   /** Score functions ensembled (official: STC, LOO and denoised Shapley). */
   scores: Schema.Array(Schema.Literals(["stc", "loo", "shapley"])).check(Schema.isMinLength(1)).pipe(
     Schema.withDecodingDefaultKey(Effect.succeed(["stc", "loo", "shapley"] as const)),
   ),
   /** Weight of the LOO score in the max-ensemble (official w = 2; the others weigh 1). */
-  looWeight: real(0, 1000, 2),
+  looWeight: finiteParam(0, 1000, 2),
   /** Monte-Carlo permutations of denoised Shapley (official 5 in the class and README, 20 in `main.py`). */
-  permutations: int(1, 1000, 5),
+  permutations: intParam(1, 1000, 5),
   /** Denoising: a group's Shapley score is the mean of its top `beta` share of marginal contributions (0.2). */
-  beta: real(0.01, 1, 0.2),
+  beta: finiteParam(0.01, 1, 0.2),
   /** Words per text when a context is split into segments (official 100). */
-  words: int(1, 1 << 16, 100),
+  words: intParam(1, 1 << 16, 100),
   /** Seed of the permutations. */
-  seed: int(0, 2 ** 31 - 1, 0),
+  seed: intParam(0, 2 ** 31 - 1, 0),
 });
 /** Parameters of TracLLM. */
 export type TracLlmParams = typeof TracLlmParams.Type;
