@@ -13,6 +13,7 @@ import { type Graph, InputError, type LongctxError } from "@longctx/graph";
 import { traceback } from "@longctx/ops";
 import type { GraphLlama, KvState } from "../model/llama_graph.ts";
 import type { TextTokenizer } from "../model/tokenizer.ts";
+import { logSumExp } from "../model/metrics.ts";
 
 /** The instruction around the context (after TracLLM's and AttnTrace's QA prompt). */
 export const TRACE_INSTRUCTION: string =
@@ -102,6 +103,12 @@ export const fullLength = (p: TracePrompt, answer: readonly number[]): number =>
 /** One AttnTrace subsample: its texts and their scores (`traceback.TraceRound` of `@longctx/ops`). */
 export type TraceRound = traceback.TraceRound;
 
+/** An `InputError` for an answer of no tokens (AttnTrace has no rows to read, TracLLM no value). */
+const needAnswer = (answer: readonly number[]): Effect.Effect<void, InputError> =>
+  answer.length > 0 ? Effect.void : Effect.fail(
+    new InputError({ message: "empty answer", hint: "pass --answer, or let trace generate one" }),
+  );
+
 /** AttnTrace's result. */
 export interface AttnTraceResult {
   /** Per text, its final score (mean over the subsamples that held it; 0 if never sampled). */
@@ -140,12 +147,7 @@ export const attnTrace = (
   onRound?: (done: number, total: number) => void,
 ): Effect.Effect<AttnTraceResult, LongctxError> =>
   Effect.gen(function* () {
-    if (answer.length === 0) {
-      return yield* new InputError({
-        message: "empty answer",
-        hint: "pass --answer, or let trace generate one",
-      });
-    }
+    yield* needAnswer(answer);
     const t0 = performance.now();
     const subsets = traceback.sampleTexts(prompt.texts.length, p);
     const graph: Graph = yield* traceback.tracebackGraph(answer.length);
@@ -207,14 +209,7 @@ export const answerLogProb = (
     const logits = yield* g.forward(rows, cache, { logits: "all" });
     const V = g.config.vocab;
     let sum = 0;
-    for (let i = 0; i < answer.length; i++) {
-      const at = i * V;
-      let mx = -Infinity;
-      for (let j = 0; j < V; j++) if (logits[at + j] > mx) mx = logits[at + j];
-      let s = 0;
-      for (let j = 0; j < V; j++) s += Math.exp(logits[at + j] - mx);
-      sum += logits[at + answer[i]] - mx - Math.log(s);
-    }
+    for (let i = 0; i < answer.length; i++) sum += logits[i * V + answer[i]] - logSumExp(logits, i * V, V);
     return sum;
   });
 
@@ -241,12 +236,7 @@ export const tracLlmTrace = (
   p: traceback.TracLlmParams,
 ): Effect.Effect<TracLlmRunResult, LongctxError> =>
   Effect.gen(function* () {
-    if (answer.length === 0) {
-      return yield* new InputError({
-        message: "empty answer",
-        hint: "pass --answer, or let trace generate one",
-      });
-    }
+    yield* needAnswer(answer);
     const t0 = performance.now();
     const r = yield* withCache(
       g,
