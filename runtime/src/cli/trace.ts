@@ -43,11 +43,11 @@ const BACKENDS = ["auto", "wgpu", "webgpu", "dawn", "cpu"] as const;
 const flags = {
   input: Flag.String("input").pipe(
     Flag.withAlias("i"),
-    Flag.withDescription("a text file, or a bundled document name (alice-in-wonderland, …)"),
+    Flag.withDescription("required: a text file, or a bundled document name (alice-in-wonderland, …)"),
     Flag.optional,
   ),
   question: Flag.String("question").pipe(
-    Flag.withDescription("the question asked about the document"),
+    Flag.withDescription("required: the question asked about the document"),
     Flag.optional,
   ),
   answer: Flag.String("answer").pipe(
@@ -76,11 +76,11 @@ const flags = {
     withShownDefault(`${BACKENDS.join(", ")} (auto: a GPU; the cpu backend on a software adapter)`, "auto"),
   ),
   json: Flag.String("json").pipe(
-    Flag.withDescription("write the report as JSON (- for stdout)"),
+    Flag.withDescription("write the report as JSON (- for stdout; default: no JSON)"),
     Flag.optional,
   ),
   html: Flag.String("html").pipe(
-    Flag.withDescription("write an HTML page of the document with the top texts highlighted"),
+    Flag.withDescription("write an HTML page of the document with the top texts highlighted (default: none)"),
     Flag.optional,
   ),
   verbose: verboseFlag,
@@ -94,6 +94,8 @@ const ratioFlag = (v: string) => {
     new InputError({ message: `--sample-ratio "${v}" is not in (0, 1]`, hint: "e.g. --sample-ratio 0.4" }),
   );
 };
+
+const plural = (n: number, one: string, many: string = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 const escapeHtml = (s: string) =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -117,7 +119,7 @@ export const traceHtml = (doc: string, spans: readonly traceback.TextSpan[], r: 
     });
     html += escapeHtml(doc.slice(at));
     const list = m.top.map((t) => `<li>text ${t.text}: score ${t.score.toPrecision(4)}</li>`).join("");
-    return `<section><h2>${m.method} (${m.forwards} forwards, ${
+    return `<section><h2>${m.method} (${plural(m.forwards, "forward")}, ${
       (m.ms / 1000).toFixed(1)
     } s)</h2><ol>${list}</ol>` +
       `<pre style="white-space: pre-wrap">${html}</pre></section>`;
@@ -292,9 +294,17 @@ const main = (i: Input) =>
       }, ${report.tokens} tokens; ${backendName}`,
     );
     yield* out(`question: ${question}`);
-    yield* out(`answer (${answerSource}, ${answerIds.length} tokens): ${answer}`);
+    yield* out(`answer (${answerSource}, ${plural(answerIds.length, "token")}): ${answer}`);
     for (const m of reports) {
-      yield* out(`\n${m.method}: ${m.forwards} forwards, ${(m.ms / 1000).toFixed(2)} s`);
+      yield* out(`\n${m.method}: ${plural(m.forwards, "forward")}, ${(m.ms / 1000).toFixed(2)} s`);
+      const unseen = m.scores.filter((x) => x === 0).length;
+      if (m.method === "attntrace" && unseen > 0) {
+        yield* out(
+          `  (${
+            plural(unseen, "text")
+          } never sampled or weightless: score 0; raise --rounds or --sample-ratio)`,
+        );
+      }
       for (const t of m.top) {
         const body = source.text.slice(t.start, t.end).replace(/\s+/g, " ");
         yield* out(`  ${t.rank}. text ${t.text} (score ${t.score.toPrecision(4)}): ${body}`);
