@@ -55,6 +55,10 @@ export const badCases = (): BadCase[] => {
   writeFileSync(corrupt, "GGUF this is not a real model file ".repeat(8));
   const empty = join(dir, "empty.txt");
   writeFileSync(empty, " \n\n  \n");
+  const binary = join(dir, "binary.dat");
+  writeFileSync(binary, Uint8Array.from({ length: 3000 }, (_, i) => (i * 7919 + 13) % 256));
+  const latin1 = join(dir, "latin1.txt");
+  writeFileSync(latin1, Uint8Array.from([0x63, 0x61, 0x66, 0xe9, 0x20, 0x6e, 0x6f, 0x69, 0x72]));
   const small = ["--input", "alice-in-wonderland", "--truncate", "--context", "256"];
   return [
     {
@@ -72,6 +76,8 @@ export const badCases = (): BadCase[] => {
     { name: "unknown input", args: ["--input", join(dir, "missing.txt")], expect: "no such file" },
     { name: "unreadable input (a folder)", args: ["--input", dir], expect: "cannot read --input" },
     { name: "empty input", args: ["--input", empty], expect: "is empty" },
+    { name: "binary input", args: ["--input", binary], expect: "is not a text file (a nul byte" },
+    { name: "input not in UTF-8 (Latin-1)", args: ["--input", latin1], expect: "its bytes are not utf-8" },
     {
       name: "context beyond the model",
       args: ["--input", "alice-in-wonderland", "--context", "100k"],

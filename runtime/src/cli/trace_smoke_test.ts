@@ -28,6 +28,8 @@ const trace = (...args: string[]) => {
 
 const dir = mkdtempSync(join(tmpdir(), "longctx-trace-"));
 const doc = join(dir, "doc.txt");
+const bin = join(dir, "binary.dat");
+writeFileSync(bin, Uint8Array.from({ length: 2000 }, (_, i) => (i * 31) % 256));
 const words = (n: number, w: string) => Array.from({ length: n }, (_, i) => `${w}${i % 7}`).join(" ");
 writeFileSync(
   doc,
@@ -43,6 +45,7 @@ test("trace CLI: bad input is one line with a fix and exit code 1", () => {
     [["--input", doc, "--question", "q?", "--top", "0"], /--top "0" is not an integer ≥ 1/],
     [["--input", doc, "--question", "q?", "--context", "16k"], /exceeds the model's trained context/],
     [["--input", join(dir, "missing.txt"), "--question", "q?"], /no such file/],
+    [["--input", bin, "--question", "q?"], /is not a text file \(a NUL byte at offset/],
     [["--input", doc, "--question", "q?", "--answer", "  "], /--answer is empty/],
     [["--input", doc, "--question", "q?", "--qestion", "x"], /unknown flag --qestion/],
   ];

@@ -22,9 +22,31 @@ export interface DocumentSourceInfo {
 }
 
 /**
+ * The text of a file's bytes: UTF-8 (a BOM dropped). Fails with `InputError` for bytes that are not UTF-8 or
+ * hold a NUL (a binary file), naming the first bad byte's offset.
+ */
+const utf8Text = (input: string, bytes: Uint8Array): Effect.Effect<string, InputError> => {
+  const nul = bytes.indexOf(0);
+  const bad = (why: string) =>
+    Effect.fail(
+      new InputError({
+        message: `--input ${input} is not a text file (${why})`,
+        hint: "pass a UTF-8 text file (convert other encodings first, e.g. with iconv)",
+      }),
+    );
+  if (nul >= 0) return bad(`a NUL byte at offset ${nul}`);
+  try {
+    return Effect.succeed(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes));
+  } catch {
+    return bad("its bytes are not UTF-8");
+  }
+};
+
+/**
  * Read `--input`: an existing path is read as UTF-8; otherwise the name of a bundled document.
- * Fails with `InputError` when the path is a folder or unreadable, when the text is empty (whitespace only),
- * or when no file and no bundled document has that name (the message lists the bundled names).
+ * Fails with `InputError` when the path is a folder or unreadable, when its bytes are not UTF-8 text (invalid
+ * UTF-8 or a NUL byte: a binary file), when the text is empty (whitespace only), or when no file and no bundled
+ * document has that name (the message lists the bundled names).
  */
 export const readInput = (input: string): Effect.Effect<DocumentSourceInfo, InputError> =>
   Effect.gen(function* () {
@@ -33,7 +55,7 @@ export const readInput = (input: string): Effect.Effect<DocumentSourceInfo, Inpu
       const text = yield* Effect.try({
         try: () => {
           if (statSync(input).isDirectory()) throw new Error("is a folder, not a file");
-          return readFileSync(input, "utf8");
+          return readFileSync(input);
         },
         catch: (e) =>
           new InputError({
@@ -41,7 +63,7 @@ export const readInput = (input: string): Effect.Effect<DocumentSourceInfo, Inpu
             hint: "pass a readable UTF-8 text file, or a bundled document name",
           }),
       });
-      source = { kind: "file", name: input, text };
+      source = { kind: "file", name: input, text: yield* utf8Text(input, text) };
     } else {
       const docs = yield* Effect.orElseSucceed(listDocuments(), () => []);
       const doc = docs.find((d) => d.name === input);
