@@ -214,6 +214,7 @@ for (const i of order) {
   }
 }
 let done = 0;
+const doneIdx: number[] = [];
 const tCases = performance.now();
 for (const i of order) {
   const kind = kinds[i];
@@ -224,6 +225,7 @@ for (const i of order) {
     break;
   }
   done++;
+  doneIdx.push(i);
   const c = await fitCase(kind, i, args.tokens);
   const p = await Effect.runPromise(tracePrompt(tok, c.question, c.texts));
   const ans = tok.encodeOrdinary(c.answer);
@@ -264,9 +266,10 @@ for (const [m, t] of tally) {
     ...(m === "random" ? { expectation: "analytic" } : {}),
     answers: "given (teacher-forced)",
     seed: args.seed,
-    caseSet: args.only.length > 0
-      ? `indices ${args.only.join(",")} of ${kinds.length}`
-      : `all ${kinds.length}`,
+    // the cases that ran (a --deadline-s stop leaves the rest of --only out)
+    caseSet: doneIdx.length === kinds.length && args.only.length === 0
+      ? `all ${kinds.length}`
+      : `indices ${doneIdx.join(",")} of ${kinds.length}`,
   };
   const row = (metric: string, value: number, unit: string) =>
     rows.push({ metric, value, unit, ...common, context: args.tokens, impl: m, params });
