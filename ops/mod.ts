@@ -11,3 +11,4 @@ export * as hip from "./hip/mod.ts";
 export * as tokenselect from "./tokenselect/mod.ts";
 export * as model from "./model/mod.ts";
 export * as traceback from "./traceback/mod.ts";
+export * as squeezed from "./squeezed/mod.ts";

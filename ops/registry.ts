@@ -10,6 +10,7 @@ import { denseTechnique } from "./dense/technique.ts";
 import { saleTechnique } from "./sale/technique.ts";
 import { hipTechnique } from "./hip/technique.ts";
 import { tokenSelectTechnique } from "./tokenselect/technique.ts";
+import { squeezedTechnique } from "./squeezed/technique.ts";
 
 /** Registered techniques, the exact baseline (`dense`) first. */
 export const TECHNIQUES: readonly AnyTechnique[] = [
@@ -17,6 +18,7 @@ export const TECHNIQUES: readonly AnyTechnique[] = [
   saleTechnique,
   hipTechnique,
   tokenSelectTechnique,
+  squeezedTechnique,
 ];
 
 /** The names of `techniques` (default: the registry), in registry order. */

@@ -17,7 +17,7 @@ import { Cause, Data, Effect, Exit, Schema } from "effect";
 import type { ErrorFields, GraphError, ParamsError, ShapeError, TaggedErrorClass } from "./errors.ts";
 import { type Graph, graph, inferShapes, type Port } from "./graph.ts";
 import type { AnyOperator, OperatorKind } from "./operator.ts";
-import type { TensorDesc } from "./tensor.ts";
+import type { HostTensor, TensorDesc } from "./tensor.ts";
 import { describeIssue, paramNames, schemaIssue } from "./issue.ts";
 
 /** Prefill (every prompt row at once) or decode (one new row against the KV cache). */
@@ -106,6 +106,12 @@ export interface CacheDecodeGraphs {
    * TokenSelect's Selection Cache (the last selection query, its list, hit counters).
    */
   readonly carried?: readonly CarriedTensor[];
+  /**
+   * Tensors the caller binds to inputs of `search` / `reuse` by name, for this layer: data that is neither the
+   * cache nor state, such as Squeezed Attention's prefix index (centroids, labels, threshold). The forward
+   * uploads each once per tensor object and binds it to every call of this layer.
+   */
+  readonly inputs?: Readonly<Record<string, HostTensor>>;
 }
 
 /** A tensor a cache attention carries across calls (see {@link CacheDecodeGraphs.carried}). */

@@ -49,7 +49,7 @@ import {
   swiglu64,
 } from "./ref.ts";
 import { codeMetrics, maxAbs, maxRel, maxScaled, type Metric, mismatches, relL2, values } from "./metrics.ts";
-import { tracebackWeights64 } from "../ops/ref64.ts";
+import { squeezedLists64, squeezedLookup64, tracebackWeights64 } from "../ops/ref64.ts";
 
 /** Output host tensors by port. */
 export type Outputs = Readonly<Record<string, HostTensor>>;
@@ -971,6 +971,133 @@ const tracebackCases: CaseGenerator = (op) =>
     },
   }));
 
+/** [heads, kvHeads, seq, clusters, headDim] of the squeezed.lookup cases (decode seq 1, odd sizes, GQA 3 and 4). */
+const SQ_LOOKUP_GRID: readonly (readonly [number, number, number, number, number])[] = [
+  [9, 3, 37, 41, 64],
+  [4, 1, 1, 130, 64],
+  [8, 2, 100, 257, 128],
+  [2, 2, 5, 7, 32],
+];
+
+/** squeezed.lookup: the CPU reference against a float64 log-sum-exp; a backend against the CPU per head scale. */
+const squeezedLookupCases: CaseGenerator = (op) =>
+  SQ_LOOKUP_GRID.map(([H, Hk, S, C, D], n) => ({
+    shape: `H${H}/${Hk} S${S} C${C} D${D}`,
+    dtype: "f32" as const,
+    qk: false,
+    params: {},
+    descs: {
+      q: descOf(op, "q", [H, S, D]),
+      centroids: descOf(op, "centroids", [Hk, C, D]),
+      sizes: descOf(op, "sizes", [Hk, C]),
+    },
+    build: () => {
+      const q = seededNormals(H * S * D, 2501 + n).map((x) => 1.5 * x);
+      const c = seededNormals(Hk * C * D, 2601 + n).map((x) => 1.5 * x);
+      const rnd = mulberry32(2701 + n);
+      // sizes 0 … 40, about one cluster in eight empty
+      const sizes = Float32Array.from(
+        { length: Hk * C },
+        () => (rnd() < 0.125 ? 0 : 1 + Math.floor(rnd() * 40)),
+      );
+      const want = squeezedLookup64(q, c, sizes, { H, Hk, seq: S, C, d: D });
+      // per head, the largest score: the scale a score's error is measured against
+      const mag = new Float64Array(H * C);
+      for (let h = 0; h < H; h++) {
+        let m = 0;
+        for (let j = 0; j < C; j++) m = Math.max(m, want[h * C + j]);
+        mag.fill(m, h * C, h * C + C);
+      }
+      return {
+        inputs: {
+          q: hostTensor("f32", op.inputs.q.dims, [H, S, D], q),
+          centroids: hostTensor("f32", op.inputs.centroids.dims, [Hk, C, D], c),
+          sizes: hostTensor("f32", op.inputs.sizes.dims, [Hk, C], sizes),
+        },
+        ref64: (cpu) => [maxRel("score", values(cpu.score), want, 1e-6, 1e-30)],
+        compare: (got, cpu) => [maxScaled("score", values(got.score), values(cpu.score), mag, 2e-5)],
+      };
+    },
+  }));
+
+/** [heads, kvHeads, seq, capacity, clustered, clusters, obsWindow, pos, blockQ, gqa, budget quantile] */
+const SQ_SELECT_GRID: readonly (readonly [
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  "head" | "union",
+  number,
+])[] = [
+  [9, 3, 37, 700, 513, 41, 7, 520, 16, "head", 0.5],
+  [9, 3, 1, 700, 513, 41, 7, 600, 64, "union", 0.8],
+  [4, 1, 130, 1200, 900, 45, 100, 1000, 64, "head", 0.9],
+  [8, 2, 40, 600, 300, 17, 9, 309, 32, "union", 0.3],
+];
+
+/**
+ * squeezed.select (runtime pos): lists exact against lists built from scratch (sorted sets), τ at a quantile of
+ * the scores; a backend's lists and budgets against the CPU reference's.
+ */
+const squeezedSelectCases: CaseGenerator = (op) =>
+  SQ_SELECT_GRID.map(([H, Hk, S, cap, Sc, C, obs, pos, blockQ, gqa, qt], n) => ({
+    shape: `H${H}/${Hk} S${S} cap${cap} clustered${Sc} C${C} obs${obs} pos${pos} ${gqa}`,
+    dtype: "f32" as const,
+    qk: false,
+    params: { obsWindow: obs, blockQ, gqa },
+    scalars: { pos },
+    descs: {
+      q: descOf(op, "q", [H, S, 64]),
+      kCache: descOf(op, "kCache", [Hk, cap, 64]),
+      score: descOf(op, "score", [H, C]),
+      labels: descOf(op, "labels", [Hk, Sc]),
+      threshold: descOf(op, "threshold", [1]),
+    },
+    build: () => {
+      const rnd = mulberry32(2801 + n);
+      const score = Float32Array.from({ length: H * C }, () => rnd() * rnd() * 0.1);
+      const labels = Int32Array.from({ length: Hk * Sc }, () => Math.floor(rnd() * C));
+      const sorted = [...score].sort((a, b) => a - b);
+      const at = Math.floor(qt * (sorted.length - 1));
+      const tau = (sorted[at] + sorted[at + 1]) / 2; // between two scores: no score equals τ
+      const want = squeezedLists64(score, labels, tau, {
+        H,
+        Hk,
+        seq: S,
+        cap,
+        S: Sc,
+        C,
+        obs,
+        pos,
+        blockQ,
+        union: gqa === "union",
+      });
+      return {
+        inputs: {
+          q: hostTensor("f32", op.inputs.q.dims, [H, S, 64], seededNormals(H * S * 64, 2901 + n)),
+          kCache: hostTensor("f32", op.inputs.kCache.dims, [Hk, cap, 64], new Float32Array(Hk * cap * 64)),
+          score: hostTensor("f32", op.inputs.score.dims, [H, C], score),
+          labels: hostTensor("i32", op.inputs.labels.dims, [Hk, Sc], labels),
+          threshold: hostTensor("f32", op.inputs.threshold.dims, [1], Float32Array.of(tau)),
+        },
+        note: `τ ${tau.toExponential(2)}, budget ${(want.density.reduce((a, b) => a + b, 0) / H).toFixed(2)}`,
+        ref64: (cpu) => [
+          mismatches("indices", cpu.indices.data as Int32Array, want.indices),
+          maxAbs("density", values(cpu.density), want.density, 1e-7),
+        ],
+        compare: (got, cpu) => [
+          mismatches("indices", got.indices.data as Int32Array, cpu.indices.data as Int32Array),
+          maxAbs("density", values(got.density), values(cpu.density), 1e-7),
+        ],
+      };
+    },
+  }));
+
 /** hip.cacheMask (runtime pos): lists exact against the CPU reference; CPU against the list properties. */
 const hipCacheMaskCases: CaseGenerator = (op) =>
   HIP_CACHE_GRID.map(([H, Hk, S, cap, D, pos, raw], n) => ({
@@ -1690,6 +1817,8 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "tokenselect.selectCached": tsSelectCachedCases,
   "tokenselect.compact": tsCompactCases,
   "traceback.weights": tracebackCases,
+  "squeezed.lookup": squeezedLookupCases,
+  "squeezed.select": squeezedSelectCases,
   "dense.indexCacheAttn": indexCacheAttnCases,
   "hip.mask.f16": hipMaskCases,
   "model.embed": embedCases,

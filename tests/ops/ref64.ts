@@ -159,3 +159,79 @@ export const tracebackWeights64 = (
   }
   return w;
 };
+
+/**
+ * Squeezed Attention's centroid lookup in float64 from scratch: per query, the size-weighted log-sum-exp of
+ * the centroid logits `scale · q · c_j` over the non-empty clusters, each cluster's per-key probability
+ * `exp(s_j − lse)`, averaged over the queries → `score [H, C]` (0 for empty clusters).
+ */
+export const squeezedLookup64 = (
+  q: ArrayLike<number>,
+  centroids: ArrayLike<number>,
+  sizes: ArrayLike<number>,
+  dm: { H: number; Hk: number; seq: number; C: number; d: number },
+): Float64Array => {
+  const { H, Hk, seq, C, d } = dm, scale = 1 / Math.sqrt(d);
+  const out = new Float64Array(H * C);
+  for (let h = 0; h < H; h++) {
+    const hk = Math.floor(h / (H / Hk));
+    for (let j = 0; j < seq; j++) {
+      const s = Array.from({ length: C }, (_, c) => {
+        let v = 0;
+        for (let t = 0; t < d; t++) v += q[(h * seq + j) * d + t] * centroids[(hk * C + c) * d + t];
+        return v * scale;
+      });
+      const live = s.filter((_, c) => sizes[hk * C + c] > 0);
+      if (live.length === 0) continue;
+      const m = Math.max(...live);
+      let z = 0;
+      for (let c = 0; c < C; c++) if (sizes[hk * C + c] > 0) z += sizes[hk * C + c] * Math.exp(s[c] - m);
+      const lse = m + Math.log(z);
+      for (let c = 0; c < C; c++) if (sizes[hk * C + c] > 0) out[h * C + c] += Math.exp(s[c] - lse) / seq;
+    }
+  }
+  return out;
+};
+
+/**
+ * Squeezed Attention's lists from scratch: per query head and block, the sorted union of the clustered keys
+ * whose cluster (through `labels`) scores above `tau` (`union`: any head of the group), the observation
+ * window when `1 / seq > tau`, and the tokens after the fixed context up to the block's last query; −1 padded
+ * to `cap`. Returns `indices` and the budget per head.
+ */
+export const squeezedLists64 = (
+  score: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  tau: number,
+  dm: {
+    H: number;
+    Hk: number;
+    seq: number;
+    cap: number;
+    S: number;
+    C: number;
+    obs: number;
+    pos: number;
+    blockQ: number;
+    union: boolean;
+  },
+): { indices: Int32Array; density: Float64Array } => {
+  const { H, Hk, seq, cap, S, C, obs, pos, blockQ, union } = dm, g = H / Hk, qB = Math.ceil(seq / blockQ);
+  const indices = new Int32Array(H * qB * cap).fill(-1), density = new Float64Array(H);
+  for (let h = 0; h < H; h++) {
+    const hk = Math.floor(h / g), heads = union ? Array.from({ length: g }, (_, x) => hk * g + x) : [h];
+    const keys = new Set<number>();
+    for (let i = 0; i < S; i++) {
+      if (heads.some((x) => score[x * C + labels[hk * S + i]] > tau)) keys.add(i);
+    }
+    if (1 / seq > tau) { for (let i = S; i < S + obs; i++) keys.add(i); }
+    density[h] = keys.size / (S + obs);
+    for (let b = 0; b < qB; b++) {
+      const list = [...keys];
+      for (let i = S + obs; i < pos + Math.min(seq, (b + 1) * blockQ); i++) list.push(i);
+      list.sort((a, b2) => a - b2);
+      indices.set(list, (h * qB + b) * cap);
+    }
+  }
+  return { indices, density };
+};

@@ -34,6 +34,7 @@ import {
   type Graph,
   graph,
   type GraphBuilder,
+  type HostTensor,
   hostTensor,
   inferShapes,
   type LongctxError,
@@ -417,9 +418,30 @@ export const loadLlamaGraph = (
                 ...c.shape({ heads: H, kvHeads: KH, headDim: D }),
               ]);
             }
+            // tensors the caller binds per layer (Squeezed Attention's prefix index), uploaded once
+            const given = Object.entries(dec.spec.inputs ?? {});
+            for (const [name, t] of given) {
+              const at = graphOf.inputs.find((i) => i.name === name);
+              if (!at) {
+                return yield* Effect.fail(shapeError(
+                  `decode graph "${graphOf.name}" of layer ${l} has no input "${name}" to bind`,
+                  `bind only the graph's inputs: ${graphOf.inputs.map((i) => i.name).join(", ")}`,
+                ));
+              }
+              bindIn[name] = g.input(`const.${l}.${name}`, at.type, [...t.desc.shape]);
+            }
+            const unbound = graphOf.inputs.find((i) => !bindIn[i.name]);
+            if (unbound) {
+              return yield* Effect.fail(shapeError(
+                `decode graph "${graphOf.name}" of layer ${l} reads "${unbound.name}", which nothing binds`,
+                `give it in the layer's CacheDecodeGraphs.inputs (squeezed: the prefix index's layerInputs, ` +
+                  `see squeezedDecode of @longctx/runtime)`,
+              ));
+            }
             const sub = yield* inline(g, graphOf, `${p}dec.`, bindIn, densities, l, [
               ...dec.spec.state,
               ...carried.map((c) => c.name),
+              ...given.map(([name]) => name),
             ]);
             if (dec.mode === "search") {
               for (const name of dec.spec.state) {
@@ -609,6 +631,34 @@ export const loadLlamaGraph = (
         }
       });
 
+    // Tensors the callers bind to decode graphs (CacheDecodeGraphs.inputs), per binding name: the tensor
+    // uploaded and its buffer. A new tensor under a name replaces the old buffer (and the programs bound to it).
+    const constBufs = new Map<string, { src: HostTensor; buf: DeviceBuffer }>();
+    const constIds = new WeakMap<HostTensor, number>();
+    let constNext = 0;
+    const inputsKey = (inputs: CacheDecodeGraphs["inputs"]): string =>
+      Object.entries(inputs ?? {}).map(([n, t]) => {
+        let id = constIds.get(t);
+        if (id === undefined) constIds.set(t, id = constNext++);
+        return `${n}#${id}`;
+      }).join(",");
+    const constBuffer = (name: string, t: HostTensor) =>
+      Effect.gen(function* () {
+        const have = constBufs.get(name);
+        if (have?.src === t) return have.buf;
+        if (have) {
+          // programs bound the old buffer: lower again
+          for (const p of programs.values()) p.program.release();
+          programs.clear();
+          backend.release(have.buf);
+        }
+        const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+        const buf = yield* backend.allocate(Math.max(4, bytes.byteLength), name);
+        yield* backend.upload(buf, bytes);
+        constBufs.set(name, { src: t, buf });
+        return buf;
+      });
+
     // Programs, by shape key.
     const programs = new Map<
       string,
@@ -676,7 +726,9 @@ export const loadLlamaGraph = (
             const step = single ? (decodeSteps.get(cache) ?? 0) : 0;
             const m: "search" | "reuse" = step % r === 0 ? "search" : "reuse";
             for (const x of specs) decode.push(x ? { spec: x, mode: m } : undefined);
-            decodeGraphs = specs.map((x) => (x ? structKey(x.search) + structKey(x.reuse) : "-")).join(";");
+            decodeGraphs = specs.map((x) =>
+              x ? structKey(x.search) + structKey(x.reuse) + inputsKey(x.inputs) : "-"
+            ).join(";");
             decodeMode = m;
           }
         }
@@ -732,6 +784,9 @@ export const loadLlamaGraph = (
           }
         }
         for (let l = 0; l < nLayer; l++) {
+          for (const [name, t] of Object.entries(decode[l]?.spec.inputs ?? {})) {
+            all[`const.${l}.${name}`] = yield* constBuffer(`const.${l}.${name}`, t);
+          }
           for (const c of decode[l]?.spec.carried ?? []) {
             const shape = c.shape({ heads: H, kvHeads: KH, headDim: D });
             all[`carry.${l}.${c.name}`] = yield* carriedBuffer(cache, `carry.${l}.${c.name}`, shape);
@@ -1005,6 +1060,8 @@ export const loadLlamaGraph = (
         for (const p of heads.values()) p.release();
         heads.clear();
         for (const b of owned.splice(0)) backend.release(b);
+        for (const c of constBufs.values()) backend.release(c.buf);
+        constBufs.clear();
       },
     } satisfies GraphLlama;
   });

@@ -1,0 +1,240 @@
+/**
+ * `squeezed.lookup`: the centroid lookup of Squeezed Attention — for every query head, the estimated attention
+ * probability of each cluster's keys, averaged over the call's queries (the question's tokens in prefill, the
+ * one token in decode). For query `q` and the clusters of its KV head: `s_j = scale · q · c_j` (raw-mean
+ * centroid `c_j`), the softmax denominator estimated as `D = Σ_j N_j exp(s_j)` (cluster sizes `N_j`), and each
+ * key of cluster `j` given probability `exp(s_j) / D`; the score is the mean over queries (official
+ * `_fwd_centroid_simple_kernel_qk` in `squeezedattention/kernels.py`, and `run_global_threshold` in
+ * `clustering.py` for the calibration). Empty clusters (`N_j = 0`) score 0.
+ *
+ * GPU: two launches — per (query, head) the max and the estimated denominator over the clusters (a workgroup
+ * reduction), then per (head, cluster) the mean probability over the queries. f32 throughout (the official
+ * kernel accumulates the centroid logits in bf16).
+ * @module
+ */
+import { Effect } from "effect";
+import { allocHost, tensorType } from "@longctx/graph";
+import type { Cost, DescsOf, GpuLowering, HostOf, Operator, TensorType } from "@longctx/graph";
+import { need } from "../dense/common.ts";
+import { kvHeadOf, SqueezedParams } from "./params.ts";
+
+/** Input ports of `squeezed.lookup`. */
+export type LookupInputs = {
+  /** The call's queries after RoPE, `f32 [heads, seq, headDim]`. */
+  readonly q: TensorType<"f32", readonly ["heads", "seq", "headDim"]>;
+  /** Raw-mean centroids of the fixed context's post-RoPE keys, `f32 [kvHeads, clusters, headDim]`. */
+  readonly centroids: TensorType<"f32", readonly ["kvHeads", "clusters", "headDim"]>;
+  /** Keys per cluster, `f32 [kvHeads, clusters]` (integers; 0 for an empty cluster). */
+  readonly sizes: TensorType<"f32", readonly ["kvHeads", "clusters"]>;
+};
+/** Output ports of `squeezed.lookup`. */
+export type LookupOutputs = {
+  /** Mean over the queries of each cluster's estimated per-key probability, `f32 [heads, clusters]`. */
+  readonly score: TensorType<"f32", readonly ["heads", "clusters"]>;
+};
+
+const inputs: LookupInputs = {
+  q: tensorType("f32", ["heads", "seq", "headDim"] as const),
+  centroids: tensorType("f32", ["kvHeads", "clusters", "headDim"] as const),
+  sizes: tensorType("f32", ["kvHeads", "clusters"] as const),
+};
+const outputs: LookupOutputs = { score: tensorType("f32", ["heads", "clusters"] as const) };
+
+/** Shapes of a lookup. */
+export interface LookupDims {
+  readonly H: number;
+  readonly Hk: number;
+  readonly seq: number;
+  readonly C: number;
+  readonly d: number;
+}
+
+/**
+ * `squeezed.lookup` on host arrays, in float64 (see the module doc): `q [H, seq, d]`, `centroids [Hk, C, d]`,
+ * `sizes [Hk, C]`; returns `score [H, C]`. `scale` 0 means 1/sqrt(d).
+ */
+export const lookupReference = (
+  scale: number,
+  q: Float32Array,
+  centroids: Float32Array,
+  sizes: ArrayLike<number>,
+  dm: LookupDims,
+): Float32Array => {
+  const { H, Hk, seq, C, d } = dm, sc = scale > 0 ? scale : 1 / Math.sqrt(d);
+  const out = new Float32Array(H * C), acc = new Float64Array(C), s = new Float64Array(C);
+  for (let h = 0; h < H; h++) {
+    const hk = kvHeadOf(h, H, Hk);
+    acc.fill(0);
+    for (let j = 0; j < seq; j++) {
+      const qo = (h * seq + j) * d;
+      let m = -Infinity;
+      for (let c = 0; c < C; c++) {
+        const co = (hk * C + c) * d;
+        let v = 0;
+        for (let t = 0; t < d; t++) v += q[qo + t] * centroids[co + t];
+        s[c] = v * sc;
+        if (sizes[hk * C + c] > 0 && s[c] > m) m = s[c];
+      }
+      if (m === -Infinity) continue;
+      let den = 0;
+      for (let c = 0; c < C; c++) den += sizes[hk * C + c] * Math.exp(s[c] - m);
+      for (let c = 0; c < C; c++) if (sizes[hk * C + c] > 0) acc[c] += Math.exp(s[c] - m) / den;
+    }
+    for (let c = 0; c < C; c++) out[h * C + c] = acc[c] / seq;
+  }
+  return out;
+};
+
+const WG = 64;
+
+const lookupWgsl = (dm: LookupDims, scale: number) => {
+  const { H, Hk, seq, C, d } = dm, g = H / Hk;
+  const sc = scale > 0 ? scale : 1 / Math.sqrt(d);
+  return [
+    `@group(0) @binding(0) var<storage, read> Q: array<f32>;`,
+    `@group(0) @binding(1) var<storage, read> CEN: array<f32>;`,
+    `@group(0) @binding(2) var<storage, read> N: array<f32>;`,
+    `@group(0) @binding(3) var<storage, read_write> ST: array<f32>;`,
+    `@group(0) @binding(4) var<storage, read_write> SC: array<f32>;`,
+    `var<workgroup> qs: array<f32, ${d}>;`,
+    `var<workgroup> rm: array<f32, ${WG}>;`,
+    `var<workgroup> rd: array<f32, ${WG}>;`,
+    `const NEG: f32 = -3.0e38;`,
+    `fn dotq(qo: u32, co: u32) -> f32 {`,
+    `  var v = 0.0;`,
+    `  for (var t = 0u; t < ${d}u; t++) { v += Q[qo + t] * CEN[co + t]; }`,
+    `  return v * ${sc};`,
+    `}`,
+    // per (query, head): the max over non-empty clusters and D = Σ N exp(s − max)
+    `@compute @workgroup_size(${WG})`,
+    `fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
+    `  let j = wid.x; let h = wid.y; let hk = h / ${g}u;`,
+    `  let qo = (h * ${seq}u + j) * ${d}u;`,
+    `  for (var x = t; x < ${d}u; x += ${WG}u) { qs[x] = Q[qo + x]; }`,
+    `  workgroupBarrier();`,
+    `  var m = NEG; var den = 0.0;`,
+    `  for (var c = t; c < ${C}u; c += ${WG}u) {`,
+    `    let n = N[hk * ${C}u + c];`,
+    `    if (n > 0.0) {`,
+    `      let co = (hk * ${C}u + c) * ${d}u;`,
+    `      var v = 0.0;`,
+    `      for (var x = 0u; x < ${d}u; x++) { v += qs[x] * CEN[co + x]; }`,
+    `      v *= ${sc};`,
+    `      let m2 = max(m, v);`,
+    `      den = den * exp(m - m2) + n * exp(v - m2);`,
+    `      m = m2;`,
+    `    }`,
+    `  }`,
+    `  rm[t] = m; rd[t] = den;`,
+    `  workgroupBarrier();`,
+    `  for (var w = ${WG / 2}u; w > 0u; w >>= 1u) {`,
+    `    if (t < w) {`,
+    `      let ma = rm[t]; let mb = rm[t + w]; let mm = max(ma, mb);`,
+    `      var dd = 0.0;`,
+    `      if (ma > NEG) { dd += rd[t] * exp(ma - mm); }`,
+    `      if (mb > NEG) { dd += rd[t + w] * exp(mb - mm); }`,
+    `      rm[t] = mm; rd[t] = dd;`,
+    `    }`,
+    `    workgroupBarrier();`,
+    `  }`,
+    `  if (t == 0u) { ST[(h * ${seq}u + j) * 2u] = rm[0]; ST[(h * ${seq}u + j) * 2u + 1u] = rd[0]; }`,
+    `}`,
+    // per (head, cluster): the mean over queries of exp(s − max) / D
+    `@compute @workgroup_size(${WG})`,
+    `fn score(@builtin(global_invocation_id) gid: vec3<u32>) {`,
+    `  let i = gid.x;`,
+    `  if (i >= ${H * C}u) { return; }`,
+    `  let h = i / ${C}u; let c = i % ${C}u; let hk = h / ${g}u;`,
+    `  var acc = 0.0;`,
+    `  if (N[hk * ${C}u + c] > 0.0) {`,
+    `    for (var j = 0u; j < ${seq}u; j++) {`,
+    `      let m = ST[(h * ${seq}u + j) * 2u]; let den = ST[(h * ${seq}u + j) * 2u + 1u];`,
+    `      if (den > 0.0) {`,
+    `        acc += exp(dotq((h * ${seq}u + j) * ${d}u, (hk * ${C}u + c) * ${d}u) - m) / den;`,
+    `      }`,
+    `    }`,
+    `  }`,
+    `  SC[i] = acc / f32(${seq});`,
+    `}`,
+  ].join("\n");
+};
+
+/**
+ * `squeezed.lookup` (see the module doc). Inputs `q f32 [heads, seq, headDim]`, `centroids f32 [kvHeads,
+ * clusters, headDim]`, `sizes f32 [kvHeads, clusters]`; output `score f32 [heads, clusters]`. Shape errors:
+ * heads not a multiple of kvHeads, centroids' headDim not q's, sizes not `[kvHeads, clusters]`.
+ */
+export const lookup: Operator<SqueezedParams, LookupInputs, LookupOutputs> = {
+  name: "squeezed.lookup",
+  kind: "centroid-lookup",
+  reference:
+    "Squeezed Attention (arXiv 2411.09688): centroid lookup with the cluster-size-weighted softmax " +
+    "estimate, averaged over the queries (official squeezedattention/kernels.py)",
+  params: SqueezedParams,
+  inputs,
+  outputs,
+  infer: (_p, i) =>
+    Effect.gen(function* () {
+      const [H, , d] = i.q.shape as [number, number, number];
+      const [Hk, C, dc] = i.centroids.shape as [number, number, number];
+      yield* need(
+        dc === d && H % Hk === 0 && C >= 1,
+        "centroids",
+        `q [${i.q.shape}], centroids [${i.centroids.shape}]`,
+        "centroids are [kvHeads, clusters ≥ 1, headDim] with heads a multiple of kvHeads",
+      );
+      yield* need(
+        i.sizes.shape.join() === `${Hk},${C}`,
+        "sizes",
+        `sizes [${i.sizes.shape}]`,
+        `the cluster sizes are [kvHeads, clusters] = [${Hk}, ${C}]`,
+      );
+      return { score: { ...outputs.score, shape: [H, C] } } as DescsOf<LookupOutputs>;
+    }),
+  cpu: (p, i) => {
+    const [H, seq, d] = i.q.desc.shape as [number, number, number];
+    const [Hk, C] = i.centroids.desc.shape as [number, number, number];
+    const score = allocHost({ ...outputs.score, shape: [H, C] });
+    score.data.set(lookupReference(
+      p.scale,
+      i.q.data as Float32Array,
+      i.centroids.data as Float32Array,
+      i.sizes.data as Float32Array,
+      { H, Hk, seq, C, d },
+    ));
+    return { score } as HostOf<LookupOutputs>;
+  },
+  gpu: (p, i): GpuLowering => {
+    const [H, seq, d] = i.q.shape as [number, number, number];
+    const [Hk, C] = i.centroids.shape as [number, number, number];
+    const dm = { H, Hk, seq, C, d }, wgsl = lookupWgsl(dm, p.scale);
+    const key = `squeezed.lookup:${H}/${Hk}x${seq}x${C}x${d}:${p.scale}`;
+    const bindings = ["read", "read", "read", "read_write", "read_write"] as const;
+    const buffers = ["in:q", "in:centroids", "in:sizes", "ws:stats", "out:score"];
+    return {
+      workspaces: { stats: H * seq * 2 * 4 },
+      launches: [
+        {
+          kernel: { key: `${key}:stats`, wgsl, entryPoint: "stats", bindings: [...bindings] },
+          buffers,
+          workgroups: [seq, H, 1],
+        },
+        {
+          kernel: { key: `${key}:score`, wgsl, entryPoint: "score", bindings: [...bindings] },
+          buffers,
+          workgroups: [Math.ceil((H * C) / WG), 1, 1],
+        },
+      ],
+    };
+  },
+  cost: (_p, i): Cost => {
+    const [H, seq, d] = i.q.shape as [number, number, number];
+    const [Hk, C] = i.centroids.shape as [number, number, number];
+    return {
+      flops: 2 * 2 * H * seq * C * d,
+      bytesRead: (H * seq * d + 2 * (H / Hk) * Hk * C * d + Hk * C) * 4,
+      bytesWritten: H * C * 4,
+      workspaceBytes: H * seq * 2 * 4,
+    };
+  },
+};

@@ -1,0 +1,169 @@
+/**
+ * The `squeezed` technique: a fixed context (prefilled dense, its keys clustered once into a prefix index)
+ * asked questions; per call after the context (the question's prefill, each decode step) and layer,
+ * `squeezed.lookup` (the queries against the centroids) → `squeezed.select` (the clusters above the global
+ * threshold, the observation window, the question's own tokens) → `dense.indexCacheAttn` over those lists.
+ *
+ * The index tensors (`centroids`, `sizes`, `labels`, `threshold`) are inputs of the decode graph that a prefix
+ * index binds per layer (`layerInputs` of ops/squeezed/index.ts; the forward's `CacheDecodeGraphs.inputs`).
+ *
+ * Reference: Squeezed Attention (arXiv 2411.09688); official code SqueezeAILab/SqueezedAttention
+ * (`offline_clustering.py`, `squeezedattention/clustering.py`, `modeling_llama.py`); see ops/squeezed/README.md.
+ * @module
+ */
+import { Effect } from "effect";
+import {
+  type AttnDims,
+  type CacheDecodeGraphs,
+  type Graph,
+  graph,
+  inferShapes,
+  stagedTechnique,
+  type Technique,
+  TechniqueError,
+  type TechniqueGraphError,
+  type TensorDesc,
+} from "@longctx/graph";
+import { indexCacheAttn } from "../dense/index_attn.ts";
+import { denseTechnique } from "../dense/technique.ts";
+import { lookup } from "./lookup.ts";
+import { clusterCount, SqueezedParams } from "./params.ts";
+import { select } from "./select.ts";
+
+/** The inputs of the squeezed decode graph that a prefix index binds per layer. */
+export const INDEX_INPUTS: readonly string[] = ["centroids", "sizes", "labels", "threshold"];
+
+/**
+ * One layer's Squeezed Attention graph on a KV cache: inputs `q f32 [heads, seq, headDim]` (after RoPE, at
+ * positions `pos …` past the fixed context), `k`, `v f32 [kvHeads, capacity, headDim]` (the cache, runtime
+ * scalar `pos`), and the index's `centroids f32 [kvHeads, clusters, headDim]`, `sizes f32 [kvHeads, clusters]`,
+ * `labels i32 [kvHeads, clustered]`, `threshold f32 [1]`; outputs `o f32 [heads, seq, headDim]`, `lse f32
+ * [heads, seq]` (over the attended keys), `density f32 [heads]` (the KV budget: kept fixed-context keys /
+ * fixed-context tokens) and the lists `indices i32 [heads, ceil(seq / blockQ), capacity]`.
+ */
+export const squeezedGraph = (
+  p: SqueezedParams,
+  name = "squeezed.cache",
+): Effect.Effect<Graph, TechniqueGraphError> =>
+  Effect.gen(function* () {
+    const g = graph(name);
+    const q = g.input("q", lookup.inputs.q);
+    const k = g.input("k", select.inputs.kCache);
+    const v = g.input("v", indexCacheAttn.inputs.vCache);
+    const centroids = g.input("centroids", lookup.inputs.centroids);
+    const sizes = g.input("sizes", lookup.inputs.sizes);
+    const labels = g.input("labels", select.inputs.labels);
+    const threshold = g.input("threshold", select.inputs.threshold);
+    const score = g.add(lookup, p, { q, centroids, sizes }, "lookup").score;
+    const s = g.add(select, p, { q, kCache: k, score, labels, threshold }, "select");
+    const a = g.add(
+      indexCacheAttn,
+      { blockQ: p.blockQ, sink: 0, window: 0, scale: p.scale, workgroupMemory: p.workgroupMemory },
+      { q, kCache: k, vCache: v, indices: s.indices },
+      "attn",
+    );
+    g.output("o", a.o);
+    g.output("lse", a.lse);
+    g.output("density", s.density);
+    g.output("indices", s.indices);
+    return yield* g.build();
+  });
+
+/**
+ * Squeezed Attention on the model forward's KV cache: every call after the fixed context — the question's
+ * prefill (`prefill`: multi-token calls too) and each decode step — looks up again (`refresh` 1; the official
+ * code redoes the lookup for every generated token). The index tensors are left for the caller to bind
+ * (`inputs`); a forward without them fails with a typed error naming the input.
+ */
+export const squeezedCacheDecode = (
+  p: SqueezedParams,
+): Effect.Effect<CacheDecodeGraphs, TechniqueGraphError> =>
+  Effect.gen(function* () {
+    const g = yield* squeezedGraph(p);
+    return { refresh: 1, search: g, reuse: g, state: [], prefill: true };
+  });
+
+const staged = stagedTechnique<SqueezedParams>({
+  name: "squeezed",
+  reference: "Squeezed Attention (arXiv 2411.09688): clustered keys of a fixed context, centroid lookup, " +
+    "official code SqueezeAILab/SqueezedAttention",
+  phases: ["decode"],
+  sparse: true,
+  params: SqueezedParams,
+  operators: [lookup, select, indexCacheAttn],
+  stages: ["centroid-lookup", "cluster-select", "index-cache-attn"],
+  densityScaled: ["index-cache-attn"],
+  knob: {
+    name: "threshold percentile",
+    param: "percentile",
+    values: [0.5, 0.7, 0.8, 0.9],
+    sparser: "higher",
+    description: "quantile of the calibration scores used as the global threshold (fraction; the official " +
+      "calibration points)",
+  },
+  cacheDecode: squeezedCacheDecode,
+  delegates: {
+    prefill: {
+      technique: denseTechnique,
+      params: (p) => ({ scale: p.scale }),
+      reason: "Squeezed Attention prefills the fixed context dense (its keys are then clustered offline); " +
+        "the question after it runs through the cache attention (cacheDecode with prefill)",
+    },
+  },
+  state: {
+    perSequence: true,
+    description: "the prefix index of the fixed context: per layer and KV head the raw-mean centroids f32 " +
+      "[clusters, headDim], sizes and each key's label (≈ 5 % of the keys' size), and the threshold table",
+  },
+});
+
+/**
+ * The `squeezed` technique (see the module doc): decode-phase (every call after the fixed context, the
+ * question's prefill included), knob `percentile`. Its `decode` graph at `dims` is {@link squeezedGraph} with
+ * the fixed context taken as the cache minus the call (`kvSeq − seq` tokens) and `clusterCount` clusters; the
+ * whole-prompt prefill is dense's.
+ */
+export const squeezedTechnique: Technique<SqueezedParams> = {
+  ...staged,
+  graph: (p, dims: AttnDims, phase, dtype = "f32") =>
+    Effect.gen(function* () {
+      if (phase === "prefill") return yield* staged.graph(p, dims, phase, dtype);
+      if (dtype !== "f32") {
+        return yield* new TechniqueError({
+          reason: "unsupported-phase",
+          technique: "squeezed",
+          message: `squeezed runs on the f32 KV cache; ${dtype} was asked`,
+          hint: 'build its decode graph with dtype "f32"',
+        });
+      }
+      const F = dims.kvSeq - dims.seq;
+      if (F <= p.obsWindow) {
+        return yield* new TechniqueError({
+          reason: "bad-params",
+          technique: "squeezed",
+          message:
+            `a fixed context of ${F} tokens (kvSeq ${dims.kvSeq} − seq ${dims.seq}) is not longer than ` +
+            `obsWindow ${p.obsWindow}`,
+          hint: "squeezed needs a fixed context longer than its observation window before the call",
+        });
+      }
+      const g = yield* squeezedGraph(p, "squeezed.decode");
+      const C = clusterCount(p, F), S = F - p.obsWindow;
+      const t = (dtype: "f32" | "i32", shape: number[], dimsOf: readonly string[]): TensorDesc => ({
+        dtype,
+        dims: dimsOf,
+        shape,
+      });
+      const kv = [dims.kvHeads, dims.kvSeq, dims.headDim];
+      yield* inferShapes(g, {
+        q: t("f32", [dims.heads, dims.seq, dims.headDim], ["heads", "seq", "headDim"]),
+        k: t("f32", kv, ["kvHeads", "capacity", "headDim"]),
+        v: t("f32", kv, ["kvHeads", "capacity", "headDim"]),
+        centroids: t("f32", [dims.kvHeads, C, dims.headDim], ["kvHeads", "clusters", "headDim"]),
+        sizes: t("f32", [dims.kvHeads, C], ["kvHeads", "clusters"]),
+        labels: t("i32", [dims.kvHeads, S], ["kvHeads", "clustered"]),
+        threshold: t("f32", [1], ["one"]),
+      });
+      return g;
+    }),
+};

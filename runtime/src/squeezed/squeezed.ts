@@ -1,0 +1,330 @@
+/**
+ * Squeezed Attention on the model (any backend of the graph forward): a fixed context prefilled once (dense)
+ * with its keys clustered into a prefix index (`@longctx/ops` `squeezed`), saved to disk and loaded for later
+ * questions — "same document, new question" — which then prefill and decode with the `squeezed` cache
+ * attention, every layer's lookup bound to the index.
+ *
+ * Reference: Squeezed Attention (arXiv 2411.09688); official code SqueezeAILab/SqueezedAttention.
+ * @module
+ */
+import { Effect } from "effect";
+import { readFile, writeFile } from "node:fs/promises";
+import {
+  type CacheDecodeGraphs,
+  type Graph,
+  graph,
+  InputError,
+  type LongctxError,
+  type TechniqueGraphError,
+} from "@longctx/graph";
+import { dense, squeezed } from "@longctx/ops";
+import type { GraphLlama, KvState } from "../model/llama_graph.ts";
+import type { LlamaModel } from "../model/llama.ts";
+
+/** The model's fingerprint kept in an index: its shapes and the SHA-256 of its token embedding. */
+export const modelFingerprint = (model: Pick<LlamaModel, "config" | "tokEmbd">): Effect.Effect<string> =>
+  Effect.promise(async () => {
+    const c = model.config, e = model.tokEmbd;
+    const h = new Uint8Array(
+      await crypto.subtle.digest("SHA-256", new Uint8Array(e.buffer, e.byteOffset, e.byteLength).slice()),
+    );
+    const hex = [...h.subarray(0, 8)].map((x) => x.toString(16).padStart(2, "0")).join("");
+    return `L${c.nLayer} E${c.nEmbd} H${c.nHead}/${c.nKvHead} D${c.headDim} V${c.vocab} θ${c.ropeTheta} ` +
+      `embd ${hex}`;
+  });
+
+/** The attention graph of the context's prefill: dense attention, and the queries (post-RoPE) as an output. */
+const captureGraph = (workgroupMemory: number): Effect.Effect<Graph, LongctxError> =>
+  Effect.gen(function* () {
+    const g = graph("squeezed.capture");
+    const q = g.input("q", dense.denseAttn.inputs.q);
+    const k = g.input("k", dense.denseAttn.inputs.k);
+    const v = g.input("v", dense.denseAttn.inputs.v);
+    const a = g.add(dense.denseAttn, { scale: 0, blockQ: 64, workgroupMemory }, { q, k, v }, "attn");
+    g.output("o", a.o);
+    g.output("qCapture", q);
+    return yield* g.build();
+  });
+
+/** A fixed context ready for questions: its KV cache (holding exactly its tokens) and its prefix index. */
+export interface SqueezedContext {
+  /** The index (clusters, calibration, provenance). */
+  readonly index: squeezed.PrefixIndex;
+  /** The KV cache, `index.fixed` rows valid, room for `capacity − fixed` question and answer tokens. */
+  readonly cache: KvState;
+  /** Wall time of the context's prefill and of the clustering, ms (0 for a loaded index's prefill). */
+  readonly ms: { readonly prefill: number; readonly cluster: number };
+  /** The data the index was built from, with `keepCapture`. */
+  readonly capture?: PrefixData;
+}
+
+/** A fixed context prefilled with its data read back: what the index is built from. */
+export interface PrefixData {
+  /** The KV cache, the context's `fixed` rows valid. */
+  readonly cache: KvState;
+  /** Per layer, post-RoPE keys `f32 [kvHeads, fixed, headDim]`. */
+  readonly keys: readonly Float32Array[];
+  /** Per layer, values `f32 [kvHeads, fixed, headDim]` (empty when not read). */
+  readonly values: readonly Float32Array[];
+  /** Per layer, the last `obs` post-RoPE queries `f32 [heads, obs, headDim]`. */
+  readonly queries: readonly Float32Array[];
+  /** Wall time of the prefill, ms. */
+  readonly prefillMs: number;
+}
+
+/**
+ * Prefill the fixed context `tokens` dense into a new cache of `room` rows more, reading back every layer's
+ * keys (and values with `withValues`) and the last `obs` queries. Fails with the forward's errors and
+ * `InputError` for a context not longer than `obs`.
+ */
+export const capturePrefix = (
+  g: GraphLlama,
+  tokens: readonly number[],
+  obs: number,
+  room: number,
+  withValues: boolean,
+): Effect.Effect<PrefixData, LongctxError> =>
+  Effect.gen(function* () {
+    const F = tokens.length;
+    if (F <= obs) {
+      return yield* new InputError({
+        message: `a fixed context of ${F} tokens; squeezed needs more than obsWindow = ${obs}`,
+        hint: "use a longer document, or a smaller obsWindow",
+      });
+    }
+    const { nLayer: L, nHead: H, nKvHead: Hk, headDim: d } = g.config;
+    const cache = yield* g.newCache(F + room);
+    const cap = cache.capacity;
+    const queries: Float32Array[] = [];
+    const cg = yield* captureGraph(g.backend.limits.maxComputeWorkgroupStorageSize);
+    const t0 = performance.now();
+    yield* g.forward(tokens, cache, {
+      logits: "none",
+      attentionGraph: () => cg,
+      readOutputs: ["qCapture"],
+      onOutputs: (layers) => {
+        for (const r of layers) {
+          const q = r.qCapture, out = new Float32Array(H * obs * d);
+          for (let h = 0; h < H; h++) {
+            out.set(q.subarray((h * F + F - obs) * d, (h * F + F) * d), h * obs * d);
+          }
+          queries.push(out);
+        }
+      },
+    });
+    const prefillMs = performance.now() - t0;
+    const rows = (bytes: Uint8Array) => {
+      const buf = new Float32Array(bytes.slice().buffer), out = new Float32Array(Hk * F * d);
+      for (let hk = 0; hk < Hk; hk++) out.set(buf.subarray(hk * cap * d, (hk * cap + F) * d), hk * F * d);
+      return out;
+    };
+    const keys: Float32Array[] = [], values: Float32Array[] = [];
+    for (let l = 0; l < L; l++) {
+      keys.push(rows(yield* g.backend.download(cache.k[l])));
+      if (withValues) values.push(rows(yield* g.backend.download(cache.v[l])));
+    }
+    return { cache, keys, values, queries, prefillMs };
+  });
+
+/** Options of {@link prepareContext}. */
+export interface PrepareOptions {
+  /** Cache rows after the context, for the question and the answer (tokens; default 1024). */
+  readonly room?: number;
+  /** Keep the context's K/V in the index, so a loaded index needs no prefill (default true). */
+  readonly keepKv?: boolean;
+  /** Called after each layer's clustering. */
+  readonly onLayer?: (l: number) => void;
+  /** Keep the captured keys and queries in the result (`capture`), e.g. for `squeezed.observationRecall`. */
+  readonly keepCapture?: boolean;
+}
+
+/**
+ * Prefill the fixed context `tokens` (dense) and build its prefix index with `params` (see
+ * `squeezed.buildPrefixIndex`): per layer the keys read back from the cache and the last `obsWindow` queries.
+ * k-means runs on the host, with the model's GEMM. Fails with the forward's errors and `InputError` for a
+ * context not longer than `obsWindow`.
+ */
+export const prepareContext = (
+  g: GraphLlama,
+  model: LlamaModel,
+  tokens: readonly number[],
+  params: squeezed.SqueezedParams,
+  o: PrepareOptions = {},
+): Effect.Effect<SqueezedContext, LongctxError> =>
+  Effect.gen(function* () {
+    const keep = o.keepKv ?? true, cfg = model.config;
+    const data = yield* capturePrefix(g, tokens, params.obsWindow, o.room ?? 1024, keep);
+    const provenance = {
+      model: yield* modelFingerprint(model),
+      tokensSha256: yield* squeezed.tokensSha256(tokens),
+    };
+    const t1 = performance.now();
+    const index = squeezed.buildPrefixIndex(
+      {
+        keys: (l) => data.keys[l],
+        queries: (l) => data.queries[l],
+        ...(keep ? { values: (l: number) => data.values[l] } : {}),
+      },
+      {
+        layers: cfg.nLayer,
+        heads: cfg.nHead,
+        kvHeads: cfg.nKvHead,
+        headDim: cfg.headDim,
+        fixed: tokens.length,
+      },
+      params,
+      provenance,
+      { gemm: model.sgemm.gemm, ...(o.onLayer ? { onLayer: o.onLayer } : {}) },
+    );
+    const ms = { prefill: data.prefillMs, cluster: performance.now() - t1 };
+    return { index, cache: data.cache, ms, ...(o.keepCapture ? { capture: data } : {}) };
+  });
+
+/**
+ * A fixed context from a loaded prefix index: checks it against the model and the context's tokens (a stale
+ * index is a `PrefixIndexError`), then fills a new cache with the index's K/V — or, when the index keeps none,
+ * prefills `tokens` again. Fails with `PrefixIndexError` and the forward's errors.
+ */
+export const restoreContext = (
+  g: GraphLlama,
+  model: LlamaModel,
+  tokens: readonly number[],
+  index: squeezed.PrefixIndex,
+  room = 1024,
+): Effect.Effect<SqueezedContext, LongctxError | squeezed.PrefixIndexError> =>
+  Effect.gen(function* () {
+    const cfg = model.config;
+    yield* squeezed.checkPrefixIndex(index, {
+      model: yield* modelFingerprint(model),
+      tokensSha256: yield* squeezed.tokensSha256(tokens),
+      layers: cfg.nLayer,
+      heads: cfg.nHead,
+      kvHeads: cfg.nKvHead,
+      headDim: cfg.headDim,
+    });
+    const F = index.fixed, d = cfg.headDim;
+    const cache = yield* g.newCache(F + room);
+    const t0 = performance.now();
+    if (index.kv) {
+      const cap = cache.capacity;
+      for (let l = 0; l < cfg.nLayer; l++) {
+        for (let hk = 0; hk < cfg.nKvHead; hk++) {
+          const at = hk * cap * d * 4, src = hk * F * d;
+          yield* g.backend.upload(cache.k[l], index.kv.k[l].subarray(src, src + F * d), at);
+          yield* g.backend.upload(cache.v[l], index.kv.v[l].subarray(src, src + F * d), at);
+        }
+      }
+      cache.length = F;
+    } else {
+      yield* g.forward(tokens, cache, { logits: "none" });
+    }
+    return { index, cache, ms: { prefill: performance.now() - t0, cluster: 0 } };
+  });
+
+/**
+ * The per-layer decode attention of the `squeezed` technique with `params`, bound to `index` (its centroids,
+ * sizes, labels and τ for `params.percentile`): pass as the forward's `decodeAttention` for the question and
+ * the answer. Fails with the technique's graph errors.
+ */
+export const squeezedDecode = (
+  index: squeezed.PrefixIndex,
+  params: squeezed.SqueezedParams,
+): Effect.Effect<(layer: number) => CacheDecodeGraphs, TechniqueGraphError> =>
+  Effect.gen(function* () {
+    const base = yield* squeezed.squeezedCacheDecode(params);
+    const perLayer = index.perLayer.map((_, l) => ({
+      ...base,
+      inputs: squeezed.layerInputs(index, l, params),
+    }));
+    return (l: number) => perLayer[l];
+  });
+
+/** Write `index` to `path` (see `squeezed.encodePrefixIndex`). Fails with `InputError` when it cannot write. */
+export const saveSqueezedIndex = (
+  path: string,
+  index: squeezed.PrefixIndex,
+): Effect.Effect<number, InputError> =>
+  Effect.gen(function* () {
+    const bytes = yield* squeezed.encodePrefixIndex(index);
+    yield* Effect.tryPromise({
+      try: () => writeFile(path, bytes),
+      catch: (e) =>
+        new InputError({
+          message: `cannot write the prefix index to ${path}: ${(e as Error).message}`,
+          hint: "check the directory exists and is writable",
+        }),
+    });
+    return bytes.length;
+  });
+
+/**
+ * Read a prefix index from `path`. Fails with `InputError` when the file cannot be read and with
+ * `PrefixIndexError` when it is not an index, corrupt, or of another version.
+ */
+export const loadSqueezedIndex = (
+  path: string,
+): Effect.Effect<squeezed.PrefixIndex, InputError | squeezed.PrefixIndexError> =>
+  Effect.gen(function* () {
+    const bytes = yield* Effect.tryPromise({
+      try: () => readFile(path),
+      catch: (e) =>
+        new InputError({
+          message: `cannot read the prefix index ${path}: ${(e as Error).message}`,
+          hint: "check the path (an index written by saveSqueezedIndex or run --index)",
+        }),
+    });
+    return yield* squeezed.decodePrefixIndex(
+      new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+    );
+  });
+
+/** One question's answer on a prepared context. */
+export interface SqueezedAnswer {
+  /** Greedy answer token ids (without the stop token). */
+  readonly ids: readonly number[];
+  /** The question's prefill and the decode steps, ms. */
+  readonly ms: { readonly prefill: number; readonly decode: number };
+  /** KV budget per layer: the mean over heads of the kept fixed-context keys in the question's prefill. */
+  readonly density: readonly number[];
+  /** The next-token logits after the question (the answer's first token), `f32 [vocab]`. */
+  readonly firstLogits: Float32Array;
+}
+
+/**
+ * Ask one question of a prepared context: the `question` tokens prefill at the context's end (with `decode`,
+ * the squeezed attention; without, dense over the cache), then greedy decoding until `stop` says so or
+ * `maxNew` tokens. The context's cache is rewound to the fixed context afterwards, so the next question starts
+ * from the same state. Fails with the forward's errors.
+ */
+export const askContext = (
+  g: GraphLlama,
+  ctx: SqueezedContext,
+  question: readonly number[],
+  maxNew: number,
+  stop: (ids: readonly number[], next: number) => boolean,
+  decode?: (layer: number) => CacheDecodeGraphs,
+): Effect.Effect<SqueezedAnswer, LongctxError> =>
+  Effect.gen(function* () {
+    const cache = ctx.cache, F = ctx.index.fixed;
+    cache.length = F;
+    const opts = decode ? { decodeAttention: decode } : {};
+    let density: number[] = [];
+    const t0 = performance.now();
+    const logits = yield* g.forward(question, cache, {
+      ...opts,
+      onDensity: (d) => (density = d.map((x) => (x ? x.reduce((a, b) => a + b, 0) / x.length : 1))),
+    });
+    let next = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[next]) next = i;
+    const prefill = performance.now() - t0;
+    const ids: number[] = [];
+    const t1 = performance.now();
+    while (ids.length < maxNew && !stop(ids, next)) {
+      ids.push(next);
+      if (ids.length === maxNew) break;
+      next = yield* g.forwardArgmax([next], cache, opts);
+    }
+    const decodeMs = performance.now() - t1;
+    cache.length = F;
+    return { ids, ms: { prefill, decode: decodeMs }, density, firstLogits: logits };
+  });
