@@ -6,7 +6,8 @@ enable_gqa=True, or K/V repeated to 32 heads when a backend refuses GQA), causal
 Times with CUDA events: 2 warm-ups, then the median of --iters runs. Prints one JSON array of rows
 ({metric: "latency_ms", impl, context, value, unit, ...}) to stdout, or writes it to --out.
 
-Usage: python3 benchmarks/device/sdpa_peer.py --contexts 8192,16384 [--iters 5] [--out rows.json]
+Usage: python3 benchmarks/device/sdpa_peer.py --contexts 8192,16384 [--iters 5] [--decode | --queries N]
+[--out rows.json]
 """
 
 import argparse
@@ -25,7 +26,13 @@ def main() -> int:
     ap.add_argument("--out", default="")
     ap.add_argument("--decode", action="store_true",
                     help="one query row against S keys (a decode step, not causal): metric decode_latency_ms")
+    ap.add_argument("--queries", type=int, default=0,
+                    help="N query rows after S - N keys (a question or prefill chunk on a KV cache), not masked: "
+                         "the N x N triangle (N/(2S) of the work) is attended too; metric chunk_latency_ms")
     a = ap.parse_args()
+    if a.queries > 0 and a.decode:
+        print("sdpa_peer: --queries and --decode exclude each other", file=sys.stderr)
+        return 2
     rows = []
     try:
         import torch
@@ -44,7 +51,9 @@ def main() -> int:
     backends = [("sdpa-flash", SDPBackend.FLASH_ATTENTION), ("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION)]
     for s in [int(x) for x in a.contexts.split(",") if x]:
         g = torch.Generator(device=dev).manual_seed(s)
-        q = torch.randn(1, a.heads, 1 if a.decode else s, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
+        rows_q = 1 if a.decode else (a.queries if a.queries > 0 else s)
+        causal = not a.decode and a.queries == 0
+        q = torch.randn(1, a.heads, rows_q, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
         k = torch.randn(1, a.kv_heads, s, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
         v = torch.randn(1, a.kv_heads, s, a.dim, device=dev, dtype=torch.bfloat16, generator=g)
         rep = a.heads // a.kv_heads
@@ -52,12 +61,12 @@ def main() -> int:
             note = "enable_gqa"
 
             def call_gqa():
-                return F.scaled_dot_product_attention(q, k, v, is_causal=not a.decode, enable_gqa=True)
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
 
             kr = vr = None
 
             def call_rep():
-                return F.scaled_dot_product_attention(q, kr, vr, is_causal=not a.decode)
+                return F.scaled_dot_product_attention(q, kr, vr, is_causal=causal)
 
             fn = call_gqa
             try:
@@ -88,9 +97,10 @@ def main() -> int:
                     torch.cuda.synchronize()
                     times.append(e0.elapsed_time(e1))
             ms = statistics.median(times)
-            flops = 4 * a.heads * a.dim * s * (1 if a.decode else (s + 1) / 2)
+            flops = 4 * a.heads * a.dim * s * (rows_q if not causal else (s + 1) / 2)
+            metric = "decode_latency_ms" if a.decode else "chunk_latency_ms" if a.queries > 0 else "latency_ms"
             rows.append({
-                "metric": "decode_latency_ms" if a.decode else "latency_ms", "impl": name, "context": s, "value": ms, "unit": "ms",
+                "metric": metric, "impl": name, "context": s, "value": ms, "unit": "ms",
                 "gpu": gpu, "backend": f"pytorch {torch.__version__} cuda", "dtype": "bf16",
                 "tflops": flops / ms / 1e9, "note": note,
             })

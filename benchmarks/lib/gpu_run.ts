@@ -60,9 +60,10 @@ export interface PeerRow {
 
 /**
  * PyTorch SDPA (flash and cuDNN) in the same job: `benchmarks/device/sdpa_peer.py` for `contexts` with the
- * head layout `heads`/`kvHeads`/`dim` (`decode`: one query row against each context's keys). Returns its rows
- * (`latency_ms` or `decode_latency_ms`, impl `sdpa-flash` / `sdpa-cudnn`), or none when Python, torch or CUDA
- * is missing (the reason is printed, labelled `who`).
+ * head layout `heads`/`kvHeads`/`dim` (`decode`: one query row against each context's keys; a number: that many
+ * query rows after the context's other keys, unmasked). Returns its rows (`latency_ms`, `decode_latency_ms` or
+ * `chunk_latency_ms`, impl `sdpa-flash` / `sdpa-cudnn`), or none when Python, torch or CUDA is missing (the
+ * reason is printed, labelled `who`).
  */
 export const sdpaPeer = async (
   who: string,
@@ -70,7 +71,7 @@ export const sdpaPeer = async (
   heads: number,
   kvHeads: number,
   dim: number,
-  decode = false,
+  decode: boolean | number = false,
 ): Promise<PeerRow[]> => {
   if (contexts.length === 0) return [];
   const out = await Deno.makeTempFile({ suffix: ".json" });
@@ -86,7 +87,7 @@ export const sdpaPeer = async (
         `${kvHeads}`,
         "--dim",
         `${dim}`,
-        ...(decode ? ["--decode"] : []),
+        ...(decode === true ? ["--decode"] : typeof decode === "number" ? ["--queries", `${decode}`] : []),
         "--out",
         out,
       ],

@@ -22,6 +22,7 @@
  * @module
  */
 import process from "node:process";
+import { existsSync } from "node:fs";
 import { Console, Effect, Option } from "effect";
 import { Command, Flag } from "effect/cli";
 import { decodeTechniqueParams, InputError, paramNames } from "@longctx/graph";
@@ -59,6 +60,7 @@ import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
 import { checkWritable, intFlag, oneOf, runCli, verboseFlag, withShownDefault, writeFile } from "./main.ts";
 import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
+import { type PrefixIndexInfo, runSqueezedPass } from "./run/squeezed.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
@@ -68,6 +70,8 @@ const BACKENDS = ["auto", "wgpu", "webgpu", "dawn", "cpu"] as const;
 /** Default context (prompt + answer tokens): the demo finishes in under 2 minutes on 2 CPU cores. */
 export const DEFAULT_CONTEXT = 1024;
 const DEFAULT_MAX_NEW = 24;
+/** `--pipeline squeezed`: tokens reserved for the question part, so the fixed context does not depend on it. */
+const SQUEEZED_QUESTION_ROOM = 128;
 
 const flags = {
   model: Flag.String("model").pipe(
@@ -117,6 +121,13 @@ const flags = {
       `${BACKENDS.join(", ")} (auto: a GPU; the cpu backend on a software adapter or without one)`,
       "auto",
     ),
+  ),
+  index: Flag.String("index").pipe(
+    Flag.withDescription(
+      "--pipeline squeezed: the document's prefix index file — loaded when it exists (no prefill of the " +
+        "document; a stale file is an error), else built and saved there",
+    ),
+    Flag.optional,
   ),
   json: Flag.String("json").pipe(
     Flag.withDescription("write the whole report as JSON (- for stdout; default: no JSON)"),
@@ -205,6 +216,14 @@ const main = (i: Input) =>
       });
     }
     const maxNew = yield* intFlag("max-new", i.maxNew, 1);
+    const indexPath = Option.getOrUndefined(i.index);
+    if (indexPath !== undefined && pipeline !== "squeezed") {
+      return yield* new InputError({
+        message: `--index is for --pipeline squeezed (the pipeline is ${pipeline})`,
+        hint: "pass --pipeline squeezed with --index, or drop --index",
+      });
+    }
+    if (indexPath !== undefined && !existsSync(indexPath)) yield* checkWritable(indexPath, "--index");
     if (Option.isNone(i.input)) {
       return yield* new InputError({
         message: "--input is required",
@@ -252,6 +271,8 @@ const main = (i: Input) =>
       truncate: i.truncate,
       plant,
       maxContext: spec.maxContext,
+      // squeezed: the document cut the same for every question, so one prefix index serves them all
+      ...(pipeline === "squeezed" ? { questionRoom: SQUEEZED_QUESTION_ROOM } : {}),
     });
     phases.tokenizeMs = performance.now() - t;
     progress.done();
@@ -348,7 +369,25 @@ const main = (i: Input) =>
         return r;
       });
     const rDense: PassResult = yield* pass("dense", dense);
-    const rPipe: PassResult = sparse ? yield* pass("pipeline", choices) : rDense;
+    let prefixIndex: PrefixIndexInfo | undefined;
+    let rPipe: PassResult;
+    if (pipeline === "squeezed") {
+      // the fixed context (chat head + document) dense, its prefix index built or loaded; the question squeezed
+      progress.phase("squeezed: context, index, question", 1, "steps");
+      const r = yield* runSqueezedPass(
+        graphModel,
+        model,
+        prompt.ids,
+        prompt.docStart + prompt.docTokens,
+        maxNew,
+        rDense,
+        indexPath,
+        rDense.logitsRows(prompt.ids.length - 1, 1),
+      );
+      progress.done();
+      rPipe = r.pass;
+      prefixIndex = r.info;
+    } else rPipe = sparse ? yield* pass("pipeline", choices) : rDense;
     t = performance.now();
     const cmp = yield* assertFiniteMetrics(
       compareOverDocument(cfg.vocab, prompt.ids, prompt.docStart, prompt.docTokens, rDense, rPipe),
@@ -441,14 +480,36 @@ const main = (i: Input) =>
       dense: passJson(rDense),
       pipelineRun: passJson(rPipe),
       layers: rPipe.layers,
+      ...(prefixIndex ? { prefixIndex } : {}),
       warnings,
     };
 
     const pct = (x: number) => `${(x * 100).toFixed(2)} %`;
     const stopText = (r: PassResult) =>
       r.answerStop === "max-new" ? `cut at --max-new ${maxNew}` : r.answerStop.replace(/-/g, " ");
+    /** Squeezed Attention's prefix index and question (with --pipeline squeezed). */
+    const squeezedLines = (x: PrefixIndexInfo): string[] => [
+      `index     ${x.built ? "built" : "loaded"}${
+        x.path ? ` ${x.built ? "and saved to" : "from"} ${x.path}` : ""
+      }` +
+      `${
+        x.bytes ? ` (${(x.bytes / 2 ** 20).toFixed(1)} MiB)` : ""
+      }: ${x.fixedTokens} fixed-context tokens, ` +
+      `${x.clusters} clusters per layer and KV head; ${x.built ? "prefill" : "K/V restored in"} ${
+        fmtMs(x.prefillMs)
+      }${x.built ? `, clustering ${fmtMs(x.clusterMs)}` : ""}`,
+      `question  ${x.questionTokens} tokens prefilled in ${
+        fmtMs(x.questionPrefillMs)
+      } with the keys above τ ${
+        x.threshold.toExponential(2)
+      } (percentile ${x.percentile}); KL(dense ‖ squeezed) of the answer's first token ${
+        x.firstTokenKl.toExponential(3)
+      } nats`,
+      "note      the document is the fixed context, prefilled dense: its perplexity and KL below are dense's",
+    ];
     /** The dense-against-pipeline part of the report (a sparse pipeline only). */
     const comparison = (): string[] => [
+      ...(prefixIndex ? squeezedLines(prefixIndex) : []),
       `speedup   prefill ${report.speedup.prefill.toFixed(2)}×, attention ${
         report.speedup.attention === null ? "not measured" : `${report.speedup.attention.toFixed(2)}×`
       }`,

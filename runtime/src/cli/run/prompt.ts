@@ -131,6 +131,12 @@ export interface PromptOptions {
   readonly plant?: string;
   /** The model's trained context (tokens), for the hint. */
   readonly maxContext?: number;
+  /**
+   * Tokens reserved for the question part (question, instruction, assistant header) when fitting the document,
+   * instead of its own length: the document then does not depend on the question (Squeezed Attention's index
+   * serves every question up to that length). A longer question part is an `InputError`.
+   */
+  readonly questionRoom?: number;
 }
 
 /** Ordinary-text ids of a prefix of a document, from {@link encodeOrdinaryPrefix}. */
@@ -227,7 +233,14 @@ export const buildPrompt = (
     const suffix = [...tok.encodeOrdinary(mid + o.question), ...tok.encode(post)];
     const sentence = o.plant === undefined ? undefined : `The secret passphrase is ${o.plant}.\n`;
     const plantIds = sentence === undefined ? [] : tok.encodeOrdinary(sentence);
-    const room = o.context - o.maxNew - prefix.length - suffix.length - plantIds.length;
+    if (o.questionRoom !== undefined && suffix.length > o.questionRoom) {
+      return yield* new InputError({
+        message:
+          `the question takes ${suffix.length} tokens with the template; ${o.questionRoom} are reserved`,
+        hint: "ask a shorter question",
+      });
+    }
+    const room = o.context - o.maxNew - prefix.length - (o.questionRoom ?? suffix.length) - plantIds.length;
     if (room < 16) {
       return yield* new InputError({
         message:

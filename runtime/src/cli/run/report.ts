@@ -126,6 +126,23 @@ export const RunReport = Schema.Struct({
   dense: d(PassReport, "the dense pass"),
   pipelineRun: d(PassReport, "the pipeline pass (the dense pass again when compared is false)"),
   layers: d(Schema.Array(LayerReport), "per layer of the pipeline pass"),
+  prefixIndex: d(
+    Schema.optional(Schema.Struct({
+      path: d(Schema.NullOr(Schema.String), "the --index file, or null"),
+      built: d(Schema.Boolean, "whether this run built the index (false: loaded from path)"),
+      fixedTokens: d(Schema.Finite, "fixed-context tokens (chat head and document)"),
+      clusters: d(Schema.Finite, "clusters per layer and KV head"),
+      prefillMs: ms("the context's prefill (built) or its K/V restored from the file (loaded)"),
+      clusterMs: ms("k-means and calibration (0 when loaded)"),
+      bytes: d(Schema.Finite, "bytes of the index file written or read (0 without --index)"),
+      percentile: d(Schema.Finite, "the threshold percentile"),
+      threshold: d(Schema.Finite, "the global threshold τ it reads from the index"),
+      questionTokens: d(Schema.Finite, "tokens after the fixed context"),
+      questionPrefillMs: ms("the question's prefill through the squeezed attention"),
+      firstTokenKl: d(Schema.Finite, "KL(dense ‖ squeezed) of the answer's first token, nats"),
+    })),
+    "--pipeline squeezed: the prefix index and the question (absent for other pipelines)",
+  ),
   warnings: d(Schema.Array(Schema.String), "what the reader should know"),
 });
 /** A decoded `run` report. */

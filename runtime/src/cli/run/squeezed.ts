@@ -1,0 +1,129 @@
+/**
+ * `run --pipeline squeezed`: Squeezed Attention's "same document, new question". The prompt's fixed context
+ * (chat head and document) is prefilled dense and its prefix index built — or, with `--index` naming an
+ * existing file, the index and the context's K/V are loaded from it (a stale or corrupt file is a typed error);
+ * with `--index` naming a new file, the built index is saved there. The question (the prompt's rest) and the
+ * answer then run through the squeezed cache attention.
+ * @module
+ */
+import { Effect } from "effect";
+import { existsSync, statSync } from "node:fs";
+import { decodeTechniqueParams, type LongctxError, type TechniqueError } from "@longctx/graph";
+import { squeezed, techniqueByName } from "@longctx/ops";
+import type { LlamaModel } from "../../model/llama.ts";
+import type { GraphLlama } from "../../model/llama_graph.ts";
+import { klDivergence } from "../../model/metrics.ts";
+import {
+  askContext,
+  loadSqueezedIndex,
+  prepareContext,
+  restoreContext,
+  saveSqueezedIndex,
+  squeezedDecode,
+} from "../../squeezed/squeezed.ts";
+import { type AnswerStop, answerStopAt, type PassResult } from "./execute.ts";
+
+/** What `run` reports about the prefix index. */
+export interface PrefixIndexInfo {
+  /** The `--index` file, or null without one. */
+  readonly path: string | null;
+  /** Whether this run built the index (false: loaded from `path`). */
+  readonly built: boolean;
+  /** Fixed-context tokens, clustered keys' clusters per (layer, KV head). */
+  readonly fixedTokens: number;
+  readonly clusters: number;
+  /** Context prefill (or K/V restore) and clustering, ms; bytes written or read (0 without a file). */
+  readonly prefillMs: number;
+  readonly clusterMs: number;
+  readonly bytes: number;
+  /** Threshold percentile and τ of this run. */
+  readonly percentile: number;
+  readonly threshold: number;
+  /** Question tokens after the fixed context. */
+  readonly questionTokens: number;
+  /** The question's prefill, ms. */
+  readonly questionPrefillMs: number;
+  /** KL(dense ‖ squeezed) of the answer's first token, nats. */
+  readonly firstTokenKl: number;
+}
+
+/**
+ * The squeezed pass of `run` on `prompt` (its first `fixed` tokens the fixed context), against the dense pass
+ * `dense` of the same prompt (its document rows stand for the squeezed pass's, which are dense by
+ * construction). Fails with the forward's errors, `InputError` for an unreadable or unwritable `--index`, and
+ * `PrefixIndexError` for a stale, corrupt or foreign one.
+ */
+export const runSqueezedPass = (
+  g: GraphLlama,
+  model: LlamaModel,
+  prompt: readonly number[],
+  fixed: number,
+  maxNew: number,
+  dense: PassResult,
+  indexPath: string | undefined,
+  denseFirst: Float32Array,
+): Effect.Effect<
+  { pass: PassResult; info: PrefixIndexInfo },
+  LongctxError | TechniqueError | squeezed.PrefixIndexError
+> =>
+  Effect.gen(function* () {
+    const t = yield* techniqueByName("squeezed");
+    const p = (yield* decodeTechniqueParams(t, {})) as squeezed.SqueezedParams;
+    const head = prompt.slice(0, fixed), question = prompt.slice(fixed);
+    const room = question.length + maxNew + 1;
+    const load = indexPath !== undefined && existsSync(indexPath);
+    let bytes = 0;
+    const ctx = load
+      ? yield* Effect.gen(function* () {
+        const index = yield* loadSqueezedIndex(indexPath!);
+        bytes = statSync(indexPath!).size;
+        return yield* restoreContext(g, model, head, index, room);
+      })
+      : yield* prepareContext(g, model, head, p, { room });
+    if (!load && indexPath !== undefined) bytes = yield* saveSqueezedIndex(indexPath, ctx.index);
+    const decode = yield* squeezedDecode(ctx.index, p);
+    const tok = model.tokenizer;
+    let answerStop: AnswerStop = "max-new";
+    const stop = (ids: readonly number[], next: number) => {
+      const s = answerStopAt(tok, ids, next);
+      if (s !== undefined) answerStop = s;
+      return s !== undefined;
+    };
+    const a = yield* askContext(g, ctx, question, maxNew, stop, decode);
+    ctx.cache.release();
+    const V = model.config.vocab;
+    const pass: PassResult = {
+      logitsRows: dense.logitsRows,
+      prefillMs: ctx.ms.prefill + ctx.ms.cluster + a.ms.prefill,
+      attentionMs: null,
+      referenceMs: 0,
+      layers: a.density.map((d, l) => ({
+        layer: l,
+        pipeline: "squeezed",
+        density: d,
+        outRelErr: null,
+        attentionMs: null,
+      })),
+      answerIds: a.ids,
+      answer: tok.decode([...a.ids], true).trim(),
+      answerStop,
+      decodeMs: a.ms.decode,
+    };
+    return {
+      pass,
+      info: {
+        path: indexPath ?? null,
+        built: !load,
+        fixedTokens: ctx.index.fixed,
+        clusters: ctx.index.clusters,
+        prefillMs: ctx.ms.prefill,
+        clusterMs: ctx.ms.cluster,
+        bytes,
+        percentile: p.percentile,
+        threshold: squeezed.thresholdOf(ctx.index, p.percentile, p.gqa),
+        questionTokens: question.length,
+        questionPrefillMs: a.ms.prefill,
+        firstTokenKl: klDivergence(denseFirst, a.firstLogits, 0, V),
+      },
+    };
+  });
