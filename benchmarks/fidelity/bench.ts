@@ -35,7 +35,8 @@ import {
   type Graph,
   InputError,
 } from "@longctx/graph";
-import { TECHNIQUES } from "@longctx/ops";
+import { squeezed, TECHNIQUES } from "@longctx/ops";
+import { prepareContext, type SqueezedContext, squeezedDecode } from "../../runtime/src/squeezed/squeezed.ts";
 import {
   evaluateRouting,
   getModel,
@@ -268,17 +269,91 @@ const rows: RowInput[] = [];
 const printed: string[] = [];
 
 /** Greedy answer from `next` (the argmax after the question) on `cache`; stops at EOS/control tokens. */
-const answer = (first: number, cache: KvState, spec?: CacheDecodeGraphs) =>
+const answer = (
+  first: number,
+  cache: KvState,
+  spec?: CacheDecodeGraphs | ((layer: number) => CacheDecodeGraphs),
+) =>
   Effect.gen(function* () {
     const ids: number[] = [];
     let next = first;
+    const opts = spec ? { decodeAttention: typeof spec === "function" ? spec : () => spec } : {};
     while (ids.length < maxNew) {
       if (next === tok.eosId || tok.controlIds.has(next)) break;
       ids.push(next);
       if (ids.length === maxNew) break;
-      next = yield* g.forwardArgmax([next], cache, spec ? { decodeAttention: () => spec } : {});
+      next = yield* g.forwardArgmax([next], cache, opts);
     }
     return tok.decode(ids, true).trim();
+  });
+
+/**
+ * Squeezed Attention's contexts, per haystack: the prefix prefilled dense and its prefix index built once,
+ * shared by every percentile (only τ changes).
+ */
+const squeezedContexts = new Map<string, SqueezedContext>();
+
+/**
+ * A fixed-context technique (`squeezed`) on one haystack: the prefix is its fixed context (prefilled dense, so
+ * the document's perplexity is dense's by construction and not reported), each question and answer run through
+ * its cache attention bound to the prefix index. Rows: accuracy per task type, `density` (the KV budget: kept
+ * fixed-context keys / fixed-context tokens, in the question's prefill, mean over layers, heads and
+ * questions), `prefill_ms` (the index build, shared by the percentiles, then per question).
+ */
+const runSqueezedLc = (h: Haystack, p: LcPoint) =>
+  Effect.gen(function* () {
+    const params = p.params as squeezed.SqueezedParams;
+    let ctx = squeezedContexts.get(h.id);
+    if (!ctx) {
+      for (const c of squeezedContexts.values()) c.cache.release();
+      squeezedContexts.clear();
+      const room = Math.max(...h.suffixes.map((x) => x.length)) + maxNew + 1;
+      ctx = yield* prepareContext(g, model, h.prefix, { ...params, percentile: 0.9 }, {
+        room,
+        keepKv: false,
+      });
+      squeezedContexts.set(h.id, ctx);
+    }
+    const dec = yield* squeezedDecode(ctx.index, params);
+    const outs: TaskOutcome[] = [];
+    let budget = 0;
+    for (const [i, task] of h.plan.tasks.entries()) {
+      ctx.cache.length = ctx.index.fixed;
+      const tq = performance.now();
+      let d: readonly (Float32Array | undefined)[] = [];
+      const first = yield* g.forwardArgmax(h.suffixes[i], ctx.cache, {
+        decodeAttention: dec,
+        onDensity: (x) => (d = x),
+      });
+      const dl = d.filter((x): x is Float32Array => x !== undefined);
+      budget += dl.reduce((s, x) => s + x.reduce((a, b) => a + b, 0) / x.length, 0) / Math.max(1, dl.length);
+      const out = yield* answer(first, ctx.cache, dec);
+      const c = checkAnswer(task.expected, out);
+      outs.push({ type: task.type, id: task.id, answer: out, ...c, ms: performance.now() - tq });
+    }
+    const meanDensity = budget / h.plan.tasks.length;
+    const extra: Record<string, string | number> = {
+      technique: p.technique.name,
+      ...(p.knob ? { knob_param: p.knob.param, knob_value: p.knob.value } : {}),
+      density_of: "fixed-context keys kept in the question's prefill",
+    };
+    const impl = p.technique.name;
+    taskRows(h, impl, extra, outs);
+    const b = baseRow(h, impl, { ...extra, tokens: h.prefix.length });
+    rows.push({ metric: "prefill_ms", value: ctx.ms.prefill + ctx.ms.cluster, unit: "ms", ...b });
+    rows.push({ metric: "density", value: meanDensity, unit: "fraction", ...b });
+    const acc = outs.filter((o) => o.correct).length;
+    printed.push(
+      `${h.id} ${label(p).padEnd(22)} acc ${acc}/${outs.length}  KV budget ${meanDensity.toFixed(3)}  index ${
+        ((ctx.ms.prefill + ctx.ms.cluster) / 1000).toFixed(1)
+      } s (document dense: no perplexity change)`,
+    );
+    console.error(`[${elapsed()}] ${printed[printed.length - 1]}`);
+    for (const o of outs) {
+      console.error(
+        `    ${o.correct ? "✓" : "✗"} ${o.id.padEnd(15)} ${JSON.stringify(o.answer)} (${o.reason})`,
+      );
+    }
   });
 
 /** Rows common to one (haystack, option). */
@@ -323,6 +398,10 @@ const docStats = (h: Haystack, logits: Float32Array) => {
 /** One LC option on one haystack: prefill, document metrics, every question. */
 const runLc = (h: Haystack, p: LcPoint, cache: KvState, ref: Float32Array | undefined) =>
   Effect.gen(function* () {
+    if (!p.reference && p.technique.name === "squeezed") {
+      yield* runSqueezedLc(h, p);
+      return { logits: undefined, outs: [] as TaskOutcome[] };
+    }
     const dims = {
       heads: cfg.nHead,
       kvHeads: cfg.nKvHead,
@@ -515,7 +594,7 @@ const program = Effect.gen(function* () {
       let ref: Float32Array | undefined;
       for (const p of points) {
         const r = yield* runLc(h, p, cache, ref);
-        if (p.reference) ref = r.logits;
+        if (p.reference && r.logits) ref = r.logits;
       }
       ref = undefined;
       if (!a["no-rag"]) yield* runRag(h);
@@ -524,6 +603,7 @@ const program = Effect.gen(function* () {
   }
 });
 await must(program);
+for (const c of squeezedContexts.values()) c.cache.release();
 g.release();
 
 // The planner's route from this run's measurements.

@@ -27,11 +27,11 @@ import { failureLine } from "../../runtime/src/main.ts";
 import { appendRows, type RowInput } from "../lib/results.ts";
 import {
   DEFAULT_DIMS,
-  DEFAULT_SCALARS,
   discoverOperators,
   prepare,
   type Prepared,
   PrepareError,
+  scalarsOf,
   shapeSummary,
 } from "./discover.ts";
 import { median } from "../charts/latency.ts";
@@ -152,7 +152,7 @@ const prepareGpu = async (b: Backend, p: Prepared): Promise<GpuRun> => {
     step: (timed) =>
       Effect.runPromise(
         Effect.map(
-          prog.run({ timed, scalars: DEFAULT_SCALARS }),
+          prog.run({ timed, scalars: scalarsOf(p.op) }),
           (r) => (r.gpuMs === undefined ? undefined : { totalMs: r.gpuMs, perLaunchMs: [] }),
         ),
       ),
@@ -173,7 +173,7 @@ const benchOne = async (b: Backend, kind: Kind, p: Prepared, timeMs: number): Pr
   let gpu: GpuRun | undefined;
   let fn: () => unknown;
   if (kind === "cpu") {
-    fn = () => op.cpu(p.params, p.inputs as never, { scalars: DEFAULT_SCALARS });
+    fn = () => op.cpu(p.params, p.inputs as never, { scalars: scalarsOf(op) });
   } else {
     if (!op.gpu) return { op: op.name, backend: kind, status: "skipped: no gpu lowering", rows: [] };
     try {

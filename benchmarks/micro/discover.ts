@@ -11,7 +11,8 @@
  *   cpu reference of another discovered operator that has an output port of the same name and type, on
  *   inputs made the same way (recursively, depth ≤ 4). So `sale.sparseAttn`'s mask comes from `sale.select`
  *   on scores from `sale.estimate` on codes from `sale.quantize`.
- * Parameters are each operator's schema defaults (`decode({})`). An operator whose inputs cannot be made,
+ * An operator's `example` (see `Operator.example`) sizes the dims it needs beyond these and gives the runtime
+ * scalars of a valid call. Parameters are each operator's schema defaults (`decode({})`). An operator whose inputs cannot be made,
  * whose parameters have no defaults, or whose `infer` rejects the inputs is skipped with the reason.
  * @module
  */
@@ -37,6 +38,12 @@ export const DEFAULT_DIMS: Readonly<Record<string, number>> = {
 
 /** Runtime scalars given to operators that read them (`Operator.scalars`): a cache read from position 0. */
 export const DEFAULT_SCALARS: Readonly<Record<string, number>> = { pos: 0, start: 0 };
+
+/** The scalars of `op`'s calls: the defaults, overridden by its example call's (`Operator.example`). */
+export const scalarsOf = (op: AnyOperator): Readonly<Record<string, number>> => ({
+  ...DEFAULT_SCALARS,
+  ...(op.example?.scalars ?? {}),
+});
 
 /** Whether an operator has a wildcard port (`anyDims`): the model's glue, shaped per model, not per dims. */
 const hasWildcardPort = (op: AnyOperator): boolean =>
@@ -150,6 +157,9 @@ export const prepare = (
   seed = 1,
 ): Prepared => {
   if (depth > 4) throw new PrepareError("producer chain deeper than 4");
+  // the operator's example call may size dims of its own (or constrain the common ones); its producers see
+  // the same sizes
+  base = { ...base, ...(depth === 0 ? op.example?.dims ?? {} : {}) };
   // dims derived from the base ones: the RoPE tables' rows and half width, state counters
   const dims: Readonly<Record<string, number>> = {
     positions: Math.max(base.kvSeq ?? 0, base.capacity ?? 0),
@@ -201,7 +211,7 @@ export const prepare = (
       throw new PrepareError(`no base size or producer for port ${port}: ${t.dtype}[${t.dims.join(",")}]`);
     }
     const prep = prepare(producer, all, base, depth + 1, seed);
-    const out = producer.cpu(prep.params, prep.inputs as never, { scalars: DEFAULT_SCALARS }) as Record<
+    const out = producer.cpu(prep.params, prep.inputs as never, { scalars: scalarsOf(producer) }) as Record<
       string,
       HostTensor
     >;

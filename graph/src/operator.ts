@@ -89,6 +89,14 @@ export interface GpuLowering {
   readonly launches: readonly LoweredLaunch[];
 }
 
+/** A valid example call of an operator (see {@link Operator.example}). */
+export interface OperatorExample {
+  /** Sizes of named dims (`clusters: 32`), overriding a harness's defaults. */
+  readonly dims?: Readonly<Record<string, number>>;
+  /** Runtime scalars of a valid call at those sizes (`{ pos: 500 }`). */
+  readonly scalars?: Scalars;
+}
+
 /** The operator contract. `P` parameters, `I` input ports, `O` output ports. */
 export interface Operator<P, I extends Ports, O extends Ports> {
   /** Unique name, `<technique>.<kind>` (e.g. `sale.estimate`, `dense.attn`). */
@@ -116,6 +124,12 @@ export interface Operator<P, I extends Ports, O extends Ports> {
    * reference writes into that input's data and returns it. This is how graphs carry state.
    */
   readonly aliases?: Readonly<Record<string, string>>;
+  /**
+   * A valid example call for harnesses that synthesise inputs from dim names (the micro benchmarks): sizes of
+   * dims this operator needs beyond the common ones (or that its domain constrains) and the runtime scalars
+   * of a valid call at those sizes — e.g. `squeezed.select` needs a query position past its fixed context.
+   */
+  readonly example?: OperatorExample;
   /**
    * CPU reference kernel (float32 storage; float64 accumulation where it matters). `ctx` holds the run's
    * scalars and, on the cpu backend, a GEMM.

@@ -173,6 +173,7 @@ export const lookup: Operator<SqueezedParams, LookupInputs, LookupOutputs> = {
   params: SqueezedParams,
   inputs,
   outputs,
+  example: { dims: { clusters: 32 } },
   infer: (_p, i) =>
     Effect.gen(function* () {
       const [H, , d] = i.q.shape as [number, number, number];

@@ -209,6 +209,8 @@ export const select: Operator<SqueezedParams, SelectInputs, SelectOutputs> = {
   inputs,
   outputs,
   scalars: ["pos"],
+  // a question of 32 queries after a fixed context of 400 clustered keys and the default window of 100
+  example: { dims: { clusters: 32, clustered: 400, one: 1, seq: 32, capacity: 1024 }, scalars: { pos: 500 } },
   infer: (p, i) =>
     Effect.gen(function* () {
       const [H, seq] = i.q.shape as [number, number, number];
