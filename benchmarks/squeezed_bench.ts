@@ -6,7 +6,8 @@
  * benchmarks/fidelity/tasks.ts): the fixed context (chat head + document) is prefilled dense and its prefix
  * index built (k-means per layer and KV head, calibration from the last `obsWindow` queries), saved to disk and
  * loaded back (the K/V with it, so no second prefill); then every question is answered greedily with dense
- * attention over the cache and with `squeezed` at each `--percentiles` × `--gqa` point. Reported per point:
+ * attention over the cache and with `squeezed` at each `--percentiles` × `--gqa` point (`hier`: the
+ * hierarchical lookup, L1 at `percentileL1` 0.7; the index is built once with both levels). Reported per point:
  * the KV budget (kept fixed-context keys / fixed-context tokens, mean over layers, heads and questions, in the
  * question's prefill), the budget reduction (1 / budget), accuracy (checkAnswer), agreement with dense's
  * answer, KL(dense ‖ squeezed) of the answer's first token, and the top-1 agreement of that token; per
@@ -45,7 +46,11 @@ const args = parseFlags("deno run -A benchmarks/squeezed_bench.ts [flags]", {
     help: "bundled documents",
   },
   percentiles: { kind: "string", default: "0.5,0.7,0.8,0.9,0.95", help: "threshold percentiles swept" },
-  gqa: { kind: "string", default: "head,union", help: "GQA modes (head, union)" },
+  gqa: {
+    kind: "string",
+    default: "head,union,hier",
+    help: "lookup modes: head, union (GQA), hier (hierarchical, per head)",
+  },
   "percent-clusters": { kind: "number", default: 5, min: 0.01, help: "clusters, % of clustered keys" },
   "max-new": { kind: "int", default: 24, min: 1, help: "answer tokens at most" },
   seed: { kind: "int", default: 1, min: 0, help: "haystack seed" },
@@ -61,9 +66,11 @@ const percentiles = list(args.percentiles).map((s) => {
   const x = Number(s);
   return Number.isFinite(x) && x >= 0 && x < 1 ? x : fail(`--percentiles: "${s}"`, "values in [0, 1)");
 });
-const modes = list(args.gqa).map((m): "head" | "union" =>
-  m === "head" || m === "union" ? m : fail(`--gqa: unknown "${m}"`, "head, union")
+type Mode = "head" | "union" | "hier";
+const modes = list(args.gqa).map((m): Mode =>
+  m === "head" || m === "union" || m === "hier" ? m : fail(`--gqa: unknown "${m}"`, "head, union, hier")
 );
+const hier = modes.includes("hier");
 
 const t0 = performance.now();
 const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
@@ -78,7 +85,14 @@ const backendName = backend.kind === "cpu"
   : `${backend.kind} (${backend.adapter.name})`;
 console.error(`bench squeezed: ${sel.report}`);
 const docs = list(args.docs);
-const base = squeezed.squeezedParams({ percentClusters: args["percent-clusters"] });
+const base = squeezed.squeezedParams({ percentClusters: args["percent-clusters"], hierarchical: hier });
+/** The parameters of a point: its mode and percentile over the base (one index serves every point). */
+const paramsOf = (m: Mode, pc: number): squeezed.SqueezedParams => ({
+  ...base,
+  gqa: m === "union" ? "union" : "head",
+  hierarchical: m === "hier",
+  percentile: pc,
+});
 const rows: RowInput[] = [];
 const common = {
   model: "SmolLM2-135M-Instruct Q4_1",
@@ -100,6 +114,7 @@ const tally = new Map<string, Tally>();
 let denseCorrect = 0, questions = 0, buildMs = 0, clusterMs = 0, indexBytes = 0, fixedSum = 0;
 const summary: string[] = [];
 const recallSum = new Map<string, number>();
+let hierWork = 0;
 
 for (let j = 0; j < args.haystacks; j++) {
   const doc = docs[j % docs.length];
@@ -113,7 +128,31 @@ for (let j = 0; j < args.haystacks; j++) {
   clusterMs += built.ms.cluster;
   built.cache.release();
   // the selection's attention recall on the window's own (calibration) queries, per point
-  const points = modes.flatMap((m) => percentiles.map((pc) => ({ gqa: m, percentile: pc })));
+  const points = modes.filter((m): m is "head" | "union" => m !== "hier").flatMap((m) =>
+    percentiles.map((pc) => ({ gqa: m, percentile: pc }))
+  );
+  if (hier) {
+    // the hierarchical lookup's work on the window's queries (one L1 gate for them all, as a question):
+    // the fine clusters computed / all fine clusters, mean over layers
+    const { heads: H, kvHeads: Hk, headDim: d, clusters: C, clustersL1: C1 } = built.index;
+    const tau1 = squeezed.thresholdOf(built.index, base.percentileL1, "head", 1);
+    let work = 0;
+    built.index.perLayer.forEach((lay, l) => {
+      const r = squeezed.lookupHierReference(
+        0,
+        built.capture!.queries[l],
+        lay.centroids,
+        lay.sizes,
+        lay.l1!.centroids,
+        lay.l1!.sizes,
+        lay.l1!.ptr,
+        tau1,
+        { H, Hk, seq: base.obsWindow, C, C1, d },
+      );
+      work += r.evaluated / (H * C) / built.index.layers;
+    });
+    hierWork += work;
+  }
   const recall = squeezed.observationRecall(
     built.index,
     {
@@ -142,7 +181,7 @@ for (let j = 0; j < args.haystacks; j++) {
   const decoders = new Map<string, (l: number) => import("@longctx/graph").CacheDecodeGraphs>();
   for (const m of modes) {
     for (const pc of percentiles) {
-      decoders.set(`${m}@${pc}`, await must(squeezedDecode(ctx.index, { ...base, gqa: m, percentile: pc })));
+      decoders.set(`${m}@${pc}`, await must(squeezedDecode(ctx.index, paramsOf(m, pc))));
     }
   }
   for (const [i, task] of plan.tasks.entries()) {
@@ -197,12 +236,30 @@ row("index_build_ms", buildMs / args.haystacks, "ms", "squeezed", {
 });
 row("cluster_ms", clusterMs / args.haystacks, "ms", "squeezed", { what: "k-means + calibration (host)" });
 row("index_bytes", indexBytes / args.haystacks, "bytes", "squeezed", { kv: "f32 K/V kept" });
+if (hier) {
+  row("lookup_work_fraction", hierWork / args.haystacks, "fraction", "squeezed", {
+    hierarchical: true,
+    percentileL1: base.percentileL1,
+    percentClustersL1: base.percentClustersL1,
+    what: "fine clusters computed / fine clusters, the window's queries as one question",
+  });
+  summary.push(
+    `hierarchical lookup: ${((hierWork / args.haystacks) * 100).toFixed(1)}% of the fine clusters computed`,
+  );
+}
 summary.push(
   `dense            accuracy ${(denseCorrect / questions).toFixed(3)} (${denseCorrect}/${questions})`,
 );
 for (const [key, t] of tally) {
-  const [gqa, pc] = key.split("@");
-  const p = { gqa, percentile: Number(pc) };
+  const [mode, pc] = key.split("@");
+  const pp = paramsOf(mode as Mode, Number(pc));
+  const p = {
+    gqa: pp.gqa,
+    percentile: pp.percentile,
+    ...(pp.hierarchical
+      ? { hierarchical: true, percentileL1: pp.percentileL1, percentClustersL1: pp.percentClustersL1 }
+      : {}),
+  };
   const budget = t.budget / t.n;
   row("kv_budget", budget, "fraction", "squeezed", p);
   row("budget_reduction", 1 / budget, "x", "squeezed", p);
@@ -211,10 +268,12 @@ for (const [key, t] of tally) {
   row("first_token_kl", t.kl / t.n, "nats", "squeezed", p);
   row("first_token_top1", t.top1 / t.n, "fraction", "squeezed", p);
   const rec = (recallSum.get(key) ?? NaN) / args.haystacks;
-  row("observation_recall", rec, "fraction", "squeezed", {
-    ...p,
-    what: "obs-window queries' softmax mass kept",
-  });
+  if (recallSum.has(key)) {
+    row("observation_recall", rec, "fraction", "squeezed", {
+      ...p,
+      what: "obs-window queries' softmax mass kept",
+    });
+  }
   summary.push(
     `${key.padEnd(16)} budget ${(budget * 100).toFixed(1)}% (${(1 / budget).toFixed(1)}×)  accuracy ${
       (t.correct / t.n).toFixed(3)

@@ -1,7 +1,7 @@
 /**
  * `@longctx/runtime`: backends (`wgpu` through FFI, `webgpu`, `dawn`, `cpu`) and `selectBackend`, model loading
  * (GGUF, tokenizer), the Llama forward as a graph of operators, fidelity metrics, context traceback on that
- * forward (AttnTrace, TracLLM), and `runMain`, the entry point that prints a script's failure as one
+ * forward (AttnTrace, TracLLM), Squeezed Attention's fixed contexts and prefix index files, and `runMain`, the entry point that prints a script's failure as one
  * `error: … — fix: …` line.
  * @module
  */
@@ -12,3 +12,4 @@ export * from "./src/backends/wgpu.ts";
 export * from "./src/model/mod.ts";
 export * from "./src/main.ts";
 export * from "./src/trace/trace.ts";
+export * from "./src/squeezed/squeezed.ts";

@@ -18,7 +18,7 @@ import { type HostTensor, hostTensor, type TaggedErrorClass } from "@longctx/gra
 import type { Gemm } from "@longctx/graph";
 import { clusterKeys } from "./kmeans.ts";
 import { lookupReference } from "./lookup.ts";
-import { clusterCount, kvHeadOf, type SqueezedParams } from "./params.ts";
+import { clusterCount, clusterCountL1, kvHeadOf, type SqueezedParams } from "./params.ts";
 
 /** Why a prefix index cannot be used (the `reason` of a {@link PrefixIndexError}). */
 export type PrefixIndexErrorReason = "not-an-index" | "corrupt" | "version" | "stale" | "shape";
@@ -53,6 +53,20 @@ export interface PrefixIndexLayer {
   readonly labels: Int32Array;
   /** k-means inertia (normalised keys) per KV head. */
   readonly inertia: Float64Array;
+  /** The L1 level of a hierarchical index (fine clusters ordered by their L1 parent). */
+  readonly l1?: PrefixIndexL1;
+}
+
+/** One layer's L1 (coarse) clusters over its fine ones. */
+export interface PrefixIndexL1 {
+  /** L1 centroids (the mean of their fine centroids), `f32 [kvHeads, clustersL1, headDim]`. */
+  readonly centroids: Float32Array;
+  /** Keys under each L1 cluster, `f32 [kvHeads, clustersL1]`. */
+  readonly sizes: Float32Array;
+  /** L1 cluster `a`'s fine clusters are `ptr[a] … ptr[a + 1] − 1`, `i32 [kvHeads, clustersL1 + 1]`. */
+  readonly ptr: Int32Array;
+  /** Each fine cluster's L1 parent, `i32 [kvHeads, clusters]`. */
+  readonly parent: Int32Array;
 }
 
 /** The geometry and provenance of a prefix index. */
@@ -63,12 +77,21 @@ export interface PrefixIndexHeader {
   readonly clustered: number;
   /** Clusters per (layer, KV head). */
   readonly clusters: number;
+  /** L1 clusters per (layer, KV head) of a hierarchical index; 0 for a flat one. */
+  readonly clustersL1: number;
+  /** Transformer layers. */
   readonly layers: number;
+  /** Query heads. */
   readonly heads: number;
+  /** Key/value heads. */
   readonly kvHeads: number;
+  /** Elements per head vector. */
   readonly headDim: number;
   /** The index-building parameters. */
-  readonly params: Pick<SqueezedParams, "percentClusters" | "obsWindow" | "iterations" | "seed" | "scale">;
+  readonly params: Pick<
+    SqueezedParams,
+    "percentClusters" | "obsWindow" | "iterations" | "seed" | "scale" | "percentClustersL1"
+  >;
   /** A string naming the model the index was built with (the caller's fingerprint). */
   readonly model: string;
   /** SHA-256 (hex) of the fixed context's token ids (int32 little-endian). */
@@ -81,6 +104,8 @@ export interface PrefixIndex extends PrefixIndexHeader {
   readonly perLayer: readonly PrefixIndexLayer[];
   /** τ at the quantiles 0, 0.001, …, 1 of the pooled calibration scores, per GQA mode. */
   readonly quantiles: { readonly head: Float32Array; readonly union: Float32Array };
+  /** The same for the L1 scores of a hierarchical index. */
+  readonly quantilesL1?: { readonly head: Float32Array; readonly union: Float32Array };
   /** The fixed context's KV cache per layer, `f32 [kvHeads, fixed, headDim]` each, when kept. */
   readonly kv?: { readonly k: readonly Float32Array[]; readonly v: readonly Float32Array[] };
 }
@@ -140,8 +165,30 @@ export const buildPrefixIndex = (
 ): PrefixIndex => {
   const { layers, heads: H, kvHeads: Hk, headDim: d, fixed: F } = dims;
   const C = clusterCount(p, F), S = F - p.obsWindow, g = H / Hk;
+  const C1 = p.hierarchical ? clusterCountL1(p, F) : 0;
   const perLayer: PrefixIndexLayer[] = [];
   const poolHead = new Float32Array(layers * H * S), poolUnion = new Float32Array(layers * Hk * S);
+  const pool1Head = new Float32Array(C1 ? layers * H * S : 0),
+    pool1Union = new Float32Array(C1 ? layers * Hk * S : 0);
+  /** Pool each clustered key's value (its cluster's score through `labelOf`) per head and per group. */
+  const poolInto = (
+    ph: Float32Array,
+    pu: Float32Array,
+    l: number,
+    score: Float32Array,
+    K: number,
+    labelOf: (hk: number, i: number) => number,
+  ) => {
+    for (let h = 0; h < H; h++) {
+      const hk = kvHeadOf(h, H, Hk);
+      for (let i = 0; i < S; i++) {
+        const v = score[h * K + labelOf(hk, i)];
+        ph[(l * H + h) * S + i] = v;
+        const u = (l * Hk + hk) * S + i;
+        if (h % g === 0 || v > pu[u]) pu[u] = v;
+      }
+    }
+  };
   const ks: Float32Array[] = [], vs: Float32Array[] = [];
   for (let l = 0; l < layers; l++) {
     const keys = capture.keys(l);
@@ -150,29 +197,56 @@ export const buildPrefixIndex = (
     }
     const centroids = new Float32Array(Hk * C * d), sizes = new Float32Array(Hk * C);
     const labels = new Int32Array(Hk * S), inertia = new Float64Array(Hk);
+    const l1Centroids = new Float32Array(Hk * C1 * d), l1Sizes = new Float32Array(Hk * C1);
+    const l1Ptr = new Int32Array(C1 ? Hk * (C1 + 1) : 0), l1Parent = new Int32Array(C1 ? Hk * C : 0);
     for (let hk = 0; hk < Hk; hk++) {
       const r = clusterKeys(keys.subarray(hk * F * d, hk * F * d + S * d), S, d, C, {
         iterations: p.iterations,
         seed: p.seed,
         ...(o.gemm ? { gemm: o.gemm } : {}),
       });
-      centroids.set(r.centroids, hk * C * d);
-      for (let c = 0; c < C; c++) sizes[hk * C + c] = r.sizes[c];
-      labels.set(r.labels, hk * S);
       inertia[hk] = r.inertia;
+      if (!C1) {
+        centroids.set(r.centroids, hk * C * d);
+        for (let c = 0; c < C; c++) sizes[hk * C + c] = r.sizes[c];
+        labels.set(r.labels, hk * S);
+        continue;
+      }
+      // L1: k-means of the fine centroids (official: run_clustering on the L2 centroids, window 0); the fine
+      // clusters renumbered in parent order so each L1 cluster's children are one range
+      const top = clusterKeys(r.centroids, C, d, C1, { iterations: p.iterations, seed: p.seed });
+      const order = Array.from({ length: C }, (_, c) => c).sort((a, b) =>
+        top.labels[a] - top.labels[b] || a - b
+      );
+      const renum = new Int32Array(C);
+      order.forEach((old, c) => {
+        renum[old] = c;
+        centroids.set(r.centroids.subarray(old * d, old * d + d), (hk * C + c) * d);
+        sizes[hk * C + c] = r.sizes[old];
+        l1Parent[hk * C + c] = top.labels[old];
+        l1Sizes[hk * C1 + top.labels[old]] += r.sizes[old];
+      });
+      for (let i = 0; i < S; i++) labels[hk * S + i] = renum[r.labels[i]];
+      l1Centroids.set(top.centroids, hk * C1 * d);
+      for (let a = 0, c = 0; a <= C1; a++) {
+        while (c < C && l1Parent[hk * C + c] < a) c++;
+        l1Ptr[hk * (C1 + 1) + a] = c;
+      }
     }
     const q = capture.queries(l);
     const score = lookupReference(p.scale, q, centroids, sizes, { H, Hk, seq: p.obsWindow, C, d });
-    for (let h = 0; h < H; h++) {
-      const hk = kvHeadOf(h, H, Hk);
-      for (let i = 0; i < S; i++) {
-        const v = score[h * C + labels[hk * S + i]];
-        poolHead[(l * H + h) * S + i] = v;
-        const u = (l * Hk + hk) * S + i;
-        if (h % g === 0 || v > poolUnion[u]) poolUnion[u] = v;
-      }
+    poolInto(poolHead, poolUnion, l, score, C, (hk, i) => labels[hk * S + i]);
+    if (C1) {
+      const s1 = lookupReference(p.scale, q, l1Centroids, l1Sizes, { H, Hk, seq: p.obsWindow, C: C1, d });
+      poolInto(pool1Head, pool1Union, l, s1, C1, (hk, i) => l1Parent[hk * C + labels[hk * S + i]]);
     }
-    perLayer.push({ centroids, sizes, labels, inertia });
+    perLayer.push({
+      centroids,
+      sizes,
+      labels,
+      inertia,
+      ...(C1 ? { l1: { centroids: l1Centroids, sizes: l1Sizes, ptr: l1Ptr, parent: l1Parent } } : {}),
+    });
     if (capture.values) {
       ks.push(keys.slice());
       vs.push(capture.values(l).slice());
@@ -183,6 +257,7 @@ export const buildPrefixIndex = (
     fixed: F,
     clustered: S,
     clusters: C,
+    clustersL1: C1,
     layers,
     heads: H,
     kvHeads: Hk,
@@ -193,37 +268,66 @@ export const buildPrefixIndex = (
       iterations: p.iterations,
       seed: p.seed,
       scale: p.scale,
+      percentClustersL1: p.percentClustersL1,
     },
     model: provenance.model,
     tokensSha256: provenance.tokensSha256,
     perLayer,
     quantiles: { head: quantileTable(poolHead), union: quantileTable(poolUnion) },
+    ...(C1 ? { quantilesL1: { head: quantileTable(pool1Head), union: quantileTable(pool1Union) } } : {}),
     ...(capture.values ? { kv: { k: ks, v: vs } } : {}),
   };
 };
 
-/** τ for `percentile` (in [0, 1]) and a GQA mode, read from the index's quantile table (linear). */
-export const thresholdOf = (index: PrefixIndex, percentile: number, gqa: SqueezedParams["gqa"]): number => {
-  const t = index.quantiles[gqa], at = Math.min(1, Math.max(0, percentile)) * STEPS;
+/**
+ * τ for `percentile` (in [0, 1]) and a GQA mode, read from the index's quantile table (linear); `level` 1: the
+ * L1 threshold of a hierarchical index (`RangeError` for a flat one).
+ */
+export const thresholdOf = (
+  index: PrefixIndex,
+  percentile: number,
+  gqa: SqueezedParams["gqa"],
+  level: 1 | 2 = 2,
+): number => {
+  const tables = level === 1 ? index.quantilesL1 : index.quantiles;
+  if (!tables) throw new RangeError("a flat prefix index has no L1 threshold");
+  const t = tables[gqa], at = Math.min(1, Math.max(0, percentile)) * STEPS;
   const lo = Math.floor(at), hi = Math.min(STEPS, lo + 1);
   return t[lo] + (t[hi] - t[lo]) * (at - lo);
 };
 
 /**
  * Layer `l`'s index tensors as graph inputs of the `squeezed` decode graph: `centroids`, `sizes`, `labels` and
- * `threshold f32 [1]` (τ for `p.percentile` and `p.gqa`).
+ * `threshold f32 [1]` (τ for `p.percentile` and `p.gqa`); with `p.hierarchical` also the L1 level's
+ * `centroidsL1`, `sizesL1`, `ptrL1`, `parentL1` and `thresholdL1` (τ₁ for `p.percentileL1`). Throws a
+ * `RangeError` for a hierarchical call on a flat index.
  */
 export const layerInputs = (
   index: PrefixIndex,
   l: number,
-  p: Pick<SqueezedParams, "percentile" | "gqa">,
+  p: Pick<SqueezedParams, "percentile" | "gqa" | "hierarchical" | "percentileL1">,
 ): Readonly<Record<string, HostTensor>> => {
-  const L = index.perLayer[l], { kvHeads: Hk, clusters: C, headDim: d, clustered: S } = index;
-  return {
+  const L = index.perLayer[l], { kvHeads: Hk, clusters: C, headDim: d, clustered: S, clustersL1: C1 } = index;
+  const flat = {
     centroids: hostTensor("f32", ["kvHeads", "clusters", "headDim"], [Hk, C, d], L.centroids),
     sizes: hostTensor("f32", ["kvHeads", "clusters"], [Hk, C], L.sizes),
     labels: hostTensor("i32", ["kvHeads", "clustered"], [Hk, S], L.labels),
     threshold: hostTensor("f32", ["one"], [1], Float32Array.of(thresholdOf(index, p.percentile, p.gqa))),
+  };
+  if (!p.hierarchical) return flat;
+  if (!L.l1) throw new RangeError("a flat prefix index: build it with hierarchical: true");
+  return {
+    ...flat,
+    centroidsL1: hostTensor("f32", ["kvHeads", "clustersL1", "headDim"], [Hk, C1, d], L.l1.centroids),
+    sizesL1: hostTensor("f32", ["kvHeads", "clustersL1"], [Hk, C1], L.l1.sizes),
+    ptrL1: hostTensor("i32", ["kvHeads", "boundsL1"], [Hk, C1 + 1], L.l1.ptr),
+    parentL1: hostTensor("i32", ["kvHeads", "clusters"], [Hk, C], L.l1.parent),
+    thresholdL1: hostTensor(
+      "f32",
+      ["one"],
+      [1],
+      Float32Array.of(thresholdOf(index, p.percentileL1, p.gqa, 1)),
+    ),
   };
 };
 
@@ -241,6 +345,7 @@ const HeaderSchema = Schema.Struct({
   fixed: Schema.Int,
   clustered: Schema.Int,
   clusters: Schema.Int,
+  clustersL1: Schema.Int,
   layers: Schema.Int,
   heads: Schema.Int,
   kvHeads: Schema.Int,
@@ -251,6 +356,7 @@ const HeaderSchema = Schema.Struct({
     iterations: Schema.Int,
     seed: Schema.Int,
     scale: Schema.Finite,
+    percentClustersL1: Schema.Finite,
   }),
   model: Schema.String,
   tokensSha256: Schema.String,
@@ -262,7 +368,7 @@ const sha = (b: Uint8Array): Effect.Effect<Uint8Array> =>
 
 /** The sections of an index, in file order, with their element counts. */
 const sections = (h: PrefixIndexHeader & { kv: boolean }) => {
-  const { layers, kvHeads: Hk, clusters: C, headDim: d, clustered: S, fixed: F } = h;
+  const { layers, kvHeads: Hk, clusters: C, headDim: d, clustered: S, fixed: F, clustersL1: C1 } = h;
   const out: { name: string; count: number }[] = [];
   for (let l = 0; l < layers; l++) {
     out.push(
@@ -271,8 +377,17 @@ const sections = (h: PrefixIndexHeader & { kv: boolean }) => {
       { name: `l${l}`, count: Hk * S },
       { name: `i${l}`, count: 2 * Hk }, // inertia as f64: two words each
     );
+    if (C1) {
+      out.push(
+        { name: `c1_${l}`, count: Hk * C1 * d },
+        { name: `n1_${l}`, count: Hk * C1 },
+        { name: `p1_${l}`, count: Hk * (C1 + 1) },
+        { name: `a1_${l}`, count: Hk * C },
+      );
+    }
   }
   out.push({ name: "qh", count: STEPS + 1 }, { name: "qu", count: STEPS + 1 });
+  if (C1) out.push({ name: "q1h", count: STEPS + 1 }, { name: "q1u", count: STEPS + 1 });
   if (h.kv) {
     for (let l = 0; l < layers; l++) {
       out.push({ name: `k${l}`, count: Hk * F * d }, { name: `v${l}`, count: Hk * F * d });
@@ -288,7 +403,7 @@ const sections = (h: PrefixIndexHeader & { kv: boolean }) => {
  */
 export const encodePrefixIndex = (index: PrefixIndex): Effect.Effect<Uint8Array> =>
   Effect.gen(function* () {
-    const { perLayer: _l, quantiles: _q, kv: _kv, ...head } = index;
+    const { perLayer: _l, quantiles: _q, quantilesL1: _q1, kv: _kv, ...head } = index;
     const header = new TextEncoder().encode(
       JSON.stringify({ format: INDEX_FORMAT, version: INDEX_VERSION, ...head, kv: index.kv !== undefined }),
     );
@@ -304,9 +419,13 @@ export const encodePrefixIndex = (index: PrefixIndex): Effect.Effect<Uint8Array>
       out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off);
       off += a.byteLength;
     };
-    for (const L of index.perLayer) put(L.centroids), put(L.sizes), put(L.labels), put(L.inertia);
+    for (const L of index.perLayer) {
+      put(L.centroids), put(L.sizes), put(L.labels), put(L.inertia);
+      if (L.l1) put(L.l1.centroids), put(L.l1.sizes), put(L.l1.ptr), put(L.l1.parent);
+    }
     put(index.quantiles.head);
     put(index.quantiles.union);
+    if (index.quantilesL1) put(index.quantilesL1.head), put(index.quantilesL1.union);
     if (index.kv) { for (let l = 0; l < index.layers; l++) put(index.kv.k[l]), put(index.kv.v[l]); }
     out.set(yield* sha(out.subarray(0, off)), off);
     return out;
@@ -364,7 +483,9 @@ export const decodePrefixIndex = (bytes: Uint8Array): Effect.Effect<PrefixIndex,
     const dimsOk = [h.fixed, h.clustered, h.clusters, h.layers, h.heads, h.kvHeads, h.headDim].every((x) =>
       x >= 1
     ) &&
-      h.heads % h.kvHeads === 0 && h.clustered + h.params.obsWindow === h.fixed && h.clusters <= h.clustered;
+      h.heads % h.kvHeads === 0 && h.clustered + h.params.obsWindow === h.fixed &&
+      h.clusters <= h.clustered &&
+      h.clustersL1 >= 0 && h.clustersL1 <= h.clusters;
     if (!dimsOk) return yield* corrupt("prefix index header: inconsistent geometry");
     const secs = sections(h);
     const start = Math.ceil((MAGIC.length + 4 + hl) / 4) * 4;
@@ -387,9 +508,33 @@ export const decodePrefixIndex = (bytes: Uint8Array): Effect.Effect<PrefixIndex,
       if (labels.some((x) => x < 0 || x >= h.clusters)) {
         return yield* corrupt(`layer ${l}: a label outside the clusters`);
       }
-      perLayer.push({ centroids, sizes, labels, inertia });
+      if (!h.clustersL1) {
+        perLayer.push({ centroids, sizes, labels, inertia });
+        continue;
+      }
+      const C1 = h.clustersL1, C = h.clusters;
+      const l1 = {
+        centroids: new Float32Array(take()),
+        sizes: new Float32Array(take()),
+        ptr: new Int32Array(take()),
+        parent: new Int32Array(take()),
+      };
+      // the ranges partition the fine clusters and agree with the parents
+      for (let hk = 0; hk < h.kvHeads; hk++) {
+        const ptr = l1.ptr.subarray(hk * (C1 + 1), (hk + 1) * (C1 + 1));
+        let ok = ptr[0] === 0 && ptr[C1] === C;
+        for (let a = 0; a < C1 && ok; a++) {
+          ok = ptr[a] <= ptr[a + 1];
+          for (let c = ptr[a]; c < ptr[a + 1] && ok; c++) ok = l1.parent[hk * C + c] === a;
+        }
+        if (!ok) return yield* corrupt(`layer ${l}: L1 ranges that do not partition the fine clusters`);
+      }
+      perLayer.push({ centroids, sizes, labels, inertia, l1 });
     }
     const quantiles = { head: new Float32Array(take()), union: new Float32Array(take()) };
+    const quantilesL1 = h.clustersL1
+      ? { head: new Float32Array(take()), union: new Float32Array(take()) }
+      : undefined;
     let kv: PrefixIndex["kv"];
     if (h.kv) {
       const k: Float32Array[] = [], v: Float32Array[] = [];
@@ -397,7 +542,7 @@ export const decodePrefixIndex = (bytes: Uint8Array): Effect.Effect<PrefixIndex,
       kv = { k, v };
     }
     const { format: _f, version: _v, kv: _k, ...head } = h;
-    return { ...head, perLayer, quantiles, ...(kv ? { kv } : {}) };
+    return { ...head, perLayer, quantiles, ...(quantilesL1 ? { quantilesL1 } : {}), ...(kv ? { kv } : {}) };
   });
 
 /**

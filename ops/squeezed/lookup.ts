@@ -42,10 +42,15 @@ const outputs: LookupOutputs = { score: tensorType("f32", ["heads", "clusters"] 
 
 /** Shapes of a lookup. */
 export interface LookupDims {
+  /** Query heads. */
   readonly H: number;
+  /** KV heads. */
   readonly Hk: number;
+  /** Queries of the call. */
   readonly seq: number;
+  /** Clusters per KV head. */
   readonly C: number;
+  /** Head dimension. */
   readonly d: number;
 }
 
@@ -87,6 +92,24 @@ export const lookupReference = (
 
 const WG = 64;
 
+/**
+ * WGSL lines reducing per-thread (max, Σ N exp(s − max)) pairs in workgroup arrays `rm`, `rd` of `wg` entries
+ * (a power of two; `NEG` marks an empty pair) into `rm[0]`, `rd[0]`.
+ */
+export const reduceMaxDen = (wg: number): string[] => [
+  `  workgroupBarrier();`,
+  `  for (var w = ${wg / 2}u; w > 0u; w >>= 1u) {`,
+  `    if (t < w) {`,
+  `      let ma = rm[t]; let mb = rm[t + w]; let mm = max(ma, mb);`,
+  `      var dd = 0.0;`,
+  `      if (ma > NEG) { dd += rd[t] * exp(ma - mm); }`,
+  `      if (mb > NEG) { dd += rd[t + w] * exp(mb - mm); }`,
+  `      rm[t] = mm; rd[t] = dd;`,
+  `    }`,
+  `    workgroupBarrier();`,
+  `  }`,
+];
+
 const lookupWgsl = (dm: LookupDims, scale: number) => {
   const { H, Hk, seq, C, d } = dm, g = H / Hk;
   const sc = scale > 0 ? scale : 1 / Math.sqrt(d);
@@ -126,17 +149,7 @@ const lookupWgsl = (dm: LookupDims, scale: number) => {
     `    }`,
     `  }`,
     `  rm[t] = m; rd[t] = den;`,
-    `  workgroupBarrier();`,
-    `  for (var w = ${WG / 2}u; w > 0u; w >>= 1u) {`,
-    `    if (t < w) {`,
-    `      let ma = rm[t]; let mb = rm[t + w]; let mm = max(ma, mb);`,
-    `      var dd = 0.0;`,
-    `      if (ma > NEG) { dd += rd[t] * exp(ma - mm); }`,
-    `      if (mb > NEG) { dd += rd[t + w] * exp(mb - mm); }`,
-    `      rm[t] = mm; rd[t] = dd;`,
-    `    }`,
-    `    workgroupBarrier();`,
-    `  }`,
+    ...reduceMaxDen(WG),
     `  if (t == 0u) { ST[(h * ${seq}u + j) * 2u] = rm[0]; ST[(h * ${seq}u + j) * 2u + 1u] = rd[0]; }`,
     `}`,
     // per (head, cluster): the mean over queries of exp(s − max) / D

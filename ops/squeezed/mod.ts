@@ -9,6 +9,7 @@
 export * from "./params.ts";
 export * from "./kmeans.ts";
 export * from "./lookup.ts";
+export * from "./lookup_hier.ts";
 export * from "./select.ts";
 export * from "./index.ts";
 export * from "./technique.ts";

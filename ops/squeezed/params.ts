@@ -23,6 +23,9 @@ export type SqueezedParamsSchema = Schema.Struct<{
   readonly iterations: Schema.withDecodingDefaultKey<Schema.Int>;
   readonly seed: Schema.withDecodingDefaultKey<Schema.Int>;
   readonly workgroupMemory: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly hierarchical: Schema.withDecodingDefaultKey<Schema.Boolean>;
+  readonly percentClustersL1: Schema.withDecodingDefaultKey<Schema.Finite>;
+  readonly percentileL1: Schema.withDecodingDefaultKey<Schema.Finite>;
 }>;
 
 /** Parameters of the `squeezed` technique (each operator reads the ones it declares). */
@@ -60,6 +63,19 @@ export const SqueezedParams: SqueezedParamsSchema = Schema.Struct({
   seed: intParam(0, 2 ** 31 - 1, 0),
   /** The device's `maxComputeWorkgroupStorageSize` (bytes) the sparse attention may use; picks its key tile. */
   workgroupMemory: intParam(8192, 1 << 20, 32768),
+  /**
+   * The two-level lookup: coarse (L1) clusters over the fine ones, the fine clusters of an L1 cluster looked
+   * up only when it passes its own threshold (the official release simulates it with two flat lookups; ours
+   * skips the dropped clusters' children). Needs an index built with it.
+   */
+  hierarchical: Schema.Boolean.pipe(Schema.withDecodingDefaultKey(Effect.succeed(false))),
+  /**
+   * L1 clusters per (layer, KV head) in percent of the clustered keys (k-means of the fine centroids; the
+   * official script's `--percent_clusters` in hierarchical mode, 1 % beside 5 % fine in the paper's setting).
+   */
+  percentClustersL1: finiteParam(0.01, 100, 1),
+  /** The L1 threshold's percentile (official `percentile_lower`: `pred.py` default 0.7, the config's 0.5). */
+  percentileL1: finiteParam(0, 0.999, 0.7),
 });
 /** Decoded Squeezed Attention parameters. */
 export type SqueezedParams = typeof SqueezedParams.Type;
@@ -88,6 +104,16 @@ export const clusterCount = (
   }
   return Math.max(1, Math.min(n, Math.floor((p.percentClusters / 100) * n)));
 };
+
+/** L1 clusters of a fixed context of `fixed` tokens (as {@link clusterCount}, at most the fine clusters). */
+export const clusterCountL1 = (
+  p: Pick<SqueezedParams, "percentClusters" | "percentClustersL1" | "obsWindow">,
+  fixed: number,
+): number =>
+  Math.min(
+    clusterCount(p, fixed),
+    clusterCount({ percentClusters: p.percentClustersL1, obsWindow: p.obsWindow }, fixed),
+  );
 
 /** The query-head → KV-head map of GQA: `⌊h / (heads / kvHeads)⌋`. */
 export const kvHeadOf = (h: number, heads: number, kvHeads: number): number =>

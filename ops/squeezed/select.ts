@@ -58,8 +58,11 @@ const outputs: SelectOutputs = {
 
 /** Shapes of a selection. */
 export interface SelectDims {
+  /** Query heads. */
   readonly H: number;
+  /** KV heads. */
   readonly Hk: number;
+  /** Queries of the call. */
   readonly seq: number;
   /** Cache capacity (list length). */
   readonly cap: number;

@@ -27,17 +27,27 @@ import {
 import { indexCacheAttn } from "../dense/index_attn.ts";
 import { denseTechnique } from "../dense/technique.ts";
 import { lookup } from "./lookup.ts";
-import { clusterCount, SqueezedParams } from "./params.ts";
+import { lookupHier } from "./lookup_hier.ts";
+import { clusterCount, clusterCountL1, SqueezedParams } from "./params.ts";
 import { select } from "./select.ts";
 
-/** The inputs of the squeezed decode graph that a prefix index binds per layer. */
+/** The inputs of the squeezed decode graph that a prefix index binds per layer (flat lookup). */
 export const INDEX_INPUTS: readonly string[] = ["centroids", "sizes", "labels", "threshold"];
+/** The further inputs of the hierarchical lookup. */
+export const INDEX_INPUTS_L1: readonly string[] = [
+  "centroidsL1",
+  "sizesL1",
+  "ptrL1",
+  "parentL1",
+  "thresholdL1",
+];
 
 /**
  * One layer's Squeezed Attention graph on a KV cache: inputs `q f32 [heads, seq, headDim]` (after RoPE, at
  * positions `pos …` past the fixed context), `k`, `v f32 [kvHeads, capacity, headDim]` (the cache, runtime
  * scalar `pos`), and the index's `centroids f32 [kvHeads, clusters, headDim]`, `sizes f32 [kvHeads, clusters]`,
- * `labels i32 [kvHeads, clustered]`, `threshold f32 [1]`; outputs `o f32 [heads, seq, headDim]`, `lse f32
+ * `labels i32 [kvHeads, clustered]`, `threshold f32 [1]` (with `hierarchical`, also `squeezed.lookupHier`'s
+ * `centroidsL1`, `sizesL1`, `ptrL1`, `parentL1`, `thresholdL1`); outputs `o f32 [heads, seq, headDim]`, `lse f32
  * [heads, seq]` (over the attended keys), `density f32 [heads]` (the KV budget: kept fixed-context keys /
  * fixed-context tokens) and the lists `indices i32 [heads, ceil(seq / blockQ), capacity]`.
  */
@@ -54,7 +64,18 @@ export const squeezedGraph = (
     const sizes = g.input("sizes", lookup.inputs.sizes);
     const labels = g.input("labels", select.inputs.labels);
     const threshold = g.input("threshold", select.inputs.threshold);
-    const score = g.add(lookup, p, { q, centroids, sizes }, "lookup").score;
+    const score = p.hierarchical
+      ? g.add(lookupHier, p, {
+        q,
+        centroids,
+        sizes,
+        centroidsL1: g.input("centroidsL1", lookupHier.inputs.centroidsL1),
+        sizesL1: g.input("sizesL1", lookupHier.inputs.sizesL1),
+        ptrL1: g.input("ptrL1", lookupHier.inputs.ptrL1),
+        parentL1: g.input("parentL1", lookupHier.inputs.parentL1),
+        thresholdL1: g.input("thresholdL1", lookupHier.inputs.thresholdL1),
+      }, "lookup").score
+      : g.add(lookup, p, { q, centroids, sizes }, "lookup").score;
     const s = g.add(select, p, { q, kCache: k, score, labels, threshold }, "select");
     const a = g.add(
       indexCacheAttn,
@@ -90,7 +111,7 @@ const staged = stagedTechnique<SqueezedParams>({
   phases: ["decode"],
   sparse: true,
   params: SqueezedParams,
-  operators: [lookup, select, indexCacheAttn],
+  operators: [lookup, lookupHier, select, indexCacheAttn],
   stages: ["centroid-lookup", "cluster-select", "index-cache-attn"],
   densityScaled: ["index-cache-attn"],
   knob: {
@@ -163,6 +184,18 @@ export const squeezedTechnique: Technique<SqueezedParams> = {
         sizes: t("f32", [dims.kvHeads, C], ["kvHeads", "clusters"]),
         labels: t("i32", [dims.kvHeads, S], ["kvHeads", "clustered"]),
         threshold: t("f32", [1], ["one"]),
+        ...(p.hierarchical
+          ? (() => {
+            const C1 = clusterCountL1(p, F);
+            return {
+              centroidsL1: t("f32", [dims.kvHeads, C1, dims.headDim], ["kvHeads", "clustersL1", "headDim"]),
+              sizesL1: t("f32", [dims.kvHeads, C1], ["kvHeads", "clustersL1"]),
+              ptrL1: t("i32", [dims.kvHeads, C1 + 1], ["kvHeads", "boundsL1"]),
+              parentL1: t("i32", [dims.kvHeads, C], ["kvHeads", "clusters"]),
+              thresholdL1: t("f32", [1], ["one"]),
+            };
+          })()
+          : {}),
       });
       return g;
     }),

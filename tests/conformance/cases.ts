@@ -1020,6 +1020,104 @@ const squeezedLookupCases: CaseGenerator = (op) =>
     },
   }));
 
+/** squeezed.lookupHier: against float64 — the L1 gate, then the fine lookup over the survivors' children. */
+const squeezedLookupHierCases: CaseGenerator = (op) =>
+  ([[9, 3, 37, 41, 7, 64], [4, 1, 1, 130, 11, 64], [8, 2, 20, 257, 16, 128]] as const).map(
+    ([H, Hk, S, C, C1, D], n) => ({
+      shape: `H${H}/${Hk} S${S} C${C}/${C1} D${D}`,
+      dtype: "f32" as const,
+      qk: false,
+      params: {},
+      descs: {
+        q: descOf(op, "q", [H, S, D]),
+        centroids: descOf(op, "centroids", [Hk, C, D]),
+        sizes: descOf(op, "sizes", [Hk, C]),
+        centroidsL1: descOf(op, "centroidsL1", [Hk, C1, D]),
+        sizesL1: descOf(op, "sizesL1", [Hk, C1]),
+        ptrL1: descOf(op, "ptrL1", [Hk, C1 + 1]),
+        parentL1: descOf(op, "parentL1", [Hk, C]),
+        thresholdL1: descOf(op, "thresholdL1", [1]),
+      },
+      build: () => {
+        const q = seededNormals(H * S * D, 3001 + n).map((x) => 1.5 * x);
+        const c = seededNormals(Hk * C * D, 3101 + n).map((x) => 1.5 * x);
+        const c1 = seededNormals(Hk * C1 * D, 3201 + n).map((x) => 1.5 * x);
+        const rnd = mulberry32(3301 + n);
+        const sizes = Float32Array.from(
+          { length: Hk * C },
+          () => (rnd() < 0.1 ? 0 : 1 + Math.floor(rnd() * 30)),
+        );
+        // fine clusters in parent order: each L1 cluster gets a contiguous run (some of one, one possibly empty)
+        const ptr = new Int32Array(Hk * (C1 + 1)), parent = new Int32Array(Hk * C);
+        const sizesL1 = new Float32Array(Hk * C1);
+        for (let hk = 0; hk < Hk; hk++) {
+          const cuts = Array.from({ length: C1 - 1 }, () => Math.floor(rnd() * (C + 1))).sort((a, b) =>
+            a - b
+          );
+          const bounds = [0, ...cuts, C];
+          for (let a = 0; a <= C1; a++) ptr[hk * (C1 + 1) + a] = bounds[a];
+          for (let a = 0; a < C1; a++) {
+            for (let x = bounds[a]; x < bounds[a + 1]; x++) {
+              parent[hk * C + x] = a;
+              sizesL1[hk * C1 + a] += sizes[hk * C + x];
+            }
+          }
+        }
+        const s1 = squeezedLookup64(q, c1, sizesL1, { H, Hk, seq: S, C: C1, d: D });
+        // τ₁ in the middle of the largest gap among the middle L1 scores: about half of them pass
+        const sorted = [...s1].filter((v) => v > 0).sort((a, b) => a - b);
+        let at = sorted.length >> 1, wide = -1;
+        for (let i = Math.floor(sorted.length * 0.3); i < Math.floor(sorted.length * 0.7); i++) {
+          if (sorted[i + 1] - sorted[i] > wide) wide = sorted[i + 1] - sorted[i], at = i;
+        }
+        const tau1 = (sorted[at] + sorted[at + 1]) / 2;
+        // the fine lookup per head over the children of its passing L1 clusters: the others' sizes zeroed
+        const want = new Float64Array(H * C), mag = new Float64Array(H * C);
+        for (let h = 0; h < H; h++) {
+          const hk = Math.floor(h / (H / Hk));
+          const qs = q.subarray(h * S * D, (h + 1) * S * D);
+          const masked = Float32Array.from(
+            { length: C },
+            (_, x) => (s1[h * C1 + parent[hk * C + x]] > tau1 ? sizes[hk * C + x] : 0),
+          );
+          const one = squeezedLookup64(qs, c.subarray(hk * C * D, (hk + 1) * C * D), masked, {
+            H: 1,
+            Hk: 1,
+            seq: S,
+            C,
+            d: D,
+          });
+          want.set(one, h * C);
+          mag.fill(Math.max(...one, 1e-30), h * C, h * C + C);
+        }
+        const mag1 = new Float64Array(H * C1);
+        for (let h = 0; h < H; h++) {
+          mag1.fill(Math.max(...s1.subarray(h * C1, h * C1 + C1)), h * C1, h * C1 + C1);
+        }
+        return {
+          inputs: {
+            q: hostTensor("f32", op.inputs.q.dims, [H, S, D], q),
+            centroids: hostTensor("f32", op.inputs.centroids.dims, [Hk, C, D], c),
+            sizes: hostTensor("f32", op.inputs.sizes.dims, [Hk, C], sizes),
+            centroidsL1: hostTensor("f32", op.inputs.centroidsL1.dims, [Hk, C1, D], c1),
+            sizesL1: hostTensor("f32", op.inputs.sizesL1.dims, [Hk, C1], sizesL1),
+            ptrL1: hostTensor("i32", op.inputs.ptrL1.dims, [Hk, C1 + 1], ptr),
+            parentL1: hostTensor("i32", op.inputs.parentL1.dims, [Hk, C], parent),
+            thresholdL1: hostTensor("f32", op.inputs.thresholdL1.dims, [1], Float32Array.of(tau1)),
+          },
+          ref64: (cpu) => [
+            maxRel("score", values(cpu.score), want, 1e-6, 1e-30),
+            maxRel("scoreL1", values(cpu.scoreL1), s1, 1e-6, 1e-30),
+          ],
+          compare: (got, cpu) => [
+            maxScaled("score", values(got.score), values(cpu.score), mag, 2e-5),
+            maxScaled("scoreL1", values(got.scoreL1), values(cpu.scoreL1), mag1, 2e-5),
+          ],
+        };
+      },
+    }),
+  );
+
 /** [heads, kvHeads, seq, capacity, clustered, clusters, obsWindow, pos, blockQ, gqa, budget quantile] */
 const SQ_SELECT_GRID: readonly (readonly [
   number,
@@ -1819,6 +1917,7 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "traceback.weights": tracebackCases,
   "squeezed.lookup": squeezedLookupCases,
   "squeezed.select": squeezedSelectCases,
+  "squeezed.lookupHier": squeezedLookupHierCases,
   "dense.indexCacheAttn": indexCacheAttnCases,
   "hip.mask.f16": hipMaskCases,
   "model.embed": embedCases,

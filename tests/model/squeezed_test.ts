@@ -119,3 +119,42 @@ for (
     { ignore: !haveModel || (name === "wgpu" && wgpu === undefined) },
   );
 }
+
+test(
+  "squeezed hierarchical on cpu: both thresholds below every score = dense; a flat index refuses it",
+  async () => {
+    const { m, fixed, question } = await prompt();
+    const backend = await Effect.runPromise(makeCpuBackend({ gemm: (await loadSgemm()).gemm }));
+    const g = await Effect.runPromise(loadLlamaGraph(m, backend));
+    const p = squeezed.squeezedParams({ hierarchical: true });
+    const ctx = await Effect.runPromise(prepareContext(g, m, fixed, p, { room: 64, keepKv: false }));
+    assert.equal(ctx.index.clustersL1, squeezed.clusterCountL1(p, fixed.length));
+    const dense = await Effect.runPromise(askContext(g, ctx, question, 6, stop));
+    const dec = await Effect.runPromise(squeezedDecode(ctx.index, p));
+    const open = (l: number) => {
+      const x = dec(l);
+      const one = (v: number) => ({ ...x.inputs!.threshold, data: Float32Array.of(v) });
+      return { ...x, inputs: { ...x.inputs!, threshold: one(-1), thresholdL1: one(-1) } };
+    };
+    const all = await Effect.runPromise(askContext(g, ctx, question, 6, stop, open));
+    let diff = 0;
+    for (let i = 0; i < dense.firstLogits.length; i++) {
+      diff = Math.max(diff, Math.abs(dense.firstLogits[i] - all.firstLogits[i]));
+    }
+    assert.ok(diff < 2e-3, `both thresholds open: logits differ from dense by ${diff}`);
+    assert.deepEqual(all.ids, dense.ids);
+    const sparse = await Effect.runPromise(askContext(g, ctx, question, 6, stop, dec));
+    const budget = sparse.density.reduce((a, b) => a + b, 0) / sparse.density.length;
+    assert.ok(budget > 0.01 && budget < 0.5, `hierarchical p 0.9 / 0.7: budget ${budget}`);
+    // a flat index cannot serve the hierarchical lookup
+    const flat = await Effect.runPromise(
+      prepareContext(g, m, fixed, squeezed.squeezedParams({}), { room: 8, keepKv: false }),
+    );
+    const r = await Effect.runPromise(Effect.result(squeezedDecode(flat.index, p)));
+    assert.ok(r._tag === "Failure" && r.failure._tag === "PrefixIndexError" && r.failure.reason === "shape");
+    flat.cache.release();
+    ctx.cache.release();
+    g.release();
+  },
+  { ignore: !haveModel },
+);

@@ -28,7 +28,7 @@ const prefillDims = { heads: 4, kvHeads: 2, headDim: 64, seq: 96, kvSeq: 96 };
 const decodeDims = { ...prefillDims, seq: 1 };
 
 test("registry: unique names, exact baseline first, lookup by name with a typed error", () => {
-  assert.deepEqual(techniqueNames(), ["dense", "sale", "hip", "tokenselect"]);
+  assert.deepEqual(techniqueNames(), ["dense", "sale", "hip", "tokenselect", "squeezed"]);
   assert.equal(new Set(techniqueNames()).size, TECHNIQUES.length);
   assert.ok(!TECHNIQUES[0].sparse, "the first technique is the exact baseline");
   assert.equal(Effect.runSync(techniqueByName("sale")), sale.saleTechnique);

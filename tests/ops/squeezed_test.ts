@@ -386,3 +386,132 @@ test("squeezed params: schema errors name the parameter; clusterCount refuses a 
   assert.throws(() => squeezed.clusterCount(squeezed.squeezedParams({}), 100), /obsWindow/);
   assert.equal(squeezed.clusterCount(squeezed.squeezedParams({}), 102), 1);
 });
+
+test("hierarchical index: L1 ranges partition the fine clusters in parent order; sizes add up; round trip", async () => {
+  const L = 2, H = 4, Hk = 2, d = 16, F = 520;
+  const p = squeezed.squeezedParams({ obsWindow: 20, hierarchical: true, percentClustersL1: 1 });
+  const keys = [randn(Hk * F * d, 11, 2), randn(Hk * F * d, 12, 2)];
+  const queries = [randn(H * 20 * d, 13, 2), randn(H * 20 * d, 14, 2)];
+  const index = squeezed.buildPrefixIndex(
+    { keys: (l) => keys[l], queries: (l) => queries[l] },
+    { layers: L, heads: H, kvHeads: Hk, headDim: d, fixed: F },
+    p,
+    { model: "m", tokensSha256: "t" },
+  );
+  const C = index.clusters, C1 = index.clustersL1;
+  assert.equal(C, 25); // ⌊0.05 · 500⌋
+  assert.equal(C1, 5); // ⌊0.01 · 500⌋
+  for (const lay of index.perLayer) {
+    const l1 = lay.l1!;
+    for (let hk = 0; hk < Hk; hk++) {
+      const ptr = l1.ptr.subarray(hk * (C1 + 1), (hk + 1) * (C1 + 1));
+      assert.equal(ptr[0], 0);
+      assert.equal(ptr[C1], C);
+      for (let a = 0; a < C1; a++) {
+        let n = 0;
+        for (let c = ptr[a]; c < ptr[a + 1]; c++) {
+          assert.equal(l1.parent[hk * C + c], a);
+          n += lay.sizes[hk * C + c];
+        }
+        assert.equal(l1.sizes[hk * C1 + a], n);
+      }
+      // labels still point at clusters holding those keys: sizes are the label counts
+      const count = new Float32Array(C);
+      for (let i = 0; i < 500; i++) count[lay.labels[hk * 500 + i]]++;
+      assert.deepEqual([...count], [...lay.sizes.subarray(hk * C, (hk + 1) * C)]);
+    }
+  }
+  assert.ok(squeezed.thresholdOf(index, 0.7, "head", 1) > 0);
+  const back = await Effect.runPromise(
+    Effect.flatMap(squeezed.encodePrefixIndex(index), (b) => squeezed.decodePrefixIndex(b)),
+  );
+  assert.deepEqual(back.perLayer[1].l1!.ptr, index.perLayer[1].l1!.ptr);
+  assert.deepEqual(back.quantilesL1!.head, index.quantilesL1!.head);
+  assert.throws(() => squeezed.thresholdOf({ ...index, quantilesL1: undefined }, 0.5, "head", 1), RangeError);
+});
+
+/** One lookup (flat or hierarchical) through its operator on `backend`. */
+const lookupOn = async (backend: Backend, hier: boolean, tau1: number, x: ReturnType<typeof hierProblem>) => {
+  const { H, Hk, seq, C, C1, d } = x.dims;
+  const gb = graph("lookup");
+  const q = gb.input("q", squeezed.lookup.inputs.q);
+  const cen = gb.input("centroids", squeezed.lookup.inputs.centroids);
+  const sizes = gb.input("sizes", squeezed.lookup.inputs.sizes);
+  const inputs: Record<string, ReturnType<typeof hostTensor>> = {
+    q: hostTensor("f32", ["heads", "seq", "headDim"], [H, seq, d], x.q),
+    centroids: hostTensor("f32", ["kvHeads", "clusters", "headDim"], [Hk, C, d], x.c),
+    sizes: hostTensor("f32", ["kvHeads", "clusters"], [Hk, C], x.sizes),
+  };
+  if (hier) {
+    const o = gb.add(squeezed.lookupHier, squeezed.squeezedParams({}), {
+      q,
+      centroids: cen,
+      sizes,
+      centroidsL1: gb.input("centroidsL1", squeezed.lookupHier.inputs.centroidsL1),
+      sizesL1: gb.input("sizesL1", squeezed.lookupHier.inputs.sizesL1),
+      ptrL1: gb.input("ptrL1", squeezed.lookupHier.inputs.ptrL1),
+      parentL1: gb.input("parentL1", squeezed.lookupHier.inputs.parentL1),
+      thresholdL1: gb.input("thresholdL1", squeezed.lookupHier.inputs.thresholdL1),
+    }, "hier");
+    gb.output("score", o.score);
+    Object.assign(inputs, {
+      centroidsL1: hostTensor("f32", ["kvHeads", "clustersL1", "headDim"], [Hk, C1, d], x.c1),
+      sizesL1: hostTensor("f32", ["kvHeads", "clustersL1"], [Hk, C1], x.sizes1),
+      ptrL1: hostTensor("i32", ["kvHeads", "boundsL1"], [Hk, C1 + 1], x.ptr),
+      parentL1: hostTensor("i32", ["kvHeads", "clusters"], [Hk, C], x.parent),
+      thresholdL1: hostTensor("f32", ["one"], [1], Float32Array.of(tau1)),
+    });
+  } else {gb.output(
+      "score",
+      gb.add(squeezed.lookup, squeezed.squeezedParams({}), { q, centroids: cen, sizes }, "flat").score,
+    );}
+  const g = await Effect.runPromise(gb.build());
+  const { outputs } = await Effect.runPromise(run(g, backend, inputs as never));
+  return outputs.score.data as Float32Array;
+};
+
+/** A hierarchical lookup problem: fine clusters in contiguous runs under C1 L1 clusters. */
+const hierProblem = (H: number, Hk: number, seq: number, C: number, C1: number, d: number, seed: number) => {
+  const q = randn(H * seq * d, seed, 1.5),
+    c = randn(Hk * C * d, seed + 1, 1.5),
+    c1 = randn(Hk * C1 * d, seed + 2, 1.5);
+  const sizes = Float32Array.from({ length: Hk * C }, (_, i) => 1 + (i * 7) % 13);
+  const ptr = new Int32Array(Hk * (C1 + 1)),
+    parent = new Int32Array(Hk * C),
+    sizes1 = new Float32Array(Hk * C1);
+  for (let hk = 0; hk < Hk; hk++) {
+    for (let a = 0; a <= C1; a++) ptr[hk * (C1 + 1) + a] = Math.round((a * C) / C1);
+    for (let a = 0; a < C1; a++) {
+      for (let x = ptr[hk * (C1 + 1) + a]; x < ptr[hk * (C1 + 1) + a + 1]; x++) {
+        parent[hk * C + x] = a;
+        sizes1[hk * C1 + a] += sizes[hk * C + x];
+      }
+    }
+  }
+  return { q, c, c1, sizes, sizes1, ptr, parent, dims: { H, Hk, seq, C, C1, d } };
+};
+
+test("hierarchical lookup: every L1 cluster passing = the flat lookup; a real τ₁ skips work; wgpu = cpu", async () => {
+  for (const [H, Hk, seq, C, C1, d] of [[9, 3, 17, 60, 6, 64], [4, 1, 1, 101, 10, 128]] as const) {
+    const x = hierProblem(H, Hk, seq, C, C1, d, H + C);
+    const flat = await lookupOn(cpu, false, 0, x);
+    const all = await lookupOn(cpu, true, -1, x);
+    assert.ok(relErr(all, flat) < 1e-6, `τ₁ = −1 against flat: ${relErr(all, flat)}`);
+    // a τ₁ at the median L1 score: about half the fine clusters are never computed, and score 0
+    const s1 = squeezed.lookupReference(0, x.q, x.c1, x.sizes1, { H, Hk, seq, C: C1, d });
+    const sorted1 = [...s1].sort((a, b) => a - b), mid = s1.length >> 1;
+    const tau1 = (sorted1[mid] + sorted1[mid + 1]) / 2; // between two scores: rounding cannot cross it
+    const r = squeezed.lookupHierReference(0, x.q, x.c, x.sizes, x.c1, x.sizes1, x.ptr, tau1, x.dims);
+    assert.ok(r.evaluated < 0.8 * H * C && r.evaluated > 0.1 * H * C, `evaluated ${r.evaluated} of ${H * C}`);
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / (H / Hk));
+      for (let c = 0; c < C; c++) {
+        if (!(s1[h * C1 + x.parent[hk * C + c]] > tau1)) assert.equal(r.score[h * C + c], 0);
+      }
+    }
+    if (wgpu) {
+      const gpu = await lookupOn(wgpu, true, tau1, x), host = await lookupOn(cpu, true, tau1, x);
+      assert.ok(relErr(gpu, host) < 1e-5, `wgpu against cpu: ${relErr(gpu, host)}`);
+    }
+  }
+});

@@ -21,6 +21,13 @@ import { dense, squeezed } from "@longctx/ops";
 import type { GraphLlama, KvState } from "../model/llama_graph.ts";
 import type { LlamaModel } from "../model/llama.ts";
 
+/** A prefix index (`PrefixIndex` of `@longctx/ops`). */
+export type PrefixIndex = squeezed.PrefixIndex;
+/** Squeezed Attention's parameters (`squeezed.SqueezedParams` of `@longctx/ops`). */
+export type SqueezedParams = squeezed.SqueezedParams;
+/** A prefix index that cannot serve (`squeezed.PrefixIndexError` of `@longctx/ops`). */
+export type PrefixIndexError = squeezed.PrefixIndexError;
+
 /** The model's fingerprint kept in an index: its shapes and the SHA-256 of its token embedding. */
 export const modelFingerprint = (model: Pick<LlamaModel, "config" | "tokEmbd">): Effect.Effect<string> =>
   Effect.promise(async () => {
@@ -49,7 +56,7 @@ const captureGraph = (workgroupMemory: number): Effect.Effect<Graph, LongctxErro
 /** A fixed context ready for questions: its KV cache (holding exactly its tokens) and its prefix index. */
 export interface SqueezedContext {
   /** The index (clusters, calibration, provenance). */
-  readonly index: squeezed.PrefixIndex;
+  readonly index: PrefixIndex;
   /** The KV cache, `index.fixed` rows valid, room for `capacity − fixed` question and answer tokens. */
   readonly cache: KvState;
   /** Wall time of the context's prefill and of the clustering, ms (0 for a loaded index's prefill). */
@@ -148,7 +155,7 @@ export const prepareContext = (
   g: GraphLlama,
   model: LlamaModel,
   tokens: readonly number[],
-  params: squeezed.SqueezedParams,
+  params: SqueezedParams,
   o: PrepareOptions = {},
 ): Effect.Effect<SqueezedContext, LongctxError> =>
   Effect.gen(function* () {
@@ -189,9 +196,9 @@ export const restoreContext = (
   g: GraphLlama,
   model: LlamaModel,
   tokens: readonly number[],
-  index: squeezed.PrefixIndex,
+  index: PrefixIndex,
   room = 1024,
-): Effect.Effect<SqueezedContext, LongctxError | squeezed.PrefixIndexError> =>
+): Effect.Effect<SqueezedContext, LongctxError | PrefixIndexError> =>
   Effect.gen(function* () {
     const cfg = model.config;
     yield* squeezed.checkPrefixIndex(index, {
@@ -223,14 +230,22 @@ export const restoreContext = (
 
 /**
  * The per-layer decode attention of the `squeezed` technique with `params`, bound to `index` (its centroids,
- * sizes, labels and τ for `params.percentile`): pass as the forward's `decodeAttention` for the question and
- * the answer. Fails with the technique's graph errors.
+ * sizes, labels and τ for `params.percentile`; with `hierarchical`, its L1 level and τ₁): pass as the
+ * forward's `decodeAttention` for the question and the answer. Fails with the technique's graph errors and
+ * `PrefixIndexError` `shape` for a hierarchical lookup on a flat index.
  */
 export const squeezedDecode = (
-  index: squeezed.PrefixIndex,
-  params: squeezed.SqueezedParams,
-): Effect.Effect<(layer: number) => CacheDecodeGraphs, TechniqueGraphError> =>
+  index: PrefixIndex,
+  params: SqueezedParams,
+): Effect.Effect<(layer: number) => CacheDecodeGraphs, TechniqueGraphError | PrefixIndexError> =>
   Effect.gen(function* () {
+    if (params.hierarchical && !index.clustersL1) {
+      return yield* new squeezed.PrefixIndexError({
+        reason: "shape",
+        message: "the hierarchical lookup was asked of a flat prefix index (no L1 clusters)",
+        hint: "build the index with hierarchical: true, or look up flat (hierarchical: false)",
+      });
+    }
     const base = yield* squeezed.squeezedCacheDecode(params);
     const perLayer = index.perLayer.map((_, l) => ({
       ...base,
@@ -242,7 +257,7 @@ export const squeezedDecode = (
 /** Write `index` to `path` (see `squeezed.encodePrefixIndex`). Fails with `InputError` when it cannot write. */
 export const saveSqueezedIndex = (
   path: string,
-  index: squeezed.PrefixIndex,
+  index: PrefixIndex,
 ): Effect.Effect<number, InputError> =>
   Effect.gen(function* () {
     const bytes = yield* squeezed.encodePrefixIndex(index);
@@ -263,7 +278,7 @@ export const saveSqueezedIndex = (
  */
 export const loadSqueezedIndex = (
   path: string,
-): Effect.Effect<squeezed.PrefixIndex, InputError | squeezed.PrefixIndexError> =>
+): Effect.Effect<PrefixIndex, InputError | PrefixIndexError> =>
   Effect.gen(function* () {
     const bytes = yield* Effect.tryPromise({
       try: () => readFile(path),
