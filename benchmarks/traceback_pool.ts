@@ -5,8 +5,8 @@
  * `appendRows`); the runs pooled are those of `--backend` holding rows of `--method`, and every impl of those
  * runs in `--impls` (default `--method` and `random`, the analytic baseline) is pooled: precision and recall weighted by each run's
  * planted-fact cases, the injection metrics by its injection cases, time and forwards per answer by both.
- * Refuses overlapping case sets. Appends the pooled rows (`params.caseSet`: `pooled indices … of N`, `runs`:
- * the runs' dates and commits) to `benchmarks/results/traceback.json`.
+ * Refuses overlapping case sets. Appends the pooled rows (impl `<impl>-pooled`, `params.caseSet`: `pooled
+ * indices … of N`, `runs`: the runs' dates and commits) to `benchmarks/results/traceback.json`.
  *
  * Usage: `deno run -A benchmarks/traceback_pool.ts [--backend H200] [--method tracllm] [--no-write]`.
  * @module
@@ -89,6 +89,7 @@ for (const impl of impls) {
     const { date: _d, commit: _c, command: _m, run: _r, ...rest } = last;
     out.push({
       ...rest,
+      impl: `${impl}-pooled`,
       value: sum / w,
       params: {
         ...params(last),
