@@ -277,9 +277,11 @@ for (const [key, t] of tally) {
   summary.push(
     `${key.padEnd(16)} budget ${(budget * 100).toFixed(1)}% (${(1 / budget).toFixed(1)}×)  accuracy ${
       (t.correct / t.n).toFixed(3)
-    }  obs recall ${((recallSum.get(key) ?? NaN) / args.haystacks).toFixed(3)}  same answer ${
-      (t.agree / t.n).toFixed(3)
-    }  KL ${(t.kl / t.n).toExponential(2)}  top-1 ${(t.top1 / t.n).toFixed(3)}`,
+    }${
+      recallSum.has(key) ? `  obs recall ${(recallSum.get(key)! / args.haystacks).toFixed(3)}` : ""
+    }  same answer ${(t.agree / t.n).toFixed(3)}  KL ${(t.kl / t.n).toExponential(2)}  top-1 ${
+      (t.top1 / t.n).toFixed(3)
+    }`,
   );
 }
 g.release();

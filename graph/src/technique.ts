@@ -130,6 +130,20 @@ export interface CarriedTensor {
 export const ROPE_INPUTS: readonly string[] = ["ropeCos", "ropeSin"];
 
 /**
+ * Fails with `TechniqueError` `unsupported-phase` unless `dtype` is f32: for a technique whose decode graph runs
+ * on the model forward's f32 KV cache (TokenSelect, Squeezed Attention).
+ */
+export const requireF32Cache = (technique: string, dtype: AttnDType): Effect.Effect<void, TechniqueError> =>
+  dtype === "f32" ? Effect.void : Effect.fail(
+    new TechniqueError({
+      reason: "unsupported-phase",
+      technique,
+      message: `${technique} runs on the f32 KV cache; ${dtype} was asked`,
+      hint: 'build its decode graph with dtype "f32"',
+    }),
+  );
+
+/**
  * The shape of graph input `port` of a technique's graph at `dims`: `q [heads, seq, headDim]`, `k`/`v`
  * `[kvHeads, kvSeq, headDim]`, the RoPE tables `[kvSeq, headDim / 2]`; undefined for any other port.
  */

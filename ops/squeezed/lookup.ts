@@ -110,41 +110,47 @@ export const reduceMaxDen = (wg: number): string[] => [
   `  }`,
 ];
 
-const lookupWgsl = (dm: LookupDims, scale: number) => {
-  const { H, Hk, seq, C, d } = dm, g = H / Hk;
+/** The names a flat lookup level's kernels read and write (see {@link flatLevelWgsl}). */
+export interface LevelNames {
+  /** The centroid buffer. */
+  readonly cen: string;
+  /** The cluster-size buffer. */
+  readonly n: string;
+  /** The score buffer written. */
+  readonly out: string;
+  /** The entry point of the per-(query, head) statistics. */
+  readonly stats: string;
+  /** The entry point of the per-(head, cluster) score. */
+  readonly score: string;
+}
+
+/**
+ * The WGSL of one flat lookup level over `C` clusters (two entry points, see the module doc): it reads `Q`
+ * and the level's centroids and sizes and writes `(max, D)` per (head, query) to `ST` and the scores to the
+ * level's score buffer. Expects the bindings named in `names`, `Q`, `ST`, the workgroup arrays `qs`, `rm`,
+ * `rd` and `NEG` declared by the caller.
+ */
+export const flatLevelWgsl = (dm: LookupDims, scale: number, names: LevelNames): string[] => {
+  const { H, Hk, seq, C, d } = dm, g = H / Hk, { cen, n, out } = names;
   const sc = scale > 0 ? scale : 1 / Math.sqrt(d);
   return [
-    `@group(0) @binding(0) var<storage, read> Q: array<f32>;`,
-    `@group(0) @binding(1) var<storage, read> CEN: array<f32>;`,
-    `@group(0) @binding(2) var<storage, read> N: array<f32>;`,
-    `@group(0) @binding(3) var<storage, read_write> ST: array<f32>;`,
-    `@group(0) @binding(4) var<storage, read_write> SC: array<f32>;`,
-    `var<workgroup> qs: array<f32, ${d}>;`,
-    `var<workgroup> rm: array<f32, ${WG}>;`,
-    `var<workgroup> rd: array<f32, ${WG}>;`,
-    `const NEG: f32 = -3.0e38;`,
-    `fn dotq(qo: u32, co: u32) -> f32 {`,
-    `  var v = 0.0;`,
-    `  for (var t = 0u; t < ${d}u; t++) { v += Q[qo + t] * CEN[co + t]; }`,
-    `  return v * ${sc};`,
-    `}`,
     // per (query, head): the max over non-empty clusters and D = Σ N exp(s − max)
     `@compute @workgroup_size(${WG})`,
-    `fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
+    `fn ${names.stats}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
     `  let j = wid.x; let h = wid.y; let hk = h / ${g}u;`,
     `  let qo = (h * ${seq}u + j) * ${d}u;`,
     `  for (var x = t; x < ${d}u; x += ${WG}u) { qs[x] = Q[qo + x]; }`,
     `  workgroupBarrier();`,
     `  var m = NEG; var den = 0.0;`,
     `  for (var c = t; c < ${C}u; c += ${WG}u) {`,
-    `    let n = N[hk * ${C}u + c];`,
-    `    if (n > 0.0) {`,
+    `    let nc = ${n}[hk * ${C}u + c];`,
+    `    if (nc > 0.0) {`,
     `      let co = (hk * ${C}u + c) * ${d}u;`,
     `      var v = 0.0;`,
-    `      for (var x = 0u; x < ${d}u; x++) { v += qs[x] * CEN[co + x]; }`,
+    `      for (var x = 0u; x < ${d}u; x++) { v += qs[x] * ${cen}[co + x]; }`,
     `      v *= ${sc};`,
     `      let m2 = max(m, v);`,
-    `      den = den * exp(m - m2) + n * exp(v - m2);`,
+    `      den = den * exp(m - m2) + nc * exp(v - m2);`,
     `      m = m2;`,
     `    }`,
     `  }`,
@@ -154,23 +160,45 @@ const lookupWgsl = (dm: LookupDims, scale: number) => {
     `}`,
     // per (head, cluster): the mean over queries of exp(s − max) / D
     `@compute @workgroup_size(${WG})`,
-    `fn score(@builtin(global_invocation_id) gid: vec3<u32>) {`,
+    `fn ${names.score}(@builtin(global_invocation_id) gid: vec3<u32>) {`,
     `  let i = gid.x;`,
     `  if (i >= ${H * C}u) { return; }`,
     `  let h = i / ${C}u; let c = i % ${C}u; let hk = h / ${g}u;`,
     `  var acc = 0.0;`,
-    `  if (N[hk * ${C}u + c] > 0.0) {`,
+    `  if (${n}[hk * ${C}u + c] > 0.0) {`,
     `    for (var j = 0u; j < ${seq}u; j++) {`,
     `      let m = ST[(h * ${seq}u + j) * 2u]; let den = ST[(h * ${seq}u + j) * 2u + 1u];`,
     `      if (den > 0.0) {`,
-    `        acc += exp(dotq((h * ${seq}u + j) * ${d}u, (hk * ${C}u + c) * ${d}u) - m) / den;`,
+    `        let qo = (h * ${seq}u + j) * ${d}u; let co = (hk * ${C}u + c) * ${d}u;`,
+    `        var v = 0.0;`,
+    `        for (var x = 0u; x < ${d}u; x++) { v += Q[qo + x] * ${cen}[co + x]; }`,
+    `        acc += exp(v * ${sc} - m) / den;`,
     `      }`,
     `    }`,
     `  }`,
-    `  SC[i] = acc / f32(${seq});`,
+    `  ${out}[i] = acc / f32(${seq});`,
     `}`,
-  ].join("\n");
+  ];
 };
+
+/** The workgroup declarations a lookup's kernels share (see {@link flatLevelWgsl}). */
+export const lookupShared = (d: number): string[] => [
+  `var<workgroup> qs: array<f32, ${d}>;`,
+  `var<workgroup> rm: array<f32, ${WG}>;`,
+  `var<workgroup> rd: array<f32, ${WG}>;`,
+  `const NEG: f32 = -3.0e38;`,
+];
+
+const lookupWgsl = (dm: LookupDims, scale: number) =>
+  [
+    `@group(0) @binding(0) var<storage, read> Q: array<f32>;`,
+    `@group(0) @binding(1) var<storage, read> CEN: array<f32>;`,
+    `@group(0) @binding(2) var<storage, read> N: array<f32>;`,
+    `@group(0) @binding(3) var<storage, read_write> ST: array<f32>;`,
+    `@group(0) @binding(4) var<storage, read_write> SC: array<f32>;`,
+    ...lookupShared(dm.d),
+    ...flatLevelWgsl(dm, scale, { cen: "CEN", n: "N", out: "SC", stats: "stats", score: "score" }),
+  ].join("\n");
 
 /**
  * `squeezed.lookup` (see the module doc). Inputs `q f32 [heads, seq, headDim]`, `centroids f32 [kvHeads,

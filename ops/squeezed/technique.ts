@@ -18,6 +18,7 @@ import {
   type Graph,
   graph,
   inferShapes,
+  requireF32Cache,
   stagedTechnique,
   type Technique,
   TechniqueError,
@@ -149,14 +150,7 @@ export const squeezedTechnique: Technique<SqueezedParams> = {
   graph: (p, dims: AttnDims, phase, dtype = "f32") =>
     Effect.gen(function* () {
       if (phase === "prefill") return yield* staged.graph(p, dims, phase, dtype);
-      if (dtype !== "f32") {
-        return yield* new TechniqueError({
-          reason: "unsupported-phase",
-          technique: "squeezed",
-          message: `squeezed runs on the f32 KV cache; ${dtype} was asked`,
-          hint: 'build its decode graph with dtype "f32"',
-        });
-      }
+      yield* requireF32Cache("squeezed", dtype);
       const F = dims.kvSeq - dims.seq;
       if (F <= p.obsWindow) {
         return yield* new TechniqueError({

@@ -17,9 +17,9 @@ import {
   type Graph,
   graph,
   inferShapes,
+  requireF32Cache,
   stagedTechnique,
   type Technique,
-  TechniqueError,
   type TechniqueGraphError,
   type TensorDesc,
 } from "@longctx/graph";
@@ -171,14 +171,7 @@ export const tokenSelectTechnique: Technique<TokenSelectParams> = {
   graph: (p, dims: AttnDims, phase, dtype = "f32") =>
     Effect.gen(function* () {
       if (phase === "prefill") return yield* staged.graph(p, dims, phase, dtype);
-      if (dtype !== "f32") {
-        return yield* new TechniqueError({
-          reason: "unsupported-phase",
-          technique: "tokenselect",
-          message: `tokenselect runs on the f32 KV cache; ${dtype} was asked`,
-          hint: 'build its decode graph with dtype "f32"',
-        });
-      }
+      yield* requireF32Cache("tokenselect", dtype);
       const g = yield* tokenSelectGraph(p, "tokenselect.decode");
       const f32 = (shape: number[], dimsOf: readonly string[]): TensorDesc => ({
         dtype: "f32",
