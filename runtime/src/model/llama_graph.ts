@@ -631,32 +631,44 @@ export const loadLlamaGraph = (
         }
       });
 
-    // Tensors the callers bind to decode graphs (CacheDecodeGraphs.inputs), per binding name: the tensor
-    // uploaded and its buffer. A new tensor under a name replaces the old buffer (and the programs bound to it).
+    // Tensors the callers bind to decode graphs (CacheDecodeGraphs.inputs), per binding name: one buffer and the
+    // tensor it holds. Programs are keyed by the tensors' shapes, not their identity: a call with another tensor
+    // of the same size under a name uploads it into the same buffer before the program runs (Squeezed
+    // Attention's threshold per percentile); another size replaces the buffer and the programs bound to it.
     const constBufs = new Map<string, { src: HostTensor; buf: DeviceBuffer }>();
-    const constIds = new WeakMap<HostTensor, number>();
-    let constNext = 0;
     const inputsKey = (inputs: CacheDecodeGraphs["inputs"]): string =>
-      Object.entries(inputs ?? {}).map(([n, t]) => {
-        let id = constIds.get(t);
-        if (id === undefined) constIds.set(t, id = constNext++);
-        return `${n}#${id}`;
-      }).join(",");
+      Object.entries(inputs ?? {}).map(([n, t]) => `${n}:${t.desc.dtype}[${t.desc.shape.join(",")}]`).join(
+        ",",
+      );
     const constBuffer = (name: string, t: HostTensor) =>
       Effect.gen(function* () {
         const have = constBufs.get(name);
         if (have?.src === t) return have.buf;
+        const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+        if (have && have.buf.bytes === Math.ceil(Math.max(4, bytes.byteLength) / 4) * 4) {
+          yield* backend.upload(have.buf, bytes);
+          constBufs.set(name, { src: t, buf: have.buf });
+          return have.buf;
+        }
         if (have) {
           // programs bound the old buffer: lower again
           for (const p of programs.values()) p.program.release();
           programs.clear();
           backend.release(have.buf);
         }
-        const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
         const buf = yield* backend.allocate(Math.max(4, bytes.byteLength), name);
         yield* backend.upload(buf, bytes);
         constBufs.set(name, { src: t, buf });
         return buf;
+      });
+    /** Upload this call's bound decode inputs (before a program is looked up: a reused one reads them too). */
+    const bindConstants = (decode: readonly (DecodeChoice | undefined)[]) =>
+      Effect.gen(function* () {
+        for (let l = 0; l < decode.length; l++) {
+          for (const [name, t] of Object.entries(decode[l]?.spec.inputs ?? {})) {
+            yield* constBuffer(`const.${l}.${name}`, t);
+          }
+        }
       });
 
     // Programs, by shape key.
@@ -738,6 +750,7 @@ export const loadLlamaGraph = (
             shadow.map(structKey).join(";")
           }|${decodeGraphs && `${decodeAs}:${decodeGraphs}`}|${readOut.join(",")}`;
         const key = keyOf(decodeMode);
+        yield* bindConstants(decode);
         const have = programs.get(key);
         if (have) {
           reused = true;
@@ -784,8 +797,8 @@ export const loadLlamaGraph = (
           }
         }
         for (let l = 0; l < nLayer; l++) {
-          for (const [name, t] of Object.entries(decode[l]?.spec.inputs ?? {})) {
-            all[`const.${l}.${name}`] = yield* constBuffer(`const.${l}.${name}`, t);
+          for (const name of Object.keys(decode[l]?.spec.inputs ?? {})) {
+            all[`const.${l}.${name}`] = constBufs.get(`const.${l}.${name}`)!.buf;
           }
           for (const c of decode[l]?.spec.carried ?? []) {
             const shape = c.shape({ heads: H, kvHeads: KH, headDim: D });
