@@ -109,6 +109,26 @@ export const badCases = (): BadCase[] => {
       expect: '--max-new "ten" is not an integer',
     },
     { name: "flag without its value", args: [...small, "--context"], expect: "--context needs a value" },
+    {
+      name: "--params not a JSON object",
+      args: [...small, "--pipeline", "squeezed", "--params", "[1]"],
+      expect: "is not a json object",
+    },
+    {
+      name: "--params with an unknown key",
+      args: [...small, "--pipeline", "squeezed", "--params", '{"bogus":1}'],
+      expect: 'unknown parameter "bogus"',
+    },
+    {
+      name: "--index with another pipeline",
+      args: [...small, "--pipeline", "sale", "--index", join(dir, "doc.sqz")],
+      expect: "--index is for --pipeline squeezed",
+    },
+    {
+      name: "--index not an index file (checked before the prefill)",
+      args: [...small, "--pipeline", "squeezed", "--index", binary],
+      expect: "not a squeezed prefix index",
+    },
   ];
 };
 

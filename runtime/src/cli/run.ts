@@ -61,6 +61,7 @@ import { makeProgress } from "./run/progress.ts";
 import { checkWritable, intFlag, oneOf, runCli, verboseFlag, withShownDefault, writeFile } from "./main.ts";
 import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 import { type PrefixIndexInfo, runSqueezedPass } from "./run/squeezed.ts";
+import { checkIndexFor, loadSqueezedIndex } from "../squeezed/squeezed.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
 const RUNNABLE_MODELS = ["smollm2-135m"] as const;
@@ -122,6 +123,13 @@ const flags = {
       "auto",
     ),
   ),
+  params: Flag.String("params").pipe(
+    Flag.withDescription(
+      `the --pipeline technique's parameters as JSON, e.g. '{"percentile":0.7}' (default: its official ` +
+        "defaults; unknown keys and impossible values are refused with the parameter's name)",
+    ),
+    Flag.optional,
+  ),
   index: Flag.String("index").pipe(
     Flag.withDescription(
       "--pipeline squeezed: the document's prefix index file — loaded when it exists (no prefill of the " +
@@ -144,6 +152,34 @@ type Input = Command.Command.Config.Infer<typeof flags>;
 
 const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
 const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
+/**
+ * `--params`: a JSON object of the technique's parameters (checked by its schema when the pipeline is built).
+ * Fails with `InputError` for text that is not a JSON object, or parameters with `--pipeline auto`/`dense`.
+ */
+const parseParams = (text: string | undefined, pipeline: string) =>
+  Effect.gen(function* () {
+    if (text === undefined) return {} as Record<string, unknown>;
+    let v: unknown;
+    try {
+      v = JSON.parse(text);
+    } catch {
+      v = undefined;
+    }
+    if (typeof v !== "object" || v === null || Array.isArray(v)) {
+      return yield* new InputError({
+        message: `--params ${JSON.stringify(text)} is not a JSON object`,
+        hint: `give the parameters as JSON, e.g. --params '{"percentile":0.7}'`,
+      });
+    }
+    if (pipeline === "auto" || pipeline === "dense") {
+      return yield* new InputError({
+        message: `--params is for a technique's pipeline (the pipeline is ${pipeline})`,
+        hint: "pass --pipeline <technique> with --params, or drop --params",
+      });
+    }
+    return v as Record<string, unknown>;
+  });
 
 /** A choice's parameters for the report: the technique's knob (`τ=0.004`, `topK=512`), else none. */
 const choiceParams = (c: LayerChoice): string => {
@@ -217,6 +253,7 @@ const main = (i: Input) =>
     }
     const maxNew = yield* intFlag("max-new", i.maxNew, 1);
     const indexPath = Option.getOrUndefined(i.index);
+    const userParams = yield* parseParams(Option.getOrUndefined(i.params), pipeline);
     if (indexPath !== undefined && pipeline !== "squeezed") {
       return yield* new InputError({
         message: `--index is for --pipeline squeezed (the pipeline is ${pipeline})`,
@@ -276,6 +313,15 @@ const main = (i: Input) =>
     });
     phases.tokenizeMs = performance.now() - t;
     progress.done();
+    // squeezed with an existing --index: read and check it now, before any prefill (a stale or damaged file
+    // fails fast)
+    const loadedIndex = pipeline === "squeezed" && indexPath !== undefined && existsSync(indexPath)
+      ? yield* Effect.gen(function* () {
+        const index = yield* loadSqueezedIndex(indexPath);
+        yield* checkIndexFor(model, prompt.ids.slice(0, prompt.docStart + prompt.docTokens), index);
+        return index;
+      })
+      : undefined;
 
     // ---- plan
     const cfg = model.config;
@@ -326,9 +372,13 @@ const main = (i: Input) =>
       choices = plannerChoices;
       planSource = plannerSays;
     } else {
-      choices = yield* techniqueChoices(pipeline, {}, cfg.nLayer);
+      choices = yield* techniqueChoices(pipeline, userParams, cfg.nLayer);
       planSource = `--pipeline ${pipeline}` +
-        (pipeline === "dense" ? "" : ` (${pipeline}'s defaults, from its official code)`) +
+        (pipeline === "dense"
+          ? ""
+          : Object.keys(userParams).length > 0
+          ? ` (--params ${JSON.stringify(userParams)}, the rest ${pipeline}'s defaults)`
+          : ` (${pipeline}'s defaults, from its official code)`) +
         ` (overrides the ${plannerSays})`;
     }
     phases.planMs = performance.now() - t;
@@ -383,6 +433,8 @@ const main = (i: Input) =>
         rDense,
         indexPath,
         rDense.logitsRows(prompt.ids.length - 1, 1),
+        userParams,
+        loadedIndex,
       );
       progress.done();
       rPipe = r.pass;

@@ -188,6 +188,27 @@ export const prepareContext = (
   });
 
 /**
+ * Check that `index` serves `model` and the fixed context `tokens` (model fingerprint, token hash, heads and
+ * layers). Fails with `PrefixIndexError` `stale` or `shape`.
+ */
+export const checkIndexFor = (
+  model: Pick<LlamaModel, "config" | "tokEmbd">,
+  tokens: readonly number[],
+  index: PrefixIndex,
+): Effect.Effect<void, PrefixIndexError> =>
+  Effect.gen(function* () {
+    const cfg = model.config;
+    yield* squeezed.checkPrefixIndex(index, {
+      model: yield* modelFingerprint(model),
+      tokensSha256: yield* squeezed.tokensSha256(tokens),
+      layers: cfg.nLayer,
+      heads: cfg.nHead,
+      kvHeads: cfg.nKvHead,
+      headDim: cfg.headDim,
+    });
+  });
+
+/**
  * A fixed context from a loaded prefix index: checks it against the model and the context's tokens (a stale
  * index is a `PrefixIndexError`), then fills a new cache with the index's K/V — or, when the index keeps none,
  * prefills `tokens` again. Fails with `PrefixIndexError` and the forward's errors.
@@ -201,14 +222,7 @@ export const restoreContext = (
 ): Effect.Effect<SqueezedContext, LongctxError | PrefixIndexError> =>
   Effect.gen(function* () {
     const cfg = model.config;
-    yield* squeezed.checkPrefixIndex(index, {
-      model: yield* modelFingerprint(model),
-      tokensSha256: yield* squeezed.tokensSha256(tokens),
-      layers: cfg.nLayer,
-      heads: cfg.nHead,
-      kvHeads: cfg.nKvHead,
-      headDim: cfg.headDim,
-    });
+    yield* checkIndexFor(model, tokens, index);
     const F = index.fixed, d = cfg.headDim;
     const cache = yield* g.newCache(F + room);
     const t0 = performance.now();

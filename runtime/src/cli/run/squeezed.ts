@@ -16,6 +16,7 @@ import { klDivergence } from "../../model/metrics.ts";
 import {
   askContext,
   loadSqueezedIndex,
+  type PrefixIndex,
   prepareContext,
   restoreContext,
   saveSqueezedIndex,
@@ -50,7 +51,8 @@ export interface PrefixIndexInfo {
 /**
  * The squeezed pass of `run` on `prompt` (its first `fixed` tokens the fixed context), against the dense pass
  * `dense` of the same prompt (its document rows stand for the squeezed pass's, which are dense by
- * construction). Fails with the forward's errors, `InputError` for an unreadable or unwritable `--index`, and
+ * construction), with the technique's `params` (`--params`; defaults otherwise); `loaded`: the index already
+ * read from `indexPath` (and checked). Fails with the forward's errors, `InputError` for an unreadable or unwritable `--index`, and
  * `PrefixIndexError` for a stale, corrupt or foreign one.
  */
 export const runSqueezedPass = (
@@ -62,21 +64,23 @@ export const runSqueezedPass = (
   dense: PassResult,
   indexPath: string | undefined,
   denseFirst: Float32Array,
+  params: Readonly<Record<string, unknown>> = {},
+  loaded?: PrefixIndex,
 ): Effect.Effect<
   { pass: PassResult; info: PrefixIndexInfo },
   LongctxError | TechniqueError | squeezed.PrefixIndexError
 > =>
   Effect.gen(function* () {
     const t = yield* techniqueByName("squeezed");
-    const p = (yield* decodeTechniqueParams(t, {})) as squeezed.SqueezedParams;
+    const p = (yield* decodeTechniqueParams(t, params)) as squeezed.SqueezedParams;
     const head = prompt.slice(0, fixed), question = prompt.slice(fixed);
     const room = question.length + maxNew + 1;
-    const load = indexPath !== undefined && existsSync(indexPath);
+    const load = loaded !== undefined || (indexPath !== undefined && existsSync(indexPath));
     let bytes = 0;
     const ctx = load
       ? yield* Effect.gen(function* () {
-        const index = yield* loadSqueezedIndex(indexPath!);
-        bytes = statSync(indexPath!).size;
+        const index = loaded ?? (yield* loadSqueezedIndex(indexPath!));
+        if (indexPath !== undefined) bytes = statSync(indexPath).size;
         return yield* restoreContext(g, model, head, index, room);
       })
       : yield* prepareContext(g, model, head, p, { room });
