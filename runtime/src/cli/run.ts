@@ -3,8 +3,9 @@
  *
  * ```sh
  * deno run -A runtime/src/cli/run.ts --model smollm2-135m --input <file | bundled document name>
- *     [--question "…"] [--plant WORD] [--pipeline auto|<technique>] [--context 1024] [--truncate]
- *     [--max-new 24] [--backend auto|wgpu|webgpu|dawn|cpu] [--json out.json | --json -] [--chart out.svg] [--verbose]
+ *     [--question "…"] [--plant WORD] [--pipeline auto|<technique>] [--params JSON] [--index doc.sqz]
+ *     [--context 1024] [--truncate] [--max-new 24] [--backend auto|wgpu|webgpu|dawn|cpu]
+ *     [--json out.json | --json -] [--chart out.svg] [--verbose]
  * ```
  * Loads the model (GGUF), tokenises the document inside SmolLM2's chat template (document + question), fits it
  * into `--context` tokens (prompt + answer; a one-line error beyond, or `--truncate` to keep its first tokens),
