@@ -574,7 +574,9 @@ export const checkPrefixIndex = (
         message:
           `the prefix index was built for another document (tokens ${index.tokensSha256.slice(0, 12)}…, ` +
           `this one ${expect.tokensSha256.slice(0, 12)}…)`,
-        hint: "build the index for this document, or pass the document the index was built from",
+        hint:
+          "build the index for this document, or pass the same fixed context it was built from (in run: the " +
+          "same --input, --plant, --context and --truncate)",
       });
     }
     const same = index.layers === expect.layers && index.heads === expect.heads &&

@@ -282,6 +282,11 @@ const main = (i: Input) =>
         : "What is this document about? Answer in one sentence."),
     );
 
+    // squeezed with an existing --index: read it before the model (a damaged or foreign file fails at once)
+    const indexIn = pipeline === "squeezed" && indexPath !== undefined && existsSync(indexPath)
+      ? yield* loadSqueezedIndex(indexPath)
+      : undefined;
+
     // ---- load
     const progress = makeProgress(!jsonToStdout);
     progress.phase("loading", 3, "steps");
@@ -314,15 +319,11 @@ const main = (i: Input) =>
     });
     phases.tokenizeMs = performance.now() - t;
     progress.done();
-    // squeezed with an existing --index: read and check it now, before any prefill (a stale or damaged file
-    // fails fast)
-    const loadedIndex = pipeline === "squeezed" && indexPath !== undefined && existsSync(indexPath)
-      ? yield* Effect.gen(function* () {
-        const index = yield* loadSqueezedIndex(indexPath);
-        yield* checkIndexFor(model, prompt.ids.slice(0, prompt.docStart + prompt.docTokens), index);
-        return index;
-      })
-      : undefined;
+    // squeezed with an existing --index: checked against the model and this document now, before any prefill
+    if (indexIn) {
+      yield* checkIndexFor(model, prompt.ids.slice(0, prompt.docStart + prompt.docTokens), indexIn);
+    }
+    const loadedIndex = indexIn;
 
     // ---- plan
     const cfg = model.config;
