@@ -28,16 +28,28 @@ export type SqueezedParams = squeezed.SqueezedParams;
 /** A prefix index that cannot serve (`squeezed.PrefixIndexError` of `@longctx/ops`). */
 export type PrefixIndexError = squeezed.PrefixIndexError;
 
+/** Fingerprints by token-embedding array: hashing 100+ MB once per model, not per call. */
+const fingerprints = new WeakMap<Float32Array, Promise<string>>();
+
 /** The model's fingerprint kept in an index: its shapes and the SHA-256 of its token embedding. */
 export const modelFingerprint = (model: Pick<LlamaModel, "config" | "tokEmbd">): Effect.Effect<string> =>
-  Effect.promise(async () => {
-    const c = model.config, e = model.tokEmbd;
-    const h = new Uint8Array(
-      await crypto.subtle.digest("SHA-256", new Uint8Array(e.buffer, e.byteOffset, e.byteLength).slice()),
-    );
-    const hex = [...h.subarray(0, 8)].map((x) => x.toString(16).padStart(2, "0")).join("");
-    return `L${c.nLayer} E${c.nEmbd} H${c.nHead}/${c.nKvHead} D${c.headDim} V${c.vocab} θ${c.ropeTheta} ` +
-      `embd ${hex}`;
+  Effect.promise(() => {
+    const e = model.tokEmbd;
+    let f = fingerprints.get(e);
+    if (!f) {
+      const c = model.config;
+      f = crypto.subtle.digest("SHA-256", new Uint8Array(e.buffer, e.byteOffset, e.byteLength).slice()).then(
+        (d) => {
+          const hex = [...new Uint8Array(d).subarray(0, 8)].map((x) => x.toString(16).padStart(2, "0")).join(
+            "",
+          );
+          return `L${c.nLayer} E${c.nEmbd} H${c.nHead}/${c.nKvHead} D${c.headDim} V${c.vocab} θ${c.ropeTheta} ` +
+            `embd ${hex}`;
+        },
+      );
+      fingerprints.set(e, f);
+    }
+    return f;
   });
 
 /** The attention graph of the context's prefill: dense attention, and the queries (post-RoPE) as an output. */

@@ -1,13 +1,13 @@
 /**
  * `run --pipeline squeezed`: Squeezed Attention's "same document, new question". The prompt's fixed context
- * (chat head and document) is prefilled dense and its prefix index built — or, with `--index` naming an
- * existing file, the index and the context's K/V are loaded from it (a stale or corrupt file is a typed error);
- * with `--index` naming a new file, the built index is saved there. The question (the prompt's rest) and the
+ * (chat head and document) is prefilled dense and its prefix index built — or, given the index `run` read
+ * from an existing `--index` file (and checked: a stale or corrupt file is a typed error before any prefill),
+ * the context's K/V are restored from it; with `--index` naming a new file, the built index is saved there. The question (the prompt's rest) and the
  * answer then run through the squeezed cache attention.
  * @module
  */
 import { Effect } from "effect";
-import { existsSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { decodeTechniqueParams, type LongctxError, type TechniqueError } from "@longctx/graph";
 import { squeezed, techniqueByName } from "@longctx/ops";
 import type { LlamaModel } from "../../model/llama.ts";
@@ -15,7 +15,6 @@ import type { GraphLlama } from "../../model/llama_graph.ts";
 import { klDivergence } from "../../model/metrics.ts";
 import {
   askContext,
-  loadSqueezedIndex,
   type PrefixIndex,
   prepareContext,
   restoreContext,
@@ -51,8 +50,8 @@ export interface PrefixIndexInfo {
 /**
  * The squeezed pass of `run` on `prompt` (its first `fixed` tokens the fixed context), against the dense pass
  * `dense` of the same prompt (its document rows stand for the squeezed pass's, which are dense by
- * construction), with the technique's `params` (`--params`; defaults otherwise); `loaded`: the index already
- * read from `indexPath` (and checked). Fails with the forward's errors, `InputError` for an unreadable or unwritable `--index`, and
+ * construction), with the technique's `params` (`--params`; defaults otherwise); `loaded`: the index read
+ * from `indexPath` (absent: build one, and save it to `indexPath` when given). Fails with the forward's errors, `InputError` for an unreadable or unwritable `--index`, and
  * `PrefixIndexError` for a stale, corrupt or foreign one.
  */
 export const runSqueezedPass = (
@@ -75,16 +74,12 @@ export const runSqueezedPass = (
     const p = (yield* decodeTechniqueParams(t, params)) as squeezed.SqueezedParams;
     const head = prompt.slice(0, fixed), question = prompt.slice(fixed);
     const room = question.length + maxNew + 1;
-    const load = loaded !== undefined || (indexPath !== undefined && existsSync(indexPath));
     let bytes = 0;
-    const ctx = load
-      ? yield* Effect.gen(function* () {
-        const index = loaded ?? (yield* loadSqueezedIndex(indexPath!));
-        if (indexPath !== undefined) bytes = statSync(indexPath).size;
-        return yield* restoreContext(g, model, head, index, room);
-      })
+    const ctx = loaded
+      ? yield* restoreContext(g, model, head, loaded, room)
       : yield* prepareContext(g, model, head, p, { room });
-    if (!load && indexPath !== undefined) bytes = yield* saveSqueezedIndex(indexPath, ctx.index);
+    if (loaded && indexPath !== undefined) bytes = statSync(indexPath).size;
+    if (!loaded && indexPath !== undefined) bytes = yield* saveSqueezedIndex(indexPath, ctx.index);
     const decode = yield* squeezedDecode(ctx.index, p);
     const tok = model.tokenizer;
     let answerStop: AnswerStop = "max-new";
@@ -117,7 +112,7 @@ export const runSqueezedPass = (
       pass,
       info: {
         path: indexPath ?? null,
-        built: !load,
+        built: !loaded,
         fixedTokens: ctx.index.fixed,
         clusters: ctx.index.clusters,
         prefillMs: ctx.ms.prefill,
