@@ -37,7 +37,7 @@ const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.lengt
 /**
  * Group rows into chart points: key = impl, knob value, context; density from `density` (RAG:
  * `context_fraction`) rows, accuracy from `accuracy` rows of `task_type: "all"` (pooled counts), perplexity
- * change from `perplexity_change` rows (dense: 0). Returns the points sorted by series, context, density.
+ * change from `perplexity_change` rows (the exact reference: 0; none for a technique without such rows). Returns the points sorted by series, context, density.
  */
 export const fidelityPoints = (rows: readonly FidelityRow[]): FidelityPoint[] => {
   const groups = new Map<string, { impl: string; knob: string; context: number; rows: FidelityRow[] }>();
@@ -65,7 +65,15 @@ export const fidelityPoints = (rows: readonly FidelityRow[]): FidelityPoint[] =>
       context: g.context,
       density: mean(dens),
       accuracy: tasks > 0 ? correct / tasks : 0,
-      ...(rag ? {} : { pplChange: pc.length ? mean(pc) : 0 }),
+      // the exact reference (no knob, density 1) is the 0 line; a technique without perplexity rows (squeezed:
+      // its document runs dense) has no point on the perplexity panel
+      ...(rag
+        ? {}
+        : pc.length
+        ? { pplChange: mean(pc) }
+        : !g.knob && mean(dens) === 1
+        ? { pplChange: 0 }
+        : {}),
       knob: g.knob,
       tasks,
     });
