@@ -110,9 +110,9 @@ export const reduceMaxDen = (wg: number): string[] => [
   `  }`,
 ];
 
-/** The names a flat lookup level's kernels read and write (see {@link flatLevelWgsl}). */
+/** The names a lookup level's kernels read and write (see {@link levelWgsl}). */
 export interface LevelNames {
-  /** The centroid buffer. */
+  /** The centroid buffer (`array<vec4<f32>>`). */
   readonly cen: string;
   /** The cluster-size buffer. */
   readonly n: string;
@@ -122,68 +122,100 @@ export interface LevelNames {
   readonly stats: string;
   /** The entry point of the per-(head, cluster) score. */
   readonly score: string;
+  /** Where this level's `(max, D)` pairs start in `ST` (floats). */
+  readonly statsAt: number;
 }
 
 /**
- * The WGSL of one flat lookup level over `C` clusters (two entry points, see the module doc): it reads `Q`
- * and the level's centroids and sizes and writes `(max, D)` per (head, query) to `ST` and the scores to the
- * level's score buffer. Expects the bindings named in `names`, `Q`, `ST`, the workgroup arrays `qs`, `rm`,
- * `rd` and `NEG` declared by the caller.
+ * A gate on a level: only clusters whose parent (L1) cluster scores above `τ₁` are looked up — the children
+ * of parent `a` are `ptr[a] … ptr[a + 1] − 1` — and the others score 0.
  */
-export const flatLevelWgsl = (dm: LookupDims, scale: number, names: LevelNames): string[] => {
-  const { H, Hk, seq, C, d } = dm, g = H / Hk, { cen, n, out } = names;
+export interface LevelGate {
+  /** The parents' score buffer, `[heads, parents]`. */
+  readonly parentScore: string;
+  /** Parents per KV head. */
+  readonly parents: number;
+  /** The ranges (`i32 [kvHeads, parents + 1]`) and each cluster's parent (`i32 [kvHeads, clusters]`). */
+  readonly ptr: string;
+  readonly parent: string;
+  /** The expression of τ₁. */
+  readonly tau: string;
+}
+
+/**
+ * The WGSL of one lookup level over `C` clusters (two entry points, see the module doc): the statistics per
+ * (query, head) — one workgroup, the query in workgroup memory, the threads over the clusters — and the score
+ * per (head, cluster) — a workgroup per (head, 64 clusters), each thread's centroid held in registers, the
+ * queries staged one at a time. `vec4` loads throughout (`headDim % 4 == 0`). Expects `Q` and the level's
+ * buffers (`array<vec4<f32>>` for `Q` and the centroids), `ST`, and {@link lookupShared}'s declarations.
+ */
+export const levelWgsl = (dm: LookupDims, scale: number, names: LevelNames, gate?: LevelGate): string[] => {
+  const { H, Hk, seq, C, d } = dm, g = H / Hk, D4 = d / 4, { cen, n, out } = names;
   const sc = scale > 0 ? scale : 1 / Math.sqrt(d);
+  const at = names.statsAt;
+  const dotShared = (base: string) =>
+    Array.from({ length: D4 }, (_, x) => `dot(${cen}[${base} + ${x}u], qs[${x}])`).join(" + ");
+  const dotRegs = Array.from({ length: D4 }, (_, x) => `dot(r${x}, qs[${x}])`).join(" + ");
+  const visit = [
+    `      let nc = ${n}[hk * ${C}u + c];`,
+    `      if (nc > 0.0) {`,
+    `        let v = (${dotShared(`(hk * ${C}u + c) * ${D4}u`)}) * ${sc};`,
+    `        let m2 = max(m, v);`,
+    `        den = den * exp(m - m2) + nc * exp(v - m2);`,
+    `        m = m2;`,
+    `      }`,
+  ];
+  const loop = gate
+    ? [
+      `  for (var a = 0u; a < ${gate.parents}u; a++) {`,
+      `    if (${gate.parentScore}[h * ${gate.parents}u + a] > ${gate.tau}) {`,
+      `      let lo = u32(${gate.ptr}[hk * ${gate.parents + 1}u + a]);`,
+      `      let hi = u32(${gate.ptr}[hk * ${gate.parents + 1}u + a + 1u]);`,
+      `      for (var c = lo + t; c < hi; c += ${WG}u) {`,
+      ...visit.map((l) => `  ${l}`),
+      `      }`,
+      `    }`,
+      `  }`,
+    ]
+    : [`  for (var c = t; c < ${C}u; c += ${WG}u) {`, ...visit.map((l) => l.slice(2)), `  }`];
   return [
-    // per (query, head): the max over non-empty clusters and D = Σ N exp(s − max)
     `@compute @workgroup_size(${WG})`,
     `fn ${names.stats}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
     `  let j = wid.x; let h = wid.y; let hk = h / ${g}u;`,
-    `  let qo = (h * ${seq}u + j) * ${d}u;`,
-    `  for (var x = t; x < ${d}u; x += ${WG}u) { qs[x] = Q[qo + x]; }`,
+    `  for (var x = t; x < ${D4}u; x += ${WG}u) { qs[x] = Q[(h * ${seq}u + j) * ${D4}u + x]; }`,
     `  workgroupBarrier();`,
     `  var m = NEG; var den = 0.0;`,
-    `  for (var c = t; c < ${C}u; c += ${WG}u) {`,
-    `    let nc = ${n}[hk * ${C}u + c];`,
-    `    if (nc > 0.0) {`,
-    `      let co = (hk * ${C}u + c) * ${d}u;`,
-    `      var v = 0.0;`,
-    `      for (var x = 0u; x < ${d}u; x++) { v += qs[x] * ${cen}[co + x]; }`,
-    `      v *= ${sc};`,
-    `      let m2 = max(m, v);`,
-    `      den = den * exp(m - m2) + nc * exp(v - m2);`,
-    `      m = m2;`,
-    `    }`,
-    `  }`,
+    ...loop,
     `  rm[t] = m; rd[t] = den;`,
     ...reduceMaxDen(WG),
-    `  if (t == 0u) { ST[(h * ${seq}u + j) * 2u] = rm[0]; ST[(h * ${seq}u + j) * 2u + 1u] = rd[0]; }`,
+    `  if (t == 0u) { ST[${at}u + (h * ${seq}u + j) * 2u] = rm[0]; ST[${at}u + (h * ${seq}u + j) * 2u + 1u] = rd[0]; }`,
     `}`,
-    // per (head, cluster): the mean over queries of exp(s − max) / D
     `@compute @workgroup_size(${WG})`,
-    `fn ${names.score}(@builtin(global_invocation_id) gid: vec3<u32>) {`,
-    `  let i = gid.x;`,
-    `  if (i >= ${H * C}u) { return; }`,
-    `  let h = i / ${C}u; let c = i % ${C}u; let hk = h / ${g}u;`,
+    `fn ${names.score}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
+    `  let h = wid.y; let hk = h / ${g}u; let c = wid.x * ${WG}u + t;`,
+    `  let cc = min(c, ${C - 1}u);`,
+    `  let base = (hk * ${C}u + cc) * ${D4}u;`,
+    ...Array.from({ length: D4 }, (_, x) => `  let r${x} = ${cen}[base + ${x}u];`),
+    gate
+      ? `  let live = c < ${C}u && ${n}[hk * ${C}u + cc] > 0.0 && ` +
+        `${gate.parentScore}[h * ${gate.parents}u + u32(${gate.parent}[hk * ${C}u + cc])] > ${gate.tau};`
+      : `  let live = c < ${C}u && ${n}[hk * ${C}u + cc] > 0.0;`,
     `  var acc = 0.0;`,
-    `  if (${n}[hk * ${C}u + c] > 0.0) {`,
-    `    for (var j = 0u; j < ${seq}u; j++) {`,
-    `      let m = ST[(h * ${seq}u + j) * 2u]; let den = ST[(h * ${seq}u + j) * 2u + 1u];`,
-    `      if (den > 0.0) {`,
-    `        let qo = (h * ${seq}u + j) * ${d}u; let co = (hk * ${C}u + c) * ${d}u;`,
-    `        var v = 0.0;`,
-    `        for (var x = 0u; x < ${d}u; x++) { v += Q[qo + x] * ${cen}[co + x]; }`,
-    `        acc += exp(v * ${sc} - m) / den;`,
-    `      }`,
-    `    }`,
+    `  for (var j = 0u; j < ${seq}u; j++) {`,
+    `    workgroupBarrier();`,
+    `    for (var x = t; x < ${D4}u; x += ${WG}u) { qs[x] = Q[(h * ${seq}u + j) * ${D4}u + x]; }`,
+    `    workgroupBarrier();`,
+    `    let m = ST[${at}u + (h * ${seq}u + j) * 2u]; let den = ST[${at}u + (h * ${seq}u + j) * 2u + 1u];`,
+    `    if (live && den > 0.0) { acc += exp((${dotRegs}) * ${sc} - m) / den; }`,
     `  }`,
-    `  ${out}[i] = acc / f32(${seq});`,
+    `  if (c < ${C}u) { ${out}[h * ${C}u + c] = acc / f32(${seq}); }`,
     `}`,
   ];
 };
 
-/** The workgroup declarations a lookup's kernels share (see {@link flatLevelWgsl}). */
+/** The workgroup declarations a lookup's kernels share (see {@link levelWgsl}). */
 export const lookupShared = (d: number): string[] => [
-  `var<workgroup> qs: array<f32, ${d}>;`,
+  `var<workgroup> qs: array<vec4<f32>, ${d / 4}>;`,
   `var<workgroup> rm: array<f32, ${WG}>;`,
   `var<workgroup> rd: array<f32, ${WG}>;`,
   `const NEG: f32 = -3.0e38;`,
@@ -191,13 +223,13 @@ export const lookupShared = (d: number): string[] => [
 
 const lookupWgsl = (dm: LookupDims, scale: number) =>
   [
-    `@group(0) @binding(0) var<storage, read> Q: array<f32>;`,
-    `@group(0) @binding(1) var<storage, read> CEN: array<f32>;`,
+    `@group(0) @binding(0) var<storage, read> Q: array<vec4<f32>>;`,
+    `@group(0) @binding(1) var<storage, read> CEN: array<vec4<f32>>;`,
     `@group(0) @binding(2) var<storage, read> N: array<f32>;`,
     `@group(0) @binding(3) var<storage, read_write> ST: array<f32>;`,
     `@group(0) @binding(4) var<storage, read_write> SC: array<f32>;`,
     ...lookupShared(dm.d),
-    ...flatLevelWgsl(dm, scale, { cen: "CEN", n: "N", out: "SC", stats: "stats", score: "score" }),
+    ...levelWgsl(dm, scale, { cen: "CEN", n: "N", out: "SC", stats: "stats", score: "score", statsAt: 0 }),
   ].join("\n");
 
 /**
@@ -220,10 +252,10 @@ export const lookup: Operator<SqueezedParams, LookupInputs, LookupOutputs> = {
       const [H, , d] = i.q.shape as [number, number, number];
       const [Hk, C, dc] = i.centroids.shape as [number, number, number];
       yield* need(
-        dc === d && H % Hk === 0 && C >= 1,
+        dc === d && H % Hk === 0 && C >= 1 && d % 4 === 0,
         "centroids",
         `q [${i.q.shape}], centroids [${i.centroids.shape}]`,
-        "centroids are [kvHeads, clusters ≥ 1, headDim] with heads a multiple of kvHeads",
+        "centroids are [kvHeads, clusters ≥ 1, headDim] with heads a multiple of kvHeads and headDim of 4s",
       );
       yield* need(
         i.sizes.shape.join() === `${Hk},${C}`,
@@ -264,7 +296,7 @@ export const lookup: Operator<SqueezedParams, LookupInputs, LookupOutputs> = {
         {
           kernel: { key: `${key}:score`, wgsl, entryPoint: "score", bindings: [...bindings] },
           buffers,
-          workgroups: [Math.ceil((H * C) / WG), 1, 1],
+          workgroups: [Math.ceil(C / WG), H, 1],
         },
       ],
     };

@@ -22,7 +22,7 @@ import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
 import type { Cost, DescsOf, GpuLowering, HostOf, Operator, TensorType } from "@longctx/graph";
 import { need } from "../dense/common.ts";
-import { flatLevelWgsl, lookupReference, lookupShared, reduceMaxDen } from "./lookup.ts";
+import { levelWgsl, lookupReference, lookupShared } from "./lookup.ts";
 import { kvHeadOf, SqueezedParams } from "./params.ts";
 
 /** Input ports of `squeezed.lookupHier`. */
@@ -136,13 +136,12 @@ export const lookupHierReference = (
 const WG = 64;
 
 const hierWgsl = (dm: LookupHierDims, scale: number) => {
-  const { H, Hk, seq, C, C1, d } = dm, g = H / Hk, B = C1 + 1;
-  const sc = scale > 0 ? scale : 1 / Math.sqrt(d);
+  const { H, Hk, seq, C, C1, d } = dm;
   return [
-    `@group(0) @binding(0) var<storage, read> Q: array<f32>;`,
-    `@group(0) @binding(1) var<storage, read> CEN: array<f32>;`,
+    `@group(0) @binding(0) var<storage, read> Q: array<vec4<f32>>;`,
+    `@group(0) @binding(1) var<storage, read> CEN: array<vec4<f32>>;`,
     `@group(0) @binding(2) var<storage, read> N: array<f32>;`,
-    `@group(0) @binding(3) var<storage, read> CEN1: array<f32>;`,
+    `@group(0) @binding(3) var<storage, read> CEN1: array<vec4<f32>>;`,
     `@group(0) @binding(4) var<storage, read> N1: array<f32>;`,
     `@group(0) @binding(5) var<storage, read> PTR: array<i32>;`,
     `@group(0) @binding(6) var<storage, read> PAR: array<i32>;`,
@@ -152,67 +151,23 @@ const hierWgsl = (dm: LookupHierDims, scale: number) => {
     `@group(0) @binding(10) var<storage, read_write> SC1: array<f32>;`,
     ...lookupShared(d),
     // ST holds (max, D) per (head, query): L1's at [0, 2·H·seq), the fine level's after it
-    `fn fold(m: ptr<function, f32>, den: ptr<function, f32>, v: f32, n: f32) {`,
-    `  let m2 = max(*m, v);`,
-    `  *den = *den * exp(*m - m2) + n * exp(v - m2);`,
-    `  *m = m2;`,
-    `}`,
-    `fn dot2(qo: u32, co: u32) -> f32 {`,
-    `  var v = 0.0;`,
-    `  for (var t = 0u; t < ${d}u; t++) { v += Q[qo + t] * CEN[co + t]; }`,
-    `  return v * ${sc};`,
-    `}`,
-    // the L1 level: a flat lookup over the L1 centroids
-    ...flatLevelWgsl({ H, Hk, seq, C: C1, d }, scale, {
+    ...levelWgsl({ H, Hk, seq, C: C1, d }, scale, {
       cen: "CEN1",
       n: "N1",
       out: "SC1",
       stats: "stats1",
       score: "score1",
+      statsAt: 0,
     }),
     // the fine level over the children of the L1 clusters above τ₁
-    `@compute @workgroup_size(${WG})`,
-    `fn stats2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
-    `  let j = wid.x; let h = wid.y; let hk = h / ${g}u;`,
-    `  let qo = (h * ${seq}u + j) * ${d}u;`,
-    `  for (var x = t; x < ${d}u; x += ${WG}u) { qs[x] = Q[qo + x]; }`,
-    `  workgroupBarrier();`,
-    `  let tau = TAU[0];`,
-    `  var m = NEG; var den = 0.0;`,
-    `  for (var a = 0u; a < ${C1}u; a++) {`,
-    `    if (SC1[h * ${C1}u + a] > tau) {`,
-    `      let lo = u32(PTR[hk * ${B}u + a]); let hi = u32(PTR[hk * ${B}u + a + 1u]);`,
-    `      for (var c = lo + t; c < hi; c += ${WG}u) {`,
-    `        let n = N[hk * ${C}u + c];`,
-    `        if (n > 0.0) {`,
-    `          var v = 0.0;`,
-    `          for (var x = 0u; x < ${d}u; x++) { v += qs[x] * CEN[(hk * ${C}u + c) * ${d}u + x]; }`,
-    `          fold(&m, &den, v * ${sc}, n);`,
-    `        }`,
-    `      }`,
-    `    }`,
-    `  }`,
-    `  rm[t] = m; rd[t] = den;`,
-    ...reduceMaxDen(WG),
-    `  let o = ${2 * H * seq}u + (h * ${seq}u + j) * 2u;`,
-    `  if (t == 0u) { ST[o] = rm[0]; ST[o + 1u] = rd[0]; }`,
-    `}`,
-    `@compute @workgroup_size(${WG})`,
-    `fn score2(@builtin(global_invocation_id) gid: vec3<u32>) {`,
-    `  let i = gid.x;`,
-    `  if (i >= ${H * C}u) { return; }`,
-    `  let h = i / ${C}u; let c = i % ${C}u; let hk = h / ${g}u;`,
-    `  var acc = 0.0;`,
-    `  let a = u32(PAR[hk * ${C}u + c]);`,
-    `  if (N[hk * ${C}u + c] > 0.0 && SC1[h * ${C1}u + a] > TAU[0]) {`,
-    `    for (var j = 0u; j < ${seq}u; j++) {`,
-    `      let o = ${2 * H * seq}u + (h * ${seq}u + j) * 2u;`,
-    `      let m = ST[o]; let den = ST[o + 1u];`,
-    `      if (den > 0.0) { acc += exp(dot2((h * ${seq}u + j) * ${d}u, (hk * ${C}u + c) * ${d}u) - m) / den; }`,
-    `    }`,
-    `  }`,
-    `  SC[i] = acc / f32(${seq});`,
-    `}`,
+    ...levelWgsl({ H, Hk, seq, C, d }, scale, {
+      cen: "CEN",
+      n: "N",
+      out: "SC",
+      stats: "stats2",
+      score: "score2",
+      statsAt: 2 * H * seq,
+    }, { parentScore: "SC1", parents: C1, ptr: "PTR", parent: "PAR", tau: "TAU[0]" }),
   ].join("\n");
 };
 
@@ -239,10 +194,11 @@ export const lookupHier: Operator<SqueezedParams, LookupHierInputs, LookupHierOu
       const [Hk, C, dc] = i.centroids.shape as [number, number, number];
       const [Hk1, C1, d1] = i.centroidsL1.shape as [number, number, number];
       yield* need(
-        dc === d && d1 === d && Hk1 === Hk && H % Hk === 0 && C1 >= 1 && C1 <= C,
+        dc === d && d1 === d && Hk1 === Hk && H % Hk === 0 && C1 >= 1 && C1 <= C && d % 4 === 0,
         "centroidsL1",
         `q [${i.q.shape}], centroids [${i.centroids.shape}], centroidsL1 [${i.centroidsL1.shape}]`,
-        "fine and L1 centroids are [kvHeads, clusters, headDim] with at most as many L1 as fine clusters",
+        "fine and L1 centroids are [kvHeads, clusters, headDim] with at most as many L1 as fine clusters, " +
+          "headDim of 4s",
       );
       yield* need(
         i.sizes.shape.join() === `${Hk},${C}` && i.sizesL1.shape.join() === `${Hk},${C1}` &&
@@ -312,9 +268,9 @@ export const lookupHier: Operator<SqueezedParams, LookupHierInputs, LookupHierOu
       workspaces: { stats: 2 * H * seq * 2 * 4 },
       launches: [
         launch("stats1", [seq, H, 1]),
-        launch("score1", [Math.ceil((H * C1) / WG), 1, 1]),
+        launch("score1", [Math.ceil(C1 / WG), H, 1]),
         launch("stats2", [seq, H, 1]),
-        launch("score2", [Math.ceil((H * C) / WG), 1, 1]),
+        launch("score2", [Math.ceil(C / WG), H, 1]),
       ],
     };
   },
