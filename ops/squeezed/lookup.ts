@@ -135,8 +135,9 @@ export interface LevelGate {
   readonly parentScore: string;
   /** Parents per KV head. */
   readonly parents: number;
-  /** The ranges (`i32 [kvHeads, parents + 1]`) and each cluster's parent (`i32 [kvHeads, clusters]`). */
+  /** The children ranges, `i32 [kvHeads, parents + 1]`. */
   readonly ptr: string;
+  /** Each cluster's parent, `i32 [kvHeads, clusters]`. */
   readonly parent: string;
   /** The expression of τ₁. */
   readonly tau: string;
