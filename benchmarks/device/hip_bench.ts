@@ -24,9 +24,16 @@
 import { Effect } from "effect";
 import { type Backend, decodeTechniqueParams, type Graph, lower, type Program } from "@longctx/graph";
 import { dense, hip } from "@longctx/ops";
-import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { fillSynthetic, gpuRunner, median, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
+import {
+  fillSynthetic,
+  gpuRunner,
+  headGroup,
+  median,
+  openBenchBackend,
+  sdpaPeer,
+  writeDeviceRows,
+} from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/hip_bench.ts [flags]", {
@@ -58,22 +65,13 @@ const args = parseFlags("deno run -A benchmarks/device/hip_bench.ts [flags]", {
   out: { kind: "string", default: "benchmarks/results/hip.json", help: "results file to write" },
 });
 
-const H = args.heads, HK = args["kv-heads"], D = args.dim, GROUP = H / HK;
-if (!Number.isInteger(GROUP)) {
-  console.error(`error: --kv-heads ${HK} does not divide --heads ${H} — fix: give a divisor of ${H}, e.g. 8`);
-  Deno.exit(1);
-}
+const H = args.heads, HK = args["kv-heads"], D = args.dim, GROUP = headGroup(H, HK);
 const contexts = args.contexts;
 const decodeContexts = args["decode-contexts"];
 const noDenseAbove = args["no-dense-above"];
 const t0 = performance.now();
 
-const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: args.backend as "webgpu" })));
-if (sel._tag === "Failure") {
-  console.error(`hip_bench: no ${args.backend} backend: ${sel.failure.message}`);
-  Deno.exit(1);
-}
-const backend: Backend = sel.success.backend;
+const backend: Backend = await openBenchBackend("hip_bench", args.backend);
 const wgMem = Math.min(backend.limits.maxComputeWorkgroupStorageSize, 65536);
 const maxBinding = Math.min(backend.limits.maxStorageBufferBindingSize, backend.limits.maxBufferSize);
 const gpuName = Deno.env.get("LONGCTX_GPU_NAME") ?? backend.adapter.name;

@@ -27,9 +27,16 @@
 import { Effect } from "effect";
 import { type Backend, decodeTechniqueParams, type Graph, lower } from "@longctx/graph";
 import { dense, sale } from "@longctx/ops";
-import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { fillSynthetic, gpuRunner, median, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
+import {
+  fillSynthetic,
+  gpuRunner,
+  headGroup,
+  median,
+  openBenchBackend,
+  sdpaPeer,
+  writeDeviceRows,
+} from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/sale_bench.ts [flags]", {
@@ -51,21 +58,12 @@ const args = parseFlags("deno run -A benchmarks/device/sale_bench.ts [flags]", {
 });
 
 const H = args.heads, HK = args["kv-heads"], D = args.dim;
-const GROUP = H / HK;
-if (!Number.isInteger(GROUP)) {
-  console.error(`error: --kv-heads ${HK} does not divide --heads ${H} — fix: give a divisor of ${H}, e.g. 8`);
-  Deno.exit(1);
-}
+const GROUP = headGroup(H, HK);
 const contexts = args.contexts;
 const budgetMs = args["budget-s"] * 1000;
 const t0 = performance.now();
 
-const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: args.backend as "webgpu" })));
-if (sel._tag === "Failure") {
-  console.error(`sale_bench: no ${args.backend} backend: ${sel.failure.message}`);
-  Deno.exit(1);
-}
-const backend: Backend = sel.success.backend;
+const backend: Backend = await openBenchBackend("sale_bench", args.backend);
 if (!backend.features.has("shader-f16")) {
   console.error("sale_bench: the adapter lacks shader-f16");
   Deno.exit(1);

@@ -22,9 +22,17 @@
 import { Effect } from "effect";
 import { type Backend, type DeviceBuffer, graph, lower, type Program } from "@longctx/graph";
 import { dense, squeezed } from "@longctx/ops";
-import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { fillSynthetic, gpuRunner, median, type PeerRow, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
+import {
+  fillSynthetic,
+  gpuRunner,
+  headGroup,
+  median,
+  openBenchBackend,
+  type PeerRow,
+  sdpaPeer,
+  writeDeviceRows,
+} from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/squeezed_bench.ts [flags]", {
@@ -39,18 +47,9 @@ const args = parseFlags("deno run -A benchmarks/device/squeezed_bench.ts [flags]
   backend: { kind: "string", default: "webgpu", choices: ["webgpu", "wgpu", "dawn"], help: "the backend" },
   out: { kind: "string", default: "benchmarks/results/squeezed.json", help: "results file to write" },
 });
-const H = args.heads, HK = args["kv-heads"], D = args.dim, GROUP = H / HK, Q = args.question;
-if (!Number.isInteger(GROUP)) {
-  console.error(`error: --kv-heads ${HK} does not divide --heads ${H} — fix: give a divisor of ${H}, e.g. 8`);
-  Deno.exit(1);
-}
+const H = args.heads, HK = args["kv-heads"], D = args.dim, GROUP = headGroup(H, HK), Q = args.question;
 const t0 = performance.now();
-const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: args.backend as "webgpu" })));
-if (sel._tag === "Failure") {
-  console.error(`squeezed_bench: no ${args.backend} backend: ${sel.failure.message}`);
-  Deno.exit(1);
-}
-const backend: Backend = sel.success.backend;
+const backend: Backend = await openBenchBackend("squeezed_bench", args.backend);
 const gpuName = Deno.env.get("LONGCTX_GPU_NAME") ?? backend.adapter.name;
 console.error(`squeezed_bench: ${backend.kind} on ${backend.adapter.name}`);
 const runner = gpuRunner(backend);

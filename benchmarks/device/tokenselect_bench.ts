@@ -22,9 +22,17 @@
 import { Effect } from "effect";
 import { type Backend, type DeviceBuffer, graph, lower, type Program } from "@longctx/graph";
 import { dense, model, tokenselect } from "@longctx/ops";
-import { selectBackend } from "../../runtime/src/backends/select.ts";
 import { gitCommit } from "../lib/results.ts";
-import { fillSynthetic, gpuRunner, median, type PeerRow, sdpaPeer, writeDeviceRows } from "../lib/gpu_run.ts";
+import {
+  fillSynthetic,
+  gpuRunner,
+  headGroup,
+  median,
+  openBenchBackend,
+  type PeerRow,
+  sdpaPeer,
+  writeDeviceRows,
+} from "../lib/gpu_run.ts";
 import { parseFlags } from "../lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/device/tokenselect_bench.ts [flags]", {
@@ -45,18 +53,9 @@ const args = parseFlags("deno run -A benchmarks/device/tokenselect_bench.ts [fla
   backend: { kind: "string", default: "webgpu", choices: ["webgpu", "wgpu", "dawn"], help: "the backend" },
   out: { kind: "string", default: "benchmarks/results/tokenselect.json", help: "results file to write" },
 });
-const H = args.heads, HK = args["kv-heads"], D = args.dim, GROUP = H / HK;
-if (!Number.isInteger(GROUP)) {
-  console.error(`error: --kv-heads ${HK} does not divide --heads ${H} — fix: give a divisor of ${H}, e.g. 8`);
-  Deno.exit(1);
-}
+const H = args.heads, HK = args["kv-heads"], D = args.dim, GROUP = headGroup(H, HK);
 const t0 = performance.now();
-const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: args.backend as "webgpu" })));
-if (sel._tag === "Failure") {
-  console.error(`tokenselect_bench: no ${args.backend} backend: ${sel.failure.message}`);
-  Deno.exit(1);
-}
-const backend: Backend = sel.success.backend;
+const backend: Backend = await openBenchBackend("tokenselect_bench", args.backend);
 const maxBinding = Math.min(backend.limits.maxStorageBufferBindingSize, backend.limits.maxBufferSize);
 const gpuName = Deno.env.get("LONGCTX_GPU_NAME") ?? backend.adapter.name;
 console.error(`tokenselect_bench: ${backend.kind} on ${backend.adapter.name}, max binding ${maxBinding} B`);

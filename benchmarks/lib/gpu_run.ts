@@ -6,6 +6,7 @@
 import { Effect } from "effect";
 import type { Backend, DeviceBuffer, Launch, Program } from "@longctx/graph";
 import { sale } from "@longctx/ops";
+import { selectBackend } from "../../runtime/src/backends/select.ts";
 
 /** One timed run: milliseconds (GPU or wall), and per-node timings when asked. */
 export interface TimedRun {
@@ -155,4 +156,29 @@ export const writeDeviceRows = async (
   const outDir = Deno.env.get("OUT");
   if (outDir) await Deno.writeTextFile(`${outDir}/${name}`, text);
   console.error(`${who}: ${rows.length} rows → ${file} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+};
+
+/**
+ * Query heads per KV head of a device bench's `--heads` / `--kv-heads`: prints the one-line error and exits with
+ * 1 when `kvHeads` does not divide `heads`.
+ */
+export const headGroup = (heads: number, kvHeads: number): number => {
+  const g = heads / kvHeads;
+  if (!Number.isInteger(g)) {
+    console.error(
+      `error: --kv-heads ${kvHeads} does not divide --heads ${heads} — fix: give a divisor of ${heads}, e.g. 8`,
+    );
+    Deno.exit(1);
+  }
+  return g;
+};
+
+/** A device bench's backend (`selectBackend` of `choice`), or a line labelled `who` and exit 1 when none opens. */
+export const openBenchBackend = async (who: string, choice: string): Promise<Backend> => {
+  const sel = await Effect.runPromise(Effect.result(selectBackend({ backend: choice as "webgpu" })));
+  if (sel._tag === "Failure") {
+    console.error(`${who}: no ${choice} backend: ${sel.failure.message}`);
+    Deno.exit(1);
+  }
+  return sel.success.backend;
 };
