@@ -39,12 +39,9 @@ import type { AttentionFn, LlamaModel } from "../../runtime/src/model/llama.ts";
 import { saleAttentionBlas } from "../../ops/sale/gemm_attention.ts";
 import { readDocument } from "../../runtime/src/paths.ts";
 import { fixture, haveModel, model, relL2 } from "./fixture.ts";
+import { openWgpuBackend } from "../ops/gpu_helper.ts";
 
-const wgpu: Backend | undefined = haveModel
-  ? await import("../../runtime/src/backends/wgpu.ts")
-    .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-    .catch(() => undefined)
-  : undefined;
+const wgpu: Backend | undefined = haveModel ? await openWgpuBackend() : undefined;
 if (haveModel && !wgpu) console.log("llama_graph_test: wgpu cases skipped — no wgpu adapter");
 
 /** A backend that counts allocations and compilations (the program-reuse claim is checked, not assumed). */

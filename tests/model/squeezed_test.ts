@@ -23,12 +23,9 @@ import {
   squeezedDecode,
 } from "../../runtime/src/squeezed/squeezed.ts";
 import { haveModel, model } from "./fixture.ts";
+import { openWgpuBackend } from "../ops/gpu_helper.ts";
 
-const wgpu: Backend | undefined = haveModel
-  ? await import("../../runtime/src/backends/wgpu.ts")
-    .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-    .catch(() => undefined)
-  : undefined;
+const wgpu: Backend | undefined = haveModel ? await openWgpuBackend() : undefined;
 
 /** A ~700-token fixed context (chat head + document) and a question suffix. */
 const prompt = async () => {

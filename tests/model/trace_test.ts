@@ -23,12 +23,9 @@ import {
 } from "../../runtime/src/trace/trace.ts";
 import { haveModel, model } from "./fixture.ts";
 import { tracebackWeights64 } from "../ops/ref64.ts";
+import { openWgpuBackend } from "../ops/gpu_helper.ts";
 
-const wgpu: Backend | undefined = haveModel
-  ? await import("../../runtime/src/backends/wgpu.ts")
-    .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-    .catch(() => undefined)
-  : undefined;
+const wgpu: Backend | undefined = haveModel ? await openWgpuBackend() : undefined;
 
 /** A small case: the first words of a real document as texts of 30 words, and an answer. */
 const smallCase = async (texts: number) => {

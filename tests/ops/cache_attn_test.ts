@@ -13,13 +13,12 @@ import { dense } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { loadSgemm } from "../../runtime/src/model/blas.ts";
 import { cacheAttention64, maxAbsDiff, randn, relErr } from "./ref64.ts";
+import { openWgpuBackend } from "./gpu_helper.ts";
 // OpenBLAS is loaded once per process and kept (runtime/src/model/blas.ts): load it before any test, so the
 // resource sanitizer sees a library held for the process.
 await loadSgemm();
 
-const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
-  .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-  .catch(() => undefined);
+const wgpu: Backend | undefined = await openWgpuBackend();
 
 type Case = {
   heads: number;

@@ -4,7 +4,15 @@
  * @module
  */
 import { descBytes, numel } from "@longctx/graph";
-import type { AnyOperator, DescsOf, GpuLowering, HostTensor, Ports, TensorDesc } from "@longctx/graph";
+import type {
+  AnyOperator,
+  Backend,
+  DescsOf,
+  GpuLowering,
+  HostTensor,
+  Ports,
+  TensorDesc,
+} from "@longctx/graph";
 import { Effect } from "effect";
 
 /** A device plus its feature names. */
@@ -176,3 +184,9 @@ export const runOperatorGpu = async <I extends Ports, O extends Ports>(
   for (const b of bufs.values()) b.destroy();
   return out as { [K in keyof O]: HostTensor };
 };
+
+/** The wgpu backend (`makeWgpuBackend` of the runtime), or undefined where it does not open (tests skip then). */
+export const openWgpuBackend = (): Promise<Backend | undefined> =>
+  import("../../runtime/src/backends/wgpu.ts")
+    .then((m) => Effect.runPromise(m.makeWgpuBackend()))
+    .catch(() => undefined);

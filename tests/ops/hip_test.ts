@@ -16,13 +16,12 @@ import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 
 const cpuBackend = () => Effect.runPromise(makeCpuBackend());
 import { randn, relErr } from "./ref64.ts";
+import { openWgpuBackend } from "./gpu_helper.ts";
 
 // OpenBLAS is loaded once per process (runtime/src/model/blas.ts), before any test.
 const sgemm = await loadSgemm();
 
-const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
-  .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-  .catch(() => undefined);
+const wgpu: Backend | undefined = await openWgpuBackend();
 
 /** Seeded small integers / 4 (exact f32 products and sums). */
 const ints = (n: number, seed: number): Float32Array => {

@@ -13,10 +13,9 @@ import { dense, squeezed } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { loadSgemm } from "../../runtime/src/model/blas.ts";
 import { randn, relErr } from "./ref64.ts";
+import { openWgpuBackend } from "./gpu_helper.ts";
 
-const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
-  .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-  .catch(() => undefined);
+const wgpu: Backend | undefined = await openWgpuBackend();
 const cpu = await Effect.runPromise(makeCpuBackend());
 const sgemm = await loadSgemm();
 

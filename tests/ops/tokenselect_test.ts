@@ -21,10 +21,9 @@ import { tokenselect } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { randn, relErr } from "./ref64.ts";
 import { compactFromRaw, rope64, type TsCase, tsProblem, votesFromRaw } from "./tokenselect_ref.ts";
+import { openWgpuBackend } from "./gpu_helper.ts";
 
-const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
-  .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-  .catch(() => undefined);
+const wgpu: Backend | undefined = await openWgpuBackend();
 const cpu = await Effect.runPromise(makeCpuBackend());
 
 type Case = TsCase & { readonly p: Partial<tokenselect.TokenSelectParams> };

@@ -14,10 +14,9 @@ import { traceback } from "@longctx/ops";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { loadSgemm } from "../../runtime/src/model/blas.ts";
 import { maxAbsDiff, randn, relErr, tracebackWeights64 } from "./ref64.ts";
+import { openWgpuBackend } from "./gpu_helper.ts";
 
-const wgpu: Backend | undefined = await import("../../runtime/src/backends/wgpu.ts")
-  .then((m) => Effect.runPromise(m.makeWgpuBackend()))
-  .catch(() => undefined);
+const wgpu: Backend | undefined = await openWgpuBackend();
 const cpuTs = await Effect.runPromise(makeCpuBackend());
 const sgemm = await loadSgemm();
 const cpuBlas = await Effect.runPromise(makeCpuBackend({ gemm: sgemm.gemm }));
