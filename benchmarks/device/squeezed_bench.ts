@@ -2,14 +2,14 @@
  * Squeezed Attention speed on a GPU (written for the H200, issue 16): the Llama-3.1-8B head layout (32 query
  * heads, 8 KV heads, head dim 128), structured synthetic inputs (ops/sale/synthetic.ts, generated on the device)
  * in f32 — the model forward's KV cache dtype — a fixed context of T tokens and a question of `--question`
- * tokens after it, through the registry's `squeezed` decode graph (`squeezed.lookup` → `squeezed.select` →
- * `dense.indexCacheAttn`), against our dense cache attention over all T keys and PyTorch SDPA (flash, cuDNN;
+ * tokens after it, through the registry's `squeezed` graphs (the question: `squeezed.lookup` → `squeezed.select`
+ * → `dense.indexCacheAttn`; a decode step: `squeezed.lookup` → `squeezed.attend`), against our dense cache attention over all T keys and PyTorch SDPA (flash, cuDNN;
  * benchmarks/device/sdpa_peer.py, bf16) in the same job.
  *
  * The index is a speed input, not the method's clustering: the clustered keys are cut into runs of
  * ⌊S / C⌋ consecutive keys (C = 5 % of S, the official cluster count; synthetic keys are local, so runs are
- * clusters of similar keys), centroids their raw means computed on the host; τ is set to the global quantile of
- * the question's per-key scores that gives each `--reductions` (the paper's 3× and 8× budget cuts: 1/3 and 1/8
+ * clusters of similar keys), centroids their raw means computed on the host; τ is set, per call (the question,
+ * the decode step), to the global quantile of that call's per-key scores that gives each `--reductions` (the paper's 3× and 8× budget cuts: 1/3 and 1/8
  * of the fixed-context keys kept, over all heads). Reported: the kept fraction reached, the question's prefill
  * and one decode step (per stage: lookup, select, attention) against dense, and SDPA for both.
  *
@@ -99,13 +99,17 @@ for (const T of args.contexts) {
       for (let t = 0; t < D; t++) centroids[(hk * C + c) * D + t] /= sizes[hk * C + c];
     }
   }
-  const q = new Float32Array((await must(backend.download(bufs.q))).slice().buffer);
-  const score = squeezed.lookupReference(0, q, centroids, sizes, { H, Hk: HK, seq: Q, C, d: D });
-  const perKey = new Float32Array(H * S);
-  for (let h = 0; h < H; h++) {
-    for (let i = 0; i < S; i++) perKey[h * S + i] = score[h * C + labels[Math.floor(h / GROUP) * S + i]];
-  }
-  const sorted = perKey.slice().sort();
+  /** The call's per-key scores (its queries' lookup through the labels), sorted: τ for a cut is a quantile. */
+  const sortedScores = async (buf: DeviceBuffer, seq: number) => {
+    const q = new Float32Array((await must(backend.download(buf))).slice().buffer);
+    const score = squeezed.lookupReference(0, q, centroids, sizes, { H, Hk: HK, seq, C, d: D });
+    const perKey = new Float32Array(H * S);
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < S; i++) perKey[h * S + i] = score[h * C + labels[Math.floor(h / GROUP) * S + i]];
+    }
+    return perKey.sort();
+  };
+  const sortedQ = await sortedScores(bufs.q, Q), sorted1 = await sortedScores(bufs.q1, 1);
   const index: Record<string, DeviceBuffer> = {};
   for (
     const [name, data] of [["centroids", centroids], ["sizes", sizes], ["labels", labels]] as const
@@ -126,13 +130,16 @@ for (const T of args.contexts) {
   dgb.output("o", da.o);
   const denseGraph = await must(dgb.build());
   for (const red of args.reductions) {
-    const at = Math.min(sorted.length - 1, Math.floor((1 - 1 / red) * sorted.length));
-    const tau = sorted[at];
-    await must(backend.upload(index.threshold, Float32Array.of(tau)));
+    // τ per call: the quantile of that call's own per-key scores that keeps 1 / cut of the clustered keys
+    const tauOf = (sorted: Float32Array) =>
+      sorted[Math.min(sorted.length - 1, Math.floor((1 - 1 / red) * sorted.length))];
     const p = { ...p0, percentile: 0.9 };
     const measure = async (seq: number, pos: number, qBuf: DeviceBuffer) => {
+      const tau = tauOf(seq === 1 ? sorted1 : sortedQ);
+      await must(backend.upload(index.threshold, Float32Array.of(tau)));
       const qd = desc(["heads", "seq", "headDim"], [H, seq, D]);
-      const sg = await must(squeezed.squeezedGraph(p));
+      // the question through the lists, a decode step through the fused selection and attention
+      const sg = await must(squeezed.squeezedGraph(p, "squeezed.cache", seq === 1 ? "fused" : "lists"));
       const sp = await must(lower(sg, backend, {
         q: qd,
         k: cd,
@@ -161,11 +168,13 @@ for (const T of args.contexts) {
         for (const x of Object.keys(acc)) st[x].push(acc[x]);
       }
       const density = (await must(sp.read("density"))).data as Float32Array;
-      // the lists are real: ascending, inside the cache, each fixed key at most once
-      const idx = (await must(sp.read("indices"))).data as Int32Array;
-      for (let e = 1; e < Math.min(idx.length, cap); e++) {
-        if (idx[e] >= 0 && (idx[e] <= idx[e - 1] || idx[e] >= pos + seq)) {
-          throw new Error(`the list is malformed at entry ${e}: ${idx[e - 1]}, ${idx[e]}`);
+      if (seq > 1) {
+        // the lists are real: ascending, inside the cache, each fixed key at most once
+        const idx = (await must(sp.read("indices"))).data as Int32Array;
+        for (let e = 1; e < Math.min(idx.length, cap); e++) {
+          if (idx[e] >= 0 && (idx[e] <= idx[e - 1] || idx[e] >= pos + seq)) {
+            throw new Error(`the list is malformed at entry ${e}: ${idx[e - 1]}, ${idx[e]}`);
+          }
         }
       }
       sp.release();
@@ -177,6 +186,7 @@ for (const T of args.contexts) {
         select: median(st.select),
         attn: median(st.attn),
         budget: density.reduce((a, b) => a + b, 0) / density.length,
+        tau,
       };
     };
     const pre = await measure(Q, T, bufs.q);
@@ -191,7 +201,7 @@ for (const T of args.contexts) {
           `our dense ${m.dense.toFixed(3)} ms: ${(m.dense / m.total).toFixed(2)}×`,
       );
       const metric = what === "question" ? "chunk_latency_ms" : "decode_latency_ms";
-      const extra = { reduction: red, keptFraction: m.budget, tau, seq: what === "question" ? Q : 1 };
+      const extra = { reduction: red, keptFraction: m.budget, tau: m.tau, seq: what === "question" ? Q : 1 };
       rows.push(
         { metric, impl: "ours-squeezed", context: T, value: m.total, unit: "ms", ...extra },
         { metric, impl: "ours-squeezed-lookup", context: T, value: m.lookup, unit: "ms", ...extra },

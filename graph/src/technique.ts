@@ -98,6 +98,13 @@ export interface CacheDecodeGraphs {
    * 0 included (TokenSelect selects per prefill chunk); default false: prefill runs the forward's own attention.
    */
   readonly prefill?: boolean;
+  /**
+   * With `prefill`, the graph of the calls of more than one token (default `search`): for a technique whose
+   * decode step and multi-token calls take different kernels (Squeezed Attention: the fused selection and
+   * split-KV attention for a step, the lists and the tiled gather for a question). Same inputs and state
+   * outputs as `search`.
+   */
+  readonly chunk?: Graph;
   /** The most queries one call may hold (TokenSelect: `nLocal`); the forward refuses longer calls. */
   readonly maxChunk?: number;
   /**

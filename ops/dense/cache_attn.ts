@@ -146,8 +146,48 @@ const posOf = (
 
 const f = (x: number) => x.toExponential(9);
 
-/** Split-KV partial states (see the module doc). Workgroups `[seq, heads, nsplit]` of 64. */
-const splitKernel = (H: number, KH: number, D: number, scale: number, window: number): Kernel => {
+/**
+ * A key filter of the split-KV kernels: the fused selection of a sparse decode. Each split first compacts the
+ * keys of its range that the filter keeps (in ascending order, in workgroup memory), then runs the online
+ * softmax over those only, so the arithmetic and the K/V reads follow the kept keys.
+ */
+export interface SplitKeyFilter {
+  /** Kernel-key suffix naming the filter and its constants. */
+  readonly key: string;
+  /** WGSL module-scope declarations: the filter's bindings (group 0, from binding 6 on), constants, functions. */
+  readonly decls: readonly string[];
+  /** The buffers of the filter's bindings, in binding order (e.g. `"in:labels"`), all `read`. */
+  readonly buffers: readonly string[];
+  /** WGSL `bool` expression: whether query row `i` of head `h` attends key `key` (all `u32`). */
+  readonly keep: string;
+  /**
+   * WGSL `bool` expression over `key`: the kept keys that count towards `density` (e.g. the fixed context's);
+   * with it the lowering writes `out:density f32 [heads]`, those keys of query row 0 over `countOf`.
+   */
+  readonly counts?: string;
+  /** The divisor of the count (e.g. the fixed context's length); default 1. */
+  readonly countOf?: number;
+  /** Check of a run's position (throws a `RangeError` for one the filter cannot serve). */
+  readonly checkPos?: (pos: number) => void;
+}
+
+/** The most keys one split of a filtered split-KV kernel compacts (its workgroup list, 16 KiB). */
+export const FILTER_SPLIT_MAX = 4096;
+
+/**
+ * Split-KV partial states (see the module doc). Workgroups `[seq, heads, nsplit]` of 64. With a `filter`,
+ * each split compacts its kept keys first: thread `t` scans its `⌈splitLen / 64⌉` consecutive keys twice (count,
+ * then write at its exclusive prefix), so the list is ascending and the result deterministic.
+ */
+const splitKernel = (
+  H: number,
+  KH: number,
+  D: number,
+  scale: number,
+  window: number,
+  filter?: SplitKeyFilter,
+  splitLen = 0,
+): Kernel => {
   const D4 = D / 4, R = D / 64, group = H / KH;
   const L: string[] = [];
   const p = (x: string) => L.push(x);
@@ -161,6 +201,15 @@ const splitKernel = (H: number, KH: number, D: number, scale: number, window: nu
   p(`var<workgroup> qs: array<vec4<f32>, ${D4}>;`);
   p(`var<workgroup> ps: array<f32, 64>;`);
   p(`const NEG: f32 = -3.0e38;`);
+  if (filter) {
+    if (filter.counts) {
+      p(`@group(0) @binding(${6 + filter.buffers.length}) var<storage, read_write> CNT: array<u32>;`);
+    }
+    for (const x of filter.decls) p(x);
+    p(`var<workgroup> sel: array<u32, ${splitLen}>;`);
+    p(`var<workgroup> cnt: array<u32, 64>;`);
+    p(`var<workgroup> total: u32;`);
+  }
   p(`@compute @workgroup_size(64)`);
   p(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
   p(`  let i = wid.x; let h = wid.y; let sp = wid.z;`);
@@ -173,12 +222,45 @@ const splitKernel = (H: number, KH: number, D: number, scale: number, window: nu
   );
   p(`  let k0 = max(sp * P.splitLen, lo);`);
   p(`  let k1 = min(kvEnd, sp * P.splitLen + P.splitLen);`);
+  // the tile loop's range and key: the split's keys, or the compacted list of the kept ones
+  let first = "k0", end = "k1", keyAt = (x: string) => x;
+  if (filter) {
+    const per = Math.ceil(splitLen / 64);
+    p(`  let a0 = min(k0 + lid * ${per}u, max(k0, k1));`);
+    p(`  let a1 = min(k1, a0 + ${per}u);`);
+    p(`  var c = 0u;`);
+    if (filter.counts) p(`  var cf = 0u;`);
+    p(`  for (var key = a0; key < a1; key++) {`);
+    p(`    if (${filter.keep}) { c++;${filter.counts ? ` if (${filter.counts}) { cf++; }` : ""} }`);
+    p(`  }`);
+    p(`  cnt[lid] = c;`);
+    p(`  workgroupBarrier();`);
+    p(`  var at = 0u;`);
+    p(`  for (var x = 0u; x < lid; x++) { at += cnt[x]; }`);
+    p(`  if (lid == 63u) { total = at + c; }`);
+    p(`  for (var key = a0; key < a1; key++) { if (${filter.keep}) { sel[at] = key; at++; } }`);
+    if (filter.counts) {
+      p(`  workgroupBarrier();`);
+      p(`  cnt[lid] = cf;`);
+      p(`  workgroupBarrier();`);
+      p(`  if (lid == 0u && i == 0u) {`);
+      p(`    var nf = 0u;`);
+      p(`    for (var x = 0u; x < 64u; x++) { nf += cnt[x]; }`);
+      p(`    CNT[h * P.nsplit + sp] = nf;`);
+      p(`  }`);
+    }
+    p(`  let nsel = workgroupUniformLoad(&total);`);
+    first = "0u";
+    end = "nsel";
+    keyAt = (x: string) => `sel[${x}]`;
+  }
   p(`  var m = NEG; var l = 0.0;`);
   for (let r = 0; r < R; r++) p(`  var acc${r} = 0.0;`);
-  p(`  for (var t0 = k0; t0 < k1; t0 += 64u) {`);
-  p(`    let key = t0 + lid;`);
+  p(`  for (var t0 = ${first}; t0 < ${end}; t0 += 64u) {`);
+  p(`    let e = t0 + lid;`);
   p(`    var sc = NEG;`);
-  p(`    if (key < k1) {`);
+  p(`    if (e < ${end}) {`);
+  p(`      let key = ${keyAt("e")};`);
   p(`      var d = 0.0;`);
   p(`      for (var x = 0u; x < ${D4}u; x++) { d += dot(qs[x], KC[(kb + key) * ${D4}u + x]); }`);
   p(`      sc = d;`);
@@ -188,17 +270,17 @@ const splitKernel = (H: number, KH: number, D: number, scale: number, window: nu
   p(`    var mt = m;`);
   p(`    for (var j = 0u; j < 64u; j++) { mt = max(mt, ps[j]); }`);
   p(`    workgroupBarrier();`);
-  p(`    ps[lid] = select(0.0, exp(sc - mt), key < k1);`);
+  p(`    ps[lid] = select(0.0, exp(sc - mt), e < ${end});`);
   p(`    workgroupBarrier();`);
   p(`    let al = exp(m - mt);`);
   p(`    m = mt;`);
-  p(`    let n = min(64u, k1 - t0);`);
+  p(`    let n = min(64u, ${end} - t0);`);
   p(`    var sum = 0.0;`);
   for (let r = 0; r < R; r++) p(`    var pv${r} = 0.0;`);
   p(`    for (var j = 0u; j < n; j++) {`);
   p(`      let pj = ps[j];`);
   p(`      sum += pj;`);
-  p(`      let vrow = (kb + t0 + j) * ${D}u + lid;`);
+  p(`      let vrow = (kb + ${keyAt("t0 + j")}) * ${D}u + lid;`);
   for (let r = 0; r < R; r++) p(`      pv${r} = fma(pj, VC[vrow + ${r * 64}u], pv${r});`);
   p(`    }`);
   p(`    l = l * al + sum;`);
@@ -209,16 +291,21 @@ const splitKernel = (H: number, KH: number, D: number, scale: number, window: nu
   for (let r = 0; r < R; r++) p(`  PART[base * ${D}u + lid + ${r * 64}u] = acc${r};`);
   p(`  if (lid == 0u) { ML[base * 2u] = m; ML[base * 2u + 1u] = l; }`);
   p(`}`);
+  const fb = filter
+    ? [...filter.buffers.map(() => "read" as const), ...(filter.counts ? ["read_write" as const] : [])]
+    : [];
   return {
-    key: `dense.cacheAttn.split.${H}.${KH}.${D}.${scale}.w${window}`,
+    key: `dense.cacheAttn.split.${H}.${KH}.${D}.${scale}.w${window}${
+      filter ? `.f${splitLen}.${filter.key}` : ""
+    }`,
     wgsl: L.join("\n") + "\n",
     entryPoint: "main",
-    bindings: ["read", "read", "read", "read_write", "read_write", "uniform"],
+    bindings: ["read", "read", "read", "read_write", "read_write", "uniform", ...fb],
   };
 };
 
 /** Merge of the partial states into `o` and `lse` (natural log, scaled scores). Workgroups `[seq, heads, 1]`. */
-const combineKernel = (H: number, D: number, rows: boolean): Kernel => {
+const combineKernel = (H: number, D: number, rows: boolean, countOf = 0): Kernel => {
   const R = D / 64;
   const L: string[] = [];
   const p = (x: string) => L.push(x);
@@ -228,10 +315,21 @@ const combineKernel = (H: number, D: number, rows: boolean): Kernel => {
   p(`@group(0) @binding(2) var<storage, read_write> O: array<f32>;`);
   p(`@group(0) @binding(3) var<storage, read_write> LSE: array<f32>;`);
   p(`@group(0) @binding(4) var<uniform> P: U;`);
+  if (countOf > 0) {
+    p(`@group(0) @binding(5) var<storage, read> CNT: array<u32>;`);
+    p(`@group(0) @binding(6) var<storage, read_write> DEN: array<f32>;`);
+  }
   p(`@compute @workgroup_size(64)`);
   p(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
   p(`  let i = wid.x; let h = wid.y;`);
   p(`  let base = (i * ${H}u + h) * P.nsplit;`);
+  if (countOf > 0) {
+    p(`  if (i == 0u && lid == 0u) {`);
+    p(`    var nk = 0u;`);
+    p(`    for (var s = 0u; s < P.nsplit; s++) { nk += CNT[h * P.nsplit + s]; }`);
+    p(`    DEN[h] = f32(nk) / ${f(countOf)};`);
+    p(`  }`);
+  }
   p(`  var mx = -3.0e38;`);
   p(`  for (var s = 0u; s < P.nsplit; s++) { mx = max(mx, ML[(base + s) * 2u]); }`);
   p(`  var l = 0.0;`);
@@ -250,10 +348,17 @@ const combineKernel = (H: number, D: number, rows: boolean): Kernel => {
   p(`  if (lid == 0u) { LSE[h * P.seq + i] = select(-3.0e38, mx + log(l), l > 0.0); }`);
   p(`}`);
   return {
-    key: `dense.cacheAttn.combine.${H}.${D}.${rows ? "rows" : "heads"}`,
+    key: `dense.cacheAttn.combine.${H}.${D}.${rows ? "rows" : "heads"}${countOf > 0 ? `.n${countOf}` : ""}`,
     wgsl: L.join("\n") + "\n",
     entryPoint: "main",
-    bindings: ["read", "read", "read_write", "read_write", "uniform"],
+    bindings: [
+      "read",
+      "read",
+      "read_write",
+      "read_write",
+      "uniform",
+      ...(countOf > 0 ? ["read", "read_write"] as const : []),
+    ],
   };
 };
 
@@ -408,8 +513,10 @@ export interface SplitKvShape {
  * The split-KV lowering (partial states + merge, see the module doc) for queries at position `pos` of a
  * cache, bindings `in:q`, `in:<kvPorts[0]>`, `in:<kvPorts[1]>` (default kCache, vCache), `out:o`, `out:lse`. `pos` is a
  * fixed offset, or `"pos"`: the runtime scalar (workgroups and uniforms follow it per run), clamped to
- * `capacity − seq` when `compacted` (see {@link CacheAttnParams}). Throws `RangeError` for a `pos` past the
- * capacity.
+ * `capacity − seq` when `compacted` (see {@link CacheAttnParams}). With a `filter`, each split attends only the
+ * keys the filter keeps (see {@link SplitKeyFilter}; `splitKeys` at most {@link FILTER_SPLIT_MAX}), its buffers
+ * bound after the caches, and with `filter.counts` the merge writes `out:density`. Throws `RangeError` for a
+ * `pos` past the capacity (or refused by `filter.checkPos`), or a filtered split longer than the maximum.
  */
 export const splitKvLowering = (
   s: SplitKvShape,
@@ -420,18 +527,30 @@ export const splitKvLowering = (
   pos: number | "pos",
   kvPorts: readonly [string, string] = ["kCache", "vCache"],
   compacted = false,
+  filter?: SplitKeyFilter,
 ): GpuLowering => {
   if (s.headDim % 64 !== 0) {
     throw new RangeError(`the split-KV kernels need headDim % 64 = 0, got ${s.headDim}`);
   }
   const { splitLen, maxSplit } = splitGeometry(s.seq, s.heads, s.headDim, s.capacity, splitKeys);
+  if (filter && splitLen > FILTER_SPLIT_MAX) {
+    throw new RangeError(
+      `a filtered split of ${splitLen} keys (capacity ${s.capacity}, ${s.seq} queries) exceeds ${FILTER_SPLIT_MAX}`,
+    );
+  }
   const uniform = (at: number) =>
     new Uint8Array(
       Uint32Array.of(s.seq, at, s.capacity, splitLen, Math.ceil((at + s.seq) / splitLen), 0, 0, 0).buffer,
     );
-  const at = (sc: Readonly<Record<string, number>>) =>
-    pos === "pos" ? posOf(sc, s.seq, s.capacity, compacted) : posOf({ pos }, s.seq, s.capacity, compacted);
+  const at = (sc: Readonly<Record<string, number>>) => {
+    const x = pos === "pos"
+      ? posOf(sc, s.seq, s.capacity, compacted)
+      : posOf({ pos }, s.seq, s.capacity, compacted);
+    filter?.checkPos?.(x);
+    return x;
+  };
   const fixed = pos === "pos" ? 0 : at({});
+  const counting = filter?.counts !== undefined;
   const groups = (p: number) => [s.seq, s.heads, Math.ceil((p + s.seq) / splitLen)] as const;
   const dynamic = pos === "pos"
     ? (sc: Readonly<Record<string, number>>) => ({
@@ -446,18 +565,35 @@ export const splitKvLowering = (
       ml: s.seq * s.heads * maxSplit * 2 * 4,
       u: 32,
       u2: 32,
+      ...(counting ? { cnt: s.heads * maxSplit * 4 } : {}),
     },
     launches: [
       {
-        kernel: splitKernel(s.heads, s.kvHeads, s.headDim, scale, window),
-        buffers: ["in:q", kin, vin, "ws:part", "ws:ml", "ws:u"],
+        kernel: splitKernel(s.heads, s.kvHeads, s.headDim, scale, window, filter, splitLen),
+        buffers: [
+          "in:q",
+          kin,
+          vin,
+          "ws:part",
+          "ws:ml",
+          "ws:u",
+          ...(filter?.buffers ?? []),
+          ...(counting ? ["ws:cnt"] : []),
+        ],
         workgroups: groups(fixed),
         uniforms: { u: uniform(fixed) },
         ...(dynamic ? { dynamic } : {}),
       },
       {
-        kernel: combineKernel(s.heads, s.headDim, layout === "rows"),
-        buffers: ["ws:part", "ws:ml", "out:o", "out:lse", "ws:u2"],
+        kernel: combineKernel(s.heads, s.headDim, layout === "rows", counting ? (filter?.countOf ?? 1) : 0),
+        buffers: [
+          "ws:part",
+          "ws:ml",
+          "out:o",
+          "out:lse",
+          "ws:u2",
+          ...(counting ? ["ws:cnt", "out:density"] : []),
+        ],
         workgroups: [s.seq, s.heads, 1],
         uniforms: { u2: uniform(fixed) },
         ...(dynamic

@@ -8,7 +8,8 @@
  * `clustering.py` for the calibration). Empty clusters (`N_j = 0`) score 0.
  *
  * GPU: two launches — per (query, head) the max and the estimated denominator over the clusters (a workgroup
- * reduction), then per (head, cluster) the mean probability over the queries. f32 throughout (the official
+ * reduction; for a call of few queries, a decode step, split over parts of the clusters and merged by the
+ * second launch), then per (head, cluster) the mean probability over the queries. f32 throughout (the official
  * kernel accumulates the centroid logits in bf16).
  * @module
  */
@@ -110,6 +111,14 @@ export const reduceMaxDen = (wg: number): string[] => [
   `  }`,
 ];
 
+/**
+ * The parts the statistics of a lookup level are split into: 1 when the call's (query, head) pairs fill the
+ * GPU (≥ 512), else one part per 256 clusters (at most 64), so a decode step's 32 heads are not 32 workgroups
+ * walking every centroid.
+ */
+export const lookupParts = (seq: number, heads: number, clusters: number): number =>
+  seq * heads >= 512 ? 1 : Math.max(1, Math.min(64, Math.ceil(clusters / (4 * WG))));
+
 /** The names a lookup level's kernels read and write (see {@link levelWgsl}). */
 export interface LevelNames {
   /** The centroid buffer (`array<vec4<f32>>`). */
@@ -122,8 +131,10 @@ export interface LevelNames {
   readonly stats: string;
   /** The entry point of the per-(head, cluster) score. */
   readonly score: string;
-  /** Where this level's `(max, D)` pairs start in `ST` (floats). */
+  /** Where this level's `(max, D)` pairs start in `ST` (floats; `heads · seq · parts` pairs). */
   readonly statsAt: number;
+  /** The parts of the statistics (see {@link lookupParts}; launched as workgroups' z); default 1. */
+  readonly parts?: number;
 }
 
 /**
@@ -145,15 +156,16 @@ export interface LevelGate {
 
 /**
  * The WGSL of one lookup level over `C` clusters (two entry points, see the module doc): the statistics per
- * (query, head) — one workgroup, the query in workgroup memory, the threads over the clusters — and the score
- * per (head, cluster) — a workgroup per (head, 64 clusters), each thread's centroid held in registers, the
+ * (query, head, part) — one workgroup, the query in workgroup memory, the threads over the part's clusters
+ * (every `parts`-th block of 64, or every `parts`-th parent under a gate) — and the score per (head, cluster)
+ * (the parts' pairs merged first) — a workgroup per (head, 64 clusters), each thread's centroid held in registers, the
  * queries staged one at a time. `vec4` loads throughout (`headDim % 4 == 0`). Expects `Q` and the level's
  * buffers (`array<vec4<f32>>` for `Q` and the centroids), `ST`, and {@link lookupShared}'s declarations.
  */
 export const levelWgsl = (dm: LookupDims, scale: number, names: LevelNames, gate?: LevelGate): string[] => {
   const { H, Hk, seq, C, d } = dm, g = H / Hk, D4 = d / 4, { cen, n, out } = names;
   const sc = scale > 0 ? scale : 1 / Math.sqrt(d);
-  const at = names.statsAt;
+  const at = names.statsAt, P = names.parts ?? 1;
   const dotShared = (base: string) =>
     Array.from({ length: D4 }, (_, x) => `dot(${cen}[${base} + ${x}u], qs[${x}])`).join(" + ");
   const dotRegs = Array.from({ length: D4 }, (_, x) => `dot(r${x}, qs[${x}])`).join(" + ");
@@ -168,7 +180,7 @@ export const levelWgsl = (dm: LookupDims, scale: number, names: LevelNames, gate
   ];
   const loop = gate
     ? [
-      `  for (var a = 0u; a < ${gate.parents}u; a++) {`,
+      `  for (var a = wid.z; a < ${gate.parents}u; a += ${P}u) {`,
       `    if (${gate.parentScore}[h * ${gate.parents}u + a] > ${gate.tau}) {`,
       `      let lo = u32(${gate.ptr}[hk * ${gate.parents + 1}u + a]);`,
       `      let hi = u32(${gate.ptr}[hk * ${gate.parents + 1}u + a + 1u]);`,
@@ -178,7 +190,11 @@ export const levelWgsl = (dm: LookupDims, scale: number, names: LevelNames, gate
       `    }`,
       `  }`,
     ]
-    : [`  for (var c = t; c < ${C}u; c += ${WG}u) {`, ...visit.map((l) => l.slice(2)), `  }`];
+    : [
+      `  for (var c = wid.z * ${WG}u + t; c < ${C}u; c += ${WG * P}u) {`,
+      ...visit.map((l) => l.slice(2)),
+      `  }`,
+    ];
   return [
     `@compute @workgroup_size(${WG})`,
     `fn ${names.stats}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
@@ -189,7 +205,8 @@ export const levelWgsl = (dm: LookupDims, scale: number, names: LevelNames, gate
     ...loop,
     `  rm[t] = m; rd[t] = den;`,
     ...reduceMaxDen(WG),
-    `  if (t == 0u) { ST[${at}u + (h * ${seq}u + j) * 2u] = rm[0]; ST[${at}u + (h * ${seq}u + j) * 2u + 1u] = rd[0]; }`,
+    `  let sa = ${at}u + ((h * ${seq}u + j) * ${P}u + wid.z) * 2u;`,
+    `  if (t == 0u) { ST[sa] = rm[0]; ST[sa + 1u] = rd[0]; }`,
     `}`,
     `@compute @workgroup_size(${WG})`,
     `fn ${names.score}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {`,
@@ -206,7 +223,16 @@ export const levelWgsl = (dm: LookupDims, scale: number, names: LevelNames, gate
     `    workgroupBarrier();`,
     `    for (var x = t; x < ${D4}u; x += ${WG}u) { qs[x] = Q[(h * ${seq}u + j) * ${D4}u + x]; }`,
     `    workgroupBarrier();`,
-    `    let m = ST[${at}u + (h * ${seq}u + j) * 2u]; let den = ST[${at}u + (h * ${seq}u + j) * 2u + 1u];`,
+    `    let sb = ${at}u + (h * ${seq}u + j) * ${P * 2}u;`,
+    ...(P === 1 ? [`    let m = ST[sb]; let den = ST[sb + 1u];`] : [
+      `    var m = NEG;`,
+      `    for (var z = 0u; z < ${P}u; z++) { m = max(m, ST[sb + z * 2u]); }`,
+      `    var den = 0.0;`,
+      `    for (var z = 0u; z < ${P}u; z++) {`,
+      `      let mz = ST[sb + z * 2u];`,
+      `      if (mz > NEG) { den += ST[sb + z * 2u + 1u] * exp(mz - m); }`,
+      `    }`,
+    ]),
     `    if (live && den > 0.0) { acc += exp((${dotRegs}) * ${sc} - m) / den; }`,
     `  }`,
     `  if (c < ${C}u) { ${out}[h * ${C}u + c] = acc / f32(${seq}); }`,
@@ -222,7 +248,7 @@ export const lookupShared = (d: number): string[] => [
   `const NEG: f32 = -3.0e38;`,
 ];
 
-const lookupWgsl = (dm: LookupDims, scale: number) =>
+const lookupWgsl = (dm: LookupDims, scale: number, parts: number) =>
   [
     `@group(0) @binding(0) var<storage, read> Q: array<vec4<f32>>;`,
     `@group(0) @binding(1) var<storage, read> CEN: array<vec4<f32>>;`,
@@ -230,7 +256,15 @@ const lookupWgsl = (dm: LookupDims, scale: number) =>
     `@group(0) @binding(3) var<storage, read_write> ST: array<f32>;`,
     `@group(0) @binding(4) var<storage, read_write> SC: array<f32>;`,
     ...lookupShared(dm.d),
-    ...levelWgsl(dm, scale, { cen: "CEN", n: "N", out: "SC", stats: "stats", score: "score", statsAt: 0 }),
+    ...levelWgsl(dm, scale, {
+      cen: "CEN",
+      n: "N",
+      out: "SC",
+      stats: "stats",
+      score: "score",
+      statsAt: 0,
+      parts,
+    }),
   ].join("\n");
 
 /**
@@ -282,17 +316,18 @@ export const lookup: Operator<SqueezedParams, LookupInputs, LookupOutputs> = {
   gpu: (p, i): GpuLowering => {
     const [H, seq, d] = i.q.shape as [number, number, number];
     const [Hk, C] = i.centroids.shape as [number, number, number];
-    const dm = { H, Hk, seq, C, d }, wgsl = lookupWgsl(dm, p.scale);
-    const key = `squeezed.lookup:${H}/${Hk}x${seq}x${C}x${d}:${p.scale}`;
+    const parts = lookupParts(seq, H, C);
+    const dm = { H, Hk, seq, C, d }, wgsl = lookupWgsl(dm, p.scale, parts);
+    const key = `squeezed.lookup:${H}/${Hk}x${seq}x${C}x${d}:${p.scale}:p${parts}`;
     const bindings = ["read", "read", "read", "read_write", "read_write"] as const;
     const buffers = ["in:q", "in:centroids", "in:sizes", "ws:stats", "out:score"];
     return {
-      workspaces: { stats: H * seq * 2 * 4 },
+      workspaces: { stats: H * seq * parts * 2 * 4 },
       launches: [
         {
           kernel: { key: `${key}:stats`, wgsl, entryPoint: "stats", bindings: [...bindings] },
           buffers,
-          workgroups: [seq, H, 1],
+          workgroups: [seq, H, parts],
         },
         {
           kernel: { key: `${key}:score`, wgsl, entryPoint: "score", bindings: [...bindings] },
@@ -309,7 +344,7 @@ export const lookup: Operator<SqueezedParams, LookupInputs, LookupOutputs> = {
       flops: 2 * 2 * H * seq * C * d,
       bytesRead: (H * seq * d + 2 * (H / Hk) * Hk * C * d + Hk * C) * 4,
       bytesWritten: H * C * 4,
-      workspaceBytes: H * seq * 2 * 4,
+      workspaceBytes: H * seq * lookupParts(seq, H, C) * 2 * 4,
     };
   },
 };

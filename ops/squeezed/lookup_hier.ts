@@ -22,7 +22,7 @@ import { Effect } from "effect";
 import { allocHost, tensorType } from "@longctx/graph";
 import type { Cost, DescsOf, GpuLowering, HostOf, Operator, TensorType } from "@longctx/graph";
 import { need } from "../dense/common.ts";
-import { levelWgsl, lookupReference, lookupShared } from "./lookup.ts";
+import { levelWgsl, lookupParts, lookupReference, lookupShared } from "./lookup.ts";
 import { kvHeadOf, SqueezedParams } from "./params.ts";
 
 /** Input ports of `squeezed.lookupHier`. */
@@ -135,8 +135,14 @@ export const lookupHierReference = (
 
 const WG = 64;
 
+/** The statistics' parts of both levels (the gated level's over parents: at most `C1`). */
+const hierParts = (dm: LookupHierDims): { readonly l1: number; readonly fine: number } => ({
+  l1: lookupParts(dm.seq, dm.H, dm.C1),
+  fine: Math.min(dm.C1, lookupParts(dm.seq, dm.H, dm.C)),
+});
+
 const hierWgsl = (dm: LookupHierDims, scale: number) => {
-  const { H, Hk, seq, C, C1, d } = dm;
+  const { H, Hk, seq, C, C1, d } = dm, parts = hierParts(dm);
   return [
     `@group(0) @binding(0) var<storage, read> Q: array<vec4<f32>>;`,
     `@group(0) @binding(1) var<storage, read> CEN: array<vec4<f32>>;`,
@@ -150,7 +156,7 @@ const hierWgsl = (dm: LookupHierDims, scale: number) => {
     `@group(0) @binding(9) var<storage, read_write> SC: array<f32>;`,
     `@group(0) @binding(10) var<storage, read_write> SC1: array<f32>;`,
     ...lookupShared(d),
-    // ST holds (max, D) per (head, query): L1's at [0, 2·H·seq), the fine level's after it
+    // ST holds (max, D) per (head, query, part): L1's first, the fine level's after them
     ...levelWgsl({ H, Hk, seq, C: C1, d }, scale, {
       cen: "CEN1",
       n: "N1",
@@ -158,6 +164,7 @@ const hierWgsl = (dm: LookupHierDims, scale: number) => {
       stats: "stats1",
       score: "score1",
       statsAt: 0,
+      parts: parts.l1,
     }),
     // the fine level over the children of the L1 clusters above τ₁
     ...levelWgsl({ H, Hk, seq, C, d }, scale, {
@@ -166,7 +173,8 @@ const hierWgsl = (dm: LookupHierDims, scale: number) => {
       out: "SC",
       stats: "stats2",
       score: "score2",
-      statsAt: 2 * H * seq,
+      statsAt: 2 * H * seq * parts.l1,
+      parts: parts.fine,
     }, { parentScore: "SC1", parents: C1, ptr: "PTR", parent: "PAR", tau: "TAU[0]" }),
   ].join("\n");
 };
@@ -238,8 +246,8 @@ export const lookupHier: Operator<SqueezedParams, LookupHierInputs, LookupHierOu
     const [H, seq, d] = i.q.shape as [number, number, number];
     const [Hk, C] = i.centroids.shape as [number, number, number];
     const C1 = i.centroidsL1.shape[1];
-    const dm = { H, Hk, seq, C, C1, d }, wgsl = hierWgsl(dm, p.scale);
-    const key = `squeezed.lookupHier:${H}/${Hk}x${seq}x${C}/${C1}x${d}:${p.scale}`;
+    const dm = { H, Hk, seq, C, C1, d }, wgsl = hierWgsl(dm, p.scale), parts = hierParts(dm);
+    const key = `squeezed.lookupHier:${H}/${Hk}x${seq}x${C}/${C1}x${d}:${p.scale}:p${parts.l1}.${parts.fine}`;
     const bindings = [
       ...Array.from({ length: 8 }, () => "read" as const),
       "read_write" as const,
@@ -265,11 +273,11 @@ export const lookupHier: Operator<SqueezedParams, LookupHierInputs, LookupHierOu
       workgroups,
     });
     return {
-      workspaces: { stats: 2 * H * seq * 2 * 4 },
+      workspaces: { stats: H * seq * (parts.l1 + parts.fine) * 2 * 4 },
       launches: [
-        launch("stats1", [seq, H, 1]),
+        launch("stats1", [seq, H, parts.l1]),
         launch("score1", [Math.ceil(C1 / WG), H, 1]),
-        launch("stats2", [seq, H, 1]),
+        launch("stats2", [seq, H, parts.fine]),
         launch("score2", [Math.ceil(C / WG), H, 1]),
       ],
     };
@@ -283,7 +291,10 @@ export const lookupHier: Operator<SqueezedParams, LookupHierInputs, LookupHierOu
       flops: 2 * 2 * H * seq * (C + C1) * d,
       bytesRead: (H * seq * d + 2 * (C + C1) * Hk * d * (H / Hk) + 3 * Hk * C + Hk * C1) * 4,
       bytesWritten: H * (C + C1) * 4,
-      workspaceBytes: 2 * H * seq * 2 * 4,
+      workspaceBytes: (() => {
+        const parts = hierParts({ H, Hk, seq, C, C1, d });
+        return H * seq * (parts.l1 + parts.fine) * 2 * 4;
+      })(),
     };
   },
 };

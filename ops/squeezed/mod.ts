@@ -11,5 +11,6 @@ export * from "./kmeans.ts";
 export * from "./lookup.ts";
 export * from "./lookup_hier.ts";
 export * from "./select.ts";
+export * from "./attend.ts";
 export * from "./index.ts";
 export * from "./technique.ts";

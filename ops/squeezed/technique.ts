@@ -1,8 +1,9 @@
 /**
  * The `squeezed` technique: a fixed context (prefilled dense, its keys clustered once into a prefix index)
- * asked questions; per call after the context (the question's prefill, each decode step) and layer,
- * `squeezed.lookup` (the queries against the centroids) → `squeezed.select` (the clusters above the global
- * threshold, the observation window, the question's own tokens) → `dense.indexCacheAttn` over those lists.
+ * asked questions; per call after the context and layer, `squeezed.lookup` (the queries against the
+ * centroids), then for the question's prefill `squeezed.select` (the clusters above the global threshold, the
+ * observation window, the question's own tokens) → `dense.indexCacheAttn` over those lists, and for a decode
+ * step `squeezed.attend` (the same keys selected and attended in one split-KV pass, no lists).
  *
  * The index tensors (`centroids`, `sizes`, `labels`, `threshold`) are inputs of the decode graph that a prefix
  * index binds per layer (`layerInputs` of ops/squeezed/index.ts; the forward's `CacheDecodeGraphs.inputs`).
@@ -31,6 +32,7 @@ import { lookup } from "./lookup.ts";
 import { lookupHier } from "./lookup_hier.ts";
 import { clusterCount, clusterCountL1, SqueezedParams } from "./params.ts";
 import { select } from "./select.ts";
+import { attend } from "./attend.ts";
 
 /** The inputs of the squeezed decode graph that a prefix index binds per layer (flat lookup). */
 export const INDEX_INPUTS: readonly string[] = ["centroids", "sizes", "labels", "threshold"];
@@ -50,11 +52,14 @@ export const INDEX_INPUTS_L1: readonly string[] = [
  * `labels i32 [kvHeads, clustered]`, `threshold f32 [1]` (with `hierarchical`, also `squeezed.lookupHier`'s
  * `centroidsL1`, `sizesL1`, `ptrL1`, `parentL1`, `thresholdL1`); outputs `o f32 [heads, seq, headDim]`, `lse f32
  * [heads, seq]` (over the attended keys), `density f32 [heads]` (the KV budget: kept fixed-context keys /
- * fixed-context tokens) and the lists `indices i32 [heads, ceil(seq / blockQ), capacity]`.
+ * fixed-context tokens) and, for `path: "lists"`, the lists `indices i32 [heads, ceil(seq / blockQ),
+ * capacity]`. `path`: `"lists"` (`squeezed.select` → `dense.indexCacheAttn`: the question's prefill) or
+ * `"fused"` (`squeezed.attend`: a decode step); both attend the same keys.
  */
 export const squeezedGraph = (
   p: SqueezedParams,
   name = "squeezed.cache",
+  path: "lists" | "fused" = "lists",
 ): Effect.Effect<Graph, TechniqueGraphError> =>
   Effect.gen(function* () {
     const g = graph(name);
@@ -77,6 +82,13 @@ export const squeezedGraph = (
         thresholdL1: g.input("thresholdL1", lookupHier.inputs.thresholdL1),
       }, "lookup").score
       : g.add(lookup, p, { q, centroids, sizes }, "lookup").score;
+    if (path === "fused") {
+      const f = g.add(attend, p, { q, kCache: k, vCache: v, score, labels, threshold }, "attn");
+      g.output("o", f.o);
+      g.output("lse", f.lse);
+      g.output("density", f.density);
+      return yield* g.build();
+    }
     const s = g.add(select, p, { q, kCache: k, score, labels, threshold }, "select");
     const a = g.add(
       indexCacheAttn,
@@ -93,16 +105,18 @@ export const squeezedGraph = (
 
 /**
  * Squeezed Attention on the model forward's KV cache: every call after the fixed context — the question's
- * prefill (`prefill`: multi-token calls too) and each decode step — looks up again (`refresh` 1; the official
- * code redoes the lookup for every generated token). The index tensors are left for the caller to bind
- * (`inputs`); a forward without them fails with a typed error naming the input.
+ * prefill (`prefill`: multi-token calls too, through `chunk`, the lists) and each decode step (`search`, the
+ * fused path) — looks up again (`refresh` 1; the official code redoes the lookup for every generated token).
+ * The index tensors are left for the caller to bind (`inputs`); a forward without them fails with a typed
+ * error naming the input.
  */
 export const squeezedCacheDecode = (
   p: SqueezedParams,
 ): Effect.Effect<CacheDecodeGraphs, TechniqueGraphError> =>
   Effect.gen(function* () {
-    const g = yield* squeezedGraph(p);
-    return { refresh: 1, search: g, reuse: g, state: [], prefill: true };
+    const g = yield* squeezedGraph(p, "squeezed.step", "fused");
+    const chunk = yield* squeezedGraph(p);
+    return { refresh: 1, search: g, reuse: g, state: [], prefill: true, chunk };
   });
 
 const staged = stagedTechnique<SqueezedParams>({
@@ -112,9 +126,9 @@ const staged = stagedTechnique<SqueezedParams>({
   phases: ["decode"],
   sparse: true,
   params: SqueezedParams,
-  operators: [lookup, lookupHier, select, indexCacheAttn],
+  operators: [lookup, lookupHier, select, indexCacheAttn, attend],
   stages: ["centroid-lookup", "cluster-select", "index-cache-attn"],
-  densityScaled: ["index-cache-attn"],
+  densityScaled: ["index-cache-attn", "cluster-attend"],
   knob: {
     name: "threshold percentile",
     param: "percentile",
@@ -141,9 +155,9 @@ const staged = stagedTechnique<SqueezedParams>({
 
 /**
  * The `squeezed` technique (see the module doc): decode-phase (every call after the fixed context, the
- * question's prefill included), knob `percentile`. Its `decode` graph at `dims` is {@link squeezedGraph} with
- * the fixed context taken as the cache minus the call (`kvSeq − seq` tokens) and `clusterCount` clusters; the
- * whole-prompt prefill is dense's.
+ * question's prefill included), knob `percentile`. Its `decode` graph at `dims` is {@link squeezedGraph} (the
+ * fused path for one query, the lists for more) with the fixed context taken as the cache minus the call
+ * (`kvSeq − seq` tokens) and `clusterCount` clusters; the whole-prompt prefill is dense's.
  */
 export const squeezedTechnique: Technique<SqueezedParams> = {
   ...staged,
@@ -162,7 +176,7 @@ export const squeezedTechnique: Technique<SqueezedParams> = {
           hint: "squeezed needs a fixed context longer than its observation window before the call",
         });
       }
-      const g = yield* squeezedGraph(p, "squeezed.decode");
+      const g = yield* squeezedGraph(p, "squeezed.decode", dims.seq === 1 ? "fused" : "lists");
       const C = clusterCount(p, F), S = F - p.obsWindow;
       const t = (dtype: "f32" | "i32", shape: number[], dimsOf: readonly string[]): TensorDesc => ({
         dtype,

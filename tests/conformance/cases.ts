@@ -1196,6 +1196,114 @@ const squeezedSelectCases: CaseGenerator = (op) =>
     },
   }));
 
+/** [heads, kvHeads, seq, cap, clustered, clusters, obs, pos, headDim, gqa, τ quantile] of squeezed.attend. */
+const SQ_ATTEND_GRID: readonly (readonly [
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  "head" | "union",
+  number,
+])[] = [
+  [9, 3, 1, 700, 513, 41, 7, 600, 64, "head", 0.5],
+  [9, 3, 1, 1400, 1100, 57, 60, 1300, 64, "union", 0.8],
+  [4, 1, 3, 1200, 900, 45, 100, 1010, 128, "head", 0.9],
+  [8, 2, 2, 600, 300, 17, 9, 309, 64, "union", 0.3],
+];
+
+/**
+ * squeezed.attend (runtime pos): float64 attention over the keys of lists built from scratch (the clusters
+ * above τ, the window, the tokens after the context); a backend against the CPU reference, density too.
+ */
+const squeezedAttendCases: CaseGenerator = (op) =>
+  SQ_ATTEND_GRID.map(([H, Hk, S, cap, Sc, C, obs, pos, D, gqa, qt], n) => ({
+    shape: `H${H}/${Hk} S${S} cap${cap} clustered${Sc} C${C} obs${obs} pos${pos} D${D} ${gqa}`,
+    dtype: "f32" as const,
+    qk: false,
+    params: { obsWindow: obs, gqa },
+    scalars: { pos },
+    descs: {
+      q: descOf(op, "q", [H, S, D]),
+      kCache: descOf(op, "kCache", [Hk, cap, D]),
+      vCache: descOf(op, "vCache", [Hk, cap, D]),
+      score: descOf(op, "score", [H, C]),
+      labels: descOf(op, "labels", [Hk, Sc]),
+      threshold: descOf(op, "threshold", [1]),
+    },
+    build: () => {
+      const rnd = mulberry32(3101 + n);
+      const score = Float32Array.from({ length: H * C }, () => rnd() * rnd() * 0.1);
+      const labels = Int32Array.from({ length: Hk * Sc }, () => Math.floor(rnd() * C));
+      const sorted = [...score].sort((a, b) => a - b);
+      const at = Math.floor(qt * (sorted.length - 1));
+      const tau = (sorted[at] + sorted[at + 1]) / 2; // between two scores: no score equals τ
+      const lists = squeezedLists64(score, labels, tau, {
+        H,
+        Hk,
+        seq: S,
+        cap,
+        S: Sc,
+        C,
+        obs,
+        pos,
+        blockQ: 64,
+        union: gqa === "union",
+      });
+      const q = floatTensor(op, "q", [H, S, D], activations(H, S, D, 3201 + n, 1.2, 0.6));
+      const k = floatTensor(op, "kCache", [Hk, cap, D], activations(Hk, cap, D, 3211 + n, 1, 1.5, 2));
+      const v = floatTensor(op, "vCache", [Hk, cap, D], activations(Hk, cap, D, 3221 + n, 1, 0.3));
+      const L = pos + S;
+      const cut = (x: Float32Array) => {
+        const o = new Float32Array(Hk * L * D);
+        for (let h = 0; h < Hk; h++) o.set(x.subarray(h * cap * D, (h * cap + L) * D), h * L * D);
+        return o;
+      };
+      // seq ≤ 64: one list per head
+      const sets = Array.from(
+        { length: H },
+        (_, h) => new Set(lists.indices.subarray(h * cap, (h + 1) * cap)),
+      );
+      const r = attention64(
+        q.x,
+        cut(k.x),
+        cut(v.x),
+        H,
+        Hk,
+        S,
+        L,
+        D,
+        1 / Math.sqrt(D),
+        (h, _i, j) => sets[h].has(j),
+      );
+      return {
+        inputs: {
+          q: q.t,
+          kCache: k.t,
+          vCache: v.t,
+          score: hostTensor("f32", op.inputs.score.dims, [H, C], score),
+          labels: hostTensor("i32", op.inputs.labels.dims, [Hk, Sc], labels),
+          threshold: hostTensor("f32", op.inputs.threshold.dims, [1], Float32Array.of(tau)),
+        },
+        note: `τ ${tau.toExponential(2)}, budget ${
+          (lists.density.reduce((a, b) => a + b, 0) / H).toFixed(2)
+        }`,
+        ref64: (cpu) => [
+          ...attnMetrics(cpu, r.o, r.lse, ATTN_TOL.ref64),
+          maxAbs("density", values(cpu.density), lists.density, 1e-7),
+        ],
+        compare: (got, cpu) => [
+          ...attnMetrics(got, values(cpu.o), values(cpu.lse), ATTN_TOL.f32),
+          maxAbs("density", values(got.density), values(cpu.density), 1e-7),
+        ],
+      };
+    },
+  }));
+
 /** hip.cacheMask (runtime pos): lists exact against the CPU reference; CPU against the list properties. */
 const hipCacheMaskCases: CaseGenerator = (op) =>
   HIP_CACHE_GRID.map(([H, Hk, S, cap, D, pos, raw], n) => ({
@@ -1917,6 +2025,7 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "traceback.weights": tracebackCases,
   "squeezed.lookup": squeezedLookupCases,
   "squeezed.select": squeezedSelectCases,
+  "squeezed.attend": squeezedAttendCases,
   "squeezed.lookupHier": squeezedLookupHierCases,
   "dense.indexCacheAttn": indexCacheAttnCases,
   "hip.mask.f16": hipMaskCases,

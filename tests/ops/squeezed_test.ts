@@ -213,6 +213,94 @@ test(
   { ignore: wgpu === undefined },
 );
 
+const lookupAttend = async (
+  backend: Backend,
+  p: squeezed.SqueezedParams,
+  x: ReturnType<typeof problem>,
+  dims: { H: number; Hk: number; seq: number; C: number; S: number; d: number; cap: number; pos: number },
+  tau: number,
+) => {
+  const { H, Hk, seq, C, S, d, cap } = dims;
+  const g = await Effect.runPromise(squeezed.squeezedGraph(p, "squeezed.step", "fused"));
+  const kv = (data: Float32Array) =>
+    hostTensor("f32", ["kvHeads", "capacity", "headDim"], [Hk, cap, d], data);
+  return await Effect.runPromise(Effect.result(run(g, backend, {
+    q: hostTensor("f32", ["heads", "seq", "headDim"], [H, seq, d], x.q),
+    k: kv(randn(Hk * cap * d, 5)),
+    v: kv(randn(Hk * cap * d, 6)),
+    centroids: hostTensor("f32", ["kvHeads", "clusters", "headDim"], [Hk, C, d], x.cen),
+    sizes: hostTensor("f32", ["kvHeads", "clusters"], [Hk, C], x.sizes),
+    labels: hostTensor("i32", ["kvHeads", "clustered"], [Hk, S], x.labels),
+    threshold: hostTensor("f32", ["one"], [1], Float32Array.of(tau)),
+  }, { scalars: { pos: dims.pos } })));
+};
+
+test(
+  "squeezed.attend (the fused decode path) = select → indexCacheAttn, on cpu and wgpu; a call inside the context fails",
+  async () => {
+    for (
+      const [H, Hk, seq, C, S, d, obs, gqa, extra] of [
+        [9, 3, 1, 37, 411, 64, 13, "head", 4],
+        [9, 3, 1, 37, 1411, 64, 13, "union", 0],
+        [4, 1, 3, 101, 2500, 128, 100, "head", 17],
+        [8, 2, 1, 53, 777, 64, 31, "union", 250],
+      ] as const
+    ) {
+      const p = squeezed.squeezedParams({ obsWindow: obs, gqa, blockQ: 32 });
+      const x = problem(H, Hk, seq, C, S, d, H + seq + S);
+      const score = squeezed.lookupReference(0, x.q, x.cen, x.sizes, { H, Hk, seq, C, d });
+      const sorted = [...score].filter((v) => v > 0).sort((a, b) => a - b);
+      let at = Math.floor(sorted.length / 2), wide = 0;
+      for (let i = Math.floor(sorted.length * 0.3); i < Math.floor(sorted.length * 0.7); i++) {
+        if (sorted[i + 1] - sorted[i] > wide) wide = sorted[i + 1] - sorted[i], at = i;
+      }
+      const tau = (sorted[at] + sorted[at + 1]) / 2;
+      // `extra` tokens after the fixed context before the call (the question, the answer so far)
+      const dims = { H, Hk, seq, C, S, d, cap: S + obs + extra + seq + 7, pos: S + obs + extra };
+      const want = await lookupSelect(cpu, p, x, dims, tau);
+      const label = `H${H}/${Hk} seq ${seq} S ${S} ${gqa}`;
+      for (const [name, b] of [["cpu", cpu], ["wgpu", wgpu]] as const) {
+        if (!b) continue;
+        const r = await lookupAttend(b, p, x, dims, tau);
+        assert.ok(r._tag === "Success", `${label} ${name}: ${r._tag === "Failure" ? String(r.failure) : ""}`);
+        if (r._tag !== "Success") continue;
+        const got = r.success.outputs;
+        const eo = relErr(got.o.data as Float32Array, want.o.data as Float32Array);
+        const el = relErr(got.lse.data as Float32Array, want.lse.data as Float32Array);
+        assert.ok(eo < (name === "cpu" ? 1e-7 : 1e-5), `${label} ${name}: o ${eo}`);
+        assert.ok(el < (name === "cpu" ? 1e-7 : 1e-5), `${label} ${name}: lse ${el}`);
+        const dg = [...(got.density.data as Float32Array)], dw = [...(want.density.data as Float32Array)];
+        for (let h = 0; h < H; h++) {
+          assert.ok(Math.abs(dg[h] - dw[h]) < 1e-6, `${label} ${name}: density ${h}`);
+        }
+      }
+      const budget = [...(want.density.data as Float32Array)].reduce((s, v) => s + v, 0) / H;
+      assert.ok(budget > 0.05 && budget < 0.95, `${label}: budget ${budget}`);
+      // τ above 1/seq drops the observation window too: still equal
+      if (seq === 3) {
+        const hi = await lookupSelect(cpu, p, x, dims, 0.5);
+        for (const b of [cpu, wgpu]) {
+          if (!b) continue;
+          const r = await lookupAttend(b, p, x, dims, 0.5);
+          assert.ok(r._tag === "Success");
+          if (r._tag === "Success") {
+            assert.ok(relErr(r.success.outputs.o.data as Float32Array, hi.o.data as Float32Array) < 1e-5);
+          }
+        }
+      }
+      for (const b of [cpu, wgpu]) {
+        if (!b) continue;
+        const r = await lookupAttend(b, p, x, { ...dims, pos: S + obs - 1 }, tau);
+        assert.ok(r._tag === "Failure", `${label}: a call inside the fixed context ran`);
+        assert.match(
+          String(r._tag === "Failure" ? JSON.stringify(r.failure) + r.failure : ""),
+          /fixed context/,
+        );
+      }
+    }
+  },
+);
+
 test("squeezed graph keeping every key (τ below every score) is dense attention over the cache", async () => {
   const H = 9,
     Hk = 3,
@@ -491,7 +579,17 @@ const hierProblem = (H: number, Hk: number, seq: number, C: number, C1: number, 
 };
 
 test("hierarchical lookup: every L1 cluster passing = the flat lookup; a real τ₁ skips work; wgpu = cpu", async () => {
-  for (const [H, Hk, seq, C, C1, d] of [[9, 3, 17, 60, 6, 64], [4, 1, 1, 101, 10, 128]] as const) {
+  // the last: a decode step over 1300 clusters, its statistics split in parts (squeezed.lookupParts)
+  for (
+    const [H, Hk, seq, C, C1, d] of [[9, 3, 17, 60, 6, 64], [4, 1, 1, 101, 10, 128], [
+      4,
+      2,
+      1,
+      1300,
+      30,
+      64,
+    ]] as const
+  ) {
     const x = hierProblem(H, Hk, seq, C, C1, d, H + C);
     const flat = await lookupOn(cpu, false, 0, x);
     const all = await lookupOn(cpu, true, -1, x);
@@ -511,6 +609,8 @@ test("hierarchical lookup: every L1 cluster passing = the flat lookup; a real τ
     if (wgpu) {
       const gpu = await lookupOn(wgpu, true, tau1, x), host = await lookupOn(cpu, true, tau1, x);
       assert.ok(relErr(gpu, host) < 1e-5, `wgpu against cpu: ${relErr(gpu, host)}`);
+      const gpuFlat = await lookupOn(wgpu, false, 0, x);
+      assert.ok(relErr(gpuFlat, flat) < 1e-5, `flat, wgpu against cpu: ${relErr(gpuFlat, flat)}`);
     }
   }
 });

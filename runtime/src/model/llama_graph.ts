@@ -356,7 +356,11 @@ export const loadLlamaGraph = (
           const dec = decode[l];
           if (dec) {
             // the layer's stateful decode attention: search (outputs the state) or reuse (reads it)
-            const graphOf = dec.mode === "search" ? dec.spec.search : dec.spec.reuse;
+            const graphOf = seq > 1 && dec.spec.chunk
+              ? dec.spec.chunk
+              : dec.mode === "search"
+              ? dec.spec.search
+              : dec.spec.reuse;
             // the cache under both names (`kCache`: HiP's operators, `k`: a technique's staged graph) and the
             // RoPE tables (TokenSelect's compacted positions)
             const bindIn: Record<string, Port> = {
@@ -739,7 +743,10 @@ export const loadLlamaGraph = (
             const m: "search" | "reuse" = step % r === 0 ? "search" : "reuse";
             for (const x of specs) decode.push(x ? { spec: x, mode: m } : undefined);
             decodeGraphs = specs.map((x) =>
-              x ? structKey(x.search) + structKey(x.reuse) + inputsKey(x.inputs) : "-"
+              x
+                ? structKey(x.search) + structKey(x.reuse) + (x.chunk ? structKey(x.chunk) : "") +
+                  inputsKey(x.inputs)
+                : "-"
             ).join(";");
             decodeMode = m;
           }
