@@ -42,6 +42,13 @@ const args = parseFlags("deno run -A benchmarks/device/squeezed_bench.ts [flags]
   dim: { kind: "int", default: 128, min: 64, help: "head dim (a multiple of 64)" },
   question: { kind: "int", default: 64, min: 1, help: "question tokens (the prefill after the context)" },
   reductions: { kind: "list", default: [3, 8], min: 1, help: "KV budget cuts measured (kept = 1 / cut)" },
+  "attend-splits": {
+    kind: "list",
+    default: [0],
+    min: 0,
+    help:
+      "squeezed.attend's splitKeys for the decode step (0: its automatic choice); one decode row set each",
+  },
   runs: { kind: "int", default: 20, min: 1, help: "timed runs per measurement (median)" },
   "no-peer": { kind: "switch", help: "skip PyTorch SDPA" },
   backend: { kind: "string", default: "webgpu", choices: ["webgpu", "wgpu", "dawn"], help: "the backend" },
@@ -133,8 +140,8 @@ for (const T of args.contexts) {
     // τ per call: the quantile of that call's own per-key scores that keeps 1 / cut of the clustered keys
     const tauOf = (sorted: Float32Array) =>
       sorted[Math.min(sorted.length - 1, Math.floor((1 - 1 / red) * sorted.length))];
-    const p = { ...p0, percentile: 0.9 };
-    const measure = async (seq: number, pos: number, qBuf: DeviceBuffer) => {
+    const measure = async (seq: number, pos: number, qBuf: DeviceBuffer, splitKeys = 0) => {
+      const p = { ...p0, percentile: 0.9, splitKeys };
       const tau = tauOf(seq === 1 ? sorted1 : sortedQ);
       await must(backend.upload(index.threshold, Float32Array.of(tau)));
       const qd = desc(["heads", "seq", "headDim"], [H, seq, D]);
@@ -189,19 +196,27 @@ for (const T of args.contexts) {
         tau,
       };
     };
-    const pre = await measure(Q, T, bufs.q);
-    const dec = await measure(1, T + Q, bufs.q1);
-    for (const [what, m] of [["question", pre], ["decode", dec]] as const) {
+    const calls: ["question" | "decode", Awaited<ReturnType<typeof measure>>, number][] = [
+      ["question", await measure(Q, T, bufs.q), 0],
+    ];
+    for (const sk of args["attend-splits"]) calls.push(["decode", await measure(1, T + Q, bufs.q1, sk), sk]);
+    for (const [what, m, sk] of calls) {
       console.error(
-        `${what} T=${T} ${red}× cut: kept ${(m.budget * 100).toFixed(1)}% of the context; squeezed ${
-          m.total.toFixed(3)
-        } ms (lookup ${m.lookup.toFixed(3)}, select ${m.select.toFixed(3)}, attention ${
-          m.attn.toFixed(3)
-        }); ` +
+        `${what}${sk ? ` (splitKeys ${sk})` : ""} T=${T} ${red}× cut: kept ${
+          (m.budget * 100).toFixed(1)
+        }% of the context; squeezed ${m.total.toFixed(3)} ms (lookup ${m.lookup.toFixed(3)}, select ${
+          m.select.toFixed(3)
+        }, attention ${m.attn.toFixed(3)}); ` +
           `our dense ${m.dense.toFixed(3)} ms: ${(m.dense / m.total).toFixed(2)}×`,
       );
       const metric = what === "question" ? "chunk_latency_ms" : "decode_latency_ms";
-      const extra = { reduction: red, keptFraction: m.budget, tau: m.tau, seq: what === "question" ? Q : 1 };
+      const extra = {
+        reduction: red,
+        keptFraction: m.budget,
+        tau: m.tau,
+        seq: what === "question" ? Q : 1,
+        ...(what === "decode" ? { splitKeys: sk } : {}),
+      };
       rows.push(
         { metric, impl: "ours-squeezed", context: T, value: m.total, unit: "ms", ...extra },
         { metric, impl: "ours-squeezed-lookup", context: T, value: m.lookup, unit: "ms", ...extra },

@@ -277,7 +277,21 @@ const splitKernel = (
   p(`    let n = min(64u, ${end} - t0);`);
   p(`    var sum = 0.0;`);
   for (let r = 0; r < R; r++) p(`    var pv${r} = 0.0;`);
-  p(`    for (var j = 0u; j < n; j++) {`);
+  // P·V four keys at a time (their V loads independent, issued together), then the tile's rest
+  p(`    var j = 0u;`);
+  p(`    for (; j + 4u <= n; j += 4u) {`);
+  for (let u = 0; u < 4; u++) {
+    p(`      let p${u} = ps[j + ${u}u];`);
+    p(`      let w${u} = (kb + ${keyAt(`t0 + j + ${u}u`)}) * ${D}u + lid;`);
+  }
+  p(`      sum += (p0 + p1) + (p2 + p3);`);
+  for (let r = 0; r < R; r++) {
+    const o = r * 64;
+    p(`      let v${r}a = VC[w0 + ${o}u]; let v${r}b = VC[w1 + ${o}u]; let v${r}c = VC[w2 + ${o}u]; let v${r}d = VC[w3 + ${o}u];`);
+    p(`      pv${r} = fma(p3, v${r}d, fma(p2, v${r}c, fma(p1, v${r}b, fma(p0, v${r}a, pv${r}))));`);
+  }
+  p(`    }`);
+  p(`    for (; j < n; j++) {`);
   p(`      let pj = ps[j];`);
   p(`      sum += pj;`);
   p(`      let vrow = (kb + ${keyAt("t0 + j")}) * ${D}u + lid;`);

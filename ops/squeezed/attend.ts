@@ -207,14 +207,14 @@ export const attend: Operator<SqueezedParams, AttendInputs, AttendOutputs> = {
       effectiveScale(p.scale, d),
       0,
       "heads",
-      attendSplitKeys(seq, H, cap),
+      p.splitKeys > 0 ? p.splitKeys : attendSplitKeys(seq, H, cap),
       "pos",
       ["kCache", "vCache"],
       false,
       clusterFilter(p, { H, Hk, seq, S, C }),
     );
   },
-  cost: (_p, i): Cost => {
+  cost: (p, i): Cost => {
     const [H, seq, d] = i.q.shape as [number, number, number];
     const [Hk, cap] = i.kCache.shape as [number, number, number];
     const S = i.labels.shape[1];
@@ -224,7 +224,8 @@ export const attend: Operator<SqueezedParams, AttendInputs, AttendOutputs> = {
       flops: 4 * H * seq * cap * d,
       bytesRead: H * seq * d * 4 + H * S * 4 + 2 * Hk * cap * d * 4,
       bytesWritten: H * seq * (d + 1) * 4 + H * 4,
-      workspaceBytes: seq * H * Math.ceil(cap / attendSplitKeys(seq, H, cap)) * (d + 3) * 4,
+      workspaceBytes: seq * H *
+        Math.ceil(cap / (p.splitKeys > 0 ? p.splitKeys : attendSplitKeys(seq, H, cap))) * (d + 3) * 4,
     };
   },
 };

@@ -23,6 +23,7 @@ export type SqueezedParamsSchema = Schema.Struct<{
   readonly iterations: Schema.withDecodingDefaultKey<Schema.Int>;
   readonly seed: Schema.withDecodingDefaultKey<Schema.Int>;
   readonly workgroupMemory: Schema.withDecodingDefaultKey<Schema.Int>;
+  readonly splitKeys: Schema.withDecodingDefaultKey<Schema.Int>;
   readonly hierarchical: Schema.withDecodingDefaultKey<Schema.Boolean>;
   readonly percentClustersL1: Schema.withDecodingDefaultKey<Schema.Finite>;
   readonly percentileL1: Schema.withDecodingDefaultKey<Schema.Finite>;
@@ -63,6 +64,11 @@ export const SqueezedParams: SqueezedParamsSchema = Schema.Struct({
   seed: intParam(0, 2 ** 31 - 1, 0),
   /** The device's `maxComputeWorkgroupStorageSize` (bytes) the sparse attention may use; picks its key tile. */
   workgroupMemory: intParam(8192, 1 << 20, 32768),
+  /**
+   * Candidate keys per split of the fused decode attention (`squeezed.attend`; a multiple of 64, at most 4096);
+   * 0 picks it from the call's size (`attendSplitKeys`).
+   */
+  splitKeys: intParam(0, 4096, 0, 64),
   /**
    * The two-level lookup: coarse (L1) clusters over the fine ones, the fine clusters of an L1 cluster looked
    * up only when it passes its own threshold (the official release simulates it with two flat lookups; ours
