@@ -70,14 +70,13 @@ const outputs: AttendOutputs = {
 };
 
 /**
- * Keys per split of the filtered kernel: from 256, doubled while the call would launch more than 4096
- * workgroups (so a long cache is a few thousand splits, a short one still several per head), at most 1024.
+ * Keys per split of the filtered kernel: 256, or 512 when the call would launch more than 8192 workgroups —
+ * the best of 128 / 256 / 512 / 1024 on the H200 for Llama-3.1-8B heads (benchmarks/device/NOTES.md run 22:
+ * 256 at 32K, 512 at 64K and 128K; a workgroup's compaction and tiles run one after another, so longer splits
+ * make longer chains and shorter ones more merge work).
  */
-export const attendSplitKeys = (seq: number, heads: number, capacity: number): number => {
-  let n = 256;
-  while (n < Math.min(1024, FILTER_SPLIT_MAX) && Math.ceil(capacity / n) * heads * seq > 4096) n *= 2;
-  return n;
-};
+export const attendSplitKeys = (seq: number, heads: number, capacity: number): number =>
+  Math.min(FILTER_SPLIT_MAX, Math.ceil(capacity / 256) * heads * seq > 8192 ? 512 : 256);
 
 /**
  * The key filter of `squeezed.attend` (see {@link SplitKeyFilter}): clustered key `key < S` kept when its
