@@ -75,7 +75,7 @@ const stageOf = (op: string) =>
 
 for (const T of args.contexts) {
   const p0 = squeezed.squeezedParams({ workgroupMemory: backend.limits.maxComputeWorkgroupStorageSize });
-  const S = T - p0.obsWindow, C = squeezed.clusterCount(p0, T), cap = T + Q + 1, run = Math.floor(S / C);
+  const S = T - p0.obsWindow, C = squeezed.clusterCount(p0, T), cap = T + Q + 1;
   const kvBytes = HK * cap * D * 4;
   const bufs: Record<string, DeviceBuffer> = {};
   for (
@@ -92,30 +92,18 @@ for (const T of args.contexts) {
   );
   // the speed index: runs of consecutive keys, raw means as centroids (host)
   const k = new Float32Array((await must(backend.download(bufs.k))).slice().buffer);
-  const labels = new Int32Array(HK * S),
-    centroids = new Float32Array(HK * C * D),
-    sizes = new Float32Array(HK * C);
-  for (let hk = 0; hk < HK; hk++) {
-    for (let i = 0; i < S; i++) {
-      const c = Math.min(C - 1, Math.floor(i / run));
-      labels[hk * S + i] = c;
-      sizes[hk * C + c]++;
-      for (let t = 0; t < D; t++) centroids[(hk * C + c) * D + t] += k[(hk * cap + i) * D + t];
-    }
-    for (let c = 0; c < C; c++) {
-      for (let t = 0; t < D; t++) centroids[(hk * C + c) * D + t] /= sizes[hk * C + c];
-    }
-  }
+  const speed = squeezed.runsIndex(k, { Hk: HK, rows: cap, S, C, D });
+  const { labels, centroids, sizes } = speed;
   /** The call's per-key scores (its queries' lookup through the labels), sorted: τ for a cut is a quantile. */
-  const sortedScores = async (buf: DeviceBuffer, seq: number) => {
-    const q = new Float32Array((await must(backend.download(buf))).slice().buffer);
-    const score = squeezed.lookupReference(0, q, centroids, sizes, { H, Hk: HK, seq, C, d: D });
-    const perKey = new Float32Array(H * S);
-    for (let h = 0; h < H; h++) {
-      for (let i = 0; i < S; i++) perKey[h * S + i] = score[h * C + labels[Math.floor(h / GROUP) * S + i]];
-    }
-    return perKey.sort();
-  };
+  const sortedScores = async (buf: DeviceBuffer, seq: number) =>
+    squeezed.sortedKeyScores(0, new Float32Array((await must(backend.download(buf))).slice().buffer), speed, {
+      H,
+      Hk: HK,
+      seq,
+      S,
+      C,
+      D,
+    });
   const sortedQ = await sortedScores(bufs.q, Q), sorted1 = await sortedScores(bufs.q1, 1);
   const index: Record<string, DeviceBuffer> = {};
   for (

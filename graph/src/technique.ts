@@ -121,6 +121,30 @@ export interface CacheDecodeGraphs {
   readonly inputs?: Readonly<Record<string, HostTensor>>;
 }
 
+/**
+ * The inputs of a technique's own graph (`graph(params, dims, phase)` for a phase of `phases`) beyond the attention
+ * layout — data besides Q and the KV cache, such as Squeezed Attention's prefix index: what the planner needs to
+ * cost that graph (the sizes of the dims those inputs name) and what `calibrate` runs it on (speed inputs).
+ */
+export interface TechniqueInputs<P> {
+  /**
+   * Sizes of the dims the graph's inputs name besides {@link attnDimSizes}'s, at `dims` (Squeezed Attention:
+   * `clusters`, `clustered`, `one`); {@link graphInputDescs} makes the inputs' descriptions from them.
+   */
+  readonly dims: (params: P, dims: AttnDims) => Readonly<Record<string, number>>;
+  /**
+   * Speed inputs for `calibrate` (never fidelity inputs): the data of every input besides q, k, v and the RoPE
+   * tables, consistent with the random `q` and `k` calibrate generated, so that the graph keeps what its
+   * parameters say (Squeezed Attention: an index of runs of consecutive keys, its threshold the `percentile`
+   * quantile of the call's own per-key scores). Absent: calibrate fills every float input with random normals.
+   */
+  readonly speed?: (
+    params: P,
+    dims: AttnDims,
+    qk: { readonly q: HostTensor; readonly k: HostTensor },
+  ) => Effect.Effect<Readonly<Record<string, HostTensor>>, TechniqueError>;
+}
+
 /** A tensor a cache attention carries across calls (see {@link CacheDecodeGraphs.carried}). */
 export interface CarriedTensor {
   /** The graph input's name. */
@@ -162,6 +186,51 @@ export const attnInputShape = (port: string, dims: AttnDims): number[] | undefin
     : ROPE_INPUTS.includes(port)
     ? [dims.kvSeq, dims.headDim / 2]
     : undefined;
+
+/**
+ * The sizes of the dims the attention layout names at `dims`: `heads`, `kvHeads`, `headDim`, `seq`, `kvSeq`, the
+ * KV cache's `capacity` (= `kvSeq`: a cache holding the context and the call) and the RoPE tables' `positions`
+ * (= `kvSeq`) and `half` (= `headDim / 2`).
+ */
+export const attnDimSizes = (dims: AttnDims): Readonly<Record<string, number>> => ({
+  heads: dims.heads,
+  kvHeads: dims.kvHeads,
+  headDim: dims.headDim,
+  seq: dims.seq,
+  kvSeq: dims.kvSeq,
+  capacity: dims.kvSeq,
+  positions: dims.kvSeq,
+  half: dims.headDim / 2,
+});
+
+/**
+ * The descriptions of graph `g`'s inputs at `dims`: each input's dims sized by {@link attnDimSizes}, then by
+ * `sizes` (a technique's {@link TechniqueInputs.dims}: Squeezed Attention's `clusters`, `clustered`). Fails with
+ * `TechniqueError` `bad-stages` naming an input whose dim neither sizes.
+ */
+export const graphInputDescs = (
+  g: Graph,
+  dims: AttnDims,
+  sizes: Readonly<Record<string, number>> = {},
+): Effect.Effect<Readonly<Record<string, TensorDesc>>, TechniqueError> =>
+  Effect.gen(function* () {
+    const all: Readonly<Record<string, number>> = { ...attnDimSizes(dims), ...sizes };
+    const out: Record<string, TensorDesc> = {};
+    for (const i of g.inputs) {
+      const missing = i.type.dims.find((d) => all[d] === undefined);
+      if (missing !== undefined) {
+        return yield* new TechniqueError({
+          reason: "bad-stages",
+          message:
+            `graph "${g.name}" input "${i.name}" names dim "${missing}", which neither the attention ` +
+            `layout (${Object.keys(attnDimSizes(dims)).join(", ")}) nor the technique's graphInputs size`,
+          hint: `size "${missing}" in the technique's graphInputs.dims`,
+        });
+      }
+      out[i.name] = { ...i.type, shape: i.type.dims.map((d) => all[d]) };
+    }
+    return out;
+  });
 
 /**
  * How many first layers a technique's decoded parameters keep dense: its numeric `denseLayers` parameter (HiP's
@@ -221,6 +290,13 @@ export interface Technique<P> {
    * steps (HiP's mask, refreshed every `refresh` steps); absent: decode runs dense over the cache.
    */
   readonly cacheDecode?: (params: P) => Effect.Effect<CacheDecodeGraphs, TechniqueGraphError>;
+  /**
+   * The inputs of its own graph beyond the attention layout (see {@link TechniqueInputs}), for a technique whose
+   * graph reads more than Q, K, V and the RoPE tables (Squeezed Attention's prefix index); absent: the layout's
+   * only. The planner costs a cache-decode technique's `decode` graph with these sizes, and `calibrate` runs it
+   * on these speed inputs.
+   */
+  readonly graphInputs?: TechniqueInputs<P>;
   /**
    * The attention graph of one layer for `phase` (see the module doc for its ports), shape-generic (dims
    * named, sizes not fixed) but checked against `dims` by shape inference. A delegated phase returns the

@@ -14,3 +14,4 @@ export * from "./select.ts";
 export * from "./attend.ts";
 export * from "./index.ts";
 export * from "./technique.ts";
+export * from "./speed.ts";

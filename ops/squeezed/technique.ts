@@ -18,21 +18,22 @@ import {
   type CacheDecodeGraphs,
   type Graph,
   graph,
+  graphInputDescs,
   inferShapes,
   requireF32Cache,
   stagedTechnique,
   type Technique,
   TechniqueError,
   type TechniqueGraphError,
-  type TensorDesc,
 } from "@longctx/graph";
 import { indexCacheAttn } from "../dense/index_attn.ts";
 import { denseTechnique } from "../dense/technique.ts";
 import { lookup } from "./lookup.ts";
 import { lookupHier } from "./lookup_hier.ts";
-import { clusterCount, clusterCountL1, SqueezedParams } from "./params.ts";
+import { SqueezedParams } from "./params.ts";
 import { select } from "./select.ts";
 import { attend } from "./attend.ts";
+import { squeezedGraphDims, squeezedSpeedInputs } from "./speed.ts";
 
 /** The inputs of the squeezed decode graph that a prefix index binds per layer (flat lookup). */
 export const INDEX_INPUTS: readonly string[] = ["centroids", "sizes", "labels", "threshold"];
@@ -138,6 +139,7 @@ const staged = stagedTechnique<SqueezedParams>({
       "calibration points)",
   },
   cacheDecode: squeezedCacheDecode,
+  graphInputs: { dims: squeezedGraphDims, speed: squeezedSpeedInputs },
   delegates: {
     prefill: {
       technique: denseTechnique,
@@ -177,34 +179,7 @@ export const squeezedTechnique: Technique<SqueezedParams> = {
         });
       }
       const g = yield* squeezedGraph(p, "squeezed.decode", dims.seq === 1 ? "fused" : "lists");
-      const C = clusterCount(p, F), S = F - p.obsWindow;
-      const t = (dtype: "f32" | "i32", shape: number[], dimsOf: readonly string[]): TensorDesc => ({
-        dtype,
-        dims: dimsOf,
-        shape,
-      });
-      const kv = [dims.kvHeads, dims.kvSeq, dims.headDim];
-      yield* inferShapes(g, {
-        q: t("f32", [dims.heads, dims.seq, dims.headDim], ["heads", "seq", "headDim"]),
-        k: t("f32", kv, ["kvHeads", "capacity", "headDim"]),
-        v: t("f32", kv, ["kvHeads", "capacity", "headDim"]),
-        centroids: t("f32", [dims.kvHeads, C, dims.headDim], ["kvHeads", "clusters", "headDim"]),
-        sizes: t("f32", [dims.kvHeads, C], ["kvHeads", "clusters"]),
-        labels: t("i32", [dims.kvHeads, S], ["kvHeads", "clustered"]),
-        threshold: t("f32", [1], ["one"]),
-        ...(p.hierarchical
-          ? (() => {
-            const C1 = clusterCountL1(p, F);
-            return {
-              centroidsL1: t("f32", [dims.kvHeads, C1, dims.headDim], ["kvHeads", "clustersL1", "headDim"]),
-              sizesL1: t("f32", [dims.kvHeads, C1], ["kvHeads", "clustersL1"]),
-              ptrL1: t("i32", [dims.kvHeads, C1 + 1], ["kvHeads", "boundsL1"]),
-              parentL1: t("i32", [dims.kvHeads, C], ["kvHeads", "clusters"]),
-              thresholdL1: t("f32", [1], ["one"]),
-            };
-          })()
-          : {}),
-      });
+      yield* inferShapes(g, yield* graphInputDescs(g, dims, squeezedGraphDims(p, dims)));
       return g;
     }),
 };

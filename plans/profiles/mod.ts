@@ -8,7 +8,8 @@
  * - `lavapipe`: wgpu on llvmpipe (Mesa 22.3.6, LLVM 15), the 2-core CPU machine, SmolLM2-135M heads,
  *   256–2048 tokens, measured while other jobs shared the machine (its fit errors say how noisy).
  * - `cpu`: the cpu backend (TypeScript reference kernels, 1 thread) on the same machine, 128–512 tokens.
- * - `density-smollm2-135m`: SALE densities per layer measured on SmolLM2-135M with a real document (2K, 8K).
+ * - `density-smollm2-135m`: SALE densities per layer measured on SmolLM2-135M with a real document (2K, 8K),
+ *   and Squeezed Attention's KV budget per threshold percentile (two documents, ≈ 7K tokens; flat lookup).
  * - `h200`: wgpu-native on an NVIDIA H200 (driver 580.159.04), f16 Q/K/V, Llama-3.1-8B heads measured with 8 query /
  *   2 KV heads (GQA ratio kept; the cost model scales with heads), 8K–128K tokens, SALE at τ 0, 0.1, 0.3, 1.
  * @module

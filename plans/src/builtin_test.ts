@@ -1,6 +1,7 @@
 import { Effect } from "effect";
 import { assert, test } from "../../tests/harness.ts";
 import { builtinDensities, builtinProfile, builtinProfileFor, builtinProfileNames } from "./builtin.ts";
+import { fitKey } from "./profile.ts";
 
 test("built-in profiles decode, carry provenance and fit every sampled operator", () => {
   for (const name of builtinProfileNames()) {
@@ -10,7 +11,7 @@ test("built-in profiles decode, carry provenance and fit every sampled operator"
     assert.ok(p.profile.commit.length > 0 && p.profile.date.length > 0);
     for (const k of p.profile.kernels) {
       assert.ok(k.samples.length > 0, `${name}/${k.operator}: measured samples`);
-      assert.ok(p.fits.has(k.operator));
+      assert.ok(p.fits.has(fitKey(k.operator, k.phase)));
     }
     const again = Effect.runSync(
       builtinProfileFor({ backend: p.profile.device.backend, name: p.profile.device.adapter }),

@@ -7,7 +7,14 @@
  * by more than the profile's own fit error (the largest relative residual of the kernels involved). With
  * no measured density, dense is kept and the plan reports the break-even density below which the sparse
  * technique would pay — the crossover comes from measurements, never from an assumed sparsity.
- * Decode: only techniques declaring the decode phase compete (today: dense); a technique asked for by name
+ * Decode (one query row against a cache of the context: `seq` 1, `kvSeq` = the context): the techniques
+ * declaring the decode phase compete under the same rule. A technique that decodes on the KV cache
+ * (`cacheDecode`: Squeezed Attention, TokenSelect, HiP) is costed as the graph its own `graph(p, dims, "decode")`
+ * builds, its inputs sized by the attention layout and the technique's `graphInputs` (Squeezed Attention's
+ * prefix index), each node's `densityScaled` kinds scaled by the density — Squeezed Attention's step is
+ * `squeezed.lookup` at full cost + `squeezed.attend` × the measured KV budget; others (dense) as their stages.
+ * Decode latencies come from the profile's decode measurements (`calibrate --phase decode`; a prefill fit of
+ * the same operator stands in, with a warning when it has samples). A technique asked for by name
  * (`pipeline`) that delegates decode (SALE → dense) is planned as its delegate, with the delegate's reason.
  *
  * The candidates are the registered techniques (`TECHNIQUES` of `@longctx/ops`, or `env.techniques`): the
@@ -26,17 +33,40 @@ import {
   descBytes,
   type DescsOf,
   findStageOperator,
+  inferShapes,
   type Ports,
-  resolveStages,
-  type TechniqueError,
+  refKey,
   type TensorDesc,
   type TensorType,
 } from "@longctx/graph";
 import { techniqueByName, TECHNIQUES } from "@longctx/ops";
 import { PlanError } from "./errors.ts";
 import { getModel, kvCacheBytes, type ModelSpec, parameterCount } from "./models.ts";
-import { type DensitySample, type LoadedProfile, lookupDensity, predictMs } from "./profile.ts";
+import {
+  type DensitySample,
+  fitKey,
+  type KernelFit,
+  type LoadedProfile,
+  lookupDensity,
+  predictMs,
+} from "./profile.ts";
 import { type AttnDims, type AttnDType, type Phase, scaleCost } from "./templates.ts";
+import {
+  costsOwnGraph,
+  fromTechniqueError,
+  type LayerGraph,
+  type Resolved,
+  resolveTechnique,
+  techniqueLayerGraph,
+} from "./layer.ts";
+
+export {
+  costsOwnGraph,
+  type LayerGraph,
+  type Resolved,
+  resolveTechnique,
+  techniqueLayerGraph,
+} from "./layer.ts";
 
 /** Current plan format version. */
 export const PLAN_VERSION = 1 as const;
@@ -294,14 +324,6 @@ interface StagePrediction {
   readonly footprint: number;
 }
 
-/** A technique with its stage operators and their decoded parameters. */
-export interface Resolved {
-  /** The technique. */
-  readonly technique: AnyTechnique;
-  /** Its stages' operators with their decoded parameters, in stage order. */
-  readonly ops: readonly { readonly op: AnyOperator; readonly params: Record<string, unknown> }[];
-}
-
 /** A stage's cost at the full mask (before density scaling). */
 interface StageCost {
   readonly op: AnyOperator;
@@ -330,38 +352,6 @@ export const findOperator = (
   dtype: AttnDType = "f32",
 ): AnyOperator | undefined =>
   findStageOperator(operators.filter((o) => o.name.startsWith(`${technique}.`)), kind, phase, dtype);
-
-const fromTechniqueError = (e: TechniqueError): PlanError =>
-  bad(
-    e.reason === "unknown-technique"
-      ? "unknown-technique"
-      : e.reason === "missing-operator" || e.reason === "unsupported-phase"
-      ? "unknown-operator"
-      : "bad-request",
-    e.message,
-    e.hint,
-  );
-
-/**
- * Decode `overrides` with the technique's parameter schema (unknown keys and impossible values rejected,
- * defaults filled), then find each stage's operator for `phase` and `dtype` — `<technique>.*` in
- * `operators` first, else the technique's own — and decode its parameters from the technique's. Fails with
- * `PlanError` `unknown-operator` (no operator of a stage's kind) or `bad-request` (bad parameters, naming
- * the parameter).
- */
-export const resolveTechnique = (
-  t: AnyTechnique,
-  operators: readonly AnyOperator[],
-  phase: Phase,
-  overrides: Readonly<Record<string, unknown>> = {},
-  dtype: AttnDType = "f32",
-): Effect.Effect<Resolved, PlanError> =>
-  Effect.gen(function* () {
-    const params = yield* decodeTechniqueParams(t, overrides);
-    const pool = [...operators.filter((o) => o.name.startsWith(`${t.name}.`)), ...t.operators];
-    const ops = yield* resolveStages(t, params, phase, dtype, pool);
-    return { technique: t, ops: ops.map((s) => ({ op: s.op, params: s.params as Record<string, unknown> })) };
-  }).pipe(Effect.mapError(fromTechniqueError));
 
 const jsonParams = (p: Record<string, unknown>): Record<string, number | boolean | string> => {
   const out: Record<string, number | boolean | string> = {};
@@ -432,9 +422,92 @@ const layerCosts = (r: Resolved, dims: AttnDims): Effect.Effect<readonly StageCo
     return out;
   });
 
-/** The operators of `costs` that `profile` has no measurements of. */
-const unprofiled = (costs: readonly StageCost[], profile: LoadedProfile): PlanError | undefined => {
-  const missing = costs.find((c) => !profile.fits.has(c.op.name));
+/**
+ * Cost every node of a layer's graph (a technique's own decode graph, {@link techniqueLayerGraph}) at the full
+ * mask: shapes from shape inference over the graph at its inputs' descriptions, each node's cost from its
+ * operator's `cost`; a graph input counts toward the footprint of the first node that reads it. Fails with
+ * `PlanError` `bad-request` when an operator rejects the shapes.
+ */
+const graphCosts = (lg: LayerGraph): Effect.Effect<readonly StageCost[], PlanError> =>
+  Effect.gen(function* () {
+    const t = lg.resolved.technique;
+    const shapes = yield* inferShapes(lg.graph, lg.inputs).pipe(
+      Effect.mapError((e) =>
+        bad("bad-request", `${t.name} rejects this model's attention shape: ${e.message}`, e.hint)
+      ),
+    );
+    const counted = new Set<string>();
+    const out: StageCost[] = [];
+    for (const n of lg.graph.nodes) {
+      const inputs: Record<string, TensorDesc> = {};
+      let footprint = 0;
+      for (const [port, ref] of Object.entries(n.inputs)) {
+        const key = refKey(ref);
+        inputs[port] = shapes.get(key)!;
+        if ("input" in ref && !counted.has(key)) {
+          counted.add(key);
+          footprint += descBytes(inputs[port]);
+        }
+      }
+      for (const port of Object.keys(n.op.outputs)) {
+        const d = shapes.get(refKey({ node: n.name, port }));
+        if (d) footprint += descBytes(d);
+      }
+      const params = n.params as Record<string, unknown>;
+      const cost = n.op.cost(params, inputs as DescsOf<Ports>);
+      out.push({
+        op: n.op,
+        params,
+        cost,
+        footprint: footprint + cost.workspaceBytes,
+        scaled: t.densityScaled.includes(n.op.kind),
+        json: jsonParams(params),
+      });
+    }
+    return out;
+  });
+
+/** A technique's layer for `phase` at `dims`, resolved, and how to cost it (stages, or its own graph). */
+interface Layer {
+  readonly r: Resolved;
+  readonly costs: Effect.Effect<readonly StageCost[], PlanError>;
+}
+const resolveLayer = (
+  t: AnyTechnique,
+  operators: readonly AnyOperator[],
+  phase: Phase,
+  dims: AttnDims,
+  overrides: Readonly<Record<string, unknown>>,
+  dtype: AttnDType,
+): Effect.Effect<Layer, PlanError> =>
+  costsOwnGraph(t, phase)
+    ? Effect.map(
+      techniqueLayerGraph(t, operators, phase, dims, overrides, dtype),
+      (lg) => ({ r: lg.resolved, costs: graphCosts(lg) }),
+    )
+    : Effect.map(
+      resolveTechnique(t, operators, phase, overrides, dtype),
+      (r) => ({ r, costs: layerCosts(r, dims) }),
+    );
+
+/**
+ * The fit the planner predicts operator `name` in `phase` with: in decode its decode measurements
+ * (`calibrate --phase decode`) when the profile has them, else — and in prefill — its prefill ones.
+ */
+const fitOf = (profile: LoadedProfile, name: string, phase: Phase): KernelFit | undefined =>
+  (phase === "decode" ? profile.fits.get(fitKey(name, "decode")) : undefined) ?? profile.fits.get(name);
+
+/** The {@link fitKey} of the measurements {@link fitOf} uses. */
+const fitKeyOf = (profile: LoadedProfile, name: string, phase: Phase): string =>
+  phase === "decode" && profile.fits.has(fitKey(name, "decode")) ? fitKey(name, "decode") : name;
+
+/** The operators of `costs` that `profile` has no measurements of (for `phase`). */
+const unprofiled = (
+  costs: readonly StageCost[],
+  profile: LoadedProfile,
+  phase: Phase,
+): PlanError | undefined => {
+  const missing = costs.find((c) => !fitOf(profile, c.op.name, phase));
   if (!missing) return undefined;
   // the same operator measured at the other element type (`dense.attn` ↔ `dense.attn.f16`)
   const name = missing.op.name;
@@ -442,10 +515,12 @@ const unprofiled = (costs: readonly StageCost[], profile: LoadedProfile): PlanEr
   return bad(
     "not-profiled",
     `device profile "${profile.profile.name}" has no measurements of ${name}`,
-    profile.fits.has(sibling)
+    fitOf(profile, sibling, phase)
       ? `it measured ${sibling}: plan with dtype ${sibling.endsWith(".f16") ? "f16" : "f32"} (--dtype), or ` +
         `calibrate that device with --dtype ${name.endsWith(".f16") ? "f16" : "f32"}`
-      : `run calibrate on that device (deno run -A runtime/src/cli/calibrate.ts --ops ${name})`,
+      : `run calibrate on that device (deno run -A runtime/src/cli/calibrate.ts --ops ${name}${
+        phase === "decode" ? " --phase decode" : ""
+      })`,
   );
 };
 
@@ -464,22 +539,23 @@ const profiledDtype = (
   Effect.gen(function* () {
     for (const dt of ["f32", "f16"] as const) {
       const r = yield* Effect.result(resolveTechnique(t, operators, phase, params, dt));
-      if (r._tag === "Success" && r.success.ops.every((s) => profile.fits.has(s.op.name))) return dt;
+      if (r._tag === "Success" && r.success.ops.every((s) => fitOf(profile, s.op.name, phase))) return dt;
     }
     return "f32" as const;
   });
 
-/** Predict stage latencies at `density` from full-mask costs (every operator must be profiled). */
+/** Predict stage latencies in `phase` at `density` from full-mask costs (every operator must be profiled). */
 const predictAt = (
   costs: readonly StageCost[],
   profile: LoadedProfile,
   density: number,
+  phase: Phase,
 ): readonly StagePrediction[] =>
   costs.map(({ op, json, cost: full, scaled, footprint }) => {
-    const fit = profile.fits.get(op.name)!;
+    const fit = fitOf(profile, op.name, phase)!;
     const cost = scaled ? scaleCost(full, density) : full;
     const bytes = cost.bytesRead + cost.bytesWritten;
-    const maxFlops = profile.maxFlops.get(op.name) ?? 0;
+    const maxFlops = profile.maxFlops.get(fitKeyOf(profile, op.name, phase)) ?? 0;
     return {
       stage: {
         operator: op.name,
@@ -507,8 +583,13 @@ const fmtMs = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(
 const GiB = 2 ** 30;
 
 /** Density at which the stages cost as much as dense (bisection; latency is monotone in density). */
-const breakEven = (costs: readonly StageCost[], profile: LoadedProfile, denseMs: number): number => {
-  const at = (d: number) => sumMs(predictAt(costs, profile, d));
+const breakEven = (
+  costs: readonly StageCost[],
+  profile: LoadedProfile,
+  denseMs: number,
+  phase: Phase,
+): number => {
+  const at = (d: number) => sumMs(predictAt(costs, profile, d, phase));
   if (at(1) <= denseMs) return 1;
   if (at(0) >= denseMs) return 0;
   let lo = 0;
@@ -619,8 +700,9 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
     const profile = env.profile;
 
     const dtype = req.dtype ?? (yield* profiledDtype(denseT, env.operators, req.phase, baseParams, profile));
-    const dense = yield* resolveTechnique(denseT, env.operators, req.phase, baseParams, dtype);
-    const denseCosts = yield* layerCosts(dense, dims).pipe(
+    const denseLayer = yield* resolveLayer(denseT, env.operators, req.phase, dims, baseParams, dtype);
+    const dense = denseLayer.r;
+    const denseCosts = yield* denseLayer.costs.pipe(
       Effect.mapError((e) =>
         req.phase === "decode" && e.reason === "bad-request"
           ? bad(
@@ -632,9 +714,9 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
           : e
       ),
     );
-    const denseMissing = unprofiled(denseCosts, profile);
+    const denseMissing = unprofiled(denseCosts, profile, req.phase);
     if (denseMissing) return yield* denseMissing;
-    const densePred = predictAt(denseCosts, profile, 1);
+    const densePred = predictAt(denseCosts, profile, 1, req.phase);
     const denseMs = sumMs(densePred);
 
     // Per-layer choice: start from dense everywhere.
@@ -655,27 +737,31 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
         alternatives.push({ pipeline: t.name, note: "excluded: the budget asks for exact attention" });
         continue;
       }
-      const resolved = yield* Effect.result(resolveTechnique(t, env.operators, req.phase, {}, dtype));
+      const resolved = yield* Effect.result(resolveLayer(t, env.operators, req.phase, dims, {}, dtype));
       if (resolved._tag === "Failure") {
         alternatives.push({ pipeline: t.name, note: `unavailable: ${resolved.failure.message}` });
         continue;
       }
-      const r = resolved.success;
-      if (r.ops.some(({ op }) => !profile.fits.has(op.name))) {
-        const missing = r.ops.filter(({ op }) => !profile.fits.has(op.name)).map(({ op }) => op.name);
+      const r = resolved.success.r;
+      const missing = [
+        ...new Set(r.ops.filter(({ op }) => !fitOf(profile, op.name, req.phase)).map((o) => o.op.name)),
+      ];
+      if (missing.length > 0) {
         alternatives.push({
           pipeline: t.name,
-          note: `not profiled on ${profile.profile.name}: ${missing.join(", ")} (run calibrate)`,
+          note: `not profiled on ${profile.profile.name}: ${missing.join(", ")} (run calibrate${
+            req.phase === "decode" ? " --phase decode" : ""
+          })`,
         });
         continue;
       }
-      const costsR = yield* Effect.result(layerCosts(r, dims));
+      const costsR = yield* Effect.result(resolved.success.costs);
       if (costsR._tag === "Failure") {
         alternatives.push({ pipeline: t.name, note: `unavailable: ${costsR.failure.message}` });
         continue;
       }
       const costs = costsR.success;
-      const dStar = breakEven(costs, profile, denseMs);
+      const dStar = breakEven(costs, profile, denseMs, req.phase);
       const params = Object.assign({}, ...r.ops.map((o) => jsonParams(o.params))) as Record<string, number>;
       const numParams = Object.fromEntries(Object.entries(params).filter(([, v]) => typeof v === "number"));
       const lookup = (layer?: number) =>
@@ -688,11 +774,9 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
         });
       const measured = lookup();
       // A technique whose budget does not depend on the data (HiP) has a density by construction.
+      // (at the layer's shape: a prefill's T queries, or a decode step's one query against T keys)
       const constructed = !measured && !lookup(0) && t.constructedDensity
-        ? t.constructedDensity(
-          Object.assign({}, ...r.ops.map((o) => o.params)),
-          { heads: model.heads, kvHeads: model.kvHeads, headDim: model.headDim, seq: T, kvSeq: T },
-        )
+        ? t.constructedDensity(r.params ?? Object.assign({}, ...r.ops.map((o) => o.params)), dims)
         : undefined;
       const whole = measured ??
         (constructed === undefined
@@ -706,6 +790,7 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
             `at ${T} tokens (from the profile)`,
         });
         for (const c of choices) {
+          if (c.r !== dense) continue; // a layer an earlier technique took keeps its reason
           c.reason = denseReason(
             `${t.name} unmeasured on ${model.id} (pays below density ${dStar.toFixed(3)})`,
           );
@@ -731,7 +816,7 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
             `${t.name} density for ${model.id} at ${T} tokens held from the nearest measured length`,
           );
         }
-        const pred = predictAt(costs, profile, d.density);
+        const pred = predictAt(costs, profile, d.density, req.phase);
         const ms = sumMs(pred);
         total += ms;
         const cur = choices[l];
@@ -806,6 +891,23 @@ export const plan = (req: PlanRequest, env: PlanEnv): Effect.Effect<Plan, PlanEr
     );
     for (const name of extrapolated) {
       warnings.push(`${name} is predicted beyond 4× the FLOPs of its largest profiled size (extrapolated)`);
+    }
+    if (req.phase === "decode") {
+      // a decode prediction from prefill samples: the operator may run other kernels for one query row
+      const fromPrefill = new Set(
+        choices.flatMap((c) => c.pred.map((p) => p.stage.operator)).filter((name) =>
+          !profile.fits.has(fitKey(name, "decode")) &&
+          profile.profile.kernels.some((k) =>
+            k.operator === name && k.phase !== "decode" && k.samples.length > 0
+          )
+        ),
+      );
+      for (const name of fromPrefill) {
+        warnings.push(
+          `${name} has no decode measurements on ${profile.profile.name}: its decode latency is predicted from ` +
+            "its prefill samples (calibrate --phase decode measures it)",
+        );
+      }
     }
     const attentionMs = choices.reduce((a, c) => a + sumMs(c.pred), 0);
     const weightsBytes = parameterCount(model) * (req.weightBytesPerParam ?? 2);

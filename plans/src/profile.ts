@@ -6,7 +6,9 @@
  * From the samples we fit `ms = a + b·flops + c·bytes` with non-negative coefficients, minimising the
  * squared *relative* residual (times span orders of magnitude). The planner predicts a kernel's latency
  * at a new size from its cost there. Nothing here is assumed: a profile without an operator means the
- * planner cannot use that operator on that device.
+ * planner cannot use that operator on that device. An operator measured in decode (one query row against a
+ * cache: `calibrate --phase decode`) is a separate entry tagged `phase: "decode"`, fitted on its own
+ * (`dense.attn` runs split-KV kernels there, not its prefill tiles; {@link fitKey}).
  *
  * Density tables (`DensityTable`) are the other measured input: the fraction of causal blocks a sparse
  * pipeline keeps, per model, context length and (optionally) layer, from fidelity runs on real text.
@@ -76,6 +78,11 @@ export const KernelFit: Schema.Codec<KernelFit> = Schema.Struct({
 export interface KernelProfile {
   /** Operator name, `<technique>.<kind>` as in `@longctx/ops`. */
   readonly operator: string;
+  /**
+   * The phase the samples were measured in: `decode` for one query row against a cache of the context
+   * (`calibrate --phase decode`; an operator such as `dense.attn` runs other kernels there), absent for prefill.
+   */
+  readonly phase?: "prefill" | "decode";
   /** The measurements, one per size. */
   readonly samples: readonly KernelSample[];
   /** Fit of the samples; computed on load when absent. */
@@ -85,6 +92,8 @@ export interface KernelProfile {
 export const KernelProfile: Schema.Codec<KernelProfile> = Schema.Struct({
   /** Operator name, `<technique>.<kind>` as in `@longctx/ops`. */
   operator: Schema.NonEmptyString,
+  /** The phase the samples were measured in (absent: prefill). */
+  phase: Schema.optionalKey(Schema.Literals(["prefill", "decode"])),
   samples: Schema.Array(KernelSample),
   /** Fit of the samples; computed on load when absent. */
   fit: Schema.optionalKey(KernelFit),
@@ -257,13 +266,20 @@ export const fitSamples = (samples: readonly KernelSample[]): KernelFit => {
 export const predictMs = (fit: KernelFit, flops: number, bytes: number): number =>
   fit.a + fit.b * flops + fit.c * bytes;
 
-/** A profile ready for planning: every operator has a fit, indexed by name. */
+/**
+ * The key of an operator's measurements in a {@link LoadedProfile}'s maps: its name for prefill samples,
+ * `<name>@decode` for decode ones ({@link KernelProfile.phase}).
+ */
+export const fitKey = (operator: string, phase: "prefill" | "decode" = "prefill"): string =>
+  phase === "decode" ? `${operator}@decode` : operator;
+
+/** A profile ready for planning: every operator has a fit, indexed by {@link fitKey}. */
 export interface LoadedProfile {
   /** The decoded profile document. */
   readonly profile: DeviceProfile;
-  /** Latency fit per operator name (the profile's, or fitted on load from its samples). */
+  /** Latency fit per operator and phase, by {@link fitKey} (the profile's, or fitted on load from its samples). */
   readonly fits: ReadonlyMap<string, KernelFit>;
-  /** Largest sampled FLOPs per operator (to flag extrapolation). */
+  /** Largest sampled FLOPs per operator and phase, by {@link fitKey} (to flag extrapolation). */
   readonly maxFlops: ReadonlyMap<string, number>;
 }
 
@@ -273,10 +289,12 @@ export const indexProfile = (profile: DeviceProfile): Effect.Effect<LoadedProfil
     const fits = new Map<string, KernelFit>();
     const maxFlops = new Map<string, number>();
     for (const k of profile.kernels) {
-      if (fits.has(k.operator)) {
+      const key = fitKey(k.operator, k.phase);
+      if (fits.has(key)) {
         return yield* new PlanError({
           reason: "bad-profile",
-          message: `profile "${profile.name}" lists operator ${k.operator} twice`,
+          message: `profile "${profile.name}" lists operator ${k.operator} twice` +
+            (k.phase === "decode" ? " (decode)" : ""),
           hint: "merge the samples of both entries into one, then re-run calibrate to refit",
         });
       }
@@ -302,8 +320,8 @@ export const indexProfile = (profile: DeviceProfile): Effect.Effect<LoadedProfil
             "the samples or fit hold out-of-range numbers (ms must be ≥ 1e-100, coefficients small): re-run calibrate",
         });
       }
-      fits.set(k.operator, fit);
-      maxFlops.set(k.operator, Math.max(0, ...k.samples.map((s) => s.flops)));
+      fits.set(key, fit);
+      maxFlops.set(key, Math.max(0, ...k.samples.map((s) => s.flops)));
     }
     return { profile, fits, maxFlops };
   });

@@ -2,6 +2,7 @@ import { Effect } from "effect";
 import { assert, test } from "../../tests/harness.ts";
 import {
   decodeProfile,
+  fitKey,
   fitSamples,
   type KernelSample,
   lookupDensity,
@@ -56,6 +57,22 @@ test("decodeProfile fits kernels without a fit", async () => {
   const p = await Effect.runPromise(decodeProfile(good));
   const fit = p.fits.get("dense.attn")!;
   assert.ok(Math.abs(predictMs(fit, 2e9, 2e6) - 4) < 1e-6);
+});
+
+test("decode measurements are kept apart from prefill ones (fitKey); one entry per operator and phase", () => {
+  const decodeEntry = { operator: "dense.attn", phase: "decode" as const, samples: [sample(1e6, 1e9, 1)] };
+  const p = Effect.runSync(decodeProfile({ ...good, kernels: [good.kernels[0], decodeEntry] }));
+  assert.equal(fitKey("dense.attn", "decode"), "dense.attn@decode");
+  assert.equal(fitKey("dense.attn"), "dense.attn");
+  assert.ok(Math.abs(predictMs(p.fits.get("dense.attn")!, 2e9, 2e6) - 4) < 1e-6);
+  assert.ok(Math.abs(predictMs(p.fits.get(fitKey("dense.attn", "decode"))!, 1e6, 1e9) - 1) < 1e-6);
+  assert.equal(p.maxFlops.get("dense.attn@decode"), 1e6);
+  const twice = Effect.runSync(Effect.flip(decodeProfile({ ...good, kernels: [decodeEntry, decodeEntry] })));
+  assert.match(twice.message, /lists operator dense\.attn twice \(decode\)/);
+  const badPhase = Effect.runSync(
+    Effect.flip(decodeProfile({ ...good, kernels: [{ ...decodeEntry, phase: "train" }] })),
+  );
+  assert.equal(badPhase.reason, "bad-profile");
 });
 
 test("malformed profiles fail with bad-profile and a hint", () => {

@@ -8,15 +8,29 @@ import { Effect, Schema } from "effect";
 import { type AnyOperator, signatures, type TensorDesc } from "@longctx/graph";
 import type { DeviceProfile, KernelFit } from "../src/profile.ts";
 
-/** A synthetic profile with the given fit per operator (test data only). */
-export const syntheticProfile = (fits: Readonly<Record<string, KernelFit>>): DeviceProfile => ({
+/**
+ * A synthetic profile with the given fit per operator (test data only): `fits` as prefill measurements,
+ * `decodeFits` as decode ones (`phase: "decode"`).
+ */
+export const syntheticProfile = (
+  fits: Readonly<Record<string, KernelFit>>,
+  decodeFits: Readonly<Record<string, KernelFit>> = {},
+): DeviceProfile => ({
   version: 1,
   name: "synthetic",
   device: { adapter: "test", backend: "cpu", api: "cpu" },
   date: "2026-01-01",
   commit: "test",
   command: "test fixture",
-  kernels: Object.entries(fits).map(([operator, fit]) => ({ operator, samples: [], fit })),
+  kernels: [
+    ...Object.entries(fits).map(([operator, fit]) => ({ operator, samples: [], fit })),
+    ...Object.entries(decodeFits).map(([operator, fit]) => ({
+      operator,
+      phase: "decode" as const,
+      samples: [],
+      fit,
+    })),
+  ],
 });
 
 /** 1 TFLOP/s and 1 TB/s with 50 µs fixed cost per operator: the tests' device. */

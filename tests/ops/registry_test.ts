@@ -9,7 +9,9 @@ import { Effect } from "effect";
 import {
   type AnyTechnique,
   decodeTechniqueParams,
+  graphInputDescs,
   hostTensor,
+  inferShapes,
   paramNames,
   resolveStages,
   run,
@@ -68,6 +70,15 @@ for (const t of TECHNIQUES) {
     assert.ok(t.state.description.length > 0);
     for (const phase of ["prefill", "decode"] as const) {
       assert.ok(t.phases.includes(phase) || t.delegates[phase] !== undefined, `${t.name} covers ${phase}`);
+    }
+    // its own decode graph's inputs are sized by the attention layout and its graphInputs alone (the planner
+    // and calibrate size them so), and the graph infers at those sizes
+    if (t.phases.includes("decode")) {
+      const dims = { ...decodeDims, kvSeq: 1024 };
+      const g = Effect.runSync(t.graph(p, dims, "decode"));
+      const descs = Effect.runSync(graphInputDescs(g, dims, t.graphInputs?.dims(p, dims)));
+      assert.deepEqual(Object.keys(descs).sort(), g.inputs.map((i) => i.name).sort());
+      Effect.runSync(inferShapes(g, descs));
     }
     for (const dtype of ["f32", "f16"] as const) {
       if (!t.phases.includes("prefill")) continue;

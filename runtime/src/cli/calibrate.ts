@@ -8,18 +8,27 @@
  * # on the H200 (lead):
  * bash .device/enter.sh deno run -A runtime/src/cli/calibrate.ts --backend wgpu --name h200 \
  *   --model llama-3.1-8b --sizes 8k,16k,32k,64k,128k --reps 5 --out plans/profiles/h200.json
+ * # decode (one query row against a cache of each size: dense.attn, squeezed.lookup → squeezed.attend, …)
+ * bash .device/enter.sh deno run -A runtime/src/cli/calibrate.ts --backend wgpu --phase decode --name h200 \
+ *   --model llama-3.1-8b --sizes 32k,64k,128k --reps 3 --ops dense.attn,squeezed.lookup,squeezed.attend
  * ```
  *
- * For each registered technique (`TECHNIQUES` of `@longctx/ops`) with a prefill phase and each size, the
- * technique's stages run as one graph through the
- * executor (random f32 Q/K/V from a seeded generator: a speed input only), each node timed on its own
+ * For each registered technique (`TECHNIQUES` of `@longctx/ops`) with a phase of `--phase` (default prefill)
+ * and each size, one layer of the technique runs as one graph through the executor — the graph the planner
+ * costs (`techniqueLayerGraph` of `@longctx/plans`): its stages, or in decode a cache-decode technique's own
+ * decode graph (Squeezed Attention: `squeezed.lookup → squeezed.attend`; TokenSelect: select → compact →
+ * attention), with the runtime position `pos = kvSeq − 1` where an operator reads it. Inputs: random Q/K/V
+ * (and RoPE tables) from a seeded generator, a speed input only, and the technique's own speed inputs for the
+ * rest (`graphInputs.speed`: Squeezed Attention's index of runs of consecutive keys, τ the `percentile`
+ * quantile of the call's per-key scores). Each node is timed on its own
  * (GPU timestamps when the backend has them, else wall time with a sync per node), median over `--reps`
  * after warm-up runs (at least one, and at least `WARMUP_MS` of wall time). Each sample records the operator's
  * own cost model at that size; the technique's `densityScaled` stages are costed at the density its graph's
  * `density` output reports (`scaleCost`), as the planner does. A technique with a knob (SALE: threshold τ)
  * runs at each of the knob's values (its `knob.values`, or `--knob-values`) so its sparse kernels are sampled
  * over a range of densities; the sample's shape records the knob under its parameter name.
- * The fit `ms = a + b·flops + c·bytes` is stored with the samples.
+ * The fit `ms = a + b·flops + c·bytes` is stored with the samples; decode kernels carry `phase: "decode"` (the
+ * planner predicts decode from them: `dense.attn` runs split-KV kernels there, not its prefill tiles).
  * @module
  */
 import process from "node:process";
@@ -27,8 +36,10 @@ import { execFileSync } from "node:child_process";
 import { Console, Effect, FileSystem } from "effect";
 import { Command, Flag } from "effect/cli";
 import {
+  type AttnDims,
   type Backend,
   type DescsOf,
+  type HostTensor,
   hostTensor,
   inferShapes,
   InputError,
@@ -39,15 +50,14 @@ import {
   type TensorDesc,
 } from "@longctx/graph";
 import {
-  buildPipelineGraph,
   defaultOperators,
   type DeviceProfile,
   fitSamples,
   getModel,
   type KernelSample,
   PROFILE_VERSION,
-  resolveTechnique,
   scaleCost,
+  techniqueLayerGraph,
 } from "@longctx/plans";
 import { kernels, TECHNIQUES } from "@longctx/ops";
 import { selectBackend } from "../backends/select.ts";
@@ -96,6 +106,11 @@ export interface CalibrateOptions {
   readonly kvHeads?: number;
   /** Element type of Q/K/V (selects `*.f16` operators for f16). */
   readonly dtype: "f32" | "f16";
+  /**
+   * The phase to measure (default prefill): decode runs one query row against a cache of each size, through
+   * the techniques with a decode phase (a cache-decode technique's own decode graph, at its speed inputs).
+   */
+  readonly phase?: "prefill" | "decode";
   /** Only these operators (names); empty: all. */
   readonly only: readonly string[];
   /** Stop starting new sizes after this many ms (partial profiles are still written). */
@@ -105,8 +120,11 @@ export interface CalibrateOptions {
 }
 
 /**
- * Measure the registered techniques' operators on `backend`. Returns the kernel profiles (samples and fit).
- * Fails with the executor's errors (`BackendError`, `ShapeError`, …) or `PlanError`.
+ * Measure the registered techniques' operators on `backend` in `o.phase`: each technique running that phase
+ * as one layer's graph (`techniqueLayerGraph` of `@longctx/plans`, the graph the planner costs: its stages, or a
+ * cache-decode technique's own decode graph), per knob value and size. Returns the kernel profiles (samples and
+ * fit; decode ones tagged `phase: "decode"`). Fails with the executor's errors (`BackendError`, `ShapeError`,
+ * …), `PlanError`, `TechniqueError` (a technique's speed inputs) or `InputError` (an input calibrate cannot make).
  */
 export const calibrate = (backend: Backend, o: CalibrateOptions) =>
   Effect.gen(function* () {
@@ -114,43 +132,93 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
     const kvHeads = o.kvHeads ?? spec.kvHeads;
     const heads = o.kvHeads === undefined ? spec.heads : kvHeads * (spec.heads / spec.kvHeads);
     const model = { heads, kvHeads, headDim: spec.headDim };
+    const phase = o.phase ?? "prefill";
+    const dimsAt = (T: number): AttnDims => ({ ...model, seq: phase === "prefill" ? T : 1, kvSeq: T });
     const operators = defaultOperators();
     const samples = new Map<string, KernelSample[]>();
     const gpuTiming = backend.features.has("timestamp-query");
     const started = performance.now();
-    for (const t of TECHNIQUES.filter((t) => t.phases.includes("prefill"))) {
+    // seeded random inputs, made once per element type, shape and seed (every knob value of every technique
+    // reads the same data; the dims' names are the graph's: `kvSeq` for dense, `capacity` for a cache graph)
+    const made = new Map<string, HostTensor>();
+    const random = (d: TensorDesc, seed: number): HostTensor => {
+      const key = `${d.dtype}:${d.shape.join(",")}:${seed}`;
+      let h = made.get(key);
+      if (!h) {
+        const x = seededNormals(d.shape.reduce((a, b) => a * b, 1), seed);
+        h = d.dtype === "f16"
+          ? hostTensor("f16", d.dims, d.shape, kernels.toHalfArray(x))
+          : hostTensor("f32", d.dims, d.shape, x);
+        made.set(key, h);
+      }
+      return { desc: { ...h.desc, dims: d.dims }, data: h.data };
+    };
+    const wanted = (names: readonly string[]) => o.only.length === 0 || names.some((n) => o.only.includes(n));
+    for (const t of TECHNIQUES.filter((t) => t.phases.includes(phase))) {
       const knob = t.knob;
       for (const value of knob ? o.knobValues ?? knob.values : [undefined]) {
-        const r = yield* resolveTechnique(
-          t,
-          operators,
-          "prefill",
-          knob && value !== undefined ? { [knob.param]: value } : {},
-          o.dtype,
+        const overrides = knob && value !== undefined ? { [knob.param]: value } : {};
+        const label = `${t.name}${knob && value !== undefined ? ` ${knob.name}=${value}` : ""}`;
+        const first = yield* Effect.result(
+          techniqueLayerGraph(t, operators, phase, dimsAt(o.sizes[0]), overrides, o.dtype),
         );
-        if (o.only.length > 0 && !r.ops.some(({ op }) => o.only.includes(op.name))) continue;
-        const g = yield* buildPipelineGraph(`calibrate.${t.name}`, r.ops, ["density", ...t.extraOutputs]);
+        if (first._tag === "Failure") {
+          // e.g. a technique that runs on the f32 KV cache only, asked for f16
+          if (o.log && wanted(t.operators.map((op) => op.name))) {
+            yield* o.log(`${label}: skipped: ${first.failure.message}`);
+          }
+          continue;
+        }
+        if (!wanted(first.success.resolved.ops.map(({ op }) => op.name))) continue;
         const measure = (T: number) =>
           Effect.gen(function* () {
-            const tensor = (dims: readonly string[], shape: number[], seed: number) => {
-              const x = seededNormals(shape.reduce((a, b) => a * b, 1), seed);
-              return o.dtype === "f16"
-                ? hostTensor("f16", dims, shape, kernels.toHalfArray(x))
-                : hostTensor("f32", dims, shape, x);
-            };
-            const q = tensor(["heads", "seq", "headDim"], [model.heads, T, model.headDim], 1);
-            const k = tensor(["kvHeads", "kvSeq", "headDim"], [model.kvHeads, T, model.headDim], 2);
-            const v = tensor(["kvHeads", "kvSeq", "headDim"], [model.kvHeads, T, model.headDim], 3);
-            const inputs = { q, k, v };
+            const dims = dimsAt(T);
+            const lg = yield* techniqueLayerGraph(t, operators, phase, dims, overrides, o.dtype);
+            const g = lg.graph;
+            const inputs: Record<string, HostTensor> = {};
+            for (const [name, seed] of [["q", 1], ["k", 2], ["v", 3]] as const) {
+              if (lg.inputs[name]) inputs[name] = random(lg.inputs[name], seed);
+            }
+            if (t.graphInputs?.speed && inputs.q && inputs.k) {
+              Object.assign(
+                inputs,
+                yield* t.graphInputs.speed(lg.resolved.params, dims, { q: inputs.q, k: inputs.k }),
+              );
+            }
+            let seed = 4;
+            for (const [name, d] of Object.entries(lg.inputs)) {
+              if (inputs[name]) continue;
+              if (d.dtype !== "f32" && d.dtype !== "f16") {
+                return yield* new InputError({
+                  message: `calibrate cannot make input "${name}" (${d.dtype} [${d.dims}]) of ${g.name}`,
+                  hint: `give technique "${t.name}" graphInputs.speed for it`,
+                });
+              }
+              inputs[name] = random(d, seed++);
+            }
+            // a cache attention reads the runtime position of the call: the cache holds pos + seq rows
+            const names = [...new Set(g.nodes.flatMap((n) => n.op.scalars ?? []))];
+            const odd = names.find((n) => n !== "pos");
+            if (odd !== undefined) {
+              return yield* new InputError({
+                message: `calibrate does not know runtime scalar "${odd}" of ${g.name}`,
+                hint: "calibrate sets pos (kvSeq − seq) only",
+              });
+            }
+            const scalars = names.length > 0 ? { pos: dims.kvSeq - dims.seq } : undefined;
             const times = new Map<string, number[]>();
-            let density = 1;
+            let density: number | undefined;
             // Warm-up: at least one run (kernel compilation), and runs until WARMUP_MS of wall time have passed,
             // so a GPU that idled while the host generated inputs is back at its working clocks (seen on the
             // H200: 8K–16K samples 3–10× slow right after input generation without it).
             const warm0 = performance.now();
             for (let rep = 0; rep <= o.reps; rep++) {
               // deno-lint-ignore no-explicit-any
-              const res = yield* run(g, backend, inputs as any, { syncEachNode: true, gpuTiming });
+              const res = yield* run(g, backend, inputs as any, {
+                syncEachNode: true,
+                gpuTiming,
+                ...(scalars ? { scalars } : {}),
+              });
               if (rep === 0) {
                 const d = (res.outputs as Record<string, { data: Float32Array }>).density;
                 if (d) density = d.data.reduce((a, b) => a + b, 0) / d.data.length;
@@ -162,14 +230,17 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
                 times.set(n.node, [...(times.get(n.node) ?? []), n.gpuMs ?? n.ms]);
               }
             }
-            const shapes = yield* inferShapes(g, { q: q.desc, k: k.desc, v: v.desc });
+            // a technique without a density output: its density by construction at this shape, else all kept
+            const dens = density ??
+              (t.constructedDensity ? t.constructedDensity(lg.resolved.params, dims) : 1);
+            const shapes = yield* inferShapes(g, lg.inputs);
             const got: [string, KernelSample][] = [];
             for (const n of g.nodes) {
               if (o.only.length > 0 && !o.only.includes(n.op.name)) continue;
               const descs: Record<string, TensorDesc> = {};
               for (const [port, ref] of Object.entries(n.inputs)) descs[port] = shapes.get(refKey(ref))!;
               const full = n.op.cost(n.params, descs as DescsOf<Ports>);
-              const cost = t.densityScaled.includes(n.op.kind) ? scaleCost(full, density) : full;
+              const cost = t.densityScaled.includes(n.op.kind) ? scaleCost(full, dens) : full;
               const ms = times.get(n.name) ?? [];
               if (ms.length === 0 || !(median(ms) > 0)) continue;
               got.push([n.op.name, {
@@ -177,8 +248,9 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
                   heads: model.heads,
                   kvHeads: model.kvHeads,
                   headDim: model.headDim,
-                  seq: T,
-                  ...(t.sparse ? { density } : {}),
+                  seq: dims.seq,
+                  ...(phase === "decode" ? { kvSeq: dims.kvSeq } : {}),
+                  ...(t.sparse ? { density: dens } : {}),
                   ...(knob ? { [knob.param]: value ?? 0 } : {}),
                 },
                 flops: cost.flops,
@@ -187,8 +259,8 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
                 samplesMs: ms,
               }]);
             }
-            const line = `${t.name}${knob && value !== undefined ? ` ${knob.name}=${value}` : ""} T=${T}` +
-              (t.sparse ? ` density=${density.toFixed(3)}` : "") + ": " +
+            const line = `${label} T=${T}${phase === "decode" ? " decode" : ""}` +
+              (t.sparse ? ` density=${dens.toFixed(3)}` : "") + ": " +
               g.nodes.map((n) => `${n.op.name} ${median(times.get(n.name) ?? [0]).toFixed(3)} ms`).join(", ");
             return { got, line };
           });
@@ -210,7 +282,12 @@ export const calibrate = (backend: Backend, o: CalibrateOptions) =>
         }
       }
     }
-    return [...samples.entries()].map(([operator, s]) => ({ operator, samples: s, fit: fitSamples(s) }));
+    return [...samples.entries()].map(([operator, s]) => ({
+      operator,
+      ...(phase === "decode" ? { phase } : {}),
+      samples: s,
+      fit: fitSamples(s),
+    }));
   });
 
 const csv = (s: string) => s.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
@@ -221,6 +298,12 @@ const flags = {
   ),
   dtype: Flag.Literals("dtype", ["f32", "f16"]).pipe(
     withShownDefault<"f32" | "f16">("element type of Q/K/V (f16 measures the *.f16 operators)", "f32"),
+  ),
+  phase: Flag.Literals("phase", ["prefill", "decode"]).pipe(
+    withShownDefault<"prefill" | "decode">(
+      "prefill (seq = size) or decode (one query row against a cache of each size; techniques with a decode phase)",
+      "prefill",
+    ),
   ),
   name: Flag.String("name").pipe(
     Flag.withDescription("profile name (h200, lavapipe, cpu; default: the backend's kind)"),
@@ -301,6 +384,7 @@ export const calibrateCommand = Command.make("calibrate", flags, (i) =>
       reps: i.reps,
       ...(knobValues ? { knobValues } : {}),
       dtype: i.dtype,
+      phase: i.phase,
       ...(i.kvHeads._tag === "Some" ? { kvHeads: i.kvHeads.value } : {}),
       ...(i.budgetS._tag === "Some" ? { budgetMs: i.budgetS.value * 1000 } : {}),
       only: csv(i.ops),
@@ -323,9 +407,9 @@ export const calibrateCommand = Command.make("calibrate", flags, (i) =>
     const text = JSON.stringify(profile, null, 2) + "\n";
     for (const k of kernels) {
       yield* Console.error(
-        `${k.operator}: ms = ${k.fit.a.toPrecision(3)} + ${k.fit.b.toPrecision(3)}·flops + ${
-          k.fit.c.toPrecision(3)
-        }·bytes` +
+        `${k.operator}${k.phase === "decode" ? " (decode)" : ""}: ms = ${k.fit.a.toPrecision(3)} + ${
+          k.fit.b.toPrecision(3)
+        }·flops + ${k.fit.c.toPrecision(3)}·bytes` +
           ` (max rel. error ${(k.fit.maxRelError * 100).toFixed(1)} % over ${k.samples.length} samples)`,
       );
     }

@@ -30,6 +30,7 @@ test("calibrate CLI: bad flags and values give one line `error: … — fix: …
     [["--backend", "cpu", "--budget-s", "-1"], /--budget-s -1 is not positive/, /above 0/],
     [["--backend", "cpu", "--knob-values", "a,b"], /--knob-values "a,b" is not a list of numbers/, /0,0\.1/],
     [["--backend", "tpu"], /--backend "tpu" is not valid/, /auto/],
+    [["--backend", "cpu", "--phase", "train"], /--phase "train" is not valid/, /decode/],
     [["--backnd", "cpu"], /unknown flag --backnd/, /did you mean --backend\?/],
   ];
   for (const [args, msg, fix] of cases) {
