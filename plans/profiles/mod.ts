@@ -11,7 +11,9 @@
  * - `density-smollm2-135m`: SALE densities per layer measured on SmolLM2-135M with a real document (2K, 8K),
  *   and Squeezed Attention's KV budget per threshold percentile (two documents, ≈ 7K tokens; flat lookup).
  * - `h200`: wgpu-native on an NVIDIA H200 (driver 580.159.04), f16 Q/K/V, Llama-3.1-8B heads measured with 8 query /
- *   2 KV heads (GQA ratio kept; the cost model scales with heads), 8K–128K tokens, SALE at τ 0, 0.1, 0.3, 1.
+ *   2 KV heads (GQA ratio kept; the cost model scales with heads), 8K–128K tokens, SALE at τ 0, 0.1, 0.3, 1;
+ *   and decode (`calibrate --phase decode`, f32, all 32 / 8 heads, 32K–128K): dense.attn, squeezed.lookup and
+ *   squeezed.attend on the speed index at percentiles 0.5–0.9 (benchmarks/device/NOTES.md run 24).
  * @module
  */
 import cpu from "./cpu.json" with { type: "json" };
