@@ -16,7 +16,7 @@
 import { Data, Effect, Schema } from "effect";
 import { type HostTensor, hostTensor, type TaggedErrorClass } from "@longctx/graph";
 import type { Gemm } from "@longctx/graph";
-import { clusterKeys } from "./kmeans.ts";
+import { cpuKeyClustering, type KeyClustering, type KeyClusters } from "./kmeans.ts";
 import { lookupReference } from "./lookup.ts";
 import { clusterCount, clusterCountL1, kvHeadOf, type SqueezedParams } from "./params.ts";
 
@@ -122,10 +122,20 @@ export interface PrefixCapture {
 
 /** Options of {@link buildPrefixIndex}. */
 export interface BuildOptions {
-  /** A BLAS-shaped GEMM for k-means' assignment step. */
+  /** A BLAS-shaped GEMM for k-means' assignment step (the host clustering's). */
   readonly gemm?: Gemm;
   /** Called after each layer (for progress). */
   readonly onLayer?: (l: number) => void;
+}
+
+/** Options of {@link buildPrefixIndexEffect}: those of {@link buildPrefixIndex} and the clustering. */
+export interface BuildEffectOptions<E = never> extends BuildOptions {
+  /**
+   * How every KV head's keys of a layer are clustered (and, for a hierarchical index, its fine centroids):
+   * default the host k-means (`cpuKeyClustering`, with `gemm` for the keys); `gpuKeyClustering` of
+   * `kmeans_gpu_driver.ts` for the GPU k-means.
+   */
+  readonly cluster?: KeyClustering<E>;
 }
 
 const STEPS = 1000;
@@ -149,135 +159,174 @@ export const tokensSha256 = (tokens: ArrayLike<number>): Effect.Effect<string> =
     return [...h].map((x) => x.toString(16).padStart(2, "0")).join("");
   });
 
+/** The model geometry and context length a prefix index is built for. */
+export interface PrefixIndexDims {
+  /** Transformer layers. */
+  readonly layers: number;
+  /** Query heads. */
+  readonly heads: number;
+  /** Key/value heads. */
+  readonly kvHeads: number;
+  /** Elements per head vector. */
+  readonly headDim: number;
+  /** Fixed-context tokens. */
+  readonly fixed: number;
+}
+
 /**
- * Build the prefix index of a fixed context of `dims.fixed` tokens (see the module doc): per layer and KV head
- * cosine k-means of the first `fixed − obsWindow` keys into `clusterCount(p, fixed)` clusters, then the
- * calibration quantiles from the observation window's queries. `tokens` are the fixed context's ids (hashed
- * into the index), `model` the caller's model fingerprint. Synchronous CPU work (k-means: `O(iterations ·
- * S · C · headDim)` per KV head); throws a `RangeError` for a context not longer than the window.
+ * Build the prefix index of a fixed context of `dims.fixed` tokens (see the module doc) on the host:
+ * {@link buildPrefixIndexEffect} with the host k-means (`O(iterations · S · C · headDim)` per KV head), run
+ * synchronously. Throws a `RangeError` for a context not longer than the window.
  */
 export const buildPrefixIndex = (
   capture: PrefixCapture,
-  dims: { layers: number; heads: number; kvHeads: number; headDim: number; fixed: number },
+  dims: PrefixIndexDims,
   p: SqueezedParams,
   provenance: { model: string; tokensSha256: string },
   o: BuildOptions = {},
-): PrefixIndex => {
-  const { layers, heads: H, kvHeads: Hk, headDim: d, fixed: F } = dims;
-  const C = clusterCount(p, F), S = F - p.obsWindow, g = H / Hk;
-  const C1 = p.hierarchical ? clusterCountL1(p, F) : 0;
-  const perLayer: PrefixIndexLayer[] = [];
-  const poolHead = new Float32Array(layers * H * S), poolUnion = new Float32Array(layers * Hk * S);
-  const pool1Head = new Float32Array(C1 ? layers * H * S : 0),
-    pool1Union = new Float32Array(C1 ? layers * Hk * S : 0);
-  /** Pool each clustered key's value (its cluster's score through `labelOf`) per head and per group. */
-  const poolInto = (
-    ph: Float32Array,
-    pu: Float32Array,
-    l: number,
-    score: Float32Array,
-    K: number,
-    labelOf: (hk: number, i: number) => number,
-  ) => {
-    for (let h = 0; h < H; h++) {
-      const hk = kvHeadOf(h, H, Hk);
-      for (let i = 0; i < S; i++) {
-        const v = score[h * K + labelOf(hk, i)];
-        ph[(l * H + h) * S + i] = v;
-        const u = (l * Hk + hk) * S + i;
-        if (h % g === 0 || v > pu[u]) pu[u] = v;
+): PrefixIndex => Effect.runSync(buildPrefixIndexEffect(capture, dims, p, provenance, o));
+
+/**
+ * Build the prefix index of a fixed context of `dims.fixed` tokens (see the module doc): per layer the cosine
+ * k-means of every KV head's first `fixed − obsWindow` keys into `clusterCount(p, fixed)` clusters through
+ * `o.cluster` (default the host k-means), then the calibration quantiles from the observation window's queries;
+ * a hierarchical index clusters each head's fine centroids into its L1 clusters the same way. `provenance`: the
+ * fixed context's token hash and the caller's model fingerprint. Fails with the clustering's errors; a context
+ * not longer than the window or keys of the wrong size are a `RangeError` (a defect).
+ */
+export const buildPrefixIndexEffect = <E = never>(
+  capture: PrefixCapture,
+  dims: PrefixIndexDims,
+  p: SqueezedParams,
+  provenance: { model: string; tokensSha256: string },
+  o: BuildEffectOptions<E> = {},
+): Effect.Effect<PrefixIndex, E> =>
+  Effect.gen(function* () {
+    const { layers, heads: H, kvHeads: Hk, headDim: d, fixed: F } = dims;
+    const fine: KeyClustering<E> = o.cluster ?? cpuKeyClustering(o.gemm);
+    const coarse: KeyClustering<E> = o.cluster ?? cpuKeyClustering();
+    const C = clusterCount(p, F), S = F - p.obsWindow, g = H / Hk;
+    const C1 = p.hierarchical ? clusterCountL1(p, F) : 0;
+    const perLayer: PrefixIndexLayer[] = [];
+    const poolHead = new Float32Array(layers * H * S), poolUnion = new Float32Array(layers * Hk * S);
+    const pool1Head = new Float32Array(C1 ? layers * H * S : 0),
+      pool1Union = new Float32Array(C1 ? layers * Hk * S : 0);
+    /** Pool each clustered key's value (its cluster's score through `labelOf`) per head and per group. */
+    const poolInto = (
+      ph: Float32Array,
+      pu: Float32Array,
+      l: number,
+      score: Float32Array,
+      K: number,
+      labelOf: (hk: number, i: number) => number,
+    ) => {
+      for (let h = 0; h < H; h++) {
+        const hk = kvHeadOf(h, H, Hk);
+        for (let i = 0; i < S; i++) {
+          const v = score[h * K + labelOf(hk, i)];
+          ph[(l * H + h) * S + i] = v;
+          const u = (l * Hk + hk) * S + i;
+          if (h % g === 0 || v > pu[u]) pu[u] = v;
+        }
       }
+    };
+    const ks: Float32Array[] = [], vs: Float32Array[] = [];
+    for (let l = 0; l < layers; l++) {
+      const keys = capture.keys(l);
+      if (keys.length !== Hk * F * d) {
+        throw new RangeError(`layer ${l} keys: ${keys.length} values, want ${Hk * F * d}`);
+      }
+      const centroids = new Float32Array(Hk * C * d), sizes = new Float32Array(Hk * C);
+      const labels = new Int32Array(Hk * S), inertia = new Float64Array(Hk);
+      const l1Centroids = new Float32Array(Hk * C1 * d), l1Sizes = new Float32Array(Hk * C1);
+      const l1Ptr = new Int32Array(C1 ? Hk * (C1 + 1) : 0), l1Parent = new Int32Array(C1 ? Hk * C : 0);
+      const km = { iterations: p.iterations, seed: p.seed };
+      const perHead = yield* fine(keys, { kvHeads: Hk, rows: F, points: S, headDim: d, clusters: C }, km);
+      // L1: k-means of the fine centroids (official: run_clustering on the L2 centroids, window 0)
+      let tops: readonly KeyClusters[] = [];
+      if (C1) {
+        const fineCentroids = new Float32Array(Hk * C * d);
+        perHead.forEach((r, hk) => fineCentroids.set(r.centroids, hk * C * d));
+        tops = yield* coarse(
+          fineCentroids,
+          { kvHeads: Hk, rows: C, points: C, headDim: d, clusters: C1 },
+          km,
+        );
+      }
+      for (let hk = 0; hk < Hk; hk++) {
+        const r = perHead[hk];
+        inertia[hk] = r.inertia;
+        if (!C1) {
+          centroids.set(r.centroids, hk * C * d);
+          for (let c = 0; c < C; c++) sizes[hk * C + c] = r.sizes[c];
+          labels.set(r.labels, hk * S);
+          continue;
+        }
+        // the fine clusters renumbered in parent order so each L1 cluster's children are one range
+        const top = tops[hk];
+        const order = Array.from({ length: C }, (_, c) => c).sort((a, b) =>
+          top.labels[a] - top.labels[b] || a - b
+        );
+        const renum = new Int32Array(C);
+        order.forEach((old, c) => {
+          renum[old] = c;
+          centroids.set(r.centroids.subarray(old * d, old * d + d), (hk * C + c) * d);
+          sizes[hk * C + c] = r.sizes[old];
+          l1Parent[hk * C + c] = top.labels[old];
+          l1Sizes[hk * C1 + top.labels[old]] += r.sizes[old];
+        });
+        for (let i = 0; i < S; i++) labels[hk * S + i] = renum[r.labels[i]];
+        l1Centroids.set(top.centroids, hk * C1 * d);
+        for (let a = 0, c = 0; a <= C1; a++) {
+          while (c < C && l1Parent[hk * C + c] < a) c++;
+          l1Ptr[hk * (C1 + 1) + a] = c;
+        }
+      }
+      const q = capture.queries(l);
+      const score = lookupReference(p.scale, q, centroids, sizes, { H, Hk, seq: p.obsWindow, C, d });
+      poolInto(poolHead, poolUnion, l, score, C, (hk, i) => labels[hk * S + i]);
+      if (C1) {
+        const s1 = lookupReference(p.scale, q, l1Centroids, l1Sizes, { H, Hk, seq: p.obsWindow, C: C1, d });
+        poolInto(pool1Head, pool1Union, l, s1, C1, (hk, i) => l1Parent[hk * C + labels[hk * S + i]]);
+      }
+      perLayer.push({
+        centroids,
+        sizes,
+        labels,
+        inertia,
+        ...(C1 ? { l1: { centroids: l1Centroids, sizes: l1Sizes, ptr: l1Ptr, parent: l1Parent } } : {}),
+      });
+      if (capture.values) {
+        ks.push(keys.slice());
+        vs.push(capture.values(l).slice());
+      }
+      o.onLayer?.(l);
     }
-  };
-  const ks: Float32Array[] = [], vs: Float32Array[] = [];
-  for (let l = 0; l < layers; l++) {
-    const keys = capture.keys(l);
-    if (keys.length !== Hk * F * d) {
-      throw new RangeError(`layer ${l} keys: ${keys.length} values, want ${Hk * F * d}`);
-    }
-    const centroids = new Float32Array(Hk * C * d), sizes = new Float32Array(Hk * C);
-    const labels = new Int32Array(Hk * S), inertia = new Float64Array(Hk);
-    const l1Centroids = new Float32Array(Hk * C1 * d), l1Sizes = new Float32Array(Hk * C1);
-    const l1Ptr = new Int32Array(C1 ? Hk * (C1 + 1) : 0), l1Parent = new Int32Array(C1 ? Hk * C : 0);
-    for (let hk = 0; hk < Hk; hk++) {
-      const r = clusterKeys(keys.subarray(hk * F * d, hk * F * d + S * d), S, d, C, {
+    return {
+      fixed: F,
+      clustered: S,
+      clusters: C,
+      clustersL1: C1,
+      layers,
+      heads: H,
+      kvHeads: Hk,
+      headDim: d,
+      params: {
+        percentClusters: p.percentClusters,
+        obsWindow: p.obsWindow,
         iterations: p.iterations,
         seed: p.seed,
-        ...(o.gemm ? { gemm: o.gemm } : {}),
-      });
-      inertia[hk] = r.inertia;
-      if (!C1) {
-        centroids.set(r.centroids, hk * C * d);
-        for (let c = 0; c < C; c++) sizes[hk * C + c] = r.sizes[c];
-        labels.set(r.labels, hk * S);
-        continue;
-      }
-      // L1: k-means of the fine centroids (official: run_clustering on the L2 centroids, window 0); the fine
-      // clusters renumbered in parent order so each L1 cluster's children are one range
-      const top = clusterKeys(r.centroids, C, d, C1, { iterations: p.iterations, seed: p.seed });
-      const order = Array.from({ length: C }, (_, c) => c).sort((a, b) =>
-        top.labels[a] - top.labels[b] || a - b
-      );
-      const renum = new Int32Array(C);
-      order.forEach((old, c) => {
-        renum[old] = c;
-        centroids.set(r.centroids.subarray(old * d, old * d + d), (hk * C + c) * d);
-        sizes[hk * C + c] = r.sizes[old];
-        l1Parent[hk * C + c] = top.labels[old];
-        l1Sizes[hk * C1 + top.labels[old]] += r.sizes[old];
-      });
-      for (let i = 0; i < S; i++) labels[hk * S + i] = renum[r.labels[i]];
-      l1Centroids.set(top.centroids, hk * C1 * d);
-      for (let a = 0, c = 0; a <= C1; a++) {
-        while (c < C && l1Parent[hk * C + c] < a) c++;
-        l1Ptr[hk * (C1 + 1) + a] = c;
-      }
-    }
-    const q = capture.queries(l);
-    const score = lookupReference(p.scale, q, centroids, sizes, { H, Hk, seq: p.obsWindow, C, d });
-    poolInto(poolHead, poolUnion, l, score, C, (hk, i) => labels[hk * S + i]);
-    if (C1) {
-      const s1 = lookupReference(p.scale, q, l1Centroids, l1Sizes, { H, Hk, seq: p.obsWindow, C: C1, d });
-      poolInto(pool1Head, pool1Union, l, s1, C1, (hk, i) => l1Parent[hk * C + labels[hk * S + i]]);
-    }
-    perLayer.push({
-      centroids,
-      sizes,
-      labels,
-      inertia,
-      ...(C1 ? { l1: { centroids: l1Centroids, sizes: l1Sizes, ptr: l1Ptr, parent: l1Parent } } : {}),
-    });
-    if (capture.values) {
-      ks.push(keys.slice());
-      vs.push(capture.values(l).slice());
-    }
-    o.onLayer?.(l);
-  }
-  return {
-    fixed: F,
-    clustered: S,
-    clusters: C,
-    clustersL1: C1,
-    layers,
-    heads: H,
-    kvHeads: Hk,
-    headDim: d,
-    params: {
-      percentClusters: p.percentClusters,
-      obsWindow: p.obsWindow,
-      iterations: p.iterations,
-      seed: p.seed,
-      scale: p.scale,
-      percentClustersL1: p.percentClustersL1,
-    },
-    model: provenance.model,
-    tokensSha256: provenance.tokensSha256,
-    perLayer,
-    quantiles: { head: quantileTable(poolHead), union: quantileTable(poolUnion) },
-    ...(C1 ? { quantilesL1: { head: quantileTable(pool1Head), union: quantileTable(pool1Union) } } : {}),
-    ...(capture.values ? { kv: { k: ks, v: vs } } : {}),
-  };
-};
+        scale: p.scale,
+        percentClustersL1: p.percentClustersL1,
+      },
+      model: provenance.model,
+      tokensSha256: provenance.tokensSha256,
+      perLayer,
+      quantiles: { head: quantileTable(poolHead), union: quantileTable(poolUnion) },
+      ...(C1 ? { quantilesL1: { head: quantileTable(pool1Head), union: quantileTable(pool1Union) } } : {}),
+      ...(capture.values ? { kv: { k: ks, v: vs } } : {}),
+    };
+  });
 
 /**
  * τ for `percentile` (in [0, 1]) and a GQA mode, read from the index's quantile table (linear); `level` 1: the

@@ -10,6 +10,7 @@
  * takes the point farthest from its centre.
  * @module
  */
+import { Effect } from "effect";
 import type { Gemm } from "@longctx/graph";
 
 /** A k-means result on `n` points of `d` dimensions. */
@@ -280,3 +281,52 @@ export const clusterKeys = (
   }
   return { labels: km.labels, centroids, sizes: km.sizes, inertia: km.inertia, iterations: km.iterations };
 };
+
+/** The geometry of one {@link KeyClustering} call: every KV head's keys of one layer (or its fine centroids). */
+export interface KeyClusteringShape {
+  /** KV heads (clustered independently, in one call). */
+  readonly kvHeads: number;
+  /** Rows per head in the keys array (`keys` is `f32 [kvHeads, rows, headDim]`). */
+  readonly rows: number;
+  /** The first `points ≤ rows` rows of each head are clustered. */
+  readonly points: number;
+  /** Elements per key. */
+  readonly headDim: number;
+  /** Clusters per head, in `[1, points]`. */
+  readonly clusters: number;
+}
+
+/** The k-means settings of one {@link KeyClustering} call. */
+export interface KeyClusteringOptions {
+  /** Lloyd iterations at most. */
+  readonly iterations: number;
+  /** Seed of the k-means++ draws. */
+  readonly seed: number;
+}
+
+/**
+ * A way to cluster every KV head's keys of a layer as {@link clusterKeys} does (cosine k-means, raw-mean
+ * centroids): the CPU k-means ({@link cpuKeyClustering}) or the GPU one (`gpuKeyClustering` in
+ * `kmeans_gpu_driver.ts`). Returns one {@link KeyClusters} per KV head.
+ */
+export type KeyClustering<E = never> = (
+  keys: Float32Array,
+  shape: KeyClusteringShape,
+  o: KeyClusteringOptions,
+) => Effect.Effect<readonly KeyClusters[], E>;
+
+/**
+ * {@link clusterKeys} per KV head on the host (with `gemm` for the assignment when given): the reference and
+ * the cpu backend's clustering. Throws a `RangeError` as {@link kmeans} (a defect of the returned Effect).
+ */
+export const cpuKeyClustering = (gemm?: Gemm): KeyClustering => (keys, s, o) =>
+  Effect.sync(() =>
+    Array.from({ length: s.kvHeads }, (_, hk) =>
+      clusterKeys(
+        keys.subarray(hk * s.rows * s.headDim, (hk * s.rows + s.points) * s.headDim),
+        s.points,
+        s.headDim,
+        s.clusters,
+        { iterations: o.iterations, seed: o.seed, ...(gemm ? { gemm } : {}) },
+      ))
+  );

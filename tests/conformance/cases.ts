@@ -15,7 +15,7 @@ import { Schema } from "effect";
 import { ANY_DIMS, hostTensor, mulberry32, seededNormals } from "@longctx/graph";
 import type { AnyOperator, HostTensor, Scalars, TensorDesc } from "@longctx/graph";
 import { f32ToHalf, halfToF32 } from "../../ops/dense/common.ts";
-import { dense, hip, tokenselect } from "@longctx/ops";
+import { dense, hip, squeezed, tokenselect } from "@longctx/ops";
 import {
   compactFromRaw,
   type TsCase,
@@ -1304,6 +1304,344 @@ const squeezedAttendCases: CaseGenerator = (op) =>
     },
   }));
 
+// ---- squeezed's GPU k-means: squeezed.normalize, squeezed.seed, squeezed.lloyd, squeezed.assign ----------------
+
+/** [kvHeads, points, clusters, headDim, tile] of the k-means cases: odd sizes, both assignment tiles, one cluster. */
+const SQ_KMEANS_GRID = [
+  [1, 203, 17, 64, 64],
+  [3, 301, 31, 128, 64],
+  [2, 517, 129, 64, 128],
+  [2, 130, 1, 32, 0],
+] as const;
+
+const kmeansLabel = ([Hk, n, K, d, tile]: readonly number[]) => `H${Hk} n${n} K${K} D${d} tile ${tile}`;
+
+/** Key-like rows (seeded normals around a shared direction, a scale per row) and their unit copy (float64). */
+const kmeansKeys = (Hk: number, n: number, d: number, seed: number) => {
+  const raw = seededNormals(Hk * n * d, seed),
+    mu = seededNormals(d, seed ^ 0x3c6ef372),
+    rnd = mulberry32(seed);
+  const unit = new Float32Array(raw.length);
+  for (let r = 0; r < Hk * n; r++) {
+    const s = 1 + 3 * rnd();
+    let nn = 0;
+    for (let t = 0; t < d; t++) nn += (raw[r * d + t] = (raw[r * d + t] + 0.7 * mu[t]) * s) ** 2;
+    for (let t = 0; t < d; t++) unit[r * d + t] = raw[r * d + t] / Math.sqrt(nn);
+  }
+  return { raw, unit };
+};
+
+/** `K` centres per head: spread-out points plus a little noise. */
+const kmeansCentres = (x: Float32Array, Hk: number, n: number, K: number, d: number, seed: number) => {
+  const c = new Float32Array(Hk * K * d), e = seededNormals(Hk * K * d, seed);
+  for (let h = 0; h < Hk; h++) {
+    for (let j = 0; j < K; j++) {
+      const p = (j * 7919 + h * 13) % n;
+      for (let t = 0; t < d; t++) {
+        c[(h * K + j) * d + t] = x[(h * n + p) * d + t] + 0.02 * e[(h * K + j) * d + t];
+      }
+    }
+  }
+  return c;
+};
+
+/** From scratch (float64, `Σ (x − c)²` directly): each point's nearest centre and that squared distance. */
+const nearest64 = (x: Float32Array, c: Float32Array, Hk: number, n: number, K: number, d: number) => {
+  const labels = new Int32Array(Hk * n), dist = new Float64Array(Hk * n);
+  for (let h = 0; h < Hk; h++) {
+    for (let i = 0; i < n; i++) {
+      let bj = 0, bv = Infinity;
+      for (let j = 0; j < K; j++) {
+        let s = 0;
+        for (let t = 0; t < d; t++) s += (x[(h * n + i) * d + t] - c[(h * K + j) * d + t]) ** 2;
+        if (s < bv) bv = s, bj = j;
+      }
+      labels[h * n + i] = bj, dist[h * n + i] = bv;
+    }
+  }
+  return { labels, dist };
+};
+
+/** Per cluster: member count and float64 mean of `v` by `labels`. */
+const clusterMeans64 = (v: Float32Array, labels: Int32Array, Hk: number, n: number, K: number, d: number) => {
+  const cnt = new Float64Array(Hk * K), mean = new Float64Array(Hk * K * d);
+  for (let h = 0; h < Hk; h++) {
+    for (let i = 0; i < n; i++) {
+      const j = h * K + labels[h * n + i];
+      cnt[j]++;
+      for (let t = 0; t < d; t++) mean[j * d + t] += v[(h * n + i) * d + t];
+    }
+  }
+  for (let j = 0; j < Hk * K; j++) if (cnt[j]) { for (let t = 0; t < d; t++) mean[j * d + t] /= cnt[j]; }
+  return { cnt, mean };
+};
+
+/** A Lloyd state `u32 [kvHeads, 4]` as its integer fields (done, iterations, changed) and its shifts (f32 bits). */
+const lloydState = (t: HostTensor) => {
+  const s = t.data as Uint32Array,
+    f = new Float32Array(s.slice().buffer),
+    ints: number[] = [],
+    shift: number[] = [];
+  for (let h = 0; h < s.length / 4; h++) {
+    ints.push(s[h * 4], s[h * 4 + 1], s[h * 4 + 2]), shift.push(f[h * 4 + 3]);
+  }
+  return { ints, shift };
+};
+
+const kmeansDescs = (op: AnyOperator, shapes: Readonly<Record<string, readonly number[]>>) =>
+  Object.fromEntries(Object.entries(shapes).map(([port, shape]) => [port, descOf(op, port, shape)]));
+
+/** squeezed.normalize: unit rows and the tolerance against float64 from scratch (E[x²] − E[x]² per dim). */
+const squeezedNormalizeCases: CaseGenerator = (op) =>
+  SQ_KMEANS_GRID.map(([Hk, n, K, d, tile], c) => ({
+    shape: kmeansLabel([Hk, n, K, d, tile]),
+    dtype: "f32" as const,
+    qk: false,
+    params: {},
+    descs: kmeansDescs(op, { keys: [Hk, n, d] }),
+    build: () => {
+      const { raw, unit } = kmeansKeys(Hk, n, d, 3401 + c);
+      const tol = new Float64Array(Hk);
+      for (let h = 0; h < Hk; h++) {
+        let v = 0;
+        for (let t = 0; t < d; t++) {
+          let s = 0, s2 = 0;
+          for (let i = 0; i < n; i++) s += unit[(h * n + i) * d + t], s2 += unit[(h * n + i) * d + t] ** 2;
+          v += s2 / n - (s / n) ** 2;
+        }
+        tol[h] = 1e-4 * v / d;
+      }
+      return {
+        inputs: { keys: hostTensor("f32", op.inputs.keys.dims, [Hk, n, d], raw) },
+        ref64: (
+          cpu,
+        ) => [
+          maxAbs("unit", values(cpu.unit), unit, 1e-7),
+          maxRel("tolerance", values(cpu.tolerance), tol, 1e-6),
+        ],
+        compare: (got, cpu) => [
+          maxAbs("unit", values(got.unit), values(cpu.unit), 1e-6),
+          maxRel("tolerance", values(got.tolerance), values(cpu.tolerance), 1e-4),
+        ],
+      };
+    },
+  }));
+
+/** [kvHeads, points, clusters, headDim, first step, steps per call] of the squeezed.seed cases. */
+const SQ_SEED_GRID = [[2, 300, 23, 64, 0, 32], [1, 517, 40, 128, 5, 8], [3, 129, 9, 32, 1, 4]] as const;
+
+/**
+ * squeezed.seed (runtime step): each chosen centre is a point (step 0's the hashed one), the potential the
+ * squared distance to the nearest earlier centre (float64 from scratch); a backend: the same centres exactly.
+ * A case starting past step 0 starts from the state the CPU reference leaves after the earlier steps.
+ */
+const squeezedSeedCases: CaseGenerator = (op) =>
+  SQ_SEED_GRID.map(([Hk, n, K, d, step, steps], c) => ({
+    shape: `H${Hk} n${n} K${K} D${d} steps ${step}…${Math.min(K, step + steps) - 1}`,
+    dtype: "f32" as const,
+    qk: false,
+    params: { seedSteps: steps, seed: 7 + c },
+    scalars: { step },
+    descs: kmeansDescs(op, { x: [Hk, n, d], centers: [Hk, K, d], potential: [Hk, n] }),
+    build: () => {
+      const { unit } = kmeansKeys(Hk, n, d, 3501 + c);
+      const centers = new Float32Array(Hk * K * d), potential = seededNormals(Hk * n, 3601 + c);
+      const dm = { Hk, n, K, d };
+      if (step > 0) squeezed.seedReference(unit, centers, potential, dm, 7 + c, 0, step);
+      const last = Math.min(K, step + steps) - 1;
+      return {
+        inputs: {
+          x: hostTensor("f32", op.inputs.x.dims, [Hk, n, d], unit),
+          centers: hostTensor("f32", op.inputs.centers.dims, [Hk, K, d], centers),
+          potential: hostTensor("f32", op.inputs.potential.dims, [Hk, n], potential),
+        },
+        ref64: (cpu) => {
+          const cen = values(cpu.centersOut);
+          // rows step … last are points; the potential is D² to centres 0 … last − 1
+          let notPoints = 0;
+          for (let h = 0; h < Hk; h++) {
+            for (let j = step; j <= last; j++) {
+              let found = false;
+              for (let i = 0; i < n && !found; i++) {
+                found = true;
+                for (let t = 0; t < d && found; t++) {found =
+                    cen[(h * K + j) * d + t] === unit[(h * n + i) * d + t];}
+              }
+              if (!found) notPoints++;
+            }
+          }
+          const first = squeezed.seedHash(7 + c, 0, 0) % n;
+          const want = new Float64Array(Hk * n);
+          for (let h = 0; h < Hk; h++) {
+            for (let i = 0; i < n; i++) {
+              let m = Infinity;
+              for (let j = 0; j < last; j++) {
+                let s = 0;
+                for (let t = 0; t < d; t++) s += (unit[(h * n + i) * d + t] - cen[(h * K + j) * d + t]) ** 2;
+                m = Math.min(m, s);
+              }
+              want[h * n + i] = last >= 1 ? m : potential[h * n + i];
+            }
+          }
+          return [
+            { name: "centres that are no point", err: notPoints, tol: 0 },
+            ...(step === 0
+              ? [
+                mismatches(
+                  "centre 0",
+                  Array.from(cen).slice(0, d),
+                  Array.from(unit.subarray(first * d, first * d + d)),
+                ),
+              ]
+              : []),
+            maxScaled("potential", values(cpu.potentialOut), want, new Float64Array(Hk * n).fill(4), 1e-6),
+          ];
+        },
+        compare: (got, cpu) => [
+          mismatches("centers", values(got.centersOut), values(cpu.centersOut)),
+          maxScaled(
+            "potential",
+            values(got.potentialOut),
+            values(cpu.potentialOut),
+            new Float64Array(Hk * n).fill(4),
+            1e-6,
+          ),
+        ],
+      };
+    },
+  }));
+
+/**
+ * squeezed.lloyd (in place): labels and sizes exact, centres (the members' means; the empty clusters' farthest
+ * points) and the state against float64 from scratch; case 0 has empty clusters, case 1 a head already done,
+ * case 3 a head whose tolerance ends it. A backend: labels, sizes and state counters exact, centres within 1e-5.
+ */
+const squeezedLloydCases: CaseGenerator = (op) =>
+  SQ_KMEANS_GRID.map(([Hk, n, K, d, tile], c) => ({
+    shape: kmeansLabel([Hk, n, K, d, tile]),
+    dtype: "f32" as const,
+    qk: false,
+    params: { tile },
+    descs: kmeansDescs(op, {
+      x: [Hk, n, d],
+      centers: [Hk, K, d],
+      labels: [Hk, n],
+      state: [Hk, 4],
+      tolerance: [Hk],
+    }),
+    build: () => {
+      const { unit } = kmeansKeys(Hk, n, d, 3701 + c);
+      const cen = kmeansCentres(unit, Hk, n, K, d, 3801 + c);
+      if (c === 0) { for (const j of [3, 11]) cen.fill(3, j * d, (j + 1) * d); // far from every point: empty
+       }
+      const state = new Uint32Array(Hk * 4);
+      if (c === 1) state[4] = 1, state[5] = 4; // head 1 done after 4 iterations
+      const rnd = mulberry32(3901 + c);
+      const labels = Int32Array.from({ length: Hk * n }, () => (c === 2 ? Math.floor(rnd() * K) : -1));
+      const tolerance = Float32Array.from({ length: Hk }, (_, h) => (c === 3 && h === 1 ? 1e9 : 0));
+      // from scratch: per live head the nearest centres, the members' means, the empty ones' farthest points
+      const live = (h: number) => state[h * 4] === 0;
+      const near = nearest64(unit, cen, Hk, n, K, d);
+      const { cnt, mean } = clusterMeans64(unit, near.labels, Hk, n, K, d);
+      const wantC = Float64Array.from(cen), wantL = Int32Array.from(labels), wantS = new Float64Array(Hk * K);
+      const ints: number[] = [], shift: number[] = [];
+      for (let h = 0; h < Hk; h++) {
+        if (!live(h)) {
+          ints.push(...state.subarray(h * 4, h * 4 + 3)), shift.push(0);
+          continue;
+        }
+        let changed = 0;
+        for (let i = 0; i < n; i++) changed += near.labels[h * n + i] !== labels[h * n + i] ? 1 : 0;
+        wantL.set(near.labels.subarray(h * n, (h + 1) * n), h * n);
+        wantS.set(cnt.subarray(h * K, (h + 1) * K), h * K);
+        const taken = new Set<number>();
+        let sh = 0;
+        for (let j = 0; j < K; j++) {
+          const o = (h * K + j) * d;
+          let src: ArrayLike<number> = mean.subarray(o, o + d);
+          if (!cnt[h * K + j]) {
+            let far = -1;
+            for (let i = 0; i < n; i++) {
+              if (!taken.has(i) && (far < 0 || near.dist[h * n + i] > near.dist[h * n + far])) far = i;
+            }
+            taken.add(far);
+            src = unit.subarray((h * n + far) * d, (h * n + far + 1) * d);
+          }
+          for (let t = 0; t < d; t++) sh += (src[t] - cen[o + t]) ** 2, wantC[o + t] = src[t];
+        }
+        ints.push(sh <= tolerance[h] ? 1 : 0, 1, changed), shift.push(sh);
+      }
+      return {
+        inputs: {
+          x: hostTensor("f32", op.inputs.x.dims, [Hk, n, d], unit),
+          centers: hostTensor("f32", op.inputs.centers.dims, [Hk, K, d], cen),
+          labels: hostTensor("i32", op.inputs.labels.dims, [Hk, n], labels),
+          state: hostTensor("u32", op.inputs.state.dims, [Hk, 4], state),
+          tolerance: hostTensor("f32", op.inputs.tolerance.dims, [Hk], tolerance),
+        },
+        note: `${cnt.filter((x, j) => x === 0 && live(Math.floor(j / K))).length} empty`,
+        ref64: (cpu) => {
+          const st = lloydState(cpu.stateOut);
+          return [
+            mismatches("labels", cpu.labelsOut.data as Int32Array, wantL),
+            mismatches("sizes", values(cpu.sizes), wantS),
+            maxAbs("centers", values(cpu.centersOut), wantC, 1e-6),
+            mismatches("state (done, iterations, changed)", st.ints, ints),
+            maxRel("shift", st.shift, shift, 1e-5, 1e-12),
+          ];
+        },
+        compare: (got, cpu) => {
+          const g = lloydState(got.stateOut), w = lloydState(cpu.stateOut);
+          return [
+            mismatches("labels", got.labelsOut.data as Int32Array, cpu.labelsOut.data as Int32Array),
+            mismatches("sizes", values(got.sizes), values(cpu.sizes)),
+            maxAbs("centers", values(got.centersOut), values(cpu.centersOut), 1e-5),
+            mismatches("state (done, iterations, changed)", g.ints, w.ints),
+            maxRel("shift", g.shift, w.shift, 1e-4, 1e-12),
+          ];
+        },
+      };
+    },
+  }));
+
+/** squeezed.assign: labels and sizes exact, the raw keys' means and the inertia against float64 from scratch. */
+const squeezedAssignCases: CaseGenerator = (op) =>
+  SQ_KMEANS_GRID.map(([Hk, n, K, d, tile], c) => ({
+    shape: kmeansLabel([Hk, n, K, d, tile]),
+    dtype: "f32" as const,
+    qk: false,
+    params: { tile },
+    descs: kmeansDescs(op, { x: [Hk, n, d], centers: [Hk, K, d], values: [Hk, n, d] }),
+    build: () => {
+      const { raw, unit } = kmeansKeys(Hk, n, d, 4001 + c);
+      const cen = kmeansCentres(unit, Hk, n, K, d, 4101 + c);
+      const near = nearest64(unit, cen, Hk, n, K, d);
+      const { cnt, mean } = clusterMeans64(raw, near.labels, Hk, n, K, d);
+      const inertia = Array.from({ length: Hk }, (_, h) =>
+        near.dist.subarray(h * n, (h + 1) * n).reduce((a, b) => a + b, 0));
+      const mag = new Float64Array(mean.length).fill(Math.max(...mean.map(Math.abs)));
+      return {
+        inputs: {
+          x: hostTensor("f32", op.inputs.x.dims, [Hk, n, d], unit),
+          centers: hostTensor("f32", op.inputs.centers.dims, [Hk, K, d], cen),
+          values: hostTensor("f32", op.inputs.values.dims, [Hk, n, d], raw),
+        },
+        ref64: (cpu) => [
+          mismatches("labels", cpu.labels.data as Int32Array, near.labels),
+          mismatches("sizes", values(cpu.sizes), cnt),
+          maxScaled("means", values(cpu.means), mean, mag, 1e-7),
+          maxRel("inertia", values(cpu.inertia), inertia, 1e-6),
+        ],
+        compare: (got, cpu) => [
+          mismatches("labels", got.labels.data as Int32Array, cpu.labels.data as Int32Array),
+          mismatches("sizes", values(got.sizes), values(cpu.sizes)),
+          maxScaled("means", values(got.means), values(cpu.means), mag, 1e-5),
+          maxRel("inertia", values(got.inertia), values(cpu.inertia), 1e-5),
+        ],
+      };
+    },
+  }));
+
 /** hip.cacheMask (runtime pos): lists exact against the CPU reference; CPU against the list properties. */
 const hipCacheMaskCases: CaseGenerator = (op) =>
   HIP_CACHE_GRID.map(([H, Hk, S, cap, D, pos, raw], n) => ({
@@ -2027,6 +2365,10 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "squeezed.select": squeezedSelectCases,
   "squeezed.attend": squeezedAttendCases,
   "squeezed.lookupHier": squeezedLookupHierCases,
+  "squeezed.normalize": squeezedNormalizeCases,
+  "squeezed.seed": squeezedSeedCases,
+  "squeezed.lloyd": squeezedLloydCases,
+  "squeezed.assign": squeezedAssignCases,
   "dense.indexCacheAttn": indexCacheAttnCases,
   "hip.mask.f16": hipMaskCases,
   "model.embed": embedCases,

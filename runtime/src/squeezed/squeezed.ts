@@ -155,12 +155,20 @@ export interface PrepareOptions {
   readonly onLayer?: (l: number) => void;
   /** Keep the captured keys and queries in the result (`capture`), e.g. for `squeezed.observationRecall`. */
   readonly keepCapture?: boolean;
+  /**
+   * Where the keys are clustered: `"device"`, the GPU k-means (`squeezed.gpuKeyClustering`) on the graph's
+   * backend; `"host"`, the CPU k-means with the model's GEMM. Default: the device on a GPU backend (wgpu,
+   * webgpu, dawn), the host on the cpu backend.
+   */
+  readonly clusterOn?: "device" | "host";
 }
 
 /**
  * Prefill the fixed context `tokens` (dense) and build its prefix index with `params` (see
- * `squeezed.buildPrefixIndex`): per layer the keys read back from the cache and the last `obsWindow` queries.
- * k-means runs on the host, with the model's GEMM. Fails with the forward's errors and `InputError` for a
+ * `squeezed.buildPrefixIndexEffect`): per layer the keys read back from the cache and the last `obsWindow`
+ * queries. k-means runs on the GPU when the graph's backend is one (every KV head of a layer in one driver run;
+ * `squeezed.gpuKeyClustering`), on the host with the model's GEMM on the cpu backend (see
+ * {@link PrepareOptions.clusterOn}). Fails with the forward's and the GPU k-means' errors and `InputError` for a
  * context not longer than `obsWindow`.
  */
 export const prepareContext = (
@@ -178,7 +186,9 @@ export const prepareContext = (
       tokensSha256: yield* squeezed.tokensSha256(tokens),
     };
     const t1 = performance.now();
-    const index = squeezed.buildPrefixIndex(
+    const onDevice = (o.clusterOn ?? (g.backend.kind === "cpu" ? "host" : "device")) === "device";
+    const gpu = onDevice ? squeezed.gpuKeyClustering(g.backend) : undefined;
+    const index = yield* squeezed.buildPrefixIndexEffect(
       {
         keys: (l) => data.keys[l],
         queries: (l) => data.queries[l],
@@ -193,8 +203,11 @@ export const prepareContext = (
       },
       params,
       provenance,
-      { gemm: model.sgemm.gemm, ...(o.onLayer ? { onLayer: o.onLayer } : {}) },
-    );
+      {
+        ...(gpu ? { cluster: gpu.cluster } : { gemm: model.sgemm.gemm }),
+        ...(o.onLayer ? { onLayer: o.onLayer } : {}),
+      },
+    ).pipe(Effect.ensuring(Effect.sync(() => gpu?.release())));
     const ms = { prefill: data.prefillMs, cluster: performance.now() - t1 };
     return { index, cache: data.cache, ms, ...(o.keepCapture ? { capture: data } : {}) };
   });
