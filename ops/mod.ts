@@ -12,3 +12,4 @@ export * as tokenselect from "./tokenselect/mod.ts";
 export * as model from "./model/mod.ts";
 export * as traceback from "./traceback/mod.ts";
 export * as squeezed from "./squeezed/mod.ts";
+export * as cachegen from "./cachegen/mod.ts";
