@@ -13,7 +13,8 @@
  * - `h200`: wgpu-native on an NVIDIA H200 (driver 580.159.04), f16 Q/K/V, Llama-3.1-8B heads measured with 8 query /
  *   2 KV heads (GQA ratio kept; the cost model scales with heads), 8K–128K tokens, SALE at τ 0, 0.1, 0.3, 1;
  *   and decode (`calibrate --phase decode`, f32, all 32 / 8 heads, 32K–128K): dense.attn, squeezed.lookup and
- *   squeezed.attend on the speed index at percentiles 0.5–0.9 (benchmarks/device/NOTES.md run 24).
+ *   squeezed.attend on the speed index at percentiles 0.5–0.9 (benchmarks/device/NOTES.md run 24);
+ *   tokenselect.select, tokenselect.compact and dense.cacheAttn at topK 256–2048 (run 26).
  * @module
  */
 import cpu from "./cpu.json" with { type: "json" };
