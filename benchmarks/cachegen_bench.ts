@@ -19,6 +19,7 @@ import { Effect } from "effect";
 import { cachegen, squeezed } from "@longctx/ops";
 import { loadLlama } from "../runtime/src/model/llama.ts";
 import { loadLlamaGraph } from "../runtime/src/model/llama_graph.ts";
+import { readCacheRows } from "../runtime/src/model/kv_rows.ts";
 import { selectBackend } from "../runtime/src/backends/select.ts";
 import { modelPath, readDocument } from "../runtime/src/paths.ts";
 import { modelFingerprint } from "../runtime/src/squeezed/squeezed.ts";
@@ -74,17 +75,7 @@ const cache = await must(g.newCache(N));
 const tp = performance.now();
 await must(g.forward(tokens, cache, { logits: "none" }));
 const prefillS = (performance.now() - tp) / 1000;
-const cap = cache.capacity;
-const rows = (bytes: Uint8Array) => {
-  const buf = new Float32Array(bytes.slice().buffer), out = new Float32Array(H * N * d);
-  for (let h = 0; h < H; h++) out.set(buf.subarray(h * cap * d, (h * cap + N) * d), h * N * d);
-  return out;
-};
-const K: Float32Array[] = [], V: Float32Array[] = [];
-for (let l = 0; l < L; l++) {
-  K.push(rows(await must(sel.backend.download(cache.k[l]))));
-  V.push(rows(await must(sel.backend.download(cache.v[l]))));
-}
+const { k: K, v: V } = await must(readCacheRows(sel.backend, cache, { kvHeads: H, headDim: d }, N));
 cache.release();
 console.error(`[${elapsed()}] prefill of ${N} tokens (${args.doc}): ${prefillS.toFixed(1)} s`);
 const fingerprint = await must(modelFingerprint(model));

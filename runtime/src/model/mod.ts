@@ -66,3 +66,5 @@ export {
   perplexity,
   type RunComparison,
 } from "./metrics.ts";
+export { type KvRows, readCacheRows, writeCacheRows } from "./kv_rows.ts";
+export { askCache, type CacheAnswer } from "./ask.ts";

@@ -20,6 +20,8 @@ import {
 import { dense, squeezed } from "@longctx/ops";
 import type { GraphLlama, KvState } from "../model/llama_graph.ts";
 import type { LlamaModel } from "../model/llama.ts";
+import { readCacheRows, writeCacheRows } from "../model/kv_rows.ts";
+import { askCache, type CacheAnswer } from "../model/ask.ts";
 
 /** A prefix index (`PrefixIndex` of `@longctx/ops`). */
 export type PrefixIndex = squeezed.PrefixIndex;
@@ -111,9 +113,8 @@ export const capturePrefix = (
         hint: "use a longer document, or a smaller obsWindow",
       });
     }
-    const { nLayer: L, nHead: H, nKvHead: Hk, headDim: d } = g.config;
+    const { nHead: H, nKvHead: Hk, headDim: d } = g.config;
     const cache = yield* g.newCache(F + room);
-    const cap = cache.capacity;
     const queries: Float32Array[] = [];
     const cg = yield* captureGraph(g.backend.limits.maxComputeWorkgroupStorageSize);
     const t0 = performance.now();
@@ -132,17 +133,14 @@ export const capturePrefix = (
       },
     });
     const prefillMs = performance.now() - t0;
-    const rows = (bytes: Uint8Array) => {
-      const buf = new Float32Array(bytes.slice().buffer), out = new Float32Array(Hk * F * d);
-      for (let hk = 0; hk < Hk; hk++) out.set(buf.subarray(hk * cap * d, (hk * cap + F) * d), hk * F * d);
-      return out;
-    };
-    const keys: Float32Array[] = [], values: Float32Array[] = [];
-    for (let l = 0; l < L; l++) {
-      keys.push(rows(yield* g.backend.download(cache.k[l])));
-      if (withValues) values.push(rows(yield* g.backend.download(cache.v[l])));
-    }
-    return { cache, keys, values, queries, prefillMs };
+    const { k: keys, v: values } = yield* readCacheRows(
+      g.backend,
+      cache,
+      { kvHeads: Hk, headDim: d },
+      F,
+      withValues,
+    );
+    return { cache, keys: [...keys], values: [...values], queries, prefillMs };
   });
 
 /** Options of {@link prepareContext}. */
@@ -252,15 +250,7 @@ export const restoreContext = (
     const cache = yield* g.newCache(F + room);
     const t0 = performance.now();
     if (index.kv) {
-      const cap = cache.capacity;
-      for (let l = 0; l < cfg.nLayer; l++) {
-        for (let hk = 0; hk < cfg.nKvHead; hk++) {
-          const at = hk * cap * d * 4, src = hk * F * d;
-          yield* g.backend.upload(cache.k[l], index.kv.k[l].subarray(src, src + F * d), at);
-          yield* g.backend.upload(cache.v[l], index.kv.v[l].subarray(src, src + F * d), at);
-        }
-      }
-      cache.length = F;
+      yield* writeCacheRows(g.backend, cache, { kvHeads: cfg.nKvHead, headDim: d }, F, index.kv);
     } else {
       yield* g.forward(tokens, cache, { logits: "none" });
     }
@@ -332,23 +322,12 @@ export const loadSqueezedIndex = (
     );
   });
 
-/** One question's answer on a prepared context. */
-export interface SqueezedAnswer {
-  /** Greedy answer token ids (without the stop token). */
-  readonly ids: readonly number[];
-  /** The question's prefill and the decode steps, ms. */
-  readonly ms: { readonly prefill: number; readonly decode: number };
-  /** KV budget per layer: the mean over heads of the kept fixed-context keys in the question's prefill. */
-  readonly density: readonly number[];
-  /** The next-token logits after the question (the answer's first token), `f32 [vocab]`. */
-  readonly firstLogits: Float32Array;
-}
+/** One question's answer on a prepared context (see `askCache`). */
+export type SqueezedAnswer = CacheAnswer;
 
 /**
- * Ask one question of a prepared context: the `question` tokens prefill at the context's end (with `decode`,
- * the squeezed attention; without, dense over the cache), then greedy decoding until `stop` says so or
- * `maxNew` tokens. The context's cache is rewound to the fixed context afterwards, so the next question starts
- * from the same state. Fails with the forward's errors.
+ * Ask one question of a prepared context: `askCache` on the context's cache and its fixed length (with
+ * `decode`, the squeezed attention; without, dense over the cache). Fails with the forward's errors.
  */
 export const askContext = (
   g: GraphLlama,
@@ -358,27 +337,4 @@ export const askContext = (
   stop: (ids: readonly number[], next: number) => boolean,
   decode?: (layer: number) => CacheDecodeGraphs,
 ): Effect.Effect<SqueezedAnswer, LongctxError> =>
-  Effect.gen(function* () {
-    const cache = ctx.cache, F = ctx.index.fixed;
-    cache.length = F;
-    const opts = decode ? { decodeAttention: decode } : {};
-    let density: number[] = [];
-    const t0 = performance.now();
-    const logits = yield* g.forward(question, cache, {
-      ...opts,
-      onDensity: (d) => (density = d.map((x) => (x ? x.reduce((a, b) => a + b, 0) / x.length : 1))),
-    });
-    let next = 0;
-    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[next]) next = i;
-    const prefill = performance.now() - t0;
-    const ids: number[] = [];
-    const t1 = performance.now();
-    while (ids.length < maxNew && !stop(ids, next)) {
-      ids.push(next);
-      if (ids.length === maxNew) break;
-      next = yield* g.forwardArgmax([next], cache, opts);
-    }
-    const decodeMs = performance.now() - t1;
-    cache.length = F;
-    return { ids, ms: { prefill, decode: decodeMs }, density, firstLogits: logits };
-  });
+  askCache(g, ctx.cache, ctx.index.fixed, question, maxNew, stop, decode);

@@ -91,7 +91,9 @@ export const readInput = (input: string): Effect.Effect<DocumentSourceInfo, Inpu
 
 /** The planted fact: one sentence inserted in the middle of the kept document tokens. */
 export interface Planted {
+  /** The sentence, "The secret passphrase is <word>.". */
   readonly sentence: string;
+  /** The planted word. */
   readonly word: string;
   /** Index (in document tokens) where the sentence's first token sits. */
   readonly tokenPosition: number;
@@ -103,29 +105,36 @@ export interface Planted {
 export interface BuiltPrompt {
   /** Prompt token ids: prefix (system + user header), document, suffix (question + assistant header). */
   readonly ids: readonly number[];
-  /** First document token in `ids` and the number of document tokens. */
+  /** First document token in `ids`. */
   readonly docStart: number;
+  /** Document tokens in `ids` (the planted sentence included): `ids[docStart + docTokens]` is the question part. */
   readonly docTokens: number;
   /**
    * Tokens of the whole document before fitting; with `docTokensTotalIsLowerBound`, only a lower bound (the
    * document was tokenised only as far as needed).
    */
   readonly docTokensTotal: number;
+  /** Whether `docTokensTotal` is only a lower bound. */
   readonly docTokensTotalIsLowerBound: boolean;
+  /** Whether the document was cut to fit (`truncate`). */
   readonly truncated: boolean;
   /** Tokens of the original document kept (the planted sentence excluded). */
   readonly docTokensKept: number;
+  /** The planted passphrase sentence and where it sits, when one was planted. */
   readonly planted?: Planted;
+  /** The question asked. */
   readonly question: string;
 }
 
 /** Options of {@link buildPrompt}. */
 export interface PromptOptions {
+  /** The question, as ordinary text. */
   readonly question: string;
   /** KV budget (tokens): prompt + answer must fit. */
   readonly context: number;
   /** Answer tokens reserved in the context. */
   readonly maxNew: number;
+  /** Keep the document's first tokens when it does not fit (else an `InputError`). */
   readonly truncate: boolean;
   /** Passphrase to plant ("The secret passphrase is <word>."), or undefined. */
   readonly plant?: string;
