@@ -11,8 +11,9 @@
  *   cpu reference of another discovered operator that has an output port of the same name and type, on
  *   inputs made the same way (recursively, depth ≤ 4). So `sale.sparseAttn`'s mask comes from `sale.select`
  *   on scores from `sale.estimate` on codes from `sale.quantize`.
- * An operator's `example` (see `Operator.example`) sizes the dims it needs beyond these and gives the runtime
- * scalars of a valid call. Parameters are each operator's schema defaults (`decode({})`). An operator whose inputs cannot be made,
+ * An operator's `example` (see `Operator.example`) sizes the dims it needs beyond these, gives the runtime
+ * scalars of a valid call and, where random data is no valid input (`cachegen.decode`'s coded streams), the
+ * host inputs themselves. Parameters are each operator's schema defaults (`decode({})`). An operator whose inputs cannot be made,
  * whose parameters have no defaults, or whose `infer` rejects the inputs is skipped with the reason.
  * @module
  */
@@ -169,9 +170,20 @@ export const prepare = (
   };
   const params = decodeParams(op);
   const inputs: Record<string, HostTensor> = {};
+  // an operator whose valid inputs random data cannot make (coded streams) gives them itself
+  let given: Readonly<Record<string, HostTensor>> = {};
+  try {
+    given = op.example?.inputs?.(dims) ?? {};
+  } catch (e) {
+    throw new PrepareError(`its example inputs threw: ${e instanceof Error ? e.message : String(e)}`);
+  }
   let k = 0;
   for (const [port, t] of Object.entries(op.inputs as Ports)) {
     k++;
+    if (given[port]) {
+      inputs[port] = given[port];
+      continue;
+    }
     const known = t.dims.every((d) => dims[d] !== undefined);
     if (known && (t.dtype === "f32" || t.dtype === "f16")) {
       const shape = t.dims.map((d) => dims[d]);

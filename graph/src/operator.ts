@@ -95,6 +95,12 @@ export interface OperatorExample {
   readonly dims?: Readonly<Record<string, number>>;
   /** Runtime scalars of a valid call at those sizes (`{ pos: 500 }`). */
   readonly scalars?: Scalars;
+  /**
+   * Host inputs of a valid call, for ports whose valid contents random data cannot make (coded bitstreams and
+   * their probability tables: `cachegen.decode`): given the harness's dim sizes (its defaults, overridden by
+   * `dims`), returns tensors for some or all input ports; the harness synthesises the others as usual.
+   */
+  readonly inputs?: (dims: Readonly<Record<string, number>>) => Readonly<Record<string, HostTensor>>;
 }
 
 /** The operator contract. `P` parameters, `I` input ports, `O` output ports. */

@@ -289,6 +289,46 @@ export const encodeSymbols = (symbols: Uint8Array, cdf: CdfTable, layout: Stream
 };
 
 /**
+ * The inclusive prefix sums of stream byte lengths (`u16 [slices, rows, channels]`, stream order): stream `i`
+ * occupies bytes `[ends[i − 1], ends[i])` of the concatenated streams (`ends[−1] = 0`), and `ends[last]` is
+ * their total. The form {@link decodeStreamsAt} and the GPU decoder (`cachegen.decode`) read. Throws a
+ * `RangeError` past 2³² − 1 bytes.
+ */
+export const streamEnds = (lengths: Uint16Array): Uint32Array => {
+  const ends = new Uint32Array(lengths.length);
+  let off = 0;
+  for (let i = 0; i < lengths.length; i++) ends[i] = off += lengths[i];
+  if (off > 0xffffffff) throw new RangeError(`streamEnds: ${off} stream bytes, past 2^32 - 1`);
+  return ends;
+};
+
+/**
+ * Decode the streams of a symbol tensor `u8 [rows, tokens, channels]` from their ends (see {@link streamEnds}):
+ * stream `i` (order `[slices, rows, channels]`) is `bytes[ends[i − 1] … min(ends[i], bytes.length))`, read with
+ * zeros past that end (so bytes padded with zeros after the last stream change nothing). No check of the
+ * ends against the bytes: {@link decodeSymbols} does it for coded streams, the container before it.
+ */
+export const decodeStreamsAt = (
+  bytes: Uint8Array,
+  ends: Uint32Array,
+  cdf: CdfTable,
+  layout: StreamLayout,
+  out: Uint8Array = new Uint8Array(layout.rows * layout.tokens * layout.channels),
+): Uint8Array => {
+  const { rows, tokens: N, channels: C, slice } = layout, slices = sliceCount(N, slice);
+  for (let sl = 0, i = 0; sl < slices; sl++) {
+    const t0 = sl * slice, n = Math.min(slice, N - t0);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < C; c++, i++) {
+        const at = i === 0 ? 0 : ends[i - 1], end = Math.min(ends[i], bytes.length);
+        decodeStream(cdf, (r * C + c) * cdf.lp, bytes, at, end - at, n, out, (r * N + t0) * C + c, C);
+      }
+    }
+  }
+  return out;
+};
+
+/**
  * Decode streams written by {@link encodeSymbols} back to symbols `u8 [rows, tokens, channels]`. Throws a
  * `RangeError` when the lengths do not add up to the bytes (the container checks that first).
  */
@@ -298,19 +338,14 @@ export const decodeSymbols = (
   layout: StreamLayout,
   out: Uint8Array = new Uint8Array(layout.rows * layout.tokens * layout.channels),
 ): Uint8Array => {
-  const { rows, tokens: N, channels: C, slice } = layout, slices = sliceCount(N, slice);
-  let off = 0;
-  for (let sl = 0; sl < slices; sl++) {
-    const t0 = sl * slice, n = Math.min(slice, N - t0);
-    for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < C; c++) {
-        const len = streams.lengths[(sl * rows + r) * C + c];
-        if (off + len > streams.bytes.length) throw new RangeError("decodeSymbols: lengths past the streams");
-        decodeStream(cdf, (r * C + c) * cdf.lp, streams.bytes, off, len, n, out, (r * N + t0) * C + c, C);
-        off += len;
-      }
-    }
+  const { rows, tokens: N, channels: C, slice } = layout;
+  if (streams.lengths.length !== sliceCount(N, slice) * rows * C) {
+    throw new RangeError("decodeSymbols: lengths of another layout");
   }
-  if (off !== streams.bytes.length) throw new RangeError("decodeSymbols: streams longer than their lengths");
-  return out;
+  const ends = streamEnds(streams.lengths), total = ends.length ? ends[ends.length - 1] : 0;
+  if (total > streams.bytes.length) throw new RangeError("decodeSymbols: lengths past the streams");
+  if (total !== streams.bytes.length) {
+    throw new RangeError("decodeSymbols: streams longer than their lengths");
+  }
+  return decodeStreamsAt(streams.bytes, ends, cdf, layout, out);
 };

@@ -340,7 +340,14 @@ const putU16 = (view: DataView, off: number, a: Uint16Array): number => {
   for (let i = 0; i < a.length; i++) view.setUint16(off + 2 * i, a[i], true);
   return off + 2 * a.length;
 };
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 const getU16 = (view: DataView, off: number, n: number): Uint16Array => {
+  // a copy of the section (aligned, whatever its offset in the container); element by element on a
+  // big-endian host
+  if (LITTLE_ENDIAN) {
+    const at = view.byteOffset + off;
+    return new Uint16Array(new Uint8Array(view.buffer, at, 2 * n).slice().buffer);
+  }
   const a = new Uint16Array(n);
   for (let i = 0; i < n; i++) a[i] = view.getUint16(off + 2 * i, true);
   return a;

@@ -37,7 +37,10 @@ const noise = (seed: number) =>
 /** Which tensor: 0 = Q, 1 = K, 2 = V. */
 export type SynthTensor = 0 | 1 | 2;
 
-/** CPU twin of the generator: values of tensor `which` as `[nHeads, seq, d]` f32 (`group` = heads/kvHeads). */
+/**
+ * CPU twin of the generator: values of tensor `which` as `[nHeads, seq, d]` f32 (`group` = heads/kvHeads) for
+ * the tokens `start … start + seq` (a chunk of a longer sequence; default 0).
+ */
 export const syntheticCpu = (
   which: SynthTensor,
   nHeads: number,
@@ -45,13 +48,14 @@ export const syntheticCpu = (
   d: number,
   group: number,
   seed = 1,
+  start = 0,
 ): Float32Array => {
   const out = new Float32Array(nHeads * seq * d);
   for (let h = 0; h < nHeads; h++) {
     const g = which === 0 ? Math.floor(h / group) : h;
     for (let t = 0; t < seq; t++) {
       for (let c = 0; c < d; c++) {
-        out[(h * seq + t) * d + c] = synthValue(which, h, g, t, c, seed);
+        out[(h * seq + t) * d + c] = synthValue(which, h, g, start + t, c, seed);
       }
     }
   }

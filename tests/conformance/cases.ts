@@ -11,11 +11,12 @@
  * occur), which keeps the block masks between empty and full.
  * @module
  */
-import { Schema } from "effect";
+import { Effect, Schema } from "effect";
 import { ANY_DIMS, hostTensor, mulberry32, seededNormals } from "@longctx/graph";
 import type { AnyOperator, HostTensor, Scalars, TensorDesc } from "@longctx/graph";
 import { f32ToHalf, halfToF32 } from "../../ops/dense/common.ts";
 import { dense, hip, squeezed, tokenselect } from "@longctx/ops";
+import { cachegen } from "@longctx/ops";
 import {
   compactFromRaw,
   type TsCase,
@@ -2341,6 +2342,70 @@ const sliceRowsCases: CaseGenerator = (op) =>
     })
   );
 
+// ---- cachegen.decode: real containers of structured KV -----------------------------------------------------
+
+/** [layers, kvHeads, headDim, tokens, level, slice] of the cachegen.decode cases (odd tokens, slices < and = 256). */
+const CACHEGEN_GRID: readonly (readonly [number, number, number, number, 1 | 2 | 3, number])[] = [
+  [2, 2, 64, 300, 2, 256],
+  [3, 1, 16, 17, 1, 5],
+  [2, 2, 32, 257, 3, 100],
+  [4, 1, 8, 1, 1, 256],
+  [3, 3, 16, 129, 3, 256],
+];
+
+/**
+ * cachegen.decode: inputs are real containers (the host encoder on `structuredKv`, layer groups 1/2/1 so rows
+ * differ in bins). The CPU reference (the host decoder) against the container path's `decompressKv` bit for bit
+ * and against the original KV within the quantiser's bound `a / (2·MAX)`; a backend against the CPU bit for bit.
+ */
+const cachegenDecodeCases: CaseGenerator = () =>
+  CACHEGEN_GRID.map(([L, H, d, N, level, slice], n) => {
+    const dims = { layers: L, kvHeads: H, headDim: d, tokens: N }, rows = 2 * L, C = H * d;
+    const params = { level, slice, keyFirstLayers: 1, keySecondLayers: 2, valueFirstLayers: 1 };
+    const p = cachegen.cachegenParams(params);
+    const { k, v } = cachegen.structuredKv(dims, 2601 + n);
+    const c = Effect.runSync(cachegen.compressKv(k, v, dims, p));
+    const inputs = cachegen.deviceInputs(c);
+    const bits = (t: HostTensor) => new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 4);
+    return {
+      shape: `L${L} H${H} D${d} N${N} level ${level} slice ${slice}`,
+      dtype: "f32" as const,
+      qk: false,
+      params,
+      descs: Object.fromEntries(Object.entries(inputs).map(([port, t]) => [port, t.desc])),
+      build: () => {
+        const { k: hk, v: hv } = Effect.runSync(cachegen.decompressKv(c));
+        const want = new Float32Array(rows * H * N * d), x = new Float32Array(rows * H * N * d);
+        const bound = new Float32Array(rows * H * N * d);
+        [...hk, ...hv].forEach((y, r) => want.set(y, r * H * N * d));
+        [...k, ...v].forEach((y, r) => x.set(y, r * H * N * d));
+        const bins = [...c.keyBins, ...c.valueBins];
+        for (let r = 0; r < rows; r++) {
+          const M = cachegen.maxOf(bins[r]);
+          for (let h = 0; h < H; h++) {
+            for (let t = 0; t < N; t++) {
+              const a = halfToF32(Uint16Array.of(c.scales[r * N + t]))[0];
+              bound.fill(a / (2 * M) + 1e-6 * a, ((r * H + h) * N + t) * d, ((r * H + h) * N + t + 1) * d);
+            }
+          }
+        }
+        return {
+          inputs,
+          note: `${C} channels, ${c.streams.length} stream bytes`,
+          ref64: (cpu) => [
+            mismatches("kv bits vs decompressKv", bits(cpu.kv), new Uint32Array(want.buffer)),
+            maxScaled("kv vs the original within a/(2·MAX)", values(cpu.kv), x, bound, 1),
+            mismatches("invalid", values(cpu.invalid), new Uint32Array(rows)),
+          ],
+          compare: (got, cpu) => [
+            mismatches("kv bits", bits(got.kv), bits(cpu.kv)),
+            mismatches("invalid", values(got.invalid), values(cpu.invalid)),
+          ],
+        };
+      },
+    };
+  });
+
 /** Operator name → its case generator. A registered operator missing here fails the conformance test. */
 export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "dense.attn": denseAttnCases([...denseF32, ...denseQk]),
@@ -2383,4 +2448,5 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "model.lseRecall": lseRecallCases,
   "model.argmax": argmaxCases,
   "model.sliceRows": sliceRowsCases,
+  "cachegen.decode": cachegenDecodeCases,
 };
