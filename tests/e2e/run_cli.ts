@@ -129,6 +129,22 @@ export const badCases = (): BadCase[] => {
       args: [...small, "--pipeline", "squeezed", "--index", binary],
       expect: "not a squeezed prefix index",
     },
+    {
+      name: "--kv-store with a sparse pipeline",
+      args: [...small, "--pipeline", "sale", "--kv-store", `file://${dir}/kv`],
+      expect: "--kv-store loads the document's KV cache for dense attention",
+    },
+    {
+      name: "--kv-store not a URL",
+      args: [...small, "--pipeline", "dense", "--kv-store", "relative/dir"],
+      expect: "is not a store URL",
+    },
+    {
+      name: "--kv-store: an unreachable Redis (before the model loads)",
+      args: [...small, "--pipeline", "dense", "--kv-store", "redis://127.0.0.1:1"],
+      expect: "cannot reach the Redis server",
+    },
+    { name: "--kv-level out of range", args: [...small, "--kv-level", "4"], expect: '--kv-level "4"' },
   ];
 };
 

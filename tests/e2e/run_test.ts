@@ -8,7 +8,7 @@
  * keeping the wrong ones (fidelity bounds). At 256 tokens the forced blocks were 80 % and nothing could fail.
  * Needs the assets of `npm run setup` (model and documents in `.cache/`). About 40 s on 2 cores.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Schema } from "effect";
 import { RunReport } from "../../runtime/src/cli/run/report.ts";
 import { join } from "node:path";
@@ -159,4 +159,59 @@ test("run CLI: --backend wgpu runs the graph forward on that device; same answer
     })`,
   );
   assert.ok(rel < 1e-4, `perplexity wgpu ${gpu.perplexity.dense} vs cpu ${cpu.perplexity.dense}`);
+});
+
+test("run CLI: --kv-store stores the document's KV cache, a second run loads it (no prefill); a damaged entry is refused", () => {
+  const dir = tempDir();
+  const store = `file://${dir}/kv`;
+  const args = (json: string, question: string) => [
+    "--input",
+    "alice-in-wonderland",
+    "--plant",
+    "quartz",
+    "--truncate",
+    "--context",
+    "512",
+    "--max-new",
+    "8",
+    "--backend",
+    "cpu",
+    "--pipeline",
+    "dense",
+    "--kv-store",
+    store,
+    "--question",
+    question,
+    "--json",
+    json,
+  ];
+  const report = (path: string) =>
+    Schema.decodeUnknownSync(RunReport)(JSON.parse(readFileSync(path, "utf8")));
+  const r1 = runCli(args(join(dir, "1.json"), "What is the secret passphrase?"));
+  assert.equal(r1.code, 0, r1.err);
+  const a = report(join(dir, "1.json")).kvStore!;
+  assert.equal(a.hit, false);
+  assert.ok(a.prefillMs > 0 && a.loadMs === 0 && a.bytes > 0 && a.chunks === Math.ceil(a.fixedTokens / 256));
+  // the first run's answer comes from the prefilled cache: the dense answer, exactly
+  assert.ok(a.firstTokenKl < 1e-6, `first-token KL ${a.firstTokenKl}`);
+  // another question on the same document: every chunk is in the store, loaded and decoded instead of prefilled
+  const r2 = runCli(args(join(dir, "2.json"), "Which word is the passphrase?"));
+  assert.equal(r2.code, 0, r2.err);
+  const b = report(join(dir, "2.json")).kvStore!;
+  assert.equal(b.hit, true);
+  assert.equal(b.prefillMs, 0);
+  assert.equal(b.bytes, a.bytes);
+  assert.equal(b.fixedTokens, a.fixedTokens);
+  assert.ok(b.ratioVsFp16 > 2, `ratio ${b.ratioVsFp16}`);
+  // the codec's error, small but not zero (a decoded cache, not the prefilled one)
+  assert.ok(b.firstTokenKl > 0 && b.firstTokenKl < 1, `first-token KL ${b.firstTokenKl}`);
+  // a damaged entry: one byte flipped in a stored file → a one-line typed error, never a decoded cache
+  const files = readdirSync(join(dir, "kv")).filter((f) => f.endsWith(".kv")).map((f) => join(dir, "kv", f));
+  assert.equal(files.length, a.chunks);
+  const bytes = readFileSync(files[0]);
+  bytes[bytes.length >> 1] ^= 0x10;
+  writeFileSync(files[0], bytes);
+  const r3 = runCli(args(join(dir, "3.json"), "Which word is the passphrase?"));
+  assertOneLineError({ name: "damaged kv entry", args: [], expect: "" }, r3);
+  assert.match(r3.err, /SHA-256 mismatch|damaged/);
 });

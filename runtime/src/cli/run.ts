@@ -4,6 +4,7 @@
  * ```sh
  * deno run -A runtime/src/cli/run.ts --model smollm2-135m --input <file | bundled document name>
  *     [--question "…"] [--plant WORD] [--pipeline auto|<technique>] [--params JSON] [--index doc.sqz]
+ *     [--kv-store file:///dir | sqlite:///x.db | redis://host:port] [--kv-level 1|2|3]
  *     [--context 1024] [--truncate] [--max-new 24] [--backend auto|wgpu|webgpu|dawn|cpu]
  *     [--json out.json | --json -] [--chart out.svg] [--verbose]
  * ```
@@ -62,6 +63,8 @@ import { makeProgress } from "./run/progress.ts";
 import { checkWritable, intFlag, oneOf, runCli, verboseFlag, withShownDefault, writeFile } from "./main.ts";
 import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 import { type PrefixIndexInfo, runSqueezedPass } from "./run/squeezed.ts";
+import { type KvStoreInfo, runKvStorePass } from "./run/kvstore.ts";
+import { openKvStore } from "../kvstore/mod.ts";
 import { checkIndexFor, loadSqueezedIndex } from "../squeezed/squeezed.ts";
 
 /** Models `run` can load (the GGUF that setup installs). */
@@ -137,6 +140,16 @@ const flags = {
         "document; a stale file is an error), else built and saved there",
     ),
     Flag.optional,
+  ),
+  kvStore: Flag.String("kv-store").pipe(
+    Flag.withDescription(
+      "--pipeline dense: a KV store (file:///abs/dir, sqlite:///abs/x.db, redis://host:port) for the document's " +
+        "KV cache as CacheGen containers — loaded when stored (no prefill of the document), else stored",
+    ),
+    Flag.optional,
+  ),
+  kvLevel: Flag.String("kv-level").pipe(
+    withShownDefault("the CacheGen level of --kv-store's containers: 1, 2 (official 7B/8B config) or 3", "2"),
   ),
   json: Flag.String("json").pipe(
     Flag.withDescription("write the whole report as JSON (- for stdout; default: no JSON)"),
@@ -262,6 +275,16 @@ const main = (i: Input) =>
       });
     }
     if (indexPath !== undefined && !existsSync(indexPath)) yield* checkWritable(indexPath, "--index");
+    const kvUrl = Option.getOrUndefined(i.kvStore);
+    const kvLevel = Number(yield* oneOf("kv-level", i.kvLevel, ["1", "2", "3"])) as 1 | 2 | 3;
+    if (kvUrl !== undefined && pipeline !== "dense") {
+      return yield* new InputError({
+        message: `--kv-store loads the document's KV cache for dense attention (the pipeline is ${pipeline})`,
+        hint: "pass --pipeline dense with --kv-store, or drop --kv-store",
+      });
+    }
+    // the store opened (and its URL checked) before the model loads: a bad URL or an unreachable server fails now
+    const kvStore = kvUrl === undefined ? undefined : yield* openKvStore(kvUrl);
     if (Option.isNone(i.input)) {
       return yield* new InputError({
         message: "--input is required",
@@ -314,8 +337,9 @@ const main = (i: Input) =>
       truncate: i.truncate,
       plant,
       maxContext: spec.maxContext,
-      // squeezed: the document cut the same for every question, so one prefix index serves them all
-      ...(pipeline === "squeezed" ? { questionRoom: SQUEEZED_QUESTION_ROOM } : {}),
+      // squeezed and --kv-store: the document cut the same for every question, so one prefix index (one
+      // stored KV cache) serves them all
+      ...(pipeline === "squeezed" || kvStore ? { questionRoom: SQUEEZED_QUESTION_ROOM } : {}),
     });
     phases.tokenizeMs = performance.now() - t;
     progress.done();
@@ -422,6 +446,7 @@ const main = (i: Input) =>
       });
     const rDense: PassResult = yield* pass("dense", dense);
     let prefixIndex: PrefixIndexInfo | undefined;
+    let kvInfo: KvStoreInfo | undefined;
     let rPipe: PassResult;
     if (pipeline === "squeezed") {
       // the fixed context (chat head + document) dense, its prefix index built or loaded; the question squeezed
@@ -441,6 +466,23 @@ const main = (i: Input) =>
       progress.done();
       rPipe = r.pass;
       prefixIndex = r.info;
+    } else if (kvStore) {
+      // the fixed context's KV cache from the store (no prefill), or prefilled and stored; the question dense
+      progress.phase("kv store: context, question", 1, "steps");
+      const r = yield* runKvStorePass(
+        graphModel,
+        model,
+        prompt.ids,
+        prompt.docStart + prompt.docTokens,
+        maxNew,
+        rDense,
+        rDense.logitsRows(prompt.ids.length - 1, 1),
+        kvStore,
+        kvLevel,
+      );
+      progress.done();
+      rPipe = r.pass;
+      kvInfo = r.info;
     } else rPipe = sparse ? yield* pass("pipeline", choices) : rDense;
     t = performance.now();
     const cmp = yield* assertFiniteMetrics(
@@ -535,6 +577,7 @@ const main = (i: Input) =>
       pipelineRun: passJson(rPipe),
       layers: rPipe.layers,
       ...(prefixIndex ? { prefixIndex } : {}),
+      ...(kvInfo ? { kvStore: kvInfo } : {}),
       warnings,
     };
 
@@ -560,6 +603,27 @@ const main = (i: Input) =>
         x.firstTokenKl.toExponential(3)
       } nats`,
       "note      the document is the fixed context, prefilled dense: its perplexity and KL below are dense's",
+    ];
+    /** The KV store's part of the report (with --kv-store). */
+    const kvLines = (x: KvStoreInfo): string[] => [
+      `kv store  ${
+        x.hit ? "hit" : "miss"
+      } at ${x.url}: ${x.fixedTokens} fixed-context tokens in ${x.chunks} ` +
+      `CacheGen containers (level ${x.level}, ${(x.bytes / 2 ** 20).toFixed(2)} MiB, ${
+        x.ratioVsFp16.toFixed(2)
+      }× smaller than fp16); ` +
+      (x.hit
+        ? `read, decoded and written to the cache in ${fmtMs(x.loadMs)} (decode ${
+          fmtMs(x.decodeMs)
+        }): no prefill`
+        : `prefilled in ${fmtMs(x.prefillMs)}, encoded and stored in ${fmtMs(x.storeMs)}`),
+      `ttft      ${fmtMs(x.ttftMs)} (context ${x.hit ? "loaded" : "prefilled"}, question prefill ${
+        fmtMs(x.questionPrefillMs)
+      }) against the dense prefill of the whole prompt ${fmtMs(rDense.prefillMs)}; KL(dense ‖ kv store) of ` +
+      `the answer's first token ${x.firstTokenKl.toExponential(3)} nats`,
+      `answer (kv store): ${JSON.stringify(rPipe.answer)} (${stopText(rPipe)})` +
+      (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
+      "",
     ];
     /** The dense-against-pipeline part of the report (a sparse pipeline only). */
     const comparison = (): string[] => [
@@ -632,6 +696,7 @@ const main = (i: Input) =>
         ? ` (incl. ${fmtMs(rPipe.referenceMs)} of per-layer dense reference, not in the prefill time)`
         : ""),
       "",
+      ...(kvInfo ? kvLines(kvInfo) : []),
       ...(sparse ? comparison() : [
         "compare   nothing to compare: the pipeline is dense in every layer (chosen as above), so dense ran once;" +
         " pass --pipeline sale to compare a sparse pipeline with dense",
@@ -666,7 +731,7 @@ const main = (i: Input) =>
 
 /** Fails with `InputError` when `path`'s folder does not exist or is not writable, or `path` is a folder. */
 /** The `run` command (exported for a future multi-command entry point). */
-export const runCommand = Command.make("run", flags, main).pipe(
+export const runCommand = Command.make("run", flags, (i) => Effect.scoped(main(i))).pipe(
   Command.withDescription(
     "Run a model on a document with dense attention and the planned pipeline, and compare",
   ),

@@ -143,6 +143,25 @@ export const RunReport = Schema.Struct({
     })),
     "--pipeline squeezed: the prefix index and the question (absent for other pipelines)",
   ),
+  kvStore: d(
+    Schema.optional(Schema.Struct({
+      url: d(Schema.String, "the --kv-store URL (password hidden)"),
+      hit: d(Schema.Boolean, "whether every chunk of the document's KV cache was in the store (no prefill)"),
+      fixedTokens: d(Schema.Finite, "fixed-context tokens (chat head and document)"),
+      chunks: d(Schema.Finite, "CacheGen containers read or written (256 tokens each)"),
+      level: d(Schema.Finite, "the CacheGen level"),
+      bytes: d(Schema.Finite, "bytes of the containers read or written"),
+      ratioVsFp16: d(Schema.Finite, "the fixed context's fp16 KV bytes over the containers' bytes"),
+      loadMs: ms("a hit: reading, decoding and writing the cache (0 on a miss)"),
+      decodeMs: ms("a hit: decoding the containers (checksum, arithmetic decode, dequantisation)"),
+      prefillMs: ms("a miss: the context's dense prefill (0 on a hit)"),
+      storeMs: ms("a miss: encoding and storing the containers"),
+      questionPrefillMs: ms("the question's prefill on the cache"),
+      ttftMs: ms("time to the first answer token: the context (loaded or prefilled) and the question"),
+      firstTokenKl: d(Schema.Finite, "KL(dense ‖ kv store) of the answer's first token, nats"),
+    })),
+    "--kv-store: the document's KV cache through the store (absent without --kv-store)",
+  ),
   warnings: d(Schema.Array(Schema.String), "what the reader should know"),
 });
 /** A decoded `run` report. */
