@@ -22,7 +22,8 @@ import {
 import { techniqueByName } from "@longctx/ops";
 import type { CompileError } from "@longctx/plans";
 import { argmax, type LlamaModel } from "../../model/llama.ts";
-import { cacheAttentionChunk, type GraphLlama } from "../../model/llama_graph.ts";
+import { cacheAttentionChunk, type GraphLlama, type KvState } from "../../model/llama_graph.ts";
+import { askCache, type CacheAnswer } from "../../model/ask.ts";
 import {
   assertFinite,
   compareLogits,
@@ -112,6 +113,54 @@ export const answerStopAt = (
   if (tok.decode([next], true).includes("\n") && tok.decode(ids, true).trim() !== "") return "end-of-line";
   return undefined;
 };
+
+/**
+ * The pass of `run` that asks the question of a cache holding the prompt's first `fixed` tokens (a context
+ * restored or prefilled apart: Squeezed Attention's prefix index, the KV store): `askCache` with `run`'s stop
+ * rule, as a `PassResult` whose document rows are `dense`'s (the context is dense by construction), its prefill
+ * time `contextMs` + the question's, its layers `pipeline` with the decode attention's density (1 without
+ * `decode`). Returns the pass and the answer. Fails with the forward's errors.
+ */
+export const askCachePass = (
+  g: GraphLlama,
+  cache: KvState,
+  fixed: number,
+  question: readonly number[],
+  maxNew: number,
+  model: LlamaModel,
+  dense: PassResult,
+  pipeline: string,
+  contextMs: number,
+  decode?: (layer: number) => CacheDecodeGraphs,
+): Effect.Effect<{ pass: PassResult; answer: CacheAnswer }, LongctxError> =>
+  Effect.gen(function* () {
+    const tok = model.tokenizer;
+    let answerStop: AnswerStop = "max-new";
+    const stop = (ids: readonly number[], next: number) => {
+      const s = answerStopAt(tok, ids, next);
+      if (s !== undefined) answerStop = s;
+      return s !== undefined;
+    };
+    const a = yield* askCache(g, cache, fixed, question, maxNew, stop, decode);
+    const pass: PassResult = {
+      logitsRows: dense.logitsRows,
+      prefillMs: contextMs + a.ms.prefill,
+      attentionMs: null,
+      referenceMs: 0,
+      layers: Array.from({ length: model.config.nLayer }, (_, l) => ({
+        layer: l,
+        pipeline,
+        density: a.density[l] ?? 1,
+        outRelErr: null,
+        attentionMs: null,
+      })),
+      answerIds: a.ids,
+      answer: tok.decode([...a.ids], true).trim(),
+      answerStop,
+      decodeMs: a.ms.decode,
+    };
+    return { pass, answer: a };
+  });
 
 /** Progress callbacks (layer `l` of the prefill finished; answer token `i` produced). */
 export interface PassProgress {

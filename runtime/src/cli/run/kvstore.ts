@@ -15,10 +15,9 @@ import type { LlamaModel } from "../../model/llama.ts";
 import type { GraphLlama } from "../../model/llama_graph.ts";
 import { klDivergence } from "../../model/metrics.ts";
 import { readCacheRows, writeCacheRows } from "../../model/kv_rows.ts";
-import { askCache } from "../../model/ask.ts";
 import { modelFingerprint } from "../../squeezed/squeezed.ts";
 import { kvKey, type KvStore, type KvStoreError } from "../../kvstore/mod.ts";
-import { type AnswerStop, answerStopAt, type PassResult } from "./execute.ts";
+import { askCachePass, type PassResult } from "./execute.ts";
 
 /** Tokens per stored container (LMCache's chunk; the CDF is counted per chunk). */
 export const KV_CHUNK = 256;
@@ -157,34 +156,20 @@ export const runKvStorePass = (
       }
       storeMs = performance.now() - ts;
     }
-    const tok = model.tokenizer;
-    let answerStop: AnswerStop = "max-new";
-    const stop = (ids: readonly number[], next: number) => {
-      const s = answerStopAt(tok, ids, next);
-      if (s !== undefined) answerStop = s;
-      return s !== undefined;
-    };
-    const a = yield* askCache(g, cache, fixed, question, maxNew, stop);
+    const context = hit ? loadMs : prefillMs;
+    const { pass, answer: a } = yield* askCachePass(
+      g,
+      cache,
+      fixed,
+      question,
+      maxNew,
+      model,
+      dense,
+      "dense",
+      context,
+    );
     cache.release();
     const V = model.config.vocab;
-    const context = hit ? loadMs : prefillMs;
-    const pass: PassResult = {
-      logitsRows: dense.logitsRows,
-      prefillMs: context + a.ms.prefill,
-      attentionMs: null,
-      referenceMs: 0,
-      layers: Array.from({ length: L }, (_, l) => ({
-        layer: l,
-        pipeline: "dense",
-        density: 1,
-        outRelErr: null,
-        attentionMs: null,
-      })),
-      answerIds: a.ids,
-      answer: tok.decode([...a.ids], true).trim(),
-      answerStop,
-      decodeMs: a.ms.decode,
-    };
     return {
       pass,
       info: {

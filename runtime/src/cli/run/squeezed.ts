@@ -14,14 +14,13 @@ import type { LlamaModel } from "../../model/llama.ts";
 import type { GraphLlama } from "../../model/llama_graph.ts";
 import { klDivergence } from "../../model/metrics.ts";
 import {
-  askContext,
   type PrefixIndex,
   prepareContext,
   restoreContext,
   saveSqueezedIndex,
   squeezedDecode,
 } from "../../squeezed/squeezed.ts";
-import { type AnswerStop, answerStopAt, type PassResult } from "./execute.ts";
+import { askCachePass, type PassResult } from "./execute.ts";
 
 /** What `run` reports about the prefix index. */
 export interface PrefixIndexInfo {
@@ -81,33 +80,20 @@ export const runSqueezedPass = (
     if (loaded && indexPath !== undefined) bytes = statSync(indexPath).size;
     if (!loaded && indexPath !== undefined) bytes = yield* saveSqueezedIndex(indexPath, ctx.index);
     const decode = yield* squeezedDecode(ctx.index, p);
-    const tok = model.tokenizer;
-    let answerStop: AnswerStop = "max-new";
-    const stop = (ids: readonly number[], next: number) => {
-      const s = answerStopAt(tok, ids, next);
-      if (s !== undefined) answerStop = s;
-      return s !== undefined;
-    };
-    const a = yield* askContext(g, ctx, question, maxNew, stop, decode);
+    const { pass, answer: a } = yield* askCachePass(
+      g,
+      ctx.cache,
+      ctx.index.fixed,
+      question,
+      maxNew,
+      model,
+      dense,
+      "squeezed",
+      ctx.ms.prefill + ctx.ms.cluster,
+      decode,
+    );
     ctx.cache.release();
     const V = model.config.vocab;
-    const pass: PassResult = {
-      logitsRows: dense.logitsRows,
-      prefillMs: ctx.ms.prefill + ctx.ms.cluster + a.ms.prefill,
-      attentionMs: null,
-      referenceMs: 0,
-      layers: a.density.map((d, l) => ({
-        layer: l,
-        pipeline: "squeezed",
-        density: d,
-        outRelErr: null,
-        attentionMs: null,
-      })),
-      answerIds: a.ids,
-      answer: tok.decode([...a.ids], true).trim(),
-      answerStop,
-      decodeMs: a.ms.decode,
-    };
     return {
       pass,
       info: {
