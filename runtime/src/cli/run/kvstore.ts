@@ -3,7 +3,8 @@
  * context (chat head and document, cut the same for every question) is looked up in the KV store, one
  * CacheGen container per chunk of {@link KV_CHUNK} tokens under `kvKey` (model fingerprint, the hash of the
  * tokens up to the chunk's end, codec and level, chunk index). When every chunk is there, the containers are
- * read (each checked: checksum, model and tokens), decoded and written into a new KV cache — no prefill; else
+ * read, each checked (checksum, model, tokens) and decoded by `cachegen.decode` on the graph's backend into
+ * its rows of a new KV cache — no prefill; else
  * the context is prefilled dense, its K/V read back, encoded and stored. The question and the answer then run
  * dense on that cache.
  * @module
@@ -14,7 +15,7 @@ import { cachegen, squeezed } from "@longctx/ops";
 import type { LlamaModel } from "../../model/llama.ts";
 import type { GraphLlama } from "../../model/llama_graph.ts";
 import { klDivergence } from "../../model/metrics.ts";
-import { readCacheRows, writeCacheRows } from "../../model/kv_rows.ts";
+import { readCacheRows } from "../../model/kv_rows.ts";
 import { modelFingerprint } from "../../squeezed/squeezed.ts";
 import { kvKey, type KvStore, type KvStoreError } from "../../kvstore/mod.ts";
 import { askCachePass, type PassResult } from "./execute.ts";
@@ -40,7 +41,7 @@ export interface KvStoreInfo {
   readonly ratioVsFp16: number;
   /** A hit: reading the containers from the store, decoding them, writing the cache, ms (0 on a miss). */
   readonly loadMs: number;
-  /** ...of which decoding (checksum, arithmetic decode, dequantisation), ms. */
+  /** ...of which checking and decoding the containers into the cache (cachegen.decode on the backend), ms. */
   readonly decodeMs: number;
   /** A miss: the context's prefill; encoding and storing its containers, ms (0 on a hit). */
   readonly prefillMs: number;
@@ -108,22 +109,22 @@ export const runKvStorePass = (
     }
     const hit = found.length === chunks.length;
     if (hit) {
-      const k = Array.from({ length: L }, () => new Float32Array(H * fixed * d));
-      const vv = Array.from({ length: L }, () => new Float32Array(H * fixed * d));
+      // each container checked (checksum, model, tokens) and decoded on the graph's backend straight into the
+      // cache rows of its chunk (cachegen.decode: the GPU decoder, or the host decoder on the cpu backend)
       for (const [i, ch] of chunks.entries()) {
         const td = performance.now();
-        const back = yield* cachegen.decodeKv(found[i], { model: fingerprint, tokensSha256: ch.sha });
+        yield* cachegen.decodeKvOnDevice(g.backend, found[i], {
+          expect: {
+            model: fingerprint,
+            tokensSha256: ch.sha,
+            dims: { layers: L, kvHeads: H, headDim: d, tokens: ch.b - ch.a },
+          },
+          into: { k: cache.k, v: cache.v, capacity: cache.capacity, pos: ch.a },
+        });
         decodeMs += performance.now() - td;
         bytes += found[i].length;
-        const n = ch.b - ch.a;
-        for (let l = 0; l < L; l++) {
-          for (let hh = 0; hh < H; hh++) {
-            k[l].set(back.k[l].subarray(hh * n * d, (hh + 1) * n * d), (hh * fixed + ch.a) * d);
-            vv[l].set(back.v[l].subarray(hh * n * d, (hh + 1) * n * d), (hh * fixed + ch.a) * d);
-          }
-        }
       }
-      yield* writeCacheRows(g.backend, cache, dims, fixed, { k, v: vv });
+      cache.length = fixed;
       loadMs = performance.now() - t0;
     } else {
       const tp = performance.now();
