@@ -12,3 +12,4 @@ export * from "./quant.ts";
 export * from "./coder.ts";
 export * from "./container.ts";
 export * from "./decode_gpu.ts";
+export * from "./controller.ts";

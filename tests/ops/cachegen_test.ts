@@ -523,3 +523,40 @@ test("cachegen container: bad inputs are typed errors (NaN, infinity, fp16 range
   assert.equal((await enc(k, v, { ...DIMS, headDim: 8.5 })).reason, "bad-input");
   assert.equal((await enc(k, v, { ...DIMS, tokens: 299 })).reason, "bad-input");
 });
+
+test("controller: the highest level that fits its share of the budget, else text; a bandwidth trace; bad inputs typed", () => {
+  // a chunk's containers at levels 1–3 (bytes as level 3 > 2 > 1, as the codec's)
+  const opts = [{ level: 1, bytes: 3.2e6 }, { level: 3, bytes: 5.2e6 }, { level: 2, bytes: 4.0e6 }];
+  const chunks = Array.from({ length: 4 }, () => opts);
+  // 10 Gbit/s: level 3 takes 4.16 ms, the share is 2000 / 4 = 500 ms → level 3 everywhere
+  const fast = cachegen.chooseChunkLevels(chunks, { sloMs: 2000, gbps: 10 });
+  assert.deepEqual(fast.choices.map((c) => c.kind === "kv" ? c.level : 0), [3, 3, 3, 3]);
+  assert.ok(Math.abs(fast.totalMs - 4 * (5.2e6 * 8) / 1e7) < 1e-9);
+  assert.equal(fast.bytes, 4 * 5.2e6);
+  // share 10 ms at 3.5 Gbit/s: level 3 11.9 ms, level 2 9.1 ms → level 2
+  const mid = cachegen.chooseChunkLevels(chunks, { sloMs: 40, gbps: 3.5 });
+  assert.deepEqual(mid.choices.map((c) => c.kind === "kv" ? c.level : 0), [2, 2, 2, 2]);
+  // a trace: a chunk on a slow link falls to a lower level, one on a very slow link to text (recompute 200 ms)
+  const trace = cachegen.chooseChunkLevels(chunks, { sloMs: 40, gbps: [10, 3.5, 2.6, 0.1] });
+  assert.deepEqual(trace.choices.map((c) => (c.kind === "kv" ? `kv${c.level}` : "text")), [
+    "kv3",
+    "kv2",
+    "kv1",
+    "text",
+  ]);
+  assert.equal(trace.choices[3].ms, 200);
+  assert.equal(cachegen.chooseChunkLevels(chunks, { sloMs: 40, gbps: 0.1, recomputeMs: 50 }).totalMs, 200);
+  for (
+    const bad of [
+      () => cachegen.chooseChunkLevels([], { sloMs: 1, gbps: 1 }),
+      () => cachegen.chooseChunkLevels(chunks, { sloMs: 0, gbps: 1 }),
+      () => cachegen.chooseChunkLevels(chunks, { sloMs: 1, gbps: -1 }),
+      () => cachegen.chooseChunkLevels(chunks, { sloMs: 1, gbps: [1, 1] }),
+      () => cachegen.chooseChunkLevels([[]], { sloMs: 1, gbps: 1 }),
+      () => cachegen.chooseChunkLevels([[{ level: 1, bytes: Number.NaN }]], { sloMs: 1, gbps: 1 }),
+      () => cachegen.chooseChunkLevels(chunks, { sloMs: 1, gbps: 1, recomputeMs: -1 }),
+    ]
+  ) {
+    assert.throws(bad, cachegen.CacheGenError);
+  }
+});
