@@ -154,18 +154,20 @@ const problem = (H: number, Hk: number, seq: number, C: number, S: number, d: nu
   return { q, cen, sizes, labels };
 };
 
-const lookupSelect = async (
+/** One run of the squeezed graph (`path`: the lists, or the fused decode step) on a problem: the run's result. */
+const runSqueezed = async (
   backend: Backend,
   p: squeezed.SqueezedParams,
   x: ReturnType<typeof problem>,
   dims: { H: number; Hk: number; seq: number; C: number; S: number; d: number; cap: number; pos: number },
   tau: number,
+  path: "lists" | "fused",
 ) => {
   const { H, Hk, seq, C, S, d, cap } = dims;
-  const g = await Effect.runPromise(squeezed.squeezedGraph(p));
+  const g = await Effect.runPromise(squeezed.squeezedGraph(p, `squeezed.${path}`, path));
   const kv = (data: Float32Array) =>
     hostTensor("f32", ["kvHeads", "capacity", "headDim"], [Hk, cap, d], data);
-  const { outputs } = await Effect.runPromise(run(g, backend, {
+  return await Effect.runPromise(Effect.result(run(g, backend, {
     q: hostTensor("f32", ["heads", "seq", "headDim"], [H, seq, d], x.q),
     k: kv(randn(Hk * cap * d, 5)),
     v: kv(randn(Hk * cap * d, 6)),
@@ -173,9 +175,26 @@ const lookupSelect = async (
     sizes: hostTensor("f32", ["kvHeads", "clusters"], [Hk, C], x.sizes),
     labels: hostTensor("i32", ["kvHeads", "clustered"], [Hk, S], x.labels),
     threshold: hostTensor("f32", ["one"], [1], Float32Array.of(tau)),
-  }, { scalars: { pos: dims.pos } }));
-  return outputs;
+  }, { scalars: { pos: dims.pos } })));
 };
+
+type Problem = [
+  backend: Backend,
+  p: squeezed.SqueezedParams,
+  x: ReturnType<typeof problem>,
+  dims: Parameters<typeof runSqueezed>[3],
+  tau: number,
+];
+
+/** The lists path's outputs (a failed run throws). */
+const lookupSelect = async (...a: Problem) => {
+  const r = await runSqueezed(...a, "lists");
+  if (r._tag === "Failure") throw new Error(String(r.failure));
+  return r.success.outputs;
+};
+
+/** The fused decode step's run result. */
+const lookupAttend = (...a: Problem) => runSqueezed(...a, "fused");
 
 test(
   "lookup → select → attention on wgpu: the CPU's lists and budgets for the same centroids, its o",
@@ -212,28 +231,6 @@ test(
   },
   { ignore: wgpu === undefined },
 );
-
-const lookupAttend = async (
-  backend: Backend,
-  p: squeezed.SqueezedParams,
-  x: ReturnType<typeof problem>,
-  dims: { H: number; Hk: number; seq: number; C: number; S: number; d: number; cap: number; pos: number },
-  tau: number,
-) => {
-  const { H, Hk, seq, C, S, d, cap } = dims;
-  const g = await Effect.runPromise(squeezed.squeezedGraph(p, "squeezed.step", "fused"));
-  const kv = (data: Float32Array) =>
-    hostTensor("f32", ["kvHeads", "capacity", "headDim"], [Hk, cap, d], data);
-  return await Effect.runPromise(Effect.result(run(g, backend, {
-    q: hostTensor("f32", ["heads", "seq", "headDim"], [H, seq, d], x.q),
-    k: kv(randn(Hk * cap * d, 5)),
-    v: kv(randn(Hk * cap * d, 6)),
-    centroids: hostTensor("f32", ["kvHeads", "clusters", "headDim"], [Hk, C, d], x.cen),
-    sizes: hostTensor("f32", ["kvHeads", "clusters"], [Hk, C], x.sizes),
-    labels: hostTensor("i32", ["kvHeads", "clustered"], [Hk, S], x.labels),
-    threshold: hostTensor("f32", ["one"], [1], Float32Array.of(tau)),
-  }, { scalars: { pos: dims.pos } })));
-};
 
 test(
   "squeezed.attend (the fused decode path) = select → indexCacheAttn, on cpu and wgpu; a call inside the context fails",
