@@ -29,6 +29,7 @@ interface RedisClient {
   destroy(): void;
   on(event: "error", listener: (e: unknown) => void): unknown;
   withTypeMapping(mapping: Record<number, unknown>): unknown;
+  configGet(parameter: string): Promise<Record<string, string>>;
 }
 
 /** `p`, or a rejection with `onTimeout()` after `ms` (the timer is cleared either way). */
@@ -102,6 +103,18 @@ export const openRedisBackend = async (
     throw unreachable(msg);
   }
   const where = (key: string) => `${shown} key ${prefix}${key}`;
+  // The server's largest value: one beyond it is refused before it is sent (a server that reads an oversize
+  // bulk string drops the connection, so its error reply can lose the race with the write). CONFIG may be
+  // disabled (renamed commands, managed services): then the server's own reply is the check.
+  let maxBulk: number | undefined;
+  try {
+    const v = Number(
+      (await within(client.configGet("proto-max-bulk-len"), connectMs, () => new Error("timeout")))[
+        "proto-max-bulk-len"
+      ],
+    );
+    if (Number.isFinite(v) && v > 0) maxBulk = v;
+  } catch { /* no CONFIG: rely on the server's reply */ }
   let closed = false;
   /**
    * Run a command; after a connection failure (not an error reply of the server) wait up to the connect
@@ -144,6 +157,11 @@ export const openRedisBackend = async (
       return b === null ? undefined : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
     },
     writeEntry: async (key, entry) => {
+      if (maxBulk !== undefined && entry.byteLength > maxBulk) {
+        throw new Error(
+          `a value of ${entry.byteLength} bytes exceeds the server's proto-max-bulk-len of ${maxBulk}`,
+        );
+      }
       const value = Buffer.from(entry.buffer, entry.byteOffset, entry.byteLength);
       await retried(() => raw.set(prefix + key, value));
     },
