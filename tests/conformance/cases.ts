@@ -1119,6 +1119,19 @@ const squeezedLookupHierCases: CaseGenerator = (op) =>
     }),
   );
 
+/**
+ * A seeded squeezed selection problem: cluster scores `f32 [H, C]` (skewed small, as probabilities), labels `i32
+ * [Hk, Sc]`, and τ between the two scores around quantile `qt` (no score equals it).
+ */
+const clusterScores = (seed: number, H: number, Hk: number, Sc: number, C: number, qt: number) => {
+  const rnd = mulberry32(seed);
+  const score = Float32Array.from({ length: H * C }, () => rnd() * rnd() * 0.1);
+  const labels = Int32Array.from({ length: Hk * Sc }, () => Math.floor(rnd() * C));
+  const sorted = [...score].sort((a, b) => a - b);
+  const at = Math.floor(qt * (sorted.length - 1));
+  return { score, labels, tau: (sorted[at] + sorted[at + 1]) / 2 };
+};
+
 /** [heads, kvHeads, seq, capacity, clustered, clusters, obsWindow, pos, blockQ, gqa, budget quantile] */
 const SQ_SELECT_GRID: readonly (readonly [
   number,
@@ -1158,12 +1171,7 @@ const squeezedSelectCases: CaseGenerator = (op) =>
       threshold: descOf(op, "threshold", [1]),
     },
     build: () => {
-      const rnd = mulberry32(2801 + n);
-      const score = Float32Array.from({ length: H * C }, () => rnd() * rnd() * 0.1);
-      const labels = Int32Array.from({ length: Hk * Sc }, () => Math.floor(rnd() * C));
-      const sorted = [...score].sort((a, b) => a - b);
-      const at = Math.floor(qt * (sorted.length - 1));
-      const tau = (sorted[at] + sorted[at + 1]) / 2; // between two scores: no score equals τ
+      const { score, labels, tau } = clusterScores(2801 + n, H, Hk, Sc, C, qt);
       const want = squeezedLists64(score, labels, tau, {
         H,
         Hk,
@@ -1237,12 +1245,7 @@ const squeezedAttendCases: CaseGenerator = (op) =>
       threshold: descOf(op, "threshold", [1]),
     },
     build: () => {
-      const rnd = mulberry32(3101 + n);
-      const score = Float32Array.from({ length: H * C }, () => rnd() * rnd() * 0.1);
-      const labels = Int32Array.from({ length: Hk * Sc }, () => Math.floor(rnd() * C));
-      const sorted = [...score].sort((a, b) => a - b);
-      const at = Math.floor(qt * (sorted.length - 1));
-      const tau = (sorted[at] + sorted[at + 1]) / 2; // between two scores: no score equals τ
+      const { score, labels, tau } = clusterScores(3101 + n, H, Hk, Sc, C, qt);
       const lists = squeezedLists64(score, labels, tau, {
         H,
         Hk,
