@@ -9,3 +9,4 @@ export * from "./flash_wgsl.ts";
 export * from "./cache_attn.ts";
 export * from "./technique.ts";
 export * from "./index_attn.ts";
+export * from "./merge.ts";
