@@ -144,7 +144,31 @@ export const badCases = (): BadCase[] => {
       args: [...small, "--pipeline", "dense", "--kv-store", "redis://127.0.0.1:1"],
       expect: "cannot reach the Redis server",
     },
-    { name: "--kv-level out of range", args: [...small, "--kv-level", "4"], expect: '--kv-level "4"' },
+    {
+      name: "--kv-level out of range",
+      args: [...small, "--kv-store", `file://${dir}/kv`, "--kv-level", "4"],
+      expect: '--kv-level "4"',
+    },
+    {
+      name: "--kv-level without --kv-store",
+      args: [...small, "--kv-level", "3"],
+      expect: "without --kv-store",
+    },
+    {
+      name: "--kv-gbps not a number",
+      args: [...small, "--kv-store", `file://${dir}/kv`, "--kv-gbps", "fast"],
+      expect: '--kv-gbps "fast" is not a positive number',
+    },
+    {
+      name: "--kv-gbps with --kv-level",
+      args: [...small, "--kv-store", `file://${dir}/kv`, "--kv-gbps", "1", "--kv-level", "2"],
+      expect: "--kv-level and --kv-gbps together",
+    },
+    {
+      name: "--kv-slo without --kv-gbps",
+      args: [...small, "--kv-store", `file://${dir}/kv`, "--kv-slo", "500"],
+      expect: "--kv-slo without --kv-gbps",
+    },
   ];
 };
 

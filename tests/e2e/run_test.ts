@@ -8,7 +8,7 @@
  * keeping the wrong ones (fidelity bounds). At 256 tokens the forced blocks were 80 % and nothing could fail.
  * Needs the assets of `npm run setup` (model and documents in `.cache/`). About 40 s on 2 cores.
  */
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { Schema } from "effect";
 import { RunReport } from "../../runtime/src/cli/run/report.ts";
 import { join } from "node:path";
@@ -161,10 +161,10 @@ test("run CLI: --backend wgpu runs the graph forward on that device; same answer
   assert.ok(rel < 1e-4, `perplexity wgpu ${gpu.perplexity.dense} vs cpu ${cpu.perplexity.dense}`);
 });
 
-test("run CLI: --kv-store stores the document's KV cache, a second run loads it (no prefill); a damaged entry is refused", () => {
+test("run CLI: --kv-store stores the document's KV cache, later runs load it (no prefill) at a level or by the controller; a damaged entry is refused", () => {
   const dir = tempDir();
   const store = `file://${dir}/kv`;
-  const args = (json: string, question: string) => [
+  const args = (json: string, question: string, ...more: string[]) => [
     "--input",
     "alice-in-wonderland",
     "--plant",
@@ -184,6 +184,7 @@ test("run CLI: --kv-store stores the document's KV cache, a second run loads it 
     question,
     "--json",
     json,
+    ...more,
   ];
   const report = (path: string) =>
     Schema.decodeUnknownSync(RunReport)(JSON.parse(readFileSync(path, "utf8")));
@@ -200,17 +201,38 @@ test("run CLI: --kv-store stores the document's KV cache, a second run loads it 
   const b = report(join(dir, "2.json")).kvStore!;
   assert.equal(b.hit, true);
   assert.equal(b.prefillMs, 0);
-  assert.equal(b.bytes, a.bytes);
+  assert.equal(b.level, 2);
+  // the miss stored levels 1–3; the hit read level 2 only: the miss's level-2 ratio is the hit's
+  assert.ok(b.bytes < a.bytes / 2, `read ${b.bytes} of ${a.bytes} stored`);
+  assert.ok(Math.abs(b.ratioVsFp16 - a.ratioVsFp16) < 1e-9 && b.ratioVsFp16 > 2, `ratio ${b.ratioVsFp16}`);
   assert.equal(b.fixedTokens, a.fixedTokens);
-  assert.ok(b.ratioVsFp16 > 2, `ratio ${b.ratioVsFp16}`);
   // the codec's error, small but not zero (a decoded cache, not the prefilled one)
   assert.ok(b.firstTokenKl > 0 && b.firstTokenKl < 1, `first-token KL ${b.firstTokenKl}`);
-  // a damaged entry: one byte flipped in a stored file → a one-line typed error, never a decoded cache
+  // the loading controller: a fast link sends every chunk at the top level, within the budget
+  const r4 = runCli(args(join(dir, "4.json"), "Which word is the passphrase?", "--kv-gbps", "1000"));
+  assert.equal(r4.code, 0, r4.err);
+  const c = report(join(dir, "4.json")).kvStore!;
+  assert.deepEqual(c.controller?.sends, Array.from({ length: a.chunks }, () => "3"));
+  assert.ok(c.linkMs > 0 && c.ttftMs >= c.loadMs + c.linkMs && c.recomputeMs === 0 && c.level === 0);
+  // ...a link too slow for any level within the budget sends the text: every chunk recomputed, as dense
+  const r5 = runCli(
+    args(join(dir, "5.json"), "Which word is the passphrase?", "--kv-gbps", "0.001", "--kv-slo", "1"),
+  );
+  assert.equal(r5.code, 0, r5.err);
+  const t = report(join(dir, "5.json")).kvStore!;
+  assert.equal(t.controller?.textChunks, a.chunks);
+  assert.ok(t.bytes === 0 && t.linkMs === 0 && t.recomputeMs > 0 && t.decodeMs === 0);
+  assert.ok(t.firstTokenKl < 1e-5, `recomputed first-token KL ${t.firstTokenKl}`);
+  // damaged entries: one byte flipped in every stored container (the manifest, the smallest entry, kept) →
+  // a one-line typed error, never a decoded cache
   const files = readdirSync(join(dir, "kv")).filter((f) => f.endsWith(".kv")).map((f) => join(dir, "kv", f));
-  assert.equal(files.length, a.chunks);
-  const bytes = readFileSync(files[0]);
-  bytes[bytes.length >> 1] ^= 0x10;
-  writeFileSync(files[0], bytes);
+  assert.equal(files.length, 3 * a.chunks + 1);
+  const bySize = files.map((f) => ({ f, n: statSync(f).size })).sort((x, y) => x.n - y.n);
+  for (const { f } of bySize.slice(1)) {
+    const bytes = readFileSync(f);
+    bytes[bytes.length >> 1] ^= 0x10;
+    writeFileSync(f, bytes);
+  }
   const r3 = runCli(args(join(dir, "3.json"), "Which word is the passphrase?"));
   assertOneLineError({ name: "damaged kv entry", args: [], expect: "" }, r3);
   assert.match(r3.err, /SHA-256 mismatch|damaged/);

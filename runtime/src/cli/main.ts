@@ -34,6 +34,20 @@ export const intFlag = (flag: string, v: string, min: number): Effect.Effect<num
   );
 };
 
+/**
+ * Parse the value of a numeric flag given as text: a finite number `> 0`. Fails with an `InputError` that names
+ * the flag and the value (`--kv-gbps "fast" is not a positive number`).
+ */
+export const positiveFlag = (flag: string, v: string, example: string): Effect.Effect<number, InputError> => {
+  const n = /^\s*[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/.test(v) ? Number(v) : NaN;
+  return Number.isFinite(n) && n > 0 ? Effect.succeed(n) : Effect.fail(
+    new InputError({
+      message: `--${flag} "${v}" is not a positive number`,
+      hint: `give --${flag} a number above 0, e.g. --${flag} ${example}`,
+    }),
+  );
+};
+
 /** Effect CLI's `expected` text of a bad value, shortened: "a string representing a finite number" → "a finite number". */
 const expected = (text: string): string =>
   text.replace(/^Expected:?\s*/, "").replace(/^a string representing (an? )/, "$1");

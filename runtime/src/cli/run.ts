@@ -4,7 +4,7 @@
  * ```sh
  * deno run -A runtime/src/cli/run.ts --model smollm2-135m --input <file | bundled document name>
  *     [--question "…"] [--plant WORD] [--pipeline auto|<technique>] [--params JSON] [--index doc.sqz]
- *     [--kv-store file:///dir | sqlite:///x.db | redis://host:port] [--kv-level 1|2|3]
+ *     [--kv-store file:///dir | sqlite:///x.db | redis://host:port] [--kv-level 1|2|3 | --kv-gbps G [--kv-slo ms]]
  *     [--context 1024] [--truncate] [--max-new 24] [--backend auto|wgpu|webgpu|dawn|cpu]
  *     [--json out.json | --json -] [--chart out.svg] [--verbose]
  * ```
@@ -60,10 +60,19 @@ import {
 import { assertFiniteMetrics } from "../model/metrics.ts";
 import { renderLayerChart } from "./run/chart.ts";
 import { makeProgress } from "./run/progress.ts";
-import { checkWritable, intFlag, oneOf, runCli, verboseFlag, withShownDefault, writeFile } from "./main.ts";
+import {
+  checkWritable,
+  intFlag,
+  oneOf,
+  positiveFlag,
+  runCli,
+  verboseFlag,
+  withShownDefault,
+  writeFile,
+} from "./main.ts";
 import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 import { type PrefixIndexInfo, runSqueezedPass } from "./run/squeezed.ts";
-import { type KvStoreInfo, runKvStorePass } from "./run/kvstore.ts";
+import { type KvLoadMode, type KvStoreInfo, runKvStorePass } from "./run/kvstore.ts";
 import { openKvStore } from "../kvstore/mod.ts";
 import { checkIndexFor, loadSqueezedIndex } from "../squeezed/squeezed.ts";
 
@@ -149,7 +158,25 @@ const flags = {
     Flag.optional,
   ),
   kvLevel: Flag.String("kv-level").pipe(
-    withShownDefault("the CacheGen level of --kv-store's containers: 1, 2 (official 7B/8B config) or 3", "2"),
+    Flag.withDescription(
+      "--kv-store: load every chunk of a stored context at this CacheGen level: 1, 2 (official 7B/8B config) " +
+        "or 3 (default 2 without --kv-gbps; a miss stores all three)",
+    ),
+    Flag.optional,
+  ),
+  kvGbps: Flag.String("kv-gbps").pipe(
+    Flag.withDescription(
+      "--kv-store: the link's bandwidth in Gbit/s, simulated: the loading controller picks per chunk a level " +
+        "or the text (recomputed) within --kv-slo, and the bytes' time on that link is added to the time to " +
+        "first token (default: no link, every chunk at --kv-level)",
+    ),
+    Flag.optional,
+  ),
+  kvSlo: Flag.String("kv-slo").pipe(
+    Flag.withDescription(
+      "--kv-gbps: the loading controller's budget for the whole context, ms (default 2000, the official SLO)",
+    ),
+    Flag.optional,
   ),
   json: Flag.String("json").pipe(
     Flag.withDescription("write the whole report as JSON (- for stdout; default: no JSON)"),
@@ -276,7 +303,39 @@ const main = (i: Input) =>
     }
     if (indexPath !== undefined && !existsSync(indexPath)) yield* checkWritable(indexPath, "--index");
     const kvUrl = Option.getOrUndefined(i.kvStore);
-    const kvLevel = Number(yield* oneOf("kv-level", i.kvLevel, ["1", "2", "3"])) as 1 | 2 | 3;
+    const kvFlags = ([["kv-level", i.kvLevel], ["kv-gbps", i.kvGbps], ["kv-slo", i.kvSlo]] as const)
+      .filter(([, v]) => Option.isSome(v)).map(([n]) => `--${n}`);
+    if (kvUrl === undefined && kvFlags.length > 0) {
+      return yield* new InputError({
+        message: `${kvFlags.join(" and ")} without --kv-store`,
+        hint: "pass --kv-store <url> (file:///abs/dir, sqlite:///abs/x.db, redis://host:port), or drop them",
+      });
+    }
+    if (Option.isSome(i.kvLevel) && Option.isSome(i.kvGbps)) {
+      return yield* new InputError({
+        message: "--kv-level and --kv-gbps together",
+        hint: "--kv-gbps lets the loading controller pick each chunk's level: drop one of them",
+      });
+    }
+    if (Option.isSome(i.kvSlo) && Option.isNone(i.kvGbps)) {
+      return yield* new InputError({
+        message: "--kv-slo without --kv-gbps",
+        hint: "the budget is the loading controller's: pass --kv-gbps too, or drop --kv-slo",
+      });
+    }
+    const kvMode: KvLoadMode = Option.isSome(i.kvGbps)
+      ? {
+        kind: "controller",
+        gbps: yield* positiveFlag("kv-gbps", i.kvGbps.value, "10"),
+        sloMs: Option.isSome(i.kvSlo) ? yield* positiveFlag("kv-slo", i.kvSlo.value, "2000") : 2000,
+      }
+      : {
+        kind: "level",
+        level: Number(yield* oneOf("kv-level", Option.getOrElse(i.kvLevel, () => "2"), ["1", "2", "3"])) as
+          | 1
+          | 2
+          | 3,
+      };
     if (kvUrl !== undefined && pipeline !== "dense") {
       return yield* new InputError({
         message: `--kv-store loads the document's KV cache for dense attention (the pipeline is ${pipeline})`,
@@ -478,7 +537,7 @@ const main = (i: Input) =>
         rDense,
         rDense.logitsRows(prompt.ids.length - 1, 1),
         kvStore,
-        kvLevel,
+        kvMode,
       );
       progress.done();
       rPipe = r.pass;
@@ -605,26 +664,43 @@ const main = (i: Input) =>
       "note      the document is the fixed context, prefilled dense: its perplexity and KL below are dense's",
     ];
     /** The KV store's part of the report (with --kv-store). */
-    const kvLines = (x: KvStoreInfo): string[] => [
-      `kv store  ${
-        x.hit ? "hit" : "miss"
-      } at ${x.url}: ${x.fixedTokens} fixed-context tokens in ${x.chunks} ` +
-      `CacheGen containers (level ${x.level}, ${(x.bytes / 2 ** 20).toFixed(2)} MiB, ${
-        x.ratioVsFp16.toFixed(2)
-      }× smaller than fp16); ` +
-      (x.hit
-        ? `read, decoded and written to the cache in ${fmtMs(x.loadMs)} (decode ${
-          fmtMs(x.decodeMs)
-        }): no prefill`
-        : `prefilled in ${fmtMs(x.prefillMs)}, encoded and stored in ${fmtMs(x.storeMs)}`),
-      `ttft      ${fmtMs(x.ttftMs)} (context ${x.hit ? "loaded" : "prefilled"}, question prefill ${
-        fmtMs(x.questionPrefillMs)
-      }) against the dense prefill of the whole prompt ${fmtMs(rDense.prefillMs)}; KL(dense ‖ kv store) of ` +
-      `the answer's first token ${x.firstTokenKl.toExponential(3)} nats`,
-      `answer (kv store): ${JSON.stringify(rPipe.answer)} (${stopText(rPipe)})` +
-      (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
-      "",
-    ];
+    const kvLines = (x: KvStoreInfo): string[] => {
+      const c = x.controller;
+      const what = c
+        ? `per-chunk choice at ${c.gbps} Gbit/s within ${fmtMs(c.sloMs)}: [${c.sends.join(" ")}]`
+        : `level ${x.level}`;
+      const kvChunks = c ? x.chunks - c.textChunks : x.chunks;
+      return [
+        `kv store  ${
+          x.hit ? "hit" : "miss"
+        } at ${x.url}: ${x.fixedTokens} fixed-context tokens in ${x.chunks} ` +
+        `chunks (${what}); ` +
+        (x.hit
+          ? `${(x.bytes / 2 ** 20).toFixed(2)} MiB read for ${kvChunks} chunks (${
+            x.ratioVsFp16.toFixed(2)
+          }× smaller than their fp16), read, decoded and written to the cache in ${fmtMs(x.loadMs)} (decode ${
+            fmtMs(x.decodeMs)
+          }${c ? `; the simulated link ${fmtMs(x.linkMs)} more` : ""})${
+            x.recomputeMs > 0
+              ? `; ${c?.textChunks} chunks recomputed in ${fmtMs(x.recomputeMs)}`
+              : ": no prefill"
+          }`
+          : `prefilled in ${fmtMs(x.prefillMs)}; encoded at levels 1–3 (${
+            (x.bytes / 2 ** 20).toFixed(2)
+          } MiB; level ${x.level} ${x.ratioVsFp16.toFixed(2)}× smaller than fp16) and stored in ${
+            fmtMs(x.storeMs)
+          }`),
+        `ttft      ${fmtMs(x.ttftMs)} (context ${x.hit ? "loaded" : "prefilled"}, question prefill ${
+          fmtMs(x.questionPrefillMs)
+        }) against the dense prefill of the whole prompt ${
+          fmtMs(rDense.prefillMs)
+        }; KL(dense ‖ kv store) of ` +
+        `the answer's first token ${x.firstTokenKl.toExponential(3)} nats`,
+        `answer (kv store): ${JSON.stringify(rPipe.answer)} (${stopText(rPipe)})` +
+        (plant !== undefined ? `  [passphrase ${found(rPipe.answer) ? "found" : "not found"}]` : ""),
+        "",
+      ];
+    };
     /** The dense-against-pipeline part of the report (a sparse pipeline only). */
     const comparison = (): string[] => [
       ...(prefixIndex ? squeezedLines(prefixIndex) : []),

@@ -66,9 +66,9 @@ export const readCacheRows = (
   });
 
 /**
- * Write `rows` (per layer `f32 [kvHeads, tokens, headDim]` K and V) into rows `0 … tokens − 1` of `cache` and set
- * its length to `tokens`. Fails with a `ShapeError` (nothing written) for a cache too small, or a layer count or
- * row size that differs; with the backend's error.
+ * Write `rows` (per layer `f32 [kvHeads, tokens, headDim]` K and V) into rows `pos … pos + tokens − 1` of `cache`
+ * (default `pos` 0) and set its length to `pos + tokens`. Fails with a `ShapeError` (nothing written) for a cache
+ * too small, or a layer count or row size that differs; with the backend's error.
  */
 export const writeCacheRows = (
   backend: Backend,
@@ -76,6 +76,7 @@ export const writeCacheRows = (
   dims: { readonly kvHeads: number; readonly headDim: number },
   tokens: number,
   rows: KvRows,
+  pos = 0,
 ): Effect.Effect<void, LongctxError> =>
   Effect.gen(function* () {
     const { kvHeads, headDim: d } = dims, cap = cache.capacity;
@@ -83,9 +84,13 @@ export const writeCacheRows = (
       Effect.fail(
         new ShapeError({ message, hint: "rows are per layer f32 [kvHeads, tokens, headDim] K and V" }),
       );
-    if (tokens > cap || rows.k.length !== cache.k.length || rows.v.length !== cache.v.length) {
+    if (
+      !Number.isInteger(pos) || pos < 0 || pos + tokens > cap || rows.k.length !== cache.k.length ||
+      rows.v.length !== cache.v.length
+    ) {
       return yield* bad(
-        `writing ${tokens} rows of ${rows.k.length} layers into a cache of ${cap} rows and ${cache.k.length} layers`,
+        `writing ${tokens} rows of ${rows.k.length} layers at row ${pos} into a cache of ${cap} rows and ` +
+          `${cache.k.length} layers`,
       );
     }
     for (let l = 0; l < cache.k.length; l++) {
@@ -96,9 +101,10 @@ export const writeCacheRows = (
       }
       for (const [src, dst] of [[rows.k[l], cache.k[l]], [rows.v[l], cache.v[l]]] as const) {
         for (let hk = 0; hk < kvHeads; hk++) {
-          yield* backend.upload(dst, src.subarray(hk * tokens * d, (hk + 1) * tokens * d), hk * cap * d * 4);
+          const at = (hk * cap + pos) * d * 4;
+          yield* backend.upload(dst, src.subarray(hk * tokens * d, (hk + 1) * tokens * d), at);
         }
       }
     }
-    cache.length = tokens;
+    cache.length = pos + tokens;
   });

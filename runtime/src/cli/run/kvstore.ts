@@ -1,27 +1,70 @@
 /**
  * `run --kv-store <url>`: CacheGen's "prefill a context once, load its KV cache later". The prompt's fixed
- * context (chat head and document, cut the same for every question) is looked up in the KV store, one
- * CacheGen container per chunk of {@link KV_CHUNK} tokens under `kvKey` (model fingerprint, the hash of the
- * tokens up to the chunk's end, codec and level, chunk index). When every chunk is there, the containers are
- * read, each checked (checksum, model, tokens) and decoded by `cachegen.decode` on the graph's backend into
- * its rows of a new KV cache — no prefill; else
- * the context is prefilled dense, its K/V read back, encoded and stored. The question and the answer then run
- * dense on that cache.
+ * context (chat head and document, cut the same for every question) is looked up in the KV store by its
+ * manifest (`runtime/src/cachegen/context.ts`: one entry per chunk of {@link KV_CHUNK} tokens and codec, keyed
+ * by the model's fingerprint, the hash of the tokens up to the chunk's end, the codec and level). A hit loads
+ * it with no prefill: every chunk at `--kv-level`, or, with a link bandwidth (`--kv-gbps`), what the loading
+ * controller chooses per chunk (a CacheGen level, or the text recomputed) within the `--kv-slo` budget; each
+ * container is checked (checksum, model, tokens) and decoded by `cachegen.decode` on the graph's backend into
+ * its rows of a new KV cache. A miss prefills the context dense, reads its K/V back and stores it at levels 1, 2
+ * and 3 (the controller's choices), the manifest last. The question and the answer then run dense on the cache.
  * @module
  */
 import { Effect } from "effect";
 import type { LongctxError } from "@longctx/graph";
-import { cachegen, squeezed } from "@longctx/ops";
+import type { cachegen } from "@longctx/ops";
 import type { LlamaModel } from "../../model/llama.ts";
 import type { GraphLlama } from "../../model/llama_graph.ts";
 import { klDivergence } from "../../model/metrics.ts";
-import { readCacheRows } from "../../model/kv_rows.ts";
-import { modelFingerprint } from "../../squeezed/squeezed.ts";
-import { kvKey, type KvStore, type KvStoreError } from "../../kvstore/mod.ts";
+import type { KvStore, KvStoreError } from "../../kvstore/mod.ts";
+import {
+  type ChunkSend,
+  CONTEXT_CHUNK,
+  contextRef,
+  linkMs,
+  loadContext,
+  planContextLoad,
+  readManifest,
+  storeContext,
+} from "../../cachegen/context.ts";
 import { askCachePass, type PassResult } from "./execute.ts";
 
 /** Tokens per stored container (LMCache's chunk; the CDF is counted per chunk). */
-export const KV_CHUNK = 256;
+export const KV_CHUNK: number = CONTEXT_CHUNK;
+
+/** Levels a miss stores, so that a later load can take any (the controller's choices). */
+export const KV_STORED_LEVELS: readonly (1 | 2 | 3)[] = [1, 2, 3];
+
+/** How a hit loads the context (see {@link runKvStorePass}). */
+export type KvLoadMode =
+  | {
+    /** Every chunk at one level. */
+    readonly kind: "level";
+    /** The CacheGen level. */
+    readonly level: 1 | 2 | 3;
+  }
+  | {
+    /** The loading controller: per chunk a level or the text, from the link and the budget. */
+    readonly kind: "controller";
+    /** The (simulated) link's bandwidth, Gbit/s. */
+    readonly gbps: number;
+    /** The loading budget, ms. */
+    readonly sloMs: number;
+  };
+
+/** The controller's part of a {@link KvStoreInfo}. */
+export interface KvControllerInfo {
+  /** The simulated link's bandwidth, Gbit/s. */
+  readonly gbps: number;
+  /** The loading budget, ms. */
+  readonly sloMs: number;
+  /** The recompute time it charged per token: the dense pass's prefill time per prompt token, ms. */
+  readonly recomputeMsPerToken: number;
+  /** Per chunk, what was sent: `"1"`, `"2"`, `"3"` (a level) or `"text"` (recomputed). */
+  readonly sends: readonly string[];
+  /** Chunks recomputed from their text (by the controller's choice or an entry gone from the store). */
+  readonly textChunks: number;
+}
 
 /** What `run` reports about the KV store. */
 export interface KvStoreInfo {
@@ -33,11 +76,14 @@ export interface KvStoreInfo {
   readonly fixedTokens: number;
   /** Containers (chunks) read or written. */
   readonly chunks: number;
-  /** CacheGen level. */
+  /** CacheGen level of the load (every chunk), or of the miss's rows; `0` when the controller chose per chunk. */
   readonly level: number;
-  /** Bytes of the containers read or written. */
+  /** Bytes of the containers read (a hit) or written at every stored level (a miss). */
   readonly bytes: number;
-  /** Ratio of the containers' bytes against the fixed context's KV in fp16. */
+  /**
+   * Ratio of the KV in fp16 against the bytes read, over the chunks sent as KV (a hit; 0 when every chunk was
+   * recomputed), or against the bytes stored at `level` (a miss).
+   */
   readonly ratioVsFp16: number;
   /** A hit: reading the containers from the store, decoding them, writing the cache, ms (0 on a miss). */
   readonly loadMs: number;
@@ -47,9 +93,18 @@ export interface KvStoreInfo {
   readonly prefillMs: number;
   /** A miss: encoding and storing the containers, ms. */
   readonly storeMs: number;
+  /** A hit: recomputing the chunks sent as text, ms (part of `loadMs`). */
+  readonly recomputeMs: number;
+  /** A hit with `--kv-gbps`: the bytes read over the simulated link, ms (added to `ttftMs`; 0 otherwise). */
+  readonly linkMs: number;
+  /** A hit with `--kv-gbps`: the loading controller's choices. */
+  readonly controller?: KvControllerInfo;
   /** The question's prefill on the cache, ms. */
   readonly questionPrefillMs: number;
-  /** Time to the first answer token: the context (loaded, or prefilled) and the question's prefill, ms. */
+  /**
+   * Time to the first answer token: the context (loaded — with the simulated link's time under `--kv-gbps` — or
+   * prefilled) and the question's prefill, ms.
+   */
   readonly ttftMs: number;
   /** KL(dense ‖ this pass) of the answer's first token, nats (the codec's error on a hit). */
   readonly firstTokenKl: number;
@@ -57,9 +112,10 @@ export interface KvStoreInfo {
 
 /**
  * The KV-store pass of `run` on `prompt` (its first `fixed` tokens the fixed context), with `store` (opened by
- * the caller) and CacheGen `level`, against the dense pass `dense` (`denseFirst`: its first answer token's
- * logits). Fails with the forward's errors, `KvStoreError` (unreachable store, a corrupt entry) and
- * `CacheGenError` (a container that fails its checks: it is refused, never decoded into the cache).
+ * the caller), loading a hit by `mode`, against the dense pass `dense` (`denseFirst`: its first answer token's
+ * logits; its prefill time per token is the controller's recompute cost). Fails with the forward's errors,
+ * `KvStoreError` (unreachable store, a corrupt entry) and `CacheGenError` (a container that fails its checks: it
+ * is refused, never decoded into the cache).
  */
 export const runKvStorePass = (
   g: GraphLlama,
@@ -70,7 +126,7 @@ export const runKvStorePass = (
   dense: PassResult,
   denseFirst: Float32Array,
   store: KvStore,
-  level: 1 | 2 | 3,
+  mode: KvLoadMode,
 ): Effect.Effect<
   { pass: PassResult; info: KvStoreInfo },
   LongctxError | KvStoreError | cachegen.CacheGenError
@@ -78,86 +134,53 @@ export const runKvStorePass = (
   Effect.gen(function* () {
     const { nLayer: L, nKvHead: H, headDim: d } = model.config;
     const head = prompt.slice(0, fixed), question = prompt.slice(fixed);
-    const p = cachegen.cachegenParams({ level });
-    const fingerprint = yield* modelFingerprint(model);
-    const chunks: { a: number; b: number; key: string; sha: string }[] = [];
-    for (let a = 0, c = 0; a < fixed; a += KV_CHUNK, c++) {
-      const b = Math.min(fixed, a + KV_CHUNK);
-      // the hash of every token up to the chunk's end: a chunk's K/V depend on its whole prefix
-      const sha = yield* squeezed.tokensSha256(head.slice(0, b));
-      chunks.push({
-        a,
-        b,
-        sha,
-        key: kvKey({
-          model: fingerprint,
-          tokensSha256: sha,
-          codec: { name: "cachegen", level, params: p },
-          chunk: c,
-        }),
-      });
-    }
+    const ref = yield* contextRef(model, head);
     const cache = yield* g.newCache(fixed + question.length + maxNew + 1);
-    const dims = { kvHeads: H, headDim: d };
-    let bytes = 0, loadMs = 0, decodeMs = 0, prefillMs = 0, storeMs = 0;
-    const t0 = performance.now();
-    const found: Uint8Array[] = [];
-    for (const ch of chunks) {
-      const v = yield* store.get(ch.key);
-      if (v === undefined) break;
-      found.push(v);
-    }
-    const hit = found.length === chunks.length;
-    if (hit) {
-      // each container checked (checksum, model, tokens) and decoded on the graph's backend straight into the
-      // cache rows of its chunk (cachegen.decode: the GPU decoder, or the host decoder on the cpu backend)
-      for (const [i, ch] of chunks.entries()) {
-        const td = performance.now();
-        yield* cachegen.decodeKvOnDevice(g.backend, found[i], {
-          expect: {
-            model: fingerprint,
-            tokensSha256: ch.sha,
-            dims: { layers: L, kvHeads: H, headDim: d, tokens: ch.b - ch.a },
-          },
-          into: { k: cache.k, v: cache.v, capacity: cache.capacity, pos: ch.a },
-        });
-        decodeMs += performance.now() - td;
-        bytes += found[i].length;
+    const fp16Bytes = fixed * 2 * L * H * d * 2;
+    const manifest = yield* readManifest(store, ref);
+    let bytes = 0, loadMs = 0, decodeMs = 0, prefillMs = 0, storeMs = 0, recomputeMs = 0, link = 0, level = 0;
+    let fp16Ratio = 0;
+    let controller: KvControllerInfo | undefined;
+    if (manifest) {
+      const recomputeMsPerToken = dense.prefillMs / prompt.length;
+      const sends: readonly ChunkSend[] = mode.kind === "level"
+        ? ref.chunks.map(() => mode.level)
+        : planContextLoad(manifest, { gbps: mode.gbps, sloMs: mode.sloMs, recomputeMsPerToken }).sends;
+      const r = yield* loadContext(g, cache, ref, store, sends);
+      bytes = r.bytes;
+      // against the fp16 bytes of the chunks sent as KV (not of those recomputed)
+      const sentTokens = ref.chunks.reduce((n, ch, c) => n + (r.sends[c] === "text" ? 0 : ch.b - ch.a), 0);
+      fp16Ratio = bytes > 0 ? (sentTokens * 2 * L * H * d * 2) / bytes : 0;
+      loadMs = r.totalMs;
+      decodeMs = r.decodeMs;
+      recomputeMs = r.recomputeMs;
+      if (mode.kind === "level") level = mode.level;
+      else {
+        link = linkMs(r.bytes, mode.gbps);
+        controller = {
+          gbps: mode.gbps,
+          sloMs: mode.sloMs,
+          recomputeMsPerToken,
+          sends: r.sends.map(String),
+          textChunks: r.sends.filter((x) => x === "text").length,
+        };
       }
-      cache.length = fixed;
-      loadMs = performance.now() - t0;
     } else {
       const tp = performance.now();
       yield* g.forward(head, cache, { logits: "none" });
       prefillMs = performance.now() - tp;
       const ts = performance.now();
-      const rows = yield* readCacheRows(g.backend, cache, dims, fixed);
-      for (const ch of chunks) {
-        const n = ch.b - ch.a;
-        const part = (x: readonly Float32Array[]) =>
-          x.map((y) => {
-            const out = new Float32Array(H * n * d);
-            for (let hh = 0; hh < H; hh++) {
-              out.set(y.subarray((hh * fixed + ch.a) * d, (hh * fixed + ch.b) * d), hh * n * d);
-            }
-            return out;
-          });
-        const bytesOut = yield* cachegen.encodeKv(
-          part(rows.k),
-          part(rows.v),
-          { layers: L, kvHeads: H, headDim: d, tokens: n },
-          p,
-          {
-            model: fingerprint,
-            tokensSha256: ch.sha,
-          },
-        );
-        yield* store.put(ch.key, bytesOut);
-        bytes += bytesOut.length;
-      }
+      const st = yield* storeContext(g, cache, ref, store, KV_STORED_LEVELS);
       storeMs = performance.now() - ts;
+      level = mode.kind === "level" ? mode.level : 2;
+      bytes = st.manifest.chunks.reduce(
+        (s, c) => s + KV_STORED_LEVELS.reduce((t, x) => t + c.bytes[x], 0),
+        0,
+      );
+      const atLevel = st.manifest.chunks.reduce((s, c) => s + c.bytes[level], 0);
+      fp16Ratio = fp16Bytes / atLevel;
     }
-    const context = hit ? loadMs : prefillMs;
+    const context = manifest ? loadMs + link : prefillMs;
     const { pass, answer: a } = yield* askCachePass(
       g,
       cache,
@@ -175,16 +198,19 @@ export const runKvStorePass = (
       pass,
       info: {
         url: store.url,
-        hit,
+        hit: manifest !== undefined,
         fixedTokens: fixed,
-        chunks: chunks.length,
+        chunks: ref.chunks.length,
         level,
         bytes,
-        ratioVsFp16: (fixed * 2 * L * H * d * 2) / bytes,
+        ratioVsFp16: fp16Ratio,
         loadMs,
         decodeMs,
         prefillMs,
         storeMs,
+        recomputeMs,
+        linkMs: link,
+        ...(controller ? { controller } : {}),
         questionPrefillMs: a.ms.prefill,
         ttftMs: context + a.ms.prefill,
         firstTokenKl: klDivergence(denseFirst, a.firstLogits, 0, V),

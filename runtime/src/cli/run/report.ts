@@ -146,18 +146,45 @@ export const RunReport = Schema.Struct({
   kvStore: d(
     Schema.optional(Schema.Struct({
       url: d(Schema.String, "the --kv-store URL (password hidden)"),
-      hit: d(Schema.Boolean, "whether every chunk of the document's KV cache was in the store (no prefill)"),
+      hit: d(
+        Schema.Boolean,
+        "whether the document's KV cache was in the store (its manifest found: no prefill)",
+      ),
       fixedTokens: d(Schema.Finite, "fixed-context tokens (chat head and document)"),
-      chunks: d(Schema.Finite, "CacheGen containers read or written (256 tokens each)"),
-      level: d(Schema.Finite, "the CacheGen level"),
-      bytes: d(Schema.Finite, "bytes of the containers read or written"),
-      ratioVsFp16: d(Schema.Finite, "the fixed context's fp16 KV bytes over the containers' bytes"),
-      loadMs: ms("a hit: reading, decoding and writing the cache (0 on a miss)"),
+      chunks: d(Schema.Finite, "chunks of the context (256 tokens each)"),
+      level: d(Schema.Finite, "the CacheGen level of every chunk (0: the controller chose per chunk)"),
+      bytes: d(
+        Schema.Finite,
+        "bytes of the containers read (a hit) or written at every stored level (a miss)",
+      ),
+      ratioVsFp16: d(
+        Schema.Finite,
+        "fp16 KV bytes over the bytes read, for the chunks sent as KV (a hit; 0 if none), or over those stored " +
+          "at the level (a miss)",
+      ),
+      loadMs: ms("a hit: reading, decoding and writing the cache, and recomputing text chunks (0 on a miss)"),
       decodeMs: ms("a hit: decoding the containers (checksum, arithmetic decode, dequantisation)"),
       prefillMs: ms("a miss: the context's dense prefill (0 on a hit)"),
       storeMs: ms("a miss: encoding and storing the containers"),
+      recomputeMs: ms("a hit: recomputing the chunks sent as text (part of loadMs)"),
+      linkMs: ms("a hit with --kv-gbps: the bytes read at the simulated bandwidth (added to ttftMs)"),
+      controller: d(
+        Schema.optional(Schema.Struct({
+          gbps: d(Schema.Finite, "the simulated link's bandwidth, Gbit/s"),
+          sloMs: ms("the loading budget"),
+          recomputeMsPerToken: ms(
+            "the recompute cost charged per token (the dense prefill's time per token)",
+          ),
+          sends: d(Schema.Array(Schema.String), "per chunk: the level sent (1, 2, 3) or text (recomputed)"),
+          textChunks: d(Schema.Finite, "chunks recomputed from their text"),
+        })),
+        "--kv-gbps: the loading controller's choices (absent otherwise)",
+      ),
       questionPrefillMs: ms("the question's prefill on the cache"),
-      ttftMs: ms("time to the first answer token: the context (loaded or prefilled) and the question"),
+      ttftMs: ms(
+        "time to the first answer token: the context (loaded, with the simulated link under --kv-gbps, or " +
+          "prefilled) and the question",
+      ),
       firstTokenKl: d(Schema.Finite, "KL(dense ‖ kv store) of the answer's first token, nats"),
     })),
     "--kv-store: the document's KV cache through the store (absent without --kv-store)",
