@@ -8,7 +8,11 @@
  * share, the relative error `‖x̂ − x‖ / ‖x‖` of K and V, and the encode / decode speed (MB/s of fp16 KV); beside
  * them plain 8-bit and 4-bit per-token absmax quantisation at the same granularity (one fp16 scale per layer
  * and token over all heads' channels; bins 256 and 16, the official baseline's quantiser) and the level's
- * symbols at a fixed width (no entropy coding). It also checks the coder on the real symbol tensors: the
+ * symbols at a fixed width (no entropy coding). With `--delta G`, the paper's change-based step (§5.1, absent
+ * from the released code): per group of G tokens the first (the anchor) is coded as is and the others as their
+ * difference from the anchor as the receiver decodes it (closed loop), anchors and deltas in separate containers
+ * (separate CDFs) of the same level and chunking; its bytes (both containers counted) and the error of the
+ * reconstruction `x̂ = anchor̂ + deltâ`. It also checks the coder on the real symbol tensors: the
  * decoded symbols equal the quantised ones, and the coded length against Σ −log2 p(s) under the shipped CDFs.
  *
  * Usage: `deno run -A benchmarks/cachegen_bench.ts [flags]` (`--help` lists them). Rows go to
@@ -36,6 +40,11 @@ const args = parseFlags("deno run -A benchmarks/cachegen_bench.ts [flags]", {
     help: "tokens per container (per CDF); all = the whole context",
   },
   backend: { kind: "string", default: "cpu", help: "cpu | wgpu | webgpu | dawn (the prefill's backend)" },
+  delta: {
+    kind: "string",
+    default: "",
+    help: "the paper's anchor/delta step at these group sizes (e.g. 10; empty: not measured)",
+  },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
 const fail = (message: string, hint: string): never => {
@@ -250,6 +259,99 @@ for (const level of levels) {
         }×`,
     );
     console.error(`[${elapsed()}] ${lines[lines.length - 1]}`);
+  }
+}
+
+// ---- the paper's anchor/delta step (not in the official code: measured before adopting it) ----------------
+const groups = list(args.delta).map((s) =>
+  Number.isInteger(Number(s)) && Number(s) >= 2
+    ? Number(s)
+    : fail(`--delta: "${s}"`, "group sizes ≥ 2, e.g. 10")
+);
+/** Tokens `ts` (indices into a `[kvHeads, n, headDim]` chunk) of every layer, `[kvHeads, ts.length, headDim]`. */
+const pick = (x: readonly Float32Array[], n: number, ts: readonly number[]) =>
+  x.map((y) => {
+    const out = new Float32Array(H * ts.length * d);
+    for (let h = 0; h < H; h++) {
+      for (const [i, t] of ts.entries()) {
+        out.set(y.subarray((h * n + t) * d, (h * n + t + 1) * d), (h * ts.length + i) * d);
+      }
+    }
+    return out;
+  });
+for (const G of groups) {
+  for (const level of levels) {
+    const p = cachegen.cachegenParams({ level: level as 1 | 2 | 3 });
+    for (const chunk of chunks) {
+      let total = 0;
+      const errK = [0, 0], errV = [0, 0];
+      for (let a = 0; a < N; a += chunk) {
+        const b = Math.min(N, a + chunk), n = b - a;
+        const k = slice(K, a, b), v = slice(V, a, b);
+        const anchors: number[] = [], others: number[] = [];
+        for (let t = 0; t < n; t++) (t % G === 0 ? anchors : others).push(t);
+        const prov = {
+          model: fingerprint,
+          tokensSha256: await must(squeezed.tokensSha256(tokens.slice(a, b))),
+        };
+        const code = async (kk: Float32Array[], vv: Float32Array[], m: number) => {
+          const bytes = await must(
+            cachegen.encodeKv(kk, vv, { layers: L, kvHeads: H, headDim: d, tokens: m }, p, prov),
+          );
+          total += bytes.length;
+          return await must(cachegen.decodeKv(bytes, prov));
+        };
+        // the anchors as the receiver decodes them, then the others as differences from their group's anchor
+        const aHat = await code(pick(k, n, anchors), pick(v, n, anchors), anchors.length);
+        const diff = (x: readonly Float32Array[], xa: readonly Float32Array[]) =>
+          x.map((y, l) => {
+            const out = pick([y], n, others)[0];
+            for (let h = 0; h < H; h++) {
+              for (const [i, t] of others.entries()) {
+                const ai = Math.floor(t / G);
+                for (let j = 0; j < d; j++) {
+                  out[(h * others.length + i) * d + j] -= xa[l][(h * anchors.length + ai) * d + j];
+                }
+              }
+            }
+            return out;
+          });
+        const dHat = others.length ? await code(diff(k, aHat.k), diff(v, aHat.v), others.length) : undefined;
+        const rebuild = (xa: readonly Float32Array[], xd: readonly Float32Array[] | undefined) =>
+          xa.map((ya, l) => {
+            const out = new Float32Array(H * n * d);
+            for (let h = 0; h < H; h++) {
+              for (let t = 0; t < n; t++) {
+                const ai = Math.floor(t / G), oi = t - ai - 1;
+                for (let j = 0; j < d; j++) {
+                  const base = ya[(h * anchors.length + ai) * d + j];
+                  out[(h * n + t) * d + j] = t % G === 0
+                    ? base
+                    : base + xd![l][(h * others.length + oi) * d + j];
+                }
+              }
+            }
+            return out;
+          });
+        sq(K, rebuild(aHat.k, dHat?.k), a, b, errK);
+        sq(V, rebuild(aHat.v, dHat?.v), a, b, errV);
+      }
+      const impl = `cachegen-l${level}-delta${G}`;
+      const prm = { level, chunk, group: G, slice: p.slice, precision: p.precision };
+      const relK = Math.sqrt(errK[0] / errK[1]), relV = Math.sqrt(errV[0] / errV[1]);
+      push(impl, "kv_bytes_per_token", total / N, "B/token", prm);
+      push(impl, "kv_ratio_vs_fp16", fp16Bytes / total, "x", prm);
+      push(impl, "kv_rel_err_k", relK, "ratio", prm);
+      push(impl, "kv_rel_err_v", relV, "ratio", prm);
+      lines.push(
+        `${impl.padEnd(18)} chunk ${String(chunk).padStart(5)}: ${
+          (total / N).toFixed(0).padStart(6)
+        } B/token, ${(fp16Bytes / total).toFixed(2)}× vs fp16, rel err K ${relK.toFixed(4)} V ${
+          relV.toFixed(4)
+        } (anchors and deltas in separate containers)`,
+      );
+      console.error(`[${elapsed()}] ${lines[lines.length - 1]}`);
+    }
   }
 }
 
