@@ -4,7 +4,10 @@
  * (UChi-JCL/CacheGen `run_adaptation.py`, `src/utils.py` `config_selection`; facts in
  * `shared/research/TECHNIQUES.md` §5): the budget is split evenly over the chunks (`slo / chunks`); a chunk
  * takes the highest level whose transfer time fits its share, and text with a fixed recompute delay when none
- * does. Official defaults: SLO 2 s, 1000-token chunks, recompute 0.2 s.
+ * does. Official defaults: SLO 2 s, 1000-token chunks, recompute 0.2 s. With a measured recompute time that
+ * official fallback can pick text although it takes far longer than sending the lowest level (SmolLM2 on the
+ * CPU: 4.2 s per 256-token chunk recomputed against 0.09 s to send it at level 1 over 0.1 Gbit/s):
+ * `fallback: "fastest"` then takes the fastest of text and every level instead (our deviation, off by default).
  * @module
  */
 import { CacheGenError } from "./container.ts";
@@ -44,6 +47,11 @@ export interface ControllerOptions {
   readonly gbps: number | readonly number[];
   /** The delay charged for a chunk sent as text and recomputed, ms (official 200). */
   readonly recomputeMs?: number;
+  /**
+   * A chunk that no level fits: `"text"` (official: recompute it) or `"fastest"` (the fastest of the text and
+   * every level). Default `"text"`.
+   */
+  readonly fallback?: "text" | "fastest";
 }
 
 /** The controller's plan for a context. */
@@ -60,7 +68,7 @@ const bad = (message: string, hint: string) => new CacheGenError({ reason: "bad-
 
 /**
  * Choose, per chunk, the highest level whose transfer at that chunk's bandwidth takes less than `sloMs /
- * chunks`, else text (see the module doc). `levels[c]` lists chunk `c`'s options (any order). Throws
+ * chunks`, else text, or with `fallback: "fastest"` the fastest option (see the module doc). `levels[c]` lists chunk `c`'s options (any order). Throws
  * `CacheGenError` `bad-input` for no chunks, a chunk without options, a non-positive or non-finite byte count,
  * bandwidth, budget or recompute delay, or a trace whose length is not the chunk count.
  */
@@ -102,7 +110,13 @@ export const chooseChunkLevels = (
         best = { kind: "kv", level: x.level, bytes: x.bytes, ms };
       }
     }
-    const choice: ChunkChoice = best ?? { kind: "text", ms: recompute };
+    let choice: ChunkChoice = best ?? { kind: "text", ms: recompute };
+    if (best === undefined && o.fallback === "fastest") {
+      for (const x of levels[c]) {
+        const ms = (x.bytes * 8) / (gbps * 1e6);
+        if (ms < choice.ms) choice = { kind: "kv", level: x.level, bytes: x.bytes, ms };
+      }
+    }
     choices.push(choice);
     totalMs += choice.ms;
     if (choice.kind === "kv") bytes += choice.bytes;

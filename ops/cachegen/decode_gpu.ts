@@ -83,6 +83,7 @@ import {
   type KvHeader,
   type KvProvenance,
   parseKv,
+  type Sha256,
 } from "./container.ts";
 import { CacheGenParams, cachegenParams, layerBins, maxOf } from "./params.ts";
 import { dequantizeLayer } from "./quant.ts";
@@ -638,6 +639,8 @@ export interface DecodeKvOnDeviceOptions {
   readonly into?: KvTarget;
   /** The decode kernel's workgroup size (see {@link CacheGenDecodeParams}). */
   readonly workgroupSize?: number;
+  /** The SHA-256 that checks the container (default WebCrypto's; see `Sha256`). */
+  readonly digest?: Sha256;
 }
 
 /** A container decoded on the device. */
@@ -710,7 +713,7 @@ export const decodeKvOnDevice = (
   options: DecodeKvOnDeviceOptions = {},
 ): Effect.Effect<DeviceKv, CacheGenError | LongctxError> =>
   Effect.gen(function* () {
-    const { header, compressed } = yield* parseKv(bytes);
+    const { header, compressed } = yield* parseKv(bytes, options.digest);
     if (options.expect) yield* checkKv(header, options.expect);
     const { layers: L, kvHeads: H, headDim: d, tokens: N } = header.dims, rows = 2 * L;
     const into = options.into;

@@ -524,7 +524,7 @@ test("cachegen container: bad inputs are typed errors (NaN, infinity, fp16 range
   assert.equal((await enc(k, v, { ...DIMS, tokens: 299 })).reason, "bad-input");
 });
 
-test("controller: the highest level that fits its share of the budget, else text; a bandwidth trace; bad inputs typed", () => {
+test("controller: the highest level that fits its share of the budget, else text (or the fastest option); a bandwidth trace; bad inputs typed", () => {
   // a chunk's containers at levels 1–3 (bytes as level 3 > 2 > 1, as the codec's)
   const opts = [{ level: 1, bytes: 3.2e6 }, { level: 3, bytes: 5.2e6 }, { level: 2, bytes: 4.0e6 }];
   const chunks = Array.from({ length: 4 }, () => opts);
@@ -546,6 +546,20 @@ test("controller: the highest level that fits its share of the budget, else text
   ]);
   assert.equal(trace.choices[3].ms, 200);
   assert.equal(cachegen.chooseChunkLevels(chunks, { sloMs: 40, gbps: 0.1, recomputeMs: 50 }).totalMs, 200);
+  // fallback "fastest": at 0.1 Gbit/s level 1 takes 256 ms, so against a 4 s recompute it is sent; against a
+  // 100 ms recompute the text still wins; where a level fits, the choice is the official one
+  const slow = { sloMs: 40, gbps: 0.1, recomputeMs: 4000, fallback: "fastest" } as const;
+  const fb = cachegen.chooseChunkLevels(chunks, slow);
+  assert.deepEqual(fb.choices.map((c) => c.kind === "kv" ? c.level : 0), [1, 1, 1, 1]);
+  assert.ok(Math.abs(fb.totalMs - 4 * (3.2e6 * 8) / 1e5) < 1e-9);
+  const cheap = cachegen.chooseChunkLevels(chunks, { ...slow, recomputeMs: 100 });
+  assert.ok(cheap.choices.every((c) => c.kind === "text"));
+  assert.deepEqual(
+    cachegen.chooseChunkLevels(chunks, { ...slow, gbps: 3.5 }).choices.map((c) =>
+      c.kind === "kv" ? c.level : 0
+    ),
+    [2, 2, 2, 2],
+  );
   for (
     const bad of [
       () => cachegen.chooseChunkLevels([], { sloMs: 1, gbps: 1 }),
