@@ -13,3 +13,4 @@ export * as model from "./model/mod.ts";
 export * as traceback from "./traceback/mod.ts";
 export * as squeezed from "./squeezed/mod.ts";
 export * as cachegen from "./cachegen/mod.ts";
+export * as distattn from "./distattn/mod.ts";

@@ -18,3 +18,4 @@ export * from "./src/compile.ts";
 export * from "./src/builtin.ts";
 export * from "./src/registry.ts";
 export * from "./src/route.ts";
+export * from "./src/placement.ts";

@@ -18,3 +18,4 @@ export * from "./src/kvstore/mod.ts";
 export { buildPrompt, type BuiltPrompt, type Planted, type PromptOptions } from "./src/cli/run/prompt.ts";
 export { answerStopAt } from "./src/cli/run/execute.ts";
 export { modelPath, readDocument } from "./src/paths.ts";
+export * from "./src/dist/mod.ts";

@@ -216,10 +216,14 @@ const splitKernel = (
   p(`  let kb = (h / ${group}u) * P.cap;`);
   p(`  for (var x = lid; x < ${D4}u; x += 64u) { qs[x] = Q[(h * P.seq + i) * ${D4}u + x] * ${f(scale)}; }`);
   p(`  workgroupBarrier();`);
-  p(`  let kvEnd = P.offset + i + 1u;`);
+  // Keys are rows of a block holding the global positions [P.a, P.a + P.b): query i (global P.offset + i)
+  // sees rows < P.offset + i + 1 − P.a (none when the block starts past it), and at most P.b of them. A cache
+  // is the block at 0 with P.b = pos + seq.
+  p(`  let ke = select(0u, P.offset + i + 1u - P.a, P.offset + i + 1u > P.a);`);
   p(
-    window > 0 ? `  let lo = select(0u, kvEnd - ${window}u, kvEnd > ${window}u);` : `  let lo = 0u;`,
+    window > 0 ? `  let lo = select(0u, ke - ${window}u, ke > ${window}u);` : `  let lo = 0u;`,
   );
+  p(`  let kvEnd = min(ke, P.b);`);
   p(`  let k0 = max(sp * P.splitLen, lo);`);
   p(`  let k1 = min(kvEnd, sp * P.splitLen + P.splitLen);`);
   // the tile loop's range and key: the split's keys, or the compacted list of the kept ones
@@ -318,8 +322,11 @@ const splitKernel = (
   };
 };
 
-/** Merge of the partial states into `o` and `lse` (natural log, scaled scores). Workgroups `[seq, heads, 1]`. */
-const combineKernel = (H: number, D: number, rows: boolean, countOf = 0): Kernel => {
+/**
+ * Merge of the partial states into `o` and `lse` (natural log, scaled scores). Workgroups `[seq, heads, 1]`.
+ * A row without a key gets `lse = −3e38`, or with `negInf` −Infinity (the uniform's field `c` holds its bits).
+ */
+const combineKernel = (H: number, D: number, rows: boolean, countOf = 0, negInf = false): Kernel => {
   const R = D / 64;
   const L: string[] = [];
   const p = (x: string) => L.push(x);
@@ -359,10 +366,13 @@ const combineKernel = (H: number, D: number, rows: boolean, countOf = 0): Kernel
   p(`  let inv = select(0.0, 1.0 / l, l > 0.0);`);
   p(`  let ob = ${rows ? `(i * ${H}u + h) * ${D}u` : `(h * P.seq + i) * ${D}u`};`);
   for (let r = 0; r < R; r++) p(`  O[ob + lid + ${r * 64}u] = o${r} * inv;`);
-  p(`  if (lid == 0u) { LSE[h * P.seq + i] = select(-3.0e38, mx + log(l), l > 0.0); }`);
+  const empty = negInf ? "bitcast<f32>(P.c)" : "-3.0e38";
+  p(`  if (lid == 0u) { LSE[h * P.seq + i] = select(${empty}, mx + log(l), l > 0.0); }`);
   p(`}`);
   return {
-    key: `dense.cacheAttn.combine.${H}.${D}.${rows ? "rows" : "heads"}${countOf > 0 ? `.n${countOf}` : ""}`,
+    key: `dense.cacheAttn.combine.${H}.${D}.${rows ? "rows" : "heads"}${countOf > 0 ? `.n${countOf}` : ""}${
+      negInf ? ".ninf" : ""
+    }`,
     wgsl: L.join("\n") + "\n",
     entryPoint: "main",
     bindings: [
@@ -380,7 +390,9 @@ const combineKernel = (H: number, D: number, rows: boolean, countOf = 0): Kernel
  * CPU reference of cache attention (float64 accumulation, exact two-pass softmax per row; with a GEMM in
  * `ctx`, the scores and `P·V` go through it per KV head, in f32). `q [H, seq, D]`, caches
  * `[KH, capacity, D]` with `pos + seq` valid rows. Returns `o` (in `layout`) and `lse [H, seq]`
- * (−Infinity for a row that sees no key, o = 0 there).
+ * (−Infinity for a row that sees no key, o = 0 there). With `block`, the caches are one block of a sharded KV
+ * (`distattn.partialAttn`): row `r` holds the key at global position `block.start + r`, `block.len` rows are
+ * valid, and query `i` (global `pos + i`) sees the block's keys at global positions `≤ pos + i`.
  */
 export const cacheAttentionReference = (
   q: Float32Array,
@@ -391,22 +403,27 @@ export const cacheAttentionReference = (
   scale: number,
   window: number,
   layout: "heads" | "rows",
+  block?: { readonly start: number; readonly len: number },
 ): { o: Float32Array; lse: Float32Array } => {
   const { heads: H, kvHeads: KH, seq, headDim: D, capacity: C } = s;
   const o = new Float32Array(H * seq * D), lse = new Float32Array(H * seq);
   const g = H / KH, len = pos + seq;
-  const sc = new Float64Array(len), acc = new Float64Array(D);
+  // global positions of the rows: [b0, b0 + bn) (a cache: the block at 0 of pos + seq rows)
+  const b0 = block?.start ?? 0, bn = block?.len ?? len;
+  const sc = new Float64Array(Math.max(0, bn)), acc = new Float64Array(D);
   for (let h = 0; h < H; h++) {
     const kb = Math.floor(h / g) * C * D;
     for (let i = 0; i < seq; i++) {
-      const p = pos + i, lo = window > 0 ? Math.max(0, p + 1 - window) : 0;
+      const p = pos + i, lo = Math.max(b0, window > 0 ? Math.max(0, p + 1 - window) : 0);
+      const hi = Math.min(p, b0 + bn - 1);
       const qo = (h * seq + i) * D;
       let m = -Infinity;
-      for (let j = lo; j <= p; j++) {
+      for (let j = lo; j <= hi; j++) {
         let dot = 0;
-        for (let x = 0; x < D; x++) dot += q[qo + x] * kc[kb + j * D + x];
-        sc[j] = dot * scale;
-        if (sc[j] > m) m = sc[j];
+        const kr = kb + (j - b0) * D;
+        for (let x = 0; x < D; x++) dot += q[qo + x] * kc[kr + x];
+        sc[j - b0] = dot * scale;
+        if (sc[j - b0] > m) m = sc[j - b0];
       }
       const oo = layout === "heads" ? qo : (i * H + h) * D;
       if (m === -Infinity) {
@@ -415,10 +432,11 @@ export const cacheAttentionReference = (
       }
       let l = 0;
       acc.fill(0);
-      for (let j = lo; j <= p; j++) {
-        const e = Math.exp(sc[j] - m);
+      for (let j = lo; j <= hi; j++) {
+        const e = Math.exp(sc[j - b0] - m);
         l += e;
-        for (let x = 0; x < D; x++) acc[x] += e * vc[kb + j * D + x];
+        const vr = kb + (j - b0) * D;
+        for (let x = 0; x < D; x++) acc[x] += e * vc[vr + x];
       }
       for (let x = 0; x < D; x++) o[oo + x] = acc[x] / l;
       lse[h * seq + i] = m + Math.log(l);
@@ -531,6 +549,12 @@ export interface SplitKvShape {
  * keys the filter keeps (see {@link SplitKeyFilter}; `splitKeys` at most {@link FILTER_SPLIT_MAX}), its buffers
  * bound after the caches, and with `filter.counts` the merge writes `out:density`. Throws `RangeError` for a
  * `pos` past the capacity (or refused by `filter.checkPos`), or a filtered split longer than the maximum.
+ *
+ * With `block` (needs `pos = "pos"`), the cache is one block of a sharded KV (`distattn.partialAttn`): its
+ * rows hold the keys at the global positions `[start, start + len)`, the runtime scalars `start` and `len`
+ * (`len ≤ capacity`), the queries sit at the global positions `pos …` (any `pos ≥ 0`, also before or past the
+ * block), the causal limit is taken across the block's boundary, and a row that sees no key of the block gets
+ * `lse = −Infinity`. Throws `RangeError` at run time for a missing or negative scalar, or `len > capacity`.
  */
 export const splitKvLowering = (
   s: SplitKvShape,
@@ -542,7 +566,11 @@ export const splitKvLowering = (
   kvPorts: readonly [string, string] = ["kCache", "vCache"],
   compacted = false,
   filter?: SplitKeyFilter,
+  block = false,
 ): GpuLowering => {
+  if (block && (pos !== "pos" || compacted || filter)) {
+    throw new RangeError("a block lowering reads the runtime pos, and is neither compacted nor filtered");
+  }
   if (s.headDim % 64 !== 0) {
     throw new RangeError(`the split-KV kernels need headDim % 64 = 0, got ${s.headDim}`);
   }
@@ -552,11 +580,39 @@ export const splitKvLowering = (
       `a filtered split of ${splitLen} keys (capacity ${s.capacity}, ${s.seq} queries) exceeds ${FILTER_SPLIT_MAX}`,
     );
   }
-  const uniform = (at: number) =>
+  /** The block's `[start, len)` from a run's scalars (a cache: the block at 0 of `pos + seq` rows). */
+  const span = (sc: Readonly<Record<string, number>>, at: number): readonly [number, number] => {
+    if (!block) return [0, at + s.seq];
+    const start = sc.start, len = sc.len;
+    for (const [name, x] of [["start", start], ["len", len]] as const) {
+      if (x === undefined || !Number.isInteger(x) || x < 0) throw new RangeError(`scalar ${name} = ${x}`);
+    }
+    if (len > s.capacity) throw new RangeError(`block len ${len} exceeds its capacity ${s.capacity}`);
+    return [start, len];
+  };
+  /** Keys of the block some query row sees (≥ 1 split is launched; an empty split writes l = 0). */
+  const seen = (at: number, [start, len]: readonly [number, number]) =>
+    Math.max(1, Math.min(len, Math.max(0, at + s.seq - start)));
+  const uniform = (at: number, sp: readonly [number, number]) =>
     new Uint8Array(
-      Uint32Array.of(s.seq, at, s.capacity, splitLen, Math.ceil((at + s.seq) / splitLen), 0, 0, 0).buffer,
+      Uint32Array.of(
+        s.seq,
+        at,
+        s.capacity,
+        splitLen,
+        Math.ceil(seen(at, sp) / splitLen),
+        sp[0],
+        sp[1],
+        block ? 0xff800000 : 0,
+      ).buffer,
     );
+  const blockAt = (sc: Readonly<Record<string, number>>) => {
+    const raw = sc.pos;
+    if (raw === undefined || !Number.isInteger(raw) || raw < 0) throw new RangeError(`scalar pos = ${raw}`);
+    return raw;
+  };
   const at = (sc: Readonly<Record<string, number>>) => {
+    if (block) return blockAt(sc);
     const x = pos === "pos"
       ? posOf(sc, s.seq, s.capacity, compacted)
       : posOf({ pos }, s.seq, s.capacity, compacted);
@@ -564,13 +620,15 @@ export const splitKvLowering = (
     return x;
   };
   const fixed = pos === "pos" ? 0 : at({});
+  const fixedSpan: readonly [number, number] = block ? [0, 1] : [0, fixed + s.seq];
   const counting = filter?.counts !== undefined;
-  const groups = (p: number) => [s.seq, s.heads, Math.ceil((p + s.seq) / splitLen)] as const;
+  const groups = (p: number, sp: readonly [number, number]) =>
+    [s.seq, s.heads, Math.ceil(seen(p, sp) / splitLen)] as const;
   const dynamic = pos === "pos"
-    ? (sc: Readonly<Record<string, number>>) => ({
-      uniforms: { u: uniform(at(sc)) },
-      workgroups: groups(at(sc)),
-    })
+    ? (sc: Readonly<Record<string, number>>) => {
+      const a = at(sc), sp = span(sc, a);
+      return { uniforms: { u: uniform(a, sp) }, workgroups: groups(a, sp) };
+    }
     : undefined;
   const kin = `in:${kvPorts[0]}`, vin = `in:${kvPorts[1]}`;
   return {
@@ -594,12 +652,18 @@ export const splitKvLowering = (
           ...(filter?.buffers ?? []),
           ...(counting ? ["ws:cnt"] : []),
         ],
-        workgroups: groups(fixed),
-        uniforms: { u: uniform(fixed) },
+        workgroups: groups(fixed, fixedSpan),
+        uniforms: { u: uniform(fixed, fixedSpan) },
         ...(dynamic ? { dynamic } : {}),
       },
       {
-        kernel: combineKernel(s.heads, s.headDim, layout === "rows", counting ? (filter?.countOf ?? 1) : 0),
+        kernel: combineKernel(
+          s.heads,
+          s.headDim,
+          layout === "rows",
+          counting ? (filter?.countOf ?? 1) : 0,
+          block,
+        ),
         buffers: [
           "ws:part",
           "ws:ml",
@@ -609,9 +673,14 @@ export const splitKvLowering = (
           ...(counting ? ["ws:cnt", "out:density"] : []),
         ],
         workgroups: [s.seq, s.heads, 1],
-        uniforms: { u2: uniform(fixed) },
+        uniforms: { u2: uniform(fixed, fixedSpan) },
         ...(dynamic
-          ? { dynamic: (sc: Readonly<Record<string, number>>) => ({ uniforms: { u2: uniform(at(sc)) } }) }
+          ? {
+            dynamic: (sc: Readonly<Record<string, number>>) => {
+              const a = at(sc);
+              return { uniforms: { u2: uniform(a, span(sc, a)) } };
+            },
+          }
           : {}),
       },
     ],

@@ -21,7 +21,7 @@ export interface AttentionPart {
 }
 
 /** An `lse` below this is an empty row (no key seen). */
-export const EMPTY_LSE = -1e38;
+export const EMPTY_LSE: number = -1e38;
 
 /**
  * Merges partial attentions over disjoint key blocks into the attention over their union:

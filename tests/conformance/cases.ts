@@ -51,6 +51,7 @@ import {
 } from "./ref.ts";
 import { codeMetrics, maxAbs, maxRel, maxScaled, type Metric, mismatches, relL2, values } from "./metrics.ts";
 import { squeezedLists64, squeezedLookup64, tracebackWeights64 } from "../ops/ref64.ts";
+import { mergeCases, partialAttnCases } from "./distattn_cases.ts";
 
 /** Output host tensors by port. */
 export type Outputs = Readonly<Record<string, HostTensor>>;
@@ -2421,6 +2422,8 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "sale.sparseAttn": saleSparseAttnCases([...sale32, ...saleQk]),
   "sale.sparseAttn.f16": saleSparseAttnCases([...sale16, ...saleQk]),
   "dense.cacheAttn": cacheAttnCases,
+  "distattn.partialAttn": partialAttnCases,
+  "distattn.merge": mergeCases,
   "dense.indexAttn": indexAttnCases,
   "dense.indexAttn.f16": indexAttnCases,
   "hip.mask": hipMaskCases,
