@@ -72,6 +72,9 @@ const base = {
   op: "distattn.partialAttn",
   dtype: "f32",
   commit: gitCommit(),
+  driver: Deno.env.get("LONGCTX_GPU_DRIVER") ?? backends[0].adapter.driver,
+  date: new Date().toISOString(),
+  command: `deno run -A benchmarks/device/distattn_bench.ts ${Deno.args.join(" ")}`.trim(),
 };
 
 /** Fill a cache of `caps` shards (one per backend) with T tokens, time `steps` decode steps. */
