@@ -52,6 +52,7 @@ import {
 import { codeMetrics, maxAbs, maxRel, maxScaled, type Metric, mismatches, relL2, values } from "./metrics.ts";
 import { squeezedLists64, squeezedLookup64, tracebackWeights64 } from "../ops/ref64.ts";
 import { mergeCases, partialAttnCases } from "./distattn_cases.ts";
+import { cachegenEncodeCases } from "./cachegen_encode_cases.ts";
 
 /** Output host tensors by port. */
 export type Outputs = Readonly<Record<string, HostTensor>>;
@@ -2455,4 +2456,5 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "model.argmax": argmaxCases,
   "model.sliceRows": sliceRowsCases,
   "cachegen.decode": cachegenDecodeCases,
+  "cachegen.encode": cachegenEncodeCases,
 };

@@ -430,3 +430,77 @@ test("decodeKvOnDevice: symbols out of range under a valid checksum are corrupt,
     await Effect.runPromise(cpuBackend.close());
   }
 });
+
+test("cachegen.encode → cachegen.decode as one graph (cpu; wgpu: encode's CPU path, the decode's kernel) equals the host codec; NaN / beyond-fp16 values counted and coded as 0", async () => {
+  const cpu = await Effect.runPromise(makeCpuBackend());
+  try {
+    for (
+      const [dims, p, seed] of [
+        [{ layers: 2, kvHeads: 2, headDim: 64, tokens: 37 }, { level: 2 }, 1],
+        [{ layers: 3, kvHeads: 1, headDim: 32, tokens: 300 }, { level: 3, slice: 100 }, 2],
+        [{ layers: 1, kvHeads: 4, headDim: 16, tokens: 257 }, { level: 1, precision: 14 }, 3],
+      ] as const
+    ) {
+      const params = cachegen.cachegenParams(p);
+      const { k, v } = cachegen.structuredKv(dims, 40 + seed);
+      const rows = 2 * dims.layers, slab = dims.kvHeads * dims.tokens * dims.headDim;
+      const kv = new Float32Array(rows * slab);
+      [...k, ...v].forEach((x, r) => kv.set(x, r * slab));
+      const g = graph("t:cachegen.encode-decode");
+      const e = g.add(cachegen.encode, params, { kv: g.input("kv", cachegen.encode.inputs.kv) });
+      const d = g.add(cachegen.decode, cachegen.cachegenDecodeParams(params), {
+        cdf: e.cdf,
+        scales: e.scales,
+        ends: e.ends,
+        streams: e.streams,
+      });
+      g.output("kv", d.kv);
+      g.output("bad", e.invalid);
+      const built = await Effect.runPromise(g.build());
+      const want = await hostKv(Effect.runSync(cachegen.compressKv(k, v, dims, params)));
+      const input = () => ({
+        kv: hostTensor(
+          "f32",
+          cachegen.encode.inputs.kv.dims,
+          [rows, dims.kvHeads, dims.tokens, dims.headDim],
+          kv,
+        ),
+      });
+      for (const backend of [cpu, ...(wgpu ? [wgpu] : [])]) {
+        const r = await Effect.runPromise(run(built, backend, input() as never));
+        const got = r.outputs.kv.data as Float32Array;
+        const diff = differ(got, want);
+        assert.equal(
+          diff.n,
+          0,
+          `${backend.kind} ${JSON.stringify(dims)}: ${diff.n} values differ, first ${diff.first}`,
+        );
+        assert.ok((r.outputs.bad.data as Uint32Array).every((x) => x === 0));
+      }
+    }
+    // bad values: counted per row, coded as 0 (the rest of the row as without them)
+    const dims = { layers: 1, kvHeads: 1, headDim: 16, tokens: 20 };
+    const { k, v } = cachegen.structuredKv(dims, 9);
+    const kv = new Float32Array([...k[0], ...v[0]]);
+    kv[3] = Number.NaN;
+    kv[5] = Infinity;
+    kv[320 + 7] = 1e6;
+    const out = cachegen.encode.cpu(
+      cachegen.cachegenParams(),
+      { kv: hostTensor("f32", cachegen.encode.inputs.kv.dims, [2, 1, 20, 16], kv) } as never,
+    );
+    assert.deepEqual([...(out.invalid.data as Uint32Array)], [2, 1]);
+    const dec = cachegen.decode.cpu(cachegen.cachegenDecodeParams(), {
+      cdf: out.cdf,
+      scales: out.scales,
+      ends: out.ends,
+      streams: out.streams,
+    });
+    assert.ok([3, 5, 327].every((j) => dec.kv.data[j] === 0), "bad values decode to 0");
+    assert.ok(
+      kv.every((x, j) => !Number.isFinite(x) || Math.abs(x) > 65504 || Number.isFinite(dec.kv.data[j])),
+    );
+  } finally {
+    await Effect.runPromise(cpu.close());
+  }
+});
