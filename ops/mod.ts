@@ -13,4 +13,5 @@ export * as model from "./model/mod.ts";
 export * as traceback from "./traceback/mod.ts";
 export * as squeezed from "./squeezed/mod.ts";
 export * as cachegen from "./cachegen/mod.ts";
+export * as longspec from "./longspec/mod.ts";
 export * as distattn from "./distattn/mod.ts";

@@ -15,6 +15,7 @@ export * from "./src/main.ts";
 export * from "./src/trace/trace.ts";
 export * from "./src/squeezed/squeezed.ts";
 export * from "./src/kvstore/mod.ts";
+export * from "./src/speculative/mod.ts";
 export { buildPrompt, type BuiltPrompt, type Planted, type PromptOptions } from "./src/cli/run/prompt.ts";
 export { answerStopAt } from "./src/cli/run/execute.ts";
 export { modelPath, readDocument } from "./src/paths.ts";

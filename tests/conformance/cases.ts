@@ -53,6 +53,7 @@ import { codeMetrics, maxAbs, maxRel, maxScaled, type Metric, mismatches, relL2,
 import { squeezedLists64, squeezedLookup64, tracebackWeights64 } from "../ops/ref64.ts";
 import { mergeCases, partialAttnCases } from "./distattn_cases.ts";
 import { cachegenEncodeCases } from "./cachegen_encode_cases.ts";
+import { treeAttnCases } from "./longspec_cases.ts";
 
 /** Output host tensors by port. */
 export type Outputs = Readonly<Record<string, HostTensor>>;
@@ -2425,6 +2426,7 @@ export const caseGenerators: Readonly<Record<string, CaseGenerator>> = {
   "dense.cacheAttn": cacheAttnCases,
   "distattn.partialAttn": partialAttnCases,
   "distattn.merge": mergeCases,
+  "longspec.treeAttn": treeAttnCases,
   "dense.indexAttn": indexAttnCases,
   "dense.indexAttn.f16": indexAttnCases,
   "hip.mask": hipMaskCases,

@@ -165,6 +165,16 @@ export const badCases = (): BadCase[] => {
       expect: "--kv-level and --kv-gbps together",
     },
     {
+      name: "--kv-fallback without --kv-gbps",
+      args: [...small, "--kv-store", `file://${dir}/kv`, "--kv-fallback", "text"],
+      expect: "--kv-fallback without --kv-gbps",
+    },
+    {
+      name: "--kv-fallback unknown",
+      args: [...small, "--kv-store", `file://${dir}/kv`, "--kv-gbps", "1", "--kv-fallback", "never"],
+      expect: 'unknown --kv-fallback "never"',
+    },
+    {
       name: "--kv-slo without --kv-gbps",
       args: [...small, "--kv-store", `file://${dir}/kv`, "--kv-slo", "500"],
       expect: "--kv-slo without --kv-gbps",

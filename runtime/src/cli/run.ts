@@ -5,7 +5,7 @@
  * deno run -A runtime/src/cli/run.ts --model smollm2-135m --input <file | bundled document name>
  *     [--question "…"] [--plant WORD] [--pipeline auto|<technique>] [--params JSON] [--index doc.sqz]
  *     [--kv-store file:///dir | sqlite:///x.db | redis://host:port] [--kv-level 1|2|3 | --kv-gbps G [--kv-slo ms]]
- *     [--context 1024] [--truncate] [--max-new 24] [--backend auto|wgpu|webgpu|dawn|cpu]
+ *     [--context 1024] [--truncate] [--max-new 24] [--backend auto|wgpu|webgpu|dawn|cpu] [--speculative self]
  *     [--json out.json | --json -] [--chart out.svg] [--verbose]
  * ```
  * Loads the model (GGUF), tokenises the document inside SmolLM2's chat template (document + question), fits it
@@ -73,6 +73,7 @@ import {
 import { RUN_REPORT_VERSION, type RunReport } from "./run/report.ts";
 import { type PrefixIndexInfo, runSqueezedPass } from "./run/squeezed.ts";
 import { type KvLoadMode, type KvStoreInfo, runKvStorePass } from "./run/kvstore.ts";
+import { parseSpeculative, runSpeculativePass, speculativeLines } from "./run/speculative.ts";
 import { openKvStore } from "../kvstore/mod.ts";
 import { checkIndexFor, loadSqueezedIndex } from "../squeezed/squeezed.ts";
 
@@ -178,12 +179,26 @@ const flags = {
     ),
     Flag.optional,
   ),
+  kvFallback: Flag.String("kv-fallback").pipe(
+    Flag.withDescription(
+      "--kv-gbps: a chunk that no level sends within its share of --kv-slo: fastest (its text or a level, " +
+        "whichever is faster) or text (recompute it, the official rule) (default fastest)",
+    ),
+    Flag.optional,
+  ),
   json: Flag.String("json").pipe(
     Flag.withDescription("write the whole report as JSON (- for stdout; default: no JSON)"),
     Flag.optional,
   ),
   chart: Flag.String("chart").pipe(
     Flag.withDescription("write an SVG chart of per-layer density and output error (default: no chart)"),
+    Flag.optional,
+  ),
+  speculative: Flag.String("speculative").pipe(
+    Flag.withDescription(
+      "also decode the answer with LongSpec speculative decoding (CPU forward) against plain greedy: self, random " +
+        `or JSON '{"draft":"self","shape":[1,1,1,1],"sinks":4,"window":512}' (runtime/src/cli/run/speculative.ts)`,
+    ),
     Flag.optional,
   ),
   verbose: verboseFlag,
@@ -303,7 +318,12 @@ const main = (i: Input) =>
     }
     if (indexPath !== undefined && !existsSync(indexPath)) yield* checkWritable(indexPath, "--index");
     const kvUrl = Option.getOrUndefined(i.kvStore);
-    const kvFlags = ([["kv-level", i.kvLevel], ["kv-gbps", i.kvGbps], ["kv-slo", i.kvSlo]] as const)
+    const kvFlags = ([
+      ["kv-level", i.kvLevel],
+      ["kv-gbps", i.kvGbps],
+      ["kv-slo", i.kvSlo],
+      ["kv-fallback", i.kvFallback],
+    ] as const)
       .filter(([, v]) => Option.isSome(v)).map(([n]) => `--${n}`);
     if (kvUrl === undefined && kvFlags.length > 0) {
       return yield* new InputError({
@@ -317,9 +337,9 @@ const main = (i: Input) =>
         hint: "--kv-gbps lets the loading controller pick each chunk's level: drop one of them",
       });
     }
-    if (Option.isSome(i.kvSlo) && Option.isNone(i.kvGbps)) {
+    if ((Option.isSome(i.kvSlo) || Option.isSome(i.kvFallback)) && Option.isNone(i.kvGbps)) {
       return yield* new InputError({
-        message: "--kv-slo without --kv-gbps",
+        message: `${Option.isSome(i.kvSlo) ? "--kv-slo" : "--kv-fallback"} without --kv-gbps`,
         hint: "the budget is the loading controller's: pass --kv-gbps too, or drop --kv-slo",
       });
     }
@@ -328,6 +348,10 @@ const main = (i: Input) =>
         kind: "controller",
         gbps: yield* positiveFlag("kv-gbps", i.kvGbps.value, "10"),
         sloMs: Option.isSome(i.kvSlo) ? yield* positiveFlag("kv-slo", i.kvSlo.value, "2000") : 2000,
+        fallback: yield* oneOf("kv-fallback", Option.getOrElse(i.kvFallback, () => "fastest"), [
+          "fastest",
+          "text",
+        ]),
       }
       : {
         kind: "level",
@@ -344,6 +368,9 @@ const main = (i: Input) =>
     }
     // the store opened (and its URL checked) before the model loads: a bad URL or an unreachable server fails now
     const kvStore = kvUrl === undefined ? undefined : yield* openKvStore(kvUrl);
+    const speculativeSpec = Option.isSome(i.speculative)
+      ? yield* parseSpeculative(i.speculative.value)
+      : undefined;
     if (Option.isNone(i.input)) {
       return yield* new InputError({
         message: "--input is required",
@@ -550,6 +577,9 @@ const main = (i: Input) =>
     );
     phases.metricsMs = performance.now() - t;
     graphModel.release();
+    const specInfo = speculativeSpec
+      ? yield* runSpeculativePass(model, prompt.ids, maxNew, speculativeSpec)
+      : undefined;
     if (computeBackend !== selection.backend) yield* computeBackend.close();
     yield* Effect.promise(() => selection.backend.close().pipe(Effect.runPromise));
 
@@ -637,6 +667,7 @@ const main = (i: Input) =>
       layers: rPipe.layers,
       ...(prefixIndex ? { prefixIndex } : {}),
       ...(kvInfo ? { kvStore: kvInfo } : {}),
+      ...(specInfo ? { speculative: specInfo } : {}),
       warnings,
     };
 
@@ -773,6 +804,7 @@ const main = (i: Input) =>
         : ""),
       "",
       ...(kvInfo ? kvLines(kvInfo) : []),
+      ...(specInfo ? speculativeLines(specInfo) : []),
       ...(sparse ? comparison() : [
         "compare   nothing to compare: the pipeline is dense in every layer (chosen as above), so dense ran once;" +
         " pass --pipeline sale to compare a sparse pipeline with dense",

@@ -134,6 +134,12 @@ export interface ForwardOptions {
   readonly attention?: AttentionFn;
   /** Per-layer Q/K/V capture. */
   readonly capture?: CaptureFn;
+  /**
+   * Absolute RoPE position of each token (`tokens.length` integers ≥ 0; default `cache.length + i`): a
+   * speculative tree's nodes sit at `base + depth` (LongSpec). K/V still go to the cache rows
+   * `cache.length …` in order; only the rotation angles change.
+   */
+  readonly positions?: ArrayLike<number>;
 }
 
 const LOG2E = 1.4426950408889634;
@@ -346,7 +352,7 @@ const makeModel = (
     if (rope.cos.length < upTo * half) rope = ropeTables(config.ropeTheta, D, upTo);
     return rope;
   };
-  // x [seq, heads·D] (row i at absolute position p0 + i) → out [heads, seq, D], RoPE (rotate-half) applied.
+  // x [seq, heads·D] (row i at absolute position p0 + i, or at[i]) → out [heads, seq, D], RoPE (rotate-half).
   const toHeads = (
     x: Float32Array,
     seq: number,
@@ -355,10 +361,13 @@ const makeModel = (
     out: Float32Array,
     outStride: number,
     rotate: boolean,
+    at?: ArrayLike<number>,
   ) => {
-    const { cos, sin } = ropeFor(p0 + seq);
+    let top = p0 + seq;
+    if (at) { for (let i = 0; i < seq; i++) top = Math.max(top, at[i] + 1); }
+    const { cos, sin } = ropeFor(top);
     for (let i = 0; i < seq; i++) {
-      const c = (p0 + i) * half;
+      const c = (at ? at[i] : p0 + i) * half;
       for (let h = 0; h < heads; h++) {
         const src = (i * heads + h) * D;
         const dst = (h * outStride + i) * D;
@@ -408,6 +417,15 @@ const makeModel = (
           }),
         );
       }
+      const at = options.positions;
+      if (at && (at.length !== seq || Array.from(at).some((p) => !Number.isInteger(p) || p < 0))) {
+        return Effect.fail(
+          new ShapeError({
+            message: `positions: ${at.length} entries for ${seq} tokens, or not integers ≥ 0`,
+            hint: "pass one absolute position per token",
+          }),
+        );
+      }
       for (let i = 0; i < seq; i++) {
         const t = tokens[i];
         if (!Number.isInteger(t) || t < 0 || t >= V) {
@@ -438,9 +456,9 @@ const makeModel = (
           sgemm.gemm(false, true, seq, H * D, E, 1, h, E, L.wq, E, 0, qf, H * D);
           sgemm.gemm(false, true, seq, KH * D, E, 1, h, E, L.wk, E, 0, kf, KH * D);
           sgemm.gemm(false, true, seq, KH * D, E, 1, h, E, L.wv, E, 0, vf, KH * D);
-          toHeads(qf, seq, H, offset, q, seq, true);
+          toHeads(qf, seq, H, offset, q, seq, true, at);
           // K/V straight into the cache rows offset … offset + seq − 1 (head stride = capacity).
-          toHeads(kf, seq, KH, offset, cache.k[l].subarray(offset * D), cache.capacity, true);
+          toHeads(kf, seq, KH, offset, cache.k[l].subarray(offset * D), cache.capacity, true, at);
           toHeads(vf, seq, KH, offset, cache.v[l].subarray(offset * D), cache.capacity, false);
           if (options.capture) {
             const kc = new Float32Array(KH * seq * D), vc = new Float32Array(KH * seq * D);
@@ -557,3 +575,36 @@ export const prefill = (
     }
     return model.logits(h, h.length / model.config.nEmbd - 1, 1);
   });
+
+/**
+ * The KV update after a speculative verification: keeps the cache rows `base + rows[j]` (ascending,
+ * `rows[j] ≥ j`, e.g. the accepted tree path's node indices) as rows `base + j` of every layer's K and V
+ * (`[kvHeads, capacity, headDim]`), and sets `cache.length = base + rows.length`; the other rows past `base`
+ * are dropped. Positions stay right when the kept rows' RoPE positions are `base + j` (a tree path: the node at
+ * depth j). Throws `RangeError` for rows that are not ascending or lie past the valid rows.
+ */
+export const keepCacheRows = (
+  cache: KvCache,
+  dims: { readonly kvHeads: number; readonly headDim: number },
+  base: number,
+  rows: readonly number[],
+): void => {
+  for (const [j, r] of rows.entries()) {
+    if (!Number.isInteger(r) || r < j || (j > 0 && r <= rows[j - 1]) || base + r >= cache.length) {
+      throw new RangeError(
+        `keepCacheRows: row ${r} at ${j} (base ${base}, ${cache.length} valid rows): ascending rows ≥ their index`,
+      );
+    }
+  }
+  const { kvHeads: KH, headDim: D } = dims, C = cache.capacity;
+  for (const buf of [...cache.k, ...cache.v]) {
+    for (let g = 0; g < KH; g++) {
+      for (const [j, r] of rows.entries()) {
+        if (r === j) continue;
+        const src = (g * C + base + r) * D;
+        buf.copyWithin((g * C + base + j) * D, src, src + D);
+      }
+    }
+  }
+  cache.length = base + rows.length;
+};

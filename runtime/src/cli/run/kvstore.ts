@@ -50,6 +50,8 @@ export type KvLoadMode =
     readonly gbps: number;
     /** The loading budget, ms. */
     readonly sloMs: number;
+    /** A chunk no level fits: the fastest option, or the text (the official rule). */
+    readonly fallback: "fastest" | "text";
   };
 
 /** The controller's part of a {@link KvStoreInfo}. */
@@ -58,6 +60,8 @@ export interface KvControllerInfo {
   readonly gbps: number;
   /** The loading budget, ms. */
   readonly sloMs: number;
+  /** The rule for a chunk no level fits (`fastest`, or `text` as the official code). */
+  readonly fallback: "fastest" | "text";
   /** The recompute time it charged per token: the dense pass's prefill time per prompt token, ms. */
   readonly recomputeMsPerToken: number;
   /** Per chunk, what was sent: `"1"`, `"2"`, `"3"` (a level) or `"text"` (recomputed). */
@@ -145,7 +149,12 @@ export const runKvStorePass = (
       const recomputeMsPerToken = dense.prefillMs / prompt.length;
       const sends: readonly ChunkSend[] = mode.kind === "level"
         ? ref.chunks.map(() => mode.level)
-        : planContextLoad(manifest, { gbps: mode.gbps, sloMs: mode.sloMs, recomputeMsPerToken }).sends;
+        : planContextLoad(manifest, {
+          gbps: mode.gbps,
+          sloMs: mode.sloMs,
+          recomputeMsPerToken,
+          fallback: mode.fallback,
+        }).sends;
       const r = yield* loadContext(g, cache, ref, store, sends);
       bytes = r.bytes;
       // against the fp16 bytes of the chunks sent as KV (not of those recomputed)
@@ -160,6 +169,7 @@ export const runKvStorePass = (
         controller = {
           gbps: mode.gbps,
           sloMs: mode.sloMs,
+          fallback: mode.fallback,
           recomputeMsPerToken,
           sends: r.sends.map(String),
           textChunks: r.sends.filter((x) => x === "text").length,

@@ -172,6 +172,10 @@ export const RunReport = Schema.Struct({
         Schema.optional(Schema.Struct({
           gbps: d(Schema.Finite, "the simulated link's bandwidth, Gbit/s"),
           sloMs: ms("the loading budget"),
+          fallback: d(
+            Schema.Literals(["fastest", "text"]),
+            "a chunk no level fits: the fastest option, or text",
+          ),
           recomputeMsPerToken: ms(
             "the recompute cost charged per token (the dense prefill's time per token)",
           ),
@@ -188,6 +192,27 @@ export const RunReport = Schema.Struct({
       firstTokenKl: d(Schema.Finite, "KL(dense ‖ kv store) of the answer's first token, nats"),
     })),
     "--kv-store: the document's KV cache through the store (absent without --kv-store)",
+  ),
+  speculative: d(
+    Schema.optional(Schema.Struct({
+      draft: d(Schema.String, "the draft (self: the target with sinks + window of its KV; random)"),
+      shape: d(Schema.Array(Schema.Finite), "tree shape: nodes per depth below the root"),
+      treeNodes: d(Schema.Finite, "tree nodes verified per round, root included"),
+      tokens: d(Schema.Finite, "tokens decoded by each of plain and speculative decoding (no early stop)"),
+      identical: d(Schema.Boolean, "whether the speculative tokens equal plain greedy's (lossless)"),
+      prefillMs: ms("the CPU forward's prefill of the prompt"),
+      plainTokensPerS: d(
+        Schema.Finite,
+        "plain greedy decoding on the CPU forward with the verify call's attention kernels, tokens/s",
+      ),
+      tokensPerS: d(Schema.Finite, "speculative decoding on the CPU forward, tokens/s"),
+      speedup: d(Schema.Finite, "tokensPerS / plainTokensPerS"),
+      rounds: d(Schema.Finite, "verification rounds"),
+      meanAccepted: d(Schema.Finite, "mean draft tokens accepted per round"),
+      tokensPerRound: d(Schema.Finite, "mean tokens emitted per round (accepted + the bonus token)"),
+      draftShare: d(Schema.Finite, "share of the speculative decode time spent drafting"),
+    })),
+    "--speculative: LongSpec decoding against plain greedy (absent without --speculative)",
   ),
   warnings: d(Schema.Array(Schema.String), "what the reader should know"),
 });
