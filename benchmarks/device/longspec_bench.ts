@@ -77,8 +77,10 @@ const rows: PeerRow[] = [];
 const common = {
   backend: args.backend,
   gpu: adapter.name,
+  driver: Deno.env.get("LONGCTX_GPU_DRIVER") ?? adapter.driver,
   date: new Date().toISOString(),
   commit: gitCommit(),
+  command: `deno run -A benchmarks/device/longspec_bench.ts ${Deno.args.join(" ")}`.trim(),
 };
 
 // ---- SmolLM2 shapes, synthetic weights (seeded normals × 0.02; norms 1)
