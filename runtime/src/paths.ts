@@ -1,11 +1,13 @@
 /**
- * Where longctx finds its downloaded assets: wgpu-native, the model, the documents. `scripts/setup.sh`
- * (run by `npm run setup`, `npm run demo` and `npm test`) fills `<repo>/.cache`; every location honours an
- * environment override, read at call time:
+ * Where longctx finds its downloaded assets: wgpu-native, the model, the documents. In a clone of the
+ * repository `scripts/setup.sh` (run by `npm run setup`, `npm run demo` and `npm test`) fills `<repo>/.cache`;
+ * used as a package, the cache is per user, `${XDG_CACHE_HOME:-~/.cache}/longctx`, filled by the installer
+ * (`deno run -A jsr:@longctx/runtime/install`, `install.ts`). Every location honours an environment override,
+ * read at call time:
  *
  * | variable               | default                                          |
  * |------------------------|--------------------------------------------------|
- * | `LONGCTX_CACHE`        | `<repo>/.cache`                                  |
+ * | `LONGCTX_CACHE`        | `<repo>/.cache` in a clone, else the user cache  |
  * | `LONGCTX_WGPU_LIB`     | `<cache>/wgpu/libwgpu_native.so`                 |
  * | `LONGCTX_WGPU_HEADERS` | `<cache>/wgpu` (`webgpu.h`, `wgpu.h`)            |
  * | `LONGCTX_MODEL`        | `<cache>/models/SmolLM2-135M-Instruct.Q4_1.gguf` |
@@ -16,6 +18,7 @@
  * @module
  */
 import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -44,8 +47,34 @@ export const repoRoot = (): string => {
   return here.protocol === "file:" ? resolve(dirname(fileURLToPath(here)), "..", "..") : process.cwd();
 };
 
-/** The cache folder: `LONGCTX_CACHE`, default `<repo>/.cache`. */
-export const cacheDir = (): string => fromEnv("LONGCTX_CACHE") ?? join(repoRoot(), ".cache");
+/**
+ * Whether this module runs from a clone of the repository (a file two folders above it is `scripts/setup.sh`)
+ * rather than from a package (JSR, or an npm-compatible copy under `node_modules`).
+ */
+export const inClone = (): boolean =>
+  new URL(import.meta.url).protocol === "file:" && existsSync(join(repoRoot(), "scripts", "setup.sh"));
+
+/**
+ * The per-user cache folder: `$XDG_CACHE_HOME/longctx`, default `~/.cache/longctx` (the XDG Base Directory
+ * convention; a relative `XDG_CACHE_HOME` is ignored, as the specification says).
+ */
+export const userCacheDir = (): string => {
+  const xdg = env("XDG_CACHE_HOME");
+  return join(xdg !== undefined && isAbsolute(xdg) ? xdg : join(homedir(), ".cache"), "longctx");
+};
+
+/** The cache folder: `LONGCTX_CACHE`; else `<repo>/.cache` in a clone, {@link userCacheDir} from a package. */
+export const cacheDir = (): string =>
+  fromEnv("LONGCTX_CACHE") ?? (inClone() ? join(repoRoot(), ".cache") : userCacheDir());
+
+/**
+ * The command that installs the missing assets, for hints: `npm run setup` in a clone, the package's installer
+ * otherwise.
+ */
+export const installHint = (): string =>
+  inClone()
+    ? "run `npm run setup` (or `bash scripts/setup.sh`)"
+    : "run `deno run -A jsr:@longctx/runtime/install` (Bun: `bun -e 'import \"@longctx/runtime/install\"'`)";
 
 /** The wgpu-native shared library: `LONGCTX_WGPU_LIB`, default `<cache>/wgpu/libwgpu_native.so`. */
 export const wgpuLibPath = (): string =>
@@ -61,6 +90,10 @@ export const wgpuHeadersDir = (): string => fromEnv("LONGCTX_WGPU_HEADERS") ?? j
 /** The model file (GGUF): `LONGCTX_MODEL`, default `<cache>/models/SmolLM2-135M-Instruct.Q4_1.gguf`. */
 export const modelPath = (): string =>
   fromEnv("LONGCTX_MODEL") ?? join(cacheDir(), "models", DEFAULT_MODEL_FILE);
+
+/** Where `install --dawn` puts npm `webgpu` (Dawn's Node-API addon): `<cache>/dawn/node_modules/webgpu`. */
+export const dawnPackageDir = (cache: string = cacheDir()): string =>
+  join(cache, "dawn", "node_modules", "webgpu");
 
 /** The documents folder (texts plus `manifest.json`): `LONGCTX_DOCS`, default `<cache>/docs`. */
 export const docsDir = (): string => fromEnv("LONGCTX_DOCS") ?? join(cacheDir(), "docs");
@@ -101,8 +134,7 @@ export interface DocumentInfo {
   readonly source: DocumentSource;
 }
 
-const setupHint =
-  "run `npm run setup` (or `bash scripts/setup.sh`), or set LONGCTX_DOCS to a documents folder";
+const setupHint = (): string => `${installHint()}, or set LONGCTX_DOCS to a documents folder`;
 
 const str = (o: Record<string, unknown>, k: string, where: string): string => {
   const v = o[k];
@@ -171,7 +203,7 @@ export const listDocuments = (): Effect.Effect<ReadonlyArray<DocumentInfo>, Inpu
       }
       return docs;
     },
-    catch: (e) => new InputError({ message: e instanceof Error ? e.message : String(e), hint: setupHint }),
+    catch: (e) => new InputError({ message: e instanceof Error ? e.message : String(e), hint: setupHint() }),
   });
 
 /**
@@ -196,7 +228,7 @@ export const readDocument = (name: string): Effect.Effect<string, InputError> =>
       catch: (e) =>
         new InputError({
           message: `cannot read ${doc.path}: ${e instanceof Error ? e.message : e}`,
-          hint: setupHint,
+          hint: setupHint(),
         }),
     });
   });

@@ -21,9 +21,12 @@
  * @module
  */
 import { Effect } from "effect";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
+import { join } from "node:path";
 import process from "node:process";
 import { type Backend, BackendError } from "@longctx/graph";
+import { dawnPackageDir, inClone } from "../paths.ts";
 import { webgpuBackendOver } from "./webgpu.ts";
 
 /** Options of `makeDawnBackend`. */
@@ -94,12 +97,20 @@ export const dawnAddonPath = (o: Pick<DawnBackendOptions, "addon"> = {}): string
   const env = process.env.LONGCTX_DAWN_NODE;
   if (env) return env;
   const arch = process.platform === "darwin" ? "universal" : process.arch;
-  const require = createRequire(import.meta.url);
-  let pkg: string;
-  try {
-    pkg = require.resolve("webgpu/package.json");
-  } catch {
-    pkg = createRequire(`${process.cwd()}/`).resolve("webgpu/package.json");
+  // npm webgpu beside this module (a clone, an npm-style install), in the current project, or where
+  // `install --dawn` put it in the cache folder.
+  const cached = join(dawnPackageDir(), "package.json");
+  const candidates = [() => createRequire(import.meta.url), () => createRequire(`${process.cwd()}/`)];
+  let pkg: string | undefined;
+  for (const req of candidates) {
+    try {
+      pkg = req().resolve("webgpu/package.json");
+      break;
+    } catch { /* next */ }
+  }
+  if (pkg === undefined) {
+    if (!existsSync(cached)) throw new Error(`npm webgpu not found (nor in ${cached})`);
+    pkg = cached;
   }
   return `${pkg.slice(0, -"package.json".length)}dist/${process.platform}-${arch}/dawn.node`;
 };
@@ -121,7 +132,9 @@ const instance = (o: DawnBackendOptions): GPU => {
     throw err(
       "library-missing",
       `could not load Dawn's Node-API addon: ${e instanceof Error ? e.message : String(e)}`,
-      "run 'bash scripts/setup.sh' (it installs npm webgpu@0.6.2), or set LONGCTX_DAWN_NODE to a dawn.node",
+      inClone()
+        ? "run 'bash scripts/setup.sh' (it installs npm webgpu@0.6.2), or set LONGCTX_DAWN_NODE to a dawn.node"
+        : "run `deno run -A jsr:@longctx/runtime/install --dawn`, or set LONGCTX_DAWN_NODE to a dawn.node",
     );
   }
   const forced = o.backendType ??
@@ -181,7 +194,7 @@ export const makeDawnBackend = (options: DawnBackendOptions = {}): Effect.Effect
           "no usable GPU",
         );
       }
-      const requiredFeatures = WANTED.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+      const requiredFeatures = (WANTED as readonly GPUFeatureName[]).filter((f) => adapter.features.has(f));
       const requiredLimits: Record<string, number> = {};
       for (const k of RAISED) {
         const v = (adapter.limits as unknown as Record<string, number>)[k];
@@ -232,8 +245,9 @@ export const dawnCheckWgsl = (
       const gpu = instance({ ...options, backendType: "null" });
       const adapter = await gpu.requestAdapter();
       if (!adapter) throw err("no-adapter", "Dawn's Null backend offered no adapter", "update npm webgpu");
-      const requiredFeatures = ["shader-f16", "subgroups", SGMAT].filter((f) => adapter.features.has(f));
-      const device = await adapter.requestDevice({ requiredFeatures: requiredFeatures as GPUFeatureName[] });
+      const requiredFeatures = (["shader-f16", "subgroups", SGMAT] as GPUFeatureName[])
+        .filter((f) => adapter.features.has(f));
+      const device = await adapter.requestDevice({ requiredFeatures });
       try {
         const out: string[][] = [];
         for (const code of sources) {

@@ -367,7 +367,15 @@ const build = (
         }
         await scoped(
           "upload",
-          () => device.queue.writeBuffer(b.gpu, offsetBytes, bytes, 0, bytes.byteLength),
+          // (`Uint8Array<ArrayBuffer>`: Deno's own WebGPU types take no SharedArrayBuffer view.)
+          () =>
+            device.queue.writeBuffer(
+              b.gpu,
+              offsetBytes,
+              bytes as Uint8Array<ArrayBuffer>,
+              0,
+              bytes.byteLength,
+            ),
         );
       }),
 

@@ -17,6 +17,8 @@
  */
 /** @internal Effect's types (`Effect`, `Schema`, …) are documented by the `effect` package. */
 import { Effect } from "effect";
+import { tmpdir } from "node:os";
+import process from "node:process";
 import {
   type AdapterInfo,
   type Backend,
@@ -32,7 +34,7 @@ import {
 import { enums, flags } from "../wgpu/ffi_generated.ts";
 import { Arena } from "../wgpu/structs.ts";
 import { WgpuDevice, WgpuFailure } from "../wgpu/native.ts";
-import { wgpuLibPath } from "../paths.ts";
+import { cacheDir, installHint, wgpuLibPath } from "../paths.ts";
 import type { Ptr } from "../wgpu/ffi.ts";
 import { bindingMinSizes, workgroupLimitViolation } from "../wgpu/wgsl_limits.ts";
 
@@ -86,7 +88,6 @@ export interface WgpuBackend extends Backend {
 }
 
 const HINTS: Record<string, string> = {
-  "library-missing": "run `npm run setup` (downloads wgpu-native into .cache/wgpu) or set LONGCTX_WGPU_LIB",
   "no-adapter":
     "install a Vulkan driver: `apt-get install mesa-vulkan-drivers` (lavapipe, CPU) or your GPU's driver; or use the cpu backend",
   "device-lost": "the GPU device was lost or destroyed; create a new backend",
@@ -99,7 +100,14 @@ const HINTS: Record<string, string> = {
 };
 
 const fail = (reason: BackendError["reason"], message: string) =>
-  new BackendError({ backend: "wgpu", reason, message, hint: HINTS[reason] ?? "" });
+  new BackendError({
+    backend: "wgpu",
+    reason,
+    message,
+    hint: reason === "library-missing"
+      ? `${installHint()} (installs wgpu-native into ${cacheDir()}/wgpu), or set LONGCTX_WGPU_LIB`
+      : HINTS[reason] ?? "",
+  });
 
 const toBackendError = (e: unknown): BackendError => {
   if (e instanceof BackendError) return e;
@@ -129,6 +137,26 @@ const enableFeature = {
 };
 
 /**
+ * Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid or not set" to stderr when it is unset (a
+ * script outside a login session, CI); compute needs no runtime dir, so give them the temporary folder. Deno's
+ * `process.env` writes the C environment the driver reads; Bun's does not, so there libc's `setenv` is called.
+ */
+const giveRuntimeDir = async (): Promise<void> => {
+  if (process.env.XDG_RUNTIME_DIR) return;
+  const dir = tmpdir();
+  process.env.XDG_RUNTIME_DIR = dir;
+  if (!("Bun" in globalThis) || process.platform !== "linux") return;
+  try {
+    // deno-lint-ignore no-explicit-any
+    const ffi: any = await import("bun:ffi" as string);
+    const libc = ffi.dlopen("libc.so.6", { setenv: { args: ["ptr", "ptr", "i32"], returns: "i32" } });
+    const [name, value] = ["XDG_RUNTIME_DIR", dir].map((t) => new TextEncoder().encode(`${t}\0`));
+    libc.symbols.setenv(ffi.ptr(name), ffi.ptr(value), 0);
+    libc.close();
+  } catch { /* only a warning is at stake */ }
+};
+
+/**
  * Open the wgpu backend: load libwgpu_native, pick the high-performance adapter, create a device with
  * the adapter's limits and the features in `WANTED_FEATURES` it has (timestamp queries, shader-f16,
  * subgroups, cooperative matrix, immediates, …).
@@ -138,12 +166,14 @@ const enableFeature = {
  */
 export const makeWgpuBackend = (options: WgpuBackendOptions = {}): Effect.Effect<WgpuBackend, BackendError> =>
   Effect.tryPromise({
-    try: () =>
-      WgpuDevice.open({
+    try: async () => {
+      await giveRuntimeDir();
+      return await WgpuDevice.open({
         libPath: options.libPath ?? wgpuLibPath(),
         lowPower: options.lowPower,
         limits: options.limits,
-      }),
+      });
+    },
     catch: (e) =>
       e instanceof WgpuFailure && e.reason === "unsupported" && e.message.startsWith("device request refused")
         ? new BackendError({
