@@ -31,6 +31,7 @@ import type { TaggedErrorClass } from "@longctx/graph";
 import { type CdfTable, decodeSymbols, encodeSymbols, rowCdf, sliceCount, validCdf } from "./coder.ts";
 import { type CacheGenParams, layerBins, maxOf } from "./params.ts";
 import { dequantizeLayer, quantizeLayer } from "./quant.ts";
+import { halfToFloat } from "../kernels/half.ts";
 
 /** Why a container cannot be written or read (the `reason` of a {@link CacheGenError}). */
 export type CacheGenErrorReason =
@@ -622,3 +623,22 @@ export const decodeKv = (
     const { k, v } = yield* decompressKv(compressed);
     return { k, v, dims: header.dims, header };
   });
+
+/**
+ * The quantiser's error bound of a compressed chunk, per element: `a / (2·MAX) + slack · a`, with `a` the
+ * element's (layer, token) fp16 scale and `MAX = bins/2 − 1` of its row. Layout `f32 [rows, kvHeads, tokens,
+ * headDim]` (rows: every layer's K, then its V). Every decoded element lies within it of the original
+ * (`slack` 0 up to f32 rounding; the tests pass 1e-6).
+ */
+export const quantErrorBound = (c: CompressedKv, slack = 0): Float32Array => {
+  const { layers: L, kvHeads: H, headDim: d, tokens: N } = c.dims, rows = 2 * L;
+  const bins = [...c.keyBins, ...c.valueBins], out = new Float32Array(rows * H * N * d);
+  for (let r = 0; r < rows; r++) {
+    const M = maxOf(bins[r]);
+    for (let t = 0; t < N; t++) {
+      const a = halfToFloat(c.scales[r * N + t]), b = a / (2 * M) + slack * a;
+      for (let h = 0; h < H; h++) out.fill(b, ((r * H + h) * N + t) * d, ((r * H + h) * N + t + 1) * d);
+    }
+  }
+  return out;
+};

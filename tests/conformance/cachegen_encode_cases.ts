@@ -9,7 +9,6 @@
 import { Effect } from "effect";
 import { hostTensor } from "@longctx/graph";
 import { cachegen } from "@longctx/ops";
-import { halfToF32 } from "../../ops/dense/common.ts";
 import { maxScaled, mismatches, values } from "./metrics.ts";
 import type { CaseGenerator } from "./cases.ts";
 
@@ -41,16 +40,7 @@ export const cachegenEncodeCases: CaseGenerator = () =>
         const { k: hk, v: hv } = Effect.runSync(cachegen.decompressKv(c));
         const want = new Float32Array(rows * slab);
         [...hk, ...hv].forEach((y, r) => want.set(y, r * slab));
-        const bins = [...c.keyBins, ...c.valueBins], bound = new Float32Array(rows * slab);
-        for (let r = 0; r < rows; r++) {
-          const M = cachegen.maxOf(bins[r]);
-          for (let h = 0; h < H; h++) {
-            for (let t = 0; t < N; t++) {
-              const a = halfToF32(Uint16Array.of(c.scales[r * N + t]))[0];
-              bound.fill(a / (2 * M) + 1e-6 * a, ((r * H + h) * N + t) * d, ((r * H + h) * N + t + 1) * d);
-            }
-          }
-        }
+        const bound = cachegen.quantErrorBound(c, 1e-6);
         return {
           inputs: { kv: hostTensor("f32", input.desc.dims, input.desc.shape, kv.slice()) },
           note: `${c.streams.length} stream bytes`,

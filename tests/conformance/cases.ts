@@ -2382,19 +2382,9 @@ const cachegenDecodeCases: CaseGenerator = () =>
       build: () => {
         const { k: hk, v: hv } = Effect.runSync(cachegen.decompressKv(c));
         const want = new Float32Array(rows * H * N * d), x = new Float32Array(rows * H * N * d);
-        const bound = new Float32Array(rows * H * N * d);
         [...hk, ...hv].forEach((y, r) => want.set(y, r * H * N * d));
         [...k, ...v].forEach((y, r) => x.set(y, r * H * N * d));
-        const bins = [...c.keyBins, ...c.valueBins];
-        for (let r = 0; r < rows; r++) {
-          const M = cachegen.maxOf(bins[r]);
-          for (let h = 0; h < H; h++) {
-            for (let t = 0; t < N; t++) {
-              const a = halfToF32(Uint16Array.of(c.scales[r * N + t]))[0];
-              bound.fill(a / (2 * M) + 1e-6 * a, ((r * H + h) * N + t) * d, ((r * H + h) * N + t + 1) * d);
-            }
-          }
-        }
+        const bound = cachegen.quantErrorBound(c, 1e-6);
         return {
           inputs,
           note: `${C} channels, ${c.streams.length} stream bytes`,
