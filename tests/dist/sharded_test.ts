@@ -11,7 +11,8 @@ import { Effect } from "effect";
 import { existsSync } from "node:fs";
 import { makeCpuBackend } from "../../runtime/src/backends/cpu.ts";
 import { openWgpuBackend } from "../ops/gpu_helper.ts";
-import { cacheAttention64, maxAbsDiff, randn } from "../ops/ref64.ts";
+import { randn } from "../ops/ref64.ts";
+import { shardedVsDense } from "./check.ts";
 import { openBackendShard, openHostShard, type ShardShape } from "../../runtime/src/dist/shard.ts";
 import { shardedAttention, shardedKv, syncShardedKv } from "../../runtime/src/dist/sharded.ts";
 import { generateGreedy, loadLlama } from "../../runtime/src/model/llama.ts";
@@ -23,7 +24,7 @@ const wgpu = await openWgpuBackend();
 
 test("sharded KV on wgpu + cpu backends + host: every step equals dense attention over the whole cache", async () => {
   const shape: ShardShape = { layers: 2, heads: 6, kvHeads: 2, headDim: 64 };
-  const { heads: H, kvHeads: KH, headDim: D } = shape;
+  const { heads: H, headDim: D } = shape;
   const caps = [37, 50, 41];
   const cpu = await Effect.runPromise(makeCpuBackend());
   const shards = [
@@ -32,55 +33,16 @@ test("sharded KV on wgpu + cpu backends + host: every step equals dense attentio
     openHostShard(shape, caps[0] + caps[1], caps[2], "host"),
   ];
   const kv = shardedKv(shape, shards);
-  const T = 120, prompt = 60;
-  const k = randn(KH * T * D, 3), v = randn(KH * T * D, 4);
-  const rows = (x: Float32Array, r0: number, n: number) => {
-    const o = new Float32Array(KH * n * D);
-    for (let g = 0; g < KH; g++) o.set(x.subarray((g * T + r0) * D, (g * T + r0 + n) * D), g * n * D);
-    return o;
-  };
-  let worst = 0;
-  for (let l = 0; l < shape.layers; l++) {
-    // prefill: 60 rows spanning shards 0 and 1, 60 queries attend causally
-    await kv.append(l, rows(k, 0, prompt), rows(v, 0, prompt), prompt);
-    const q0 = randn(H * prompt * D, 10 + l);
-    const p0 = await kv.attend(l, q0, prompt, 0);
-    const w0 = cacheAttention64(
-      q0,
-      rows(k, 0, prompt),
-      rows(v, 0, prompt),
-      {
-        heads: H,
-        kvHeads: KH,
-        seq: prompt,
-        cap: prompt,
-        d: D,
-      },
-      1 / Math.sqrt(D),
-      0,
-    );
-    worst = Math.max(worst, maxAbsDiff(p0.o, w0.o));
-    for (let t = prompt; t < T; t++) {
-      await kv.append(l, rows(k, t, 1), rows(v, t, 1), 1);
-      const q = randn(H * D, 1000 * l + t);
-      const p = await kv.attend(l, q, 1, t);
-      const w = cacheAttention64(
-        q,
-        rows(k, 0, t + 1),
-        rows(v, 0, t + 1),
-        {
-          heads: H,
-          kvHeads: KH,
-          seq: 1,
-          cap: t + 1,
-          d: D,
-        },
-        1 / Math.sqrt(D),
-        t,
-      );
-      worst = Math.max(worst, maxAbsDiff(p.o, w.o), maxAbsDiff(p.lse, w.lse) / 10);
-    }
-  }
+  // prefill: 60 rows spanning shards 0 and 1, 60 queries attend causally; then one row per decode step
+  const { worst, rows, k, v } = await shardedVsDense(kv, shape, {
+    tokens: 120,
+    prompt: 60,
+    step: 1,
+    seed: 3,
+    prefillSeed: (l) => 10 + l,
+    decodeSeed: (l, t) => 1000 * l + t,
+    lseWeight: 0.1,
+  });
   console.log(
     `  ${shards.map((s) => s.name).join(" + ")}: worst error ${worst.toExponential(2)} over 2 × 61 steps`,
   );
@@ -93,7 +55,7 @@ test("sharded KV on wgpu + cpu backends + host: every step equals dense attentio
   assert.ok(/capacity/.test(String((overflow as Error).message)), String(overflow));
   // per step, only the queries and the parts crossed: 3 holders × (q + o + lse)
   kv.resetStats();
-  await kv.attend(0, randn(H * D, 5), 1, T - 1);
+  await kv.attend(0, randn(H * D, 5), 1, 119);
   assert.equal(kv.stats.queryBytes, 3 * 4 * H * D);
   assert.equal(kv.stats.partialBytes, 3 * 4 * H * (D + 1));
   assert.equal(kv.stats.appendBytes, 0);

@@ -10,7 +10,8 @@
 import { assert, test } from "../harness.ts";
 import { Effect } from "effect";
 import { existsSync } from "node:fs";
-import { cacheAttention64, maxAbsDiff, randn } from "../ops/ref64.ts";
+import { randn } from "../ops/ref64.ts";
+import { shardedVsDense } from "./check.ts";
 import {
   type KvShard,
   openBridgedKv,
@@ -34,7 +35,7 @@ const haveWgpu = existsSync(wgpuLibPath());
 test("worker-process shards over Redis: every decode step equals dense attention", async () => {
   await withRedisServer(async ({ url }) => {
     const shape: ShardShape = { layers: 2, heads: 4, kvHeads: 2, headDim: 64 };
-    const { heads: H, kvHeads: KH, headDim: D } = shape;
+    const { heads: H, headDim: D } = shape;
     const caps = [30, 45, 25, 40];
     const workers: ShardWorker[] = [
       spawnShardWorker({ url, id: "w0" }),
@@ -51,56 +52,15 @@ test("worker-process shards over Redis: every decode step equals dense attention
         at += cap;
       }
       const kv = shardedKv(shape, shards);
-      const T = 130, prompt = 50;
-      const k = randn(KH * T * D, 21), v = randn(KH * T * D, 22);
-      const rows = (x: Float32Array, r0: number, n: number) => {
-        const o = new Float32Array(KH * n * D);
-        for (let g = 0; g < KH; g++) o.set(x.subarray((g * T + r0) * D, (g * T + r0 + n) * D), g * n * D);
-        return o;
-      };
-      let worst = 0;
-      for (let l = 0; l < shape.layers; l++) {
-        await kv.append(l, rows(k, 0, prompt), rows(v, 0, prompt), prompt);
-        const q0 = randn(H * prompt * D, 30 + l);
-        const p0 = await kv.attend(l, q0, prompt, 0);
-        const w0 = cacheAttention64(
-          q0,
-          rows(k, 0, prompt),
-          rows(v, 0, prompt),
-          {
-            heads: H,
-            kvHeads: KH,
-            seq: prompt,
-            cap: prompt,
-            d: D,
-          },
-          1 / Math.sqrt(D),
-          0,
-        );
-        worst = Math.max(worst, maxAbsDiff(p0.o, w0.o));
-        for (let t = prompt; t < T; t += 3) {
-          const n = Math.min(3, T - t);
-          await kv.append(l, rows(k, t, n), rows(v, t, n), n);
-          const q = randn(H * D, 100 * l + t);
-          const last = t + n - 1;
-          const p = await kv.attend(l, q, 1, last);
-          const w = cacheAttention64(
-            q,
-            rows(k, 0, last + 1),
-            rows(v, 0, last + 1),
-            {
-              heads: H,
-              kvHeads: KH,
-              seq: 1,
-              cap: last + 1,
-              d: D,
-            },
-            1 / Math.sqrt(D),
-            last,
-          );
-          worst = Math.max(worst, maxAbsDiff(p.o, w.o));
-        }
-      }
+      const { worst } = await shardedVsDense(kv, shape, {
+        tokens: 130,
+        prompt: 50,
+        step: 3,
+        seed: 21,
+        prefillSeed: (l) => 30 + l,
+        decodeSeed: (l, t) => 100 * l + t,
+        lseWeight: 0,
+      });
       console.log(
         `  ${shards.map((s) => s.name).join(" + ")} (w1 on ${haveWgpu ? "wgpu" : "host"}): worst ${
           worst.toExponential(2)
