@@ -8,7 +8,7 @@
  * keeping the wrong ones (fidelity bounds). At 256 tokens the forced blocks were 80 % and nothing could fail.
  * Needs the assets of `npm run setup` (model and documents in `.cache/`). About 40 s on 2 cores.
  */
-import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { Schema } from "effect";
 import { RunReport } from "../../runtime/src/cli/run/report.ts";
 import { join } from "node:path";
@@ -228,6 +228,16 @@ test("run CLI: --kv-store stores the document's KV cache, later runs load it (no
   assert.equal(t.controller?.textChunks, a.chunks);
   assert.ok(t.bytes === 0 && t.linkMs === 0 && t.recomputeMs > 0 && t.decodeMs === 0);
   assert.ok(t.firstTokenKl < 1e-5, `recomputed first-token KL ${t.firstTokenKl}`);
+  assert.equal(t.textChunks, a.chunks);
+  // an entry gone from the store: its chunk is recomputed and the context stored again
+  const stored = () => readdirSync(join(dir, "kv")).filter((f) => f.endsWith(".kv"));
+  const lost = stored().find((f) => f.includes("cachegen-l2"))!;
+  unlinkSync(join(dir, "kv", lost));
+  const r6 = runCli(args(join(dir, "6.json"), "Which word is the passphrase?"));
+  assert.equal(r6.code, 0, r6.err);
+  const m = report(join(dir, "6.json")).kvStore!;
+  assert.ok(m.hit && m.missingChunks === 1 && m.textChunks === 1 && m.storeMs > 0, JSON.stringify(m));
+  assert.ok(stored().includes(lost), "the missing entry is stored again");
   // damaged entries: one byte flipped in every stored container (the manifest, the smallest entry, kept) →
   // a one-line typed error, never a decoded cache
   const files = readdirSync(join(dir, "kv")).filter((f) => f.endsWith(".kv")).map((f) => join(dir, "kv", f));

@@ -197,7 +197,8 @@ const flags = {
   speculative: Flag.String("speculative").pipe(
     Flag.withDescription(
       "also decode the answer with LongSpec speculative decoding (CPU forward) against plain greedy: self, random " +
-        `or JSON '{"draft":"self","shape":[1,1,1,1],"sinks":4,"window":512}' (runtime/src/cli/run/speculative.ts)`,
+        `or JSON '{"draft":"self","shape":[1,1,1,1],"sinks":4,"window":512}' (runtime/src/cli/run/speculative.ts; ` +
+        "default: off)",
     ),
     Flag.optional,
   ),
@@ -340,7 +341,9 @@ const main = (i: Input) =>
     if ((Option.isSome(i.kvSlo) || Option.isSome(i.kvFallback)) && Option.isNone(i.kvGbps)) {
       return yield* new InputError({
         message: `${Option.isSome(i.kvSlo) ? "--kv-slo" : "--kv-fallback"} without --kv-gbps`,
-        hint: "the budget is the loading controller's: pass --kv-gbps too, or drop --kv-slo",
+        hint: `it is the loading controller's: pass --kv-gbps too, or drop ${
+          Option.isSome(i.kvSlo) ? "--kv-slo" : "--kv-fallback"
+        }`,
       });
     }
     const kvMode: KvLoadMode = Option.isSome(i.kvGbps)
@@ -698,32 +701,40 @@ const main = (i: Input) =>
     const kvLines = (x: KvStoreInfo): string[] => {
       const c = x.controller;
       const what = c
-        ? `per-chunk choice at ${c.gbps} Gbit/s within ${fmtMs(c.sloMs)}: [${c.sends.join(" ")}]`
+        ? `per-chunk choice at ${c.gbps} Gbit/s for a budget of ${fmtMs(c.sloMs)}: [${c.sends.join(" ")}]`
         : `level ${x.level}`;
-      const kvChunks = c ? x.chunks - c.textChunks : x.chunks;
+      const kvChunks = x.chunks - x.textChunks;
+      const read = kvChunks === 0
+        ? "nothing read"
+        : `${(x.bytes / 2 ** 20).toFixed(2)} MiB read for ${kvChunks} chunks (${
+          x.ratioVsFp16.toFixed(2)
+        }× smaller than their fp16), decoded into the cache in ${fmtMs(x.decodeMs)}${
+          c ? `, the simulated link ${fmtMs(x.linkMs)} more` : ""
+        }`;
+      const recomputed = x.textChunks === 0
+        ? "no prefill"
+        : `${x.textChunks} chunks recomputed in ${fmtMs(x.recomputeMs)}${
+          x.missingChunks > 0 ? ` (${x.missingChunks} missing from the store, stored again)` : ""
+        }`;
       return [
         `kv store  ${
           x.hit ? "hit" : "miss"
         } at ${x.url}: ${x.fixedTokens} fixed-context tokens in ${x.chunks} ` +
         `chunks (${what}); ` +
         (x.hit
-          ? `${(x.bytes / 2 ** 20).toFixed(2)} MiB read for ${kvChunks} chunks (${
-            x.ratioVsFp16.toFixed(2)
-          }× smaller than their fp16), read, decoded and written to the cache in ${fmtMs(x.loadMs)} (decode ${
-            fmtMs(x.decodeMs)
-          }${c ? `; the simulated link ${fmtMs(x.linkMs)} more` : ""})${
-            x.recomputeMs > 0
-              ? `; ${c?.textChunks} chunks recomputed in ${fmtMs(x.recomputeMs)}`
-              : ": no prefill"
+          ? `${read}; ${recomputed}; ${fmtMs(x.loadMs)} in all${
+            c && x.loadMs + x.linkMs > c.sloMs
+              ? ` (over the budget: no level fits a chunk's share at this bandwidth)`
+              : ""
           }`
           : `prefilled in ${fmtMs(x.prefillMs)}; encoded at levels 1–3 (${
             (x.bytes / 2 ** 20).toFixed(2)
           } MiB; level ${x.level} ${x.ratioVsFp16.toFixed(2)}× smaller than fp16) and stored in ${
             fmtMs(x.storeMs)
           }`),
-        `ttft      ${fmtMs(x.ttftMs)} (context ${x.hit ? "loaded" : "prefilled"}, question prefill ${
-          fmtMs(x.questionPrefillMs)
-        }) against the dense prefill of the whole prompt ${
+        `ttft      ${fmtMs(x.ttftMs)} (context ${
+          x.hit ? (x.textChunks === x.chunks ? "recomputed" : "loaded") : "prefilled"
+        }, question prefill ${fmtMs(x.questionPrefillMs)}) against the dense prefill of the whole prompt ${
           fmtMs(rDense.prefillMs)
         }; KL(dense ‖ kv store) of ` +
         `the answer's first token ${x.firstTokenKl.toExponential(3)} nats`,

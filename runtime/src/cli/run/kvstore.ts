@@ -95,10 +95,14 @@ export interface KvStoreInfo {
   readonly decodeMs: number;
   /** A miss: the context's prefill; encoding and storing its containers, ms (0 on a hit). */
   readonly prefillMs: number;
-  /** A miss: encoding and storing the containers, ms. */
+  /** Encoding and storing the containers, ms: a miss, or a hit that stored a missing chunk again. */
   readonly storeMs: number;
   /** A hit: recomputing the chunks sent as text, ms (part of `loadMs`). */
   readonly recomputeMs: number;
+  /** A hit: chunks recomputed from their text (the controller's choice, or an entry gone from the store). */
+  readonly textChunks: number;
+  /** A hit: chunks whose entry was gone from the store: recomputed, then the context stored again. */
+  readonly missingChunks: number;
   /** A hit with `--kv-gbps`: the bytes read over the simulated link, ms (added to `ttftMs`; 0 otherwise). */
   readonly linkMs: number;
   /** A hit with `--kv-gbps`: the loading controller's choices. */
@@ -143,7 +147,7 @@ export const runKvStorePass = (
     const fp16Bytes = fixed * 2 * L * H * d * 2;
     const manifest = yield* readManifest(store, ref);
     let bytes = 0, loadMs = 0, decodeMs = 0, prefillMs = 0, storeMs = 0, recomputeMs = 0, link = 0, level = 0;
-    let fp16Ratio = 0;
+    let fp16Ratio = 0, textChunks = 0, missingChunks = 0;
     let controller: KvControllerInfo | undefined;
     if (manifest) {
       const recomputeMsPerToken = dense.prefillMs / prompt.length;
@@ -163,6 +167,15 @@ export const runKvStorePass = (
       loadMs = r.totalMs;
       decodeMs = r.decodeMs;
       recomputeMs = r.recomputeMs;
+      textChunks = r.sends.filter((x) => x === "text").length;
+      missingChunks = r.missing;
+      if (r.missing > 0) {
+        // an entry gone from the store (e.g. deleted after a checksum error): its chunk was recomputed, so the
+        // cache holds the whole context again; store it anew (every level, then the manifest)
+        const ts = performance.now();
+        yield* storeContext(g, cache, ref, store, KV_STORED_LEVELS);
+        storeMs = performance.now() - ts;
+      }
       if (mode.kind === "level") level = mode.level;
       else {
         link = linkMs(r.bytes, mode.gbps);
@@ -219,6 +232,8 @@ export const runKvStorePass = (
         prefillMs,
         storeMs,
         recomputeMs,
+        textChunks,
+        missingChunks,
         linkMs: link,
         ...(controller ? { controller } : {}),
         questionPrefillMs: a.ms.prefill,

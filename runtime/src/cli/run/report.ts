@@ -165,8 +165,16 @@ export const RunReport = Schema.Struct({
       loadMs: ms("a hit: reading, decoding and writing the cache, and recomputing text chunks (0 on a miss)"),
       decodeMs: ms("a hit: decoding the containers (checksum, arithmetic decode, dequantisation)"),
       prefillMs: ms("a miss: the context's dense prefill (0 on a hit)"),
-      storeMs: ms("a miss: encoding and storing the containers"),
+      storeMs: ms("encoding and storing the containers (a miss, or a hit that stored missing chunks again)"),
       recomputeMs: ms("a hit: recomputing the chunks sent as text (part of loadMs)"),
+      textChunks: d(
+        Schema.Finite,
+        "a hit: chunks recomputed from their text (controller's choice or missing)",
+      ),
+      missingChunks: d(
+        Schema.Finite,
+        "a hit: chunks gone from the store: recomputed, the context stored again",
+      ),
       linkMs: ms("a hit with --kv-gbps: the bytes read at the simulated bandwidth (added to ttftMs)"),
       controller: d(
         Schema.optional(Schema.Struct({
