@@ -43,7 +43,10 @@ const bin = (name: string) => join(root, "node_modules", ".bin", name);
 const userEnv = (extra: Record<string, string>): Record<string, string> => {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("LONGCTX_") && k !== "XDG_CACHE_HOME") env[k] = v;
+    if (v === undefined || k === "XDG_CACHE_HOME") continue;
+    // set empty rather than left out: Deno's node:child_process adds the parent's variables to `env` (checked
+    // under Deno 2.9.6), and runtime/src/paths.ts reads an empty LONGCTX_* as unset
+    env[k] = k.startsWith("LONGCTX_") ? "" : v;
   }
   return { ...env, ...extra };
 };
