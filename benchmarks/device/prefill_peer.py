@@ -16,6 +16,8 @@ import json
 import statistics
 import sys
 
+from sdpa_peer import emit  # the same JSON rows out (this folder is on sys.path when run as a script)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -115,15 +117,6 @@ def main() -> int:
             torch.cuda.empty_cache()
     emit(rows, a.out)
     return 0
-
-
-def emit(rows, out):
-    text = json.dumps(rows, indent=1)
-    if out:
-        with open(out, "w") as f:
-            f.write(text)
-    else:
-        print(text)
 
 
 if __name__ == "__main__":
