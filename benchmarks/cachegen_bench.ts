@@ -28,7 +28,7 @@ import { selectBackend } from "../runtime/src/backends/select.ts";
 import { modelPath, readDocument } from "../runtime/src/paths.ts";
 import { modelFingerprint } from "../runtime/src/squeezed/squeezed.ts";
 import { appendRows, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, list, parseFlags } from "./lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/cachegen_bench.ts [flags]", {
   tokens: { kind: "int", default: 8192, min: 16, help: "context tokens prefilled and encoded" },
@@ -47,11 +47,6 @@ const args = parseFlags("deno run -A benchmarks/cachegen_bench.ts [flags]", {
   },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
-const list = (s: string) => s.split(",").map((x) => x.trim()).filter((x) => x !== "");
 const levels = list(args.levels).map((s) =>
   ["1", "2", "3"].includes(s) ? Number(s) : fail(`--levels: "${s}"`, "levels among 1, 2, 3")
 );

@@ -33,7 +33,7 @@ import { answerStopAt } from "../runtime/src/cli/run/execute.ts";
 import { encodeOrdinaryPrefix } from "../runtime/src/cli/run/prompt.ts";
 import { buildHaystack, checkAnswer, planHaystack } from "./fidelity/tasks.ts";
 import { appendRows, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, list, parseFlags } from "./lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/cachegen_quality.ts [flags]", {
   context: {
@@ -53,11 +53,6 @@ const args = parseFlags("deno run -A benchmarks/cachegen_quality.ts [flags]", {
   backend: { kind: "string", default: "cpu", help: "cpu | wgpu | webgpu | dawn" },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
-const list = (s: string) => s.split(",").map((x) => x.trim()).filter((x) => x !== "");
 const levels = list(args.levels).map((s) =>
   ["1", "2", "3"].includes(s) ? Number(s) as 1 | 2 | 3 : fail(`--levels: "${s}"`, "levels among 1, 2, 3")
 );

@@ -39,7 +39,7 @@ import {
 } from "../runtime/src/cachegen/context.ts";
 import { redisServerPath, withRedisServer } from "../runtime/src/kvstore/testdata/redis_server.ts";
 import { appendRows, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, list, parseFlags } from "./lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/cachegen_ttft.ts [flags]", {
   tokens: {
@@ -66,11 +66,6 @@ const args = parseFlags("deno run -A benchmarks/cachegen_ttft.ts [flags]", {
   backend: { kind: "string", default: "cpu", help: "cpu | wgpu | webgpu | dawn" },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
-const list = (s: string) => s.split(",").map((x) => x.trim()).filter((x) => x !== "");
 const stores = list(args.stores).map((s) =>
   s === "file" || s === "sqlite" || s === "redis" ? s : fail(`--stores: "${s}"`, "file, sqlite, redis")
 );

@@ -16,7 +16,7 @@
  * @module
  */
 import { appendRows, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, parseFlags } from "./lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/cachegen_ttft_compose.ts [flags]", {
   prefill: { kind: "string", default: "", help: "prefill_peer.py's rows (JSON array)" },
@@ -30,10 +30,6 @@ const args = parseFlags("deno run -A benchmarks/cachegen_ttft_compose.ts [flags]
   },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
 if (!args.prefill || !args.decode) fail("--prefill and --decode are required", "pass both device outputs");
 type Src = {
   metric: string;

@@ -35,7 +35,7 @@ import {
 } from "../runtime/src/squeezed/squeezed.ts";
 import { buildHaystack, checkAnswer, planHaystack } from "./fidelity/tasks.ts";
 import { appendRows, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, list, parseFlags } from "./lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/squeezed_bench.ts [flags]", {
   context: { kind: "int", default: 7000, min: 1024, help: "tokens per haystack (prompt + answer)" },
@@ -57,11 +57,6 @@ const args = parseFlags("deno run -A benchmarks/squeezed_bench.ts [flags]", {
   backend: { kind: "string", default: "cpu", help: "cpu | wgpu | webgpu | dawn" },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
-const list = (v: string) => v.split(",").map((s) => s.trim()).filter((s) => s !== "");
 const percentiles = list(args.percentiles).map((s) => {
   const x = Number(s);
   return Number.isFinite(x) && x >= 0 && x < 1 ? x : fail(`--percentiles: "${s}"`, "values in [0, 1)");

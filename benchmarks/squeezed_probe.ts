@@ -15,7 +15,7 @@ import { squeezed } from "@longctx/ops";
 import { loadLlama } from "../runtime/src/model/llama.ts";
 import { modelPath, readDocument } from "../runtime/src/paths.ts";
 import { buildHaystack, planHaystack } from "./fidelity/tasks.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, parseFlags } from "./lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/squeezed_probe.ts [flags]", {
   context: { kind: "int", default: 2048, min: 1024, help: "haystack tokens" },
@@ -25,10 +25,6 @@ const args = parseFlags("deno run -A benchmarks/squeezed_probe.ts [flags]", {
   percentiles: { kind: "string", default: "0.5,0.9", help: "threshold percentiles" },
   "min-mass": { kind: "number", default: 0.05, min: 0, help: "heads shown: fact mass at least this" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
 const must = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e);
 const m = await must(loadLlama(modelPath()));
 const tok = m.tokenizer;

@@ -26,7 +26,7 @@ import { modelPath, readDocument } from "../runtime/src/paths.ts";
 import { logSumExp } from "../runtime/src/model/metrics.ts";
 import { buildHaystack, checkAnswer, type Haystack, planHaystack, TASK_TYPES } from "./fidelity/tasks.ts";
 import { appendRows, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, list, parseFlags } from "./lib/args.ts";
 
 const OPTIONS = ["dense", "tokenselect", "tokenselect-original"] as const;
 type Option = typeof OPTIONS[number];
@@ -40,11 +40,6 @@ const args = parseFlags("deno run -A benchmarks/tokenselect_extrapolation.ts [fl
   "max-new": { kind: "int", default: 16, min: 1, help: "answer tokens" },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const list = (v: string) => v.split(",").map((s) => s.trim()).filter((s) => s !== "");
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
 const lengths = args.lengths.map((n) =>
   Number.isInteger(n)
     ? n

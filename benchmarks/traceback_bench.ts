@@ -23,7 +23,7 @@ import { modelPath, readDocument } from "../runtime/src/paths.ts";
 import { attnTrace, fullLength, tracePrompt, tracLlmTrace } from "../runtime/src/trace/trace.ts";
 import { type CaseKind, makeCase, type TraceCase } from "./traceback/cases.ts";
 import { appendRows, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, list, parseFlags } from "./lib/args.ts";
 import { tracebackWeights64 } from "../tests/ops/ref64.ts";
 
 const METHODS = ["attntrace", "attntrace-full", "tracllm"] as const;
@@ -62,11 +62,6 @@ const args = parseFlags("deno run -A benchmarks/traceback_bench.ts [flags]", {
   },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
-const list = (v: string) => v.split(",").map((s) => s.trim()).filter((s) => s !== "");
 const methods = list(args.methods).map((m) =>
   (METHODS as readonly string[]).includes(m)
     ? m as Method

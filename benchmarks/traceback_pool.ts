@@ -12,7 +12,7 @@
  * @module
  */
 import { appendRows, type Row, type RowInput } from "./lib/results.ts";
-import { parseFlags } from "./lib/args.ts";
+import { fail, parseFlags } from "./lib/args.ts";
 
 const args = parseFlags("deno run -A benchmarks/traceback_pool.ts [flags]", {
   backend: { kind: "string", default: "H200", help: "rows whose backend contains this" },
@@ -20,10 +20,6 @@ const args = parseFlags("deno run -A benchmarks/traceback_pool.ts [flags]", {
   impls: { kind: "string", default: "tracllm,random", help: "impls of those runs to pool" },
   "no-write": { kind: "switch", help: "print only; append no rows" },
 });
-const fail = (message: string, hint: string): never => {
-  console.error(`error: ${message} — fix: ${hint}`);
-  Deno.exit(2);
-};
 
 const all = JSON.parse(await Deno.readTextFile("benchmarks/results/traceback.json")) as Row[];
 const params = (r: Row) => (r.params ?? {}) as Record<string, unknown>;

@@ -156,3 +156,12 @@ export const parseFlags = <S extends Readonly<Record<string, FlagSpec>>>(
     process.exit(1);
   }
 };
+
+/** A bench's bad input: print `error: <message> — fix: <hint>` on stderr and exit with 2. */
+export const fail = (message: string, hint: string): never => {
+  console.error(`error: ${message} — fix: ${hint}`);
+  Deno.exit(2);
+};
+
+/** The items of a comma-separated flag value, trimmed, empty ones dropped. */
+export const list = (s: string): string[] => s.split(",").map((x) => x.trim()).filter((x) => x !== "");
